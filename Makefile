@@ -1,0 +1,51 @@
+# Two entry points: `make demo` (the embedded benchmark) and `make test` (lint, types, tests).
+# Both create .venv and install pinned packages themselves (uv, from the lock files below).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV     := $(BIN)/uv pip install --python $(BIN)/python --quiet
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export MPLBACKEND := Agg
+
+.PHONY: demo test lint typecheck unit lock schema clean
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+
+# runtime packages only: enough for the demo
+$(VENV)/.core: $(BIN)/uv requirements.lock pyproject.toml
+	$(UV) -r requirements.lock
+	$(UV) --no-deps -e .
+	touch $@
+
+# runtime + test, lint and CDK packages
+$(VENV)/.dev: $(BIN)/uv requirements-dev.lock pyproject.toml
+	$(UV) -r requirements-dev.lock
+	$(UV) --no-deps -e .
+	touch $@ $(VENV)/.core
+
+demo: $(VENV)/.core
+	$(BIN)/fmbench run examples/local-demo.yaml --out results/demo
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+# re-pin after changing dependencies in pyproject.toml
+lock: $(BIN)/uv
+	$(BIN)/uv pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --extra dev --extra infra pyproject.toml -o requirements-dev.lock
+
+schema: $(VENV)/.core
+	$(BIN)/fmbench schema --out schema
+
+clean:
+	rm -rf $(VENV) results cdk.out .mypy_cache .ruff_cache .pytest_cache

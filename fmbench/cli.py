@@ -1,0 +1,343 @@
+"""The `fmbench` command: validate suites, run them on this machine, drive load, start the emulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fmbench.config import Suite, SuiteValidationError, load_suite, validate_suite_data, write_suite_schema
+from fmbench.plan import RunPlan, plan_suite
+from fmbench.runner import ProgressEvent
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _print_problems(error: SuiteValidationError) -> None:
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    where = f"{error.source}: " if error.source else ""
+    err.print(f"{where}invalid suite, {len(error.problems)} problem(s):", markup=False)
+    for problem in error.problems:
+        err.print(f"  {problem}", markup=False)
+
+
+def _plan_table(plan: RunPlan) -> Table:
+    table = Table(title=f"Suite {plan.suite.name}: {len(plan.branches)} branch(es)")
+    for column in ("branch", "platform", "model", "instance", "$/hour", "load points", "requests"):
+        table.add_column(column)
+    load = plan.suite.load
+    for spec in plan.branches:
+        per_point = (load.requests_per_level or 0) + load.warmup_requests
+        requests = str(per_point * spec.load_point_count) if load.requests_per_level else f"{load.duration_s}s each"
+        price = spec.instance_price_per_hour_usd
+        table.add_row(
+            spec.branch_id,
+            spec.target.platform,
+            spec.target.model or "-",
+            f"{spec.instance_type or '-'} x{spec.target.instance_count}",
+            f"{price:.3f}" if price is not None else "unknown",
+            str(spec.load_point_count),
+            requests,
+        )
+    return table
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        suite = load_suite(args.suite)
+    except SuiteValidationError as error:
+        _print_problems(error)
+        return EXIT_INVALID
+    plan = plan_suite(suite, storage_root="(not written)", run_id="validate")
+    _console().print(_plan_table(plan))
+    return EXIT_OK
+
+
+class ProgressView:
+    """Progress per branch and load point: a live view on a terminal, plain lines otherwise."""
+
+    def __init__(self, plan: RunPlan, console: Console, live: bool) -> None:
+        self._console = console
+        self._live = live
+        self._names = {b.branch_id: b.target.name for b in plan.branches}
+        self._progress: Progress | None = None
+        self._tasks: dict[str, Any] = {}
+        # with a request count the bar advances per request; with a duration, per load point
+        self._count_requests = plan.suite.load.requests_per_level is not None
+        if live:
+            self._progress = Progress(
+                TextColumn("{task.fields[name]:<20}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[point]}"),
+                TimeElapsedColumn(),
+                console=console,
+            )
+            load = plan.suite.load
+            for spec in plan.branches:
+                per_point = (load.requests_per_level or 0) + load.warmup_requests
+                total = per_point * spec.load_point_count if load.requests_per_level else spec.load_point_count
+                self._tasks[spec.branch_id] = self._progress.add_task(
+                    "", total=total, name=spec.target.name, point="waiting"
+                )
+
+    def __enter__(self) -> ProgressView:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        name = self._names.get(event.branch_id, event.branch_id)
+        point = f"c={event.concurrency} bin={event.payload_bin}"
+        if self._progress is not None:
+            task = self._tasks[event.branch_id]
+            if event.kind == "load_point_started":
+                self._progress.update(task, point=f"{point} ({event.load_point_index + 1}/{event.load_points_total})")
+            elif event.kind == "request_done" and self._count_requests:
+                self._progress.advance(task)
+            elif event.kind == "load_point_finished" and not self._count_requests:
+                self._progress.advance(task)
+            elif event.kind == "branch_finished":
+                self._progress.update(task, point=event.message or "done")
+            return
+        if event.kind == "load_point_finished":
+            self._console.print(
+                f"[{name}] {point}: {event.completed} requests, {event.errors} errors "
+                f"(load point {event.load_point_index + 1}/{event.load_points_total})",
+                markup=False,
+            )
+        elif event.kind in ("branch_started", "branch_finished"):
+            self._console.print(f"[{name}] {event.message or event.kind}", markup=False)
+
+
+def _print_outcome(console: Console, run: Any) -> None:
+    result = run.result
+    table = Table(title=f"Run {run.plan.run_id}: {result.status}")
+    for column in ("branch", "status", "requests", "reason"):
+        table.add_column(column)
+    for outcome in run.outcomes:
+        table.add_row(outcome.branch_id, outcome.status, str(outcome.records_written), outcome.reason or "")
+    console.print(table)
+    best = result.best
+    if best is None:
+        console.print(f"No configuration met the SLO on bin {result.headline_bin}.", markup=False)
+    else:
+        price = "n/a" if best.price_per_txn is None else f"${best.price_per_txn:.6f}"
+        console.print(
+            f"Best under the SLO (bin {best.payload_file}): {best.experiment_name} on {best.instance_type} "
+            f"at concurrency {best.concurrency}: p95 latency {best.latency_p95:.2f} s, "
+            f"{best.transactions_per_minute:.0f} transactions/min, {price} per transaction",
+            markup=False,
+        )
+    console.print(f"Report: {run.report_dir / 'report.md'} (and report.html, result.json)", markup=False)
+    console.print(f"Finished in {run.elapsed_s:.1f} s", markup=False)
+
+
+def _run_and_report(suite: Suite, out: Path, suite_dir: Path | None, run_id: str | None) -> int:
+    from fmbench.local import run_suite
+
+    console = _console()
+    plan_preview = plan_suite(suite, storage_root=str(out), run_id=run_id or "preview")
+    console.print(_plan_table(plan_preview))
+    with ProgressView(plan_preview, console, live=console.is_terminal) as view:
+        run = run_suite(suite, out, suite_dir=suite_dir, run_id=run_id, on_progress=view)
+    _print_outcome(console, run)
+    return EXIT_OK if run.result.status != "failed" else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        suite = load_suite(args.suite)
+    except SuiteValidationError as error:
+        _print_problems(error)
+        return EXIT_INVALID
+    return _run_and_report(suite, Path(args.out), Path(args.suite).resolve().parent, args.run_id)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _bins(text: str) -> list[dict[str, int]]:
+    bins = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)-(\d+)\s*", part)
+        if not match:
+            raise argparse.ArgumentTypeError(f"bins are MIN-MAX token ranges separated by commas, got {part!r}")
+        bins.append({"min_tokens": int(match[1]), "max_tokens": int(match[2])})
+    return bins
+
+
+def discover_model(base_url: str, timeout_s: float = 5.0) -> str | None:
+    """The first model an OpenAI-compatible server lists, so `fmbench load` works without --model."""
+    try:
+        with urllib.request.urlopen(f"{base_url.rstrip('/')}/models", timeout=timeout_s) as response:  # noqa: S310
+            models = json.load(response).get("data") or []
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return str(models[0]["id"]) if models and isinstance(models[0], dict) and "id" in models[0] else None
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    model = args.model or discover_model(args.url) or ""
+    host = re.sub(r"[^A-Za-z0-9]+", "-", args.url.split("://", 1)[-1]).strip("-")[:50] or "endpoint"
+    load: dict[str, Any] = {"concurrency": args.concurrency, "warmup_requests": args.warmup}
+    if args.duration is not None:
+        load["duration_s"] = args.duration
+    else:
+        load["requests_per_level"] = args.requests
+    data = {
+        "name": "load",
+        "targets": [
+            {
+                "name": host,
+                "platform": "openai",
+                "endpoint_url": args.url,
+                "api": args.openai_api,
+                "model": model,
+                "api_key_env": args.api_key_env,
+            }
+        ],
+        "workload": {
+            "dataset": {"source": args.dataset},
+            "bins": args.bins,
+            "inference": {"max_new_tokens": args.max_tokens, "stream": not args.no_stream},
+        },
+        "load": load,
+        "slo": {"p95_latency_s": args.slo_p95_latency_s, "max_error_rate": 1.0},
+    }
+    try:
+        suite = validate_suite_data(data, base_dir=Path.cwd(), source="fmbench load arguments")
+    except SuiteValidationError as error:
+        _print_problems(error)
+        return EXIT_INVALID
+    status = _run_and_report(suite, Path(args.out), Path.cwd(), None)
+    _print_summary_table(Path(args.out))
+    return status
+
+
+def _print_summary_table(out: Path) -> None:
+    import pandas as pd
+
+    summary_path = out / "summary.parquet"
+    if not summary_path.exists():
+        return
+    frame = pd.read_parquet(summary_path)
+    table = Table(title="Summary per load point")
+    columns = [
+        ("concurrency", "conc", "{:.0f}"),
+        ("payload_bin", "bin", "{}"),
+        ("requests", "req", "{:.0f}"),
+        ("error_rate", "err", "{:.1%}"),
+        ("latency_p50_s", "lat p50 s", "{:.3f}"),
+        ("latency_p95_s", "lat p95 s", "{:.3f}"),
+        ("ttft_p50_s", "ttft p50 s", "{:.3f}"),
+        ("ttft_p95_s", "ttft p95 s", "{:.3f}"),
+        ("itl_p50_s", "itl p50 s", "{:.4f}"),
+        ("transactions_per_minute", "tpm", "{:.1f}"),
+        ("completion_token_throughput_per_s", "out tok/s", "{:.1f}"),
+    ]
+    for _, label, _ in columns:
+        table.add_column(label, justify="right")
+    for row in frame.to_dict("records"):
+        cells = []
+        for key, _, fmt in columns:
+            value = row.get(key)
+            cells.append("-" if value is None or value != value else fmt.format(value))
+        table.add_row(*cells)
+    _console().print(table)
+
+
+def cmd_emulator(args: argparse.Namespace, rest: list[str]) -> int:
+    from fmbench.emulator.cli import main as emulator_main
+
+    return emulator_main(rest)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from report.result import write_result_schema
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_suite_schema(out / "suite.schema.json")
+    write_result_schema(out / "result.schema.json")
+    print(f"wrote {out / 'suite.schema.json'} and {out / 'result.schema.json'}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fmbench", description="Benchmark foundation-model endpoints.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser("validate", help="check a suite; list every problem, or the planned branches")
+    validate.add_argument("suite", help="suite file (YAML or JSON)")
+    validate.set_defaults(handler=cmd_validate)
+
+    run = commands.add_parser("run", help="run a suite on this machine and write the report")
+    run.add_argument("suite", help="suite file (YAML or JSON)")
+    run.add_argument("--out", required=True, help="output folder (records and report)")
+    run.add_argument("--run-id", default=None, help="run id (default: time stamp and random suffix)")
+    run.set_defaults(handler=cmd_run)
+
+    load = commands.add_parser("load", help="benchmark one OpenAI-compatible endpoint directly")
+    load.add_argument("--url", required=True, help="base URL including /v1, e.g. http://127.0.0.1:8000/v1")
+    load.add_argument("--api", choices=["openai"], default="openai", help="wire protocol")
+    load.add_argument("--openai-api", choices=["chat", "completions"], default="chat")
+    load.add_argument("--model", default=None, help="model id (default: the first one the server lists)")
+    load.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
+    load.add_argument("--concurrency", type=_int_list, default=[1, 8, 32], help="levels, e.g. 1,8,32")
+    stop = load.add_mutually_exclusive_group()
+    stop.add_argument("--requests", type=int, default=200, help="measured requests per level")
+    stop.add_argument("--duration", type=float, default=None, help="measured seconds per level")
+    load.add_argument("--warmup", type=int, default=0, help="warm-up requests per level")
+    load.add_argument("--max-tokens", type=int, default=128)
+    load.add_argument("--no-stream", action="store_true", help="non-streaming requests (no TTFT)")
+    load.add_argument("--dataset", default="builtin:synthetic-qa")
+    load.add_argument("--bins", type=_bins, default=_bins("0-100000"), help="prompt-token bins, e.g. 50-500,500-2000")
+    load.add_argument("--slo-p95-latency-s", type=float, default=None)
+    load.add_argument("--out", required=True, help="output folder")
+    load.set_defaults(handler=cmd_load)
+
+    emulator = commands.add_parser(
+        "emulator", help="run the local endpoint emulator (see `fmbench emulator --help`)", add_help=False
+    )
+    emulator.set_defaults(handler=None)
+
+    schema = commands.add_parser("schema", help="write the JSON Schemas of the suite and of result.json")
+    schema.add_argument("--out", default="schema")
+    schema.set_defaults(handler=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "emulator":
+        return cmd_emulator(argparse.Namespace(), argv[1:])
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,7 @@
+"""Entry point of ``python -m fmbench.emulator``."""
+
+import sys
+
+from fmbench.emulator.cli import main
+
+sys.exit(main())

@@ -1,0 +1,218 @@
+"""OpenAI wire format for the emulator: request validation and the JSON/SSE bodies it sends back."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fmbench.tokenizer import get_tokenizer
+
+ApiKind = Literal["chat", "completions"]
+
+DEFAULT_MAX_TOKENS = 16
+_MAX_TOKENS_LIMIT = 1_000_000
+
+# Pure word characters, so that the simple tokenizer counts " word" as exactly one token and the client's
+# token count of the streamed text equals the number of chunks.
+_WORDS = (
+    "the of and to in is that for it as with was on be by at this from or an are which not but have "
+    "had one all were when there can more if no out so said what up its about into than them only "
+    "other new some could time these two may then first any like now my such make over our even most "
+    "after also made many before must through back years where much your way well down should because "
+    "each just those people how too little state good very world still own see men work long get here "
+    "between both life being under never day same another know while last might us great old year off "
+    "come since against go came right used take three"
+)
+_VOCABULARY = tuple(_WORDS.split())
+
+
+class InvalidRequestError(ValueError):
+    """A request body the OpenAI API would reject with HTTP 400."""
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    kind: ApiKind
+    model: str | None
+    prompt_tokens: int
+    max_tokens: int | None
+    stream: bool
+    include_usage: bool
+
+
+def generated_token(index: int) -> str:
+    return " " + _VOCABULARY[index % len(_VOCABULARY)]
+
+
+def _content_text(content: Any, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict):
+                raise InvalidRequestError(f"{where}: each content part must be an object")
+            if part.get("type") == "text":
+                text = part.get("text")
+                if not isinstance(text, str):
+                    raise InvalidRequestError(f"{where}: a text part needs a string 'text'")
+                texts.append(text)
+        return "\n".join(texts)
+    raise InvalidRequestError(f"{where}: 'content' must be a string, a list of parts or null")
+
+
+def _prompt_text(kind: ApiKind, body: dict[str, Any]) -> str:
+    if kind == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise InvalidRequestError("'messages' is required and must be a non-empty list")
+        texts = []
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict):
+                raise InvalidRequestError(f"messages[{i}] must be an object")
+            if not isinstance(message.get("role"), str):
+                raise InvalidRequestError(f"messages[{i}]: 'role' is required and must be a string")
+            texts.append(_content_text(message.get("content"), f"messages[{i}]"))
+        return "\n".join(texts)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise InvalidRequestError("'prompt' is required and must be a string")
+    return prompt
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidRequestError(f"'{key}' must be an integer")
+        if not 1 <= value <= _MAX_TOKENS_LIMIT:
+            raise InvalidRequestError(f"'{key}' must be between 1 and {_MAX_TOKENS_LIMIT}")
+        return value
+    return None
+
+
+def parse_request(kind: ApiKind, raw_body: bytes) -> ParsedRequest:
+    try:
+        body = json.loads(raw_body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidRequestError("'model' must be a string")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise InvalidRequestError("'stream' must be a boolean")
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise InvalidRequestError("the emulator only serves n=1")
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise InvalidRequestError("'stream_options' must be an object")
+    prompt = _prompt_text(kind, body)
+    return ParsedRequest(
+        kind=kind,
+        model=model,
+        prompt_tokens=get_tokenizer("simple").count(prompt),
+        max_tokens=_max_tokens(body),
+        stream=stream,
+        include_usage=bool(stream_options.get("include_usage", False)),
+    )
+
+
+def error_body(message: str, error_type: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+class ResponseWriter:
+    """Bodies of one response, all sharing the completion id, creation time and model name."""
+
+    def __init__(self, request: ParsedRequest, model: str) -> None:
+        self.request = request
+        self.model = model
+        prefix = "chatcmpl" if request.kind == "chat" else "cmpl"
+        self.completion_id = f"{prefix}-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+    def _envelope(self) -> dict[str, Any]:
+        chat = self.request.kind == "chat"
+        return {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+        }
+
+    def _sse(self, payload: dict[str, Any]) -> bytes:
+        if self.request.include_usage and "usage" not in payload:
+            payload["usage"] = None
+        return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+    def token_chunk(self, index: int) -> bytes:
+        text = generated_token(index)
+        choice: dict[str, Any]
+        if self.request.kind == "chat":
+            # The role rides on the first token rather than on an empty chunk of its own, so that a client
+            # timing the first chunk measures the first token.
+            delta = {"role": "assistant", "content": text} if index == 0 else {"content": text}
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
+        return self._sse({**self._envelope(), "choices": [choice]})
+
+    def finish_chunk(self, finish_reason: str) -> bytes:
+        choice: dict[str, Any]
+        if self.request.kind == "chat":
+            choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}
+        else:
+            choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": finish_reason}
+        return self._sse({**self._envelope(), "choices": [choice]})
+
+    def usage_chunk(self, completion_tokens: int) -> bytes:
+        return self._sse(
+            {
+                **self._envelope(),
+                "choices": [],
+                "usage": usage(self.request.prompt_tokens, completion_tokens),
+            }
+        )
+
+    def full_response(self, completion_tokens: int, finish_reason: str) -> dict[str, Any]:
+        text = "".join(generated_token(i) for i in range(completion_tokens))
+        choice: dict[str, Any]
+        if self.request.kind == "chat":
+            message = {"role": "assistant", "content": text}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+            kind_object = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+            kind_object = "text_completion"
+        return {
+            **self._envelope(),
+            "object": kind_object,
+            "choices": [choice],
+            "usage": usage(self.request.prompt_tokens, completion_tokens),
+        }
+
+
+DONE_EVENT = b"data: [DONE]\n\n"

@@ -1,0 +1,436 @@
+"""The emulator's HTTP server: an OpenAI-compatible endpoint whose speed and price follow a profile."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import bisect
+import contextlib
+import enum
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fmbench.emulator.engine import BatchEngine, EngineClosedError, LoopClock, Sequence, fixed_token_times_s
+from fmbench.emulator.profiles import DEFAULT_PROFILE, EmulatorProfile, get_profile
+from fmbench.emulator.protocol import (
+    DEFAULT_MAX_TOKENS,
+    DONE_EVENT,
+    ApiKind,
+    InvalidRequestError,
+    ParsedRequest,
+    ResponseWriter,
+    error_body,
+    parse_request,
+)
+
+HANG_CAP_S = 600.0
+RETRY_AFTER_S = 1
+_HANG_POLL_S = 0.05
+_SHUTDOWN_TIMEOUT_S = 5.0
+_CLIENT_MAX_SIZE_BYTES = 16 * 1024 * 1024
+
+
+class EmulatorSettings(BaseModel):
+    """Everything that shapes one emulator: where it listens, how fast it is and how it fails."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
+    model: str = Field(default="emulated-model", min_length=1)
+    profile: str | None = Field(default=None, description=f"Named profile; {DEFAULT_PROFILE} if unset.")
+    ttft_ms: float | None = Field(default=None, ge=0)
+    itl_ms: float | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=1)
+    error_500_rate: float = Field(default=0.0, ge=0, le=1)
+    error_429_rate: float = Field(default=0.0, ge=0, le=1)
+    hang_rate: float = Field(default=0.0, ge=0, le=1)
+    cut_stream_rate: float = Field(default=0.0, ge=0, le=1)
+    seed: int = 0
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, name: str | None) -> str | None:
+        if name is not None:
+            get_profile(name)
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        fixed = (self.ttft_ms, self.itl_ms, self.output_tokens)
+        if any(v is not None for v in fixed) and not all(v is not None for v in fixed):
+            raise ValueError("fixed timing needs all of ttft_ms, itl_ms and output_tokens, or none of them")
+        # One uniform draw per request picks at most one fault, so the rates share the unit interval.
+        total = self.error_500_rate + self.error_429_rate + self.hang_rate + self.cut_stream_rate
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"the fault rates add up to {total:g}; their sum must not exceed 1")
+        return self
+
+    @property
+    def fixed_timing(self) -> bool:
+        return self.ttft_ms is not None
+
+    @property
+    def resolved_profile(self) -> EmulatorProfile:
+        return get_profile(self.profile or DEFAULT_PROFILE)
+
+
+class _Fault(enum.Enum):
+    NONE = "none"
+    ERROR_500 = "error_500"
+    ERROR_429 = "error_429"
+    HANG = "hang"
+    CUT_STREAM = "cut_stream"
+
+
+class _ShutdownError(Exception):
+    """The server is stopping while a response is under way."""
+
+
+@dataclass
+class _EmulatorState:
+    settings: EmulatorSettings
+    profile: EmulatorProfile
+    engine: BatchEngine | None
+    fault_rng: random.Random
+    clock: LoopClock = field(default_factory=LoopClock)
+    in_flight: int = 0
+    requests_total: int = 0
+    shutting_down: bool = False
+    handler_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def draw_fault(self) -> _Fault:
+        s = self.settings
+        if not (s.error_500_rate or s.error_429_rate or s.hang_rate or s.cut_stream_rate):
+            return _Fault.NONE
+        draw = self.fault_rng.random()
+        for fault, rate in (
+            (_Fault.ERROR_500, s.error_500_rate),
+            (_Fault.ERROR_429, s.error_429_rate),
+            (_Fault.HANG, s.hang_rate),
+            (_Fault.CUT_STREAM, s.cut_stream_rate),
+        ):
+            if draw < rate:
+                return fault
+            draw -= rate
+        return _Fault.NONE
+
+    def output_plan(self, parsed: ParsedRequest) -> tuple[int, str]:
+        """How many tokens to generate, and the finish_reason to report."""
+        s = self.settings
+        if s.output_tokens is not None:
+            if parsed.max_tokens is None:
+                return s.output_tokens, "stop"
+            n_tokens = min(parsed.max_tokens, s.output_tokens)
+            return n_tokens, "length" if n_tokens == parsed.max_tokens else "stop"
+        return parsed.max_tokens or DEFAULT_MAX_TOKENS, "length"
+
+
+STATE_KEY = web.AppKey("fmbench_emulator_state", _EmulatorState)
+
+
+# ------------------------------------------------------------------------------------------ token feeds
+
+
+class _TokenFeed(abc.ABC):
+    """Tells a handler how many tokens exist so far, whichever timing mode produces them."""
+
+    @abc.abstractmethod
+    async def wait(self, seen_tokens: int) -> int:
+        """Wait for token ``seen_tokens`` (0-based) and return how many tokens are available by now."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release whatever the request holds (called whether or not it completed)."""
+
+
+class _FixedFeed(_TokenFeed):
+    def __init__(self, state: _EmulatorState, start_s: float, n_tokens: int) -> None:
+        s = state.settings
+        assert s.ttft_ms is not None and s.itl_ms is not None
+        self._clock = state.clock
+        self._times_s = fixed_token_times_s(start_s, s.ttft_ms, s.itl_ms, n_tokens)
+
+    async def wait(self, seen_tokens: int) -> int:
+        await self._clock.sleep_until(self._times_s[seen_tokens])
+        # A handler that fell behind sends every token that is already due, so the schedule stays absolute.
+        return max(seen_tokens + 1, bisect.bisect_right(self._times_s, self._clock.now_s()))
+
+    def close(self) -> None:
+        pass  # each fixed-timing request is independent: nothing to release
+
+
+class _EngineFeed(_TokenFeed):
+    def __init__(self, engine: BatchEngine, prompt_tokens: int, n_tokens: int) -> None:
+        self._engine = engine
+        try:
+            self._seq: Sequence = engine.submit(prompt_tokens, n_tokens)
+        except EngineClosedError:
+            raise _ShutdownError from None
+
+    async def wait(self, seen_tokens: int) -> int:
+        available = await self._seq.wait_for_tokens(seen_tokens)
+        if available <= seen_tokens:
+            raise _ShutdownError
+        return available
+
+    def close(self) -> None:
+        self._engine.cancel(self._seq)
+
+
+def _open_feed(state: _EmulatorState, parsed: ParsedRequest, start_s: float, n_tokens: int) -> _TokenFeed:
+    if state.engine is None:
+        return _FixedFeed(state, start_s, n_tokens)
+    return _EngineFeed(state.engine, parsed.prompt_tokens, n_tokens)
+
+
+# ------------------------------------------------------------------------------------------ handlers
+
+
+def _json_error(
+    status: int, message: str, error_type: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(error_body(message, error_type, code), status=status, headers=headers)
+
+
+def _drop_connection(request: web.Request) -> None:
+    """Close the socket without finishing the response, as a crashed or overloaded server would."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _hang(request: web.Request, state: _EmulatorState) -> web.StreamResponse:
+    # Polling the transport (rather than relying on handler cancellation) ends the hang when the client
+    # leaves however the application is run.
+    deadline_s = state.clock.now_s() + HANG_CAP_S
+    while not state.shutting_down and not _client_gone(request) and state.clock.now_s() < deadline_s:
+        await asyncio.sleep(_HANG_POLL_S)
+    _drop_connection(request)
+    return web.Response(status=504)
+
+
+async def _stream(
+    request: web.Request,
+    parsed: ParsedRequest,
+    writer: ResponseWriter,
+    feed: _TokenFeed,
+    n_tokens: int,
+    finish_reason: str,
+    cut: bool,
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        status=200,
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+    await response.prepare(request)
+    limit = max(1, n_tokens // 2) if cut else n_tokens
+    sent = 0
+    try:
+        while sent < limit:
+            available = min(await feed.wait(sent), limit)
+            await response.write(b"".join(writer.token_chunk(i) for i in range(sent, available)))
+            sent = available
+    except _ShutdownError:
+        _drop_connection(request)
+        return response
+    if cut:
+        _drop_connection(request)
+        return response
+    tail = [writer.finish_chunk(finish_reason)]
+    if parsed.include_usage:
+        tail.append(writer.usage_chunk(sent))
+    tail.append(DONE_EVENT)
+    await response.write(b"".join(tail))
+    await response.write_eof()
+    return response
+
+
+async def _respond_once(
+    request: web.Request,
+    writer: ResponseWriter,
+    feed: _TokenFeed,
+    n_tokens: int,
+    finish_reason: str,
+    cut: bool,
+) -> web.StreamResponse:
+    try:
+        if cut:
+            await feed.wait(max(1, n_tokens // 2) - 1)
+            _drop_connection(request)
+            return web.Response(status=500)
+        await feed.wait(n_tokens - 1)
+    except _ShutdownError:
+        _drop_connection(request)
+        return web.Response(status=503)
+    return web.json_response(writer.full_response(n_tokens, finish_reason))
+
+
+async def _serve_generation(
+    request: web.Request, state: _EmulatorState, parsed: ParsedRequest, start_s: float
+) -> web.StreamResponse:
+    fault = state.draw_fault()
+    if fault is _Fault.ERROR_500:
+        return _json_error(500, "emulated internal server error", "server_error")
+    if fault is _Fault.ERROR_429:
+        return _json_error(
+            429,
+            "emulated rate limit: too many requests, retry later",
+            "rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    if fault is _Fault.HANG:
+        return await _hang(request, state)
+
+    n_tokens, finish_reason = state.output_plan(parsed)
+    writer = ResponseWriter(parsed, parsed.model or state.settings.model)
+    cut = fault is _Fault.CUT_STREAM
+    try:
+        feed = _open_feed(state, parsed, start_s, n_tokens)
+    except _ShutdownError:
+        return _json_error(503, "the emulator is shutting down", "server_error")
+    try:
+        if parsed.stream:
+            return await _stream(request, parsed, writer, feed, n_tokens, finish_reason, cut)
+        return await _respond_once(request, writer, feed, n_tokens, finish_reason, cut)
+    finally:
+        feed.close()
+
+
+async def _generate(request: web.Request, kind: ApiKind) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    start_s = state.clock.now_s()
+    try:
+        parsed = parse_request(kind, await request.read())
+    except InvalidRequestError as exc:
+        return _json_error(400, str(exc), "invalid_request_error")
+    state.requests_total += 1
+    state.in_flight += 1
+    task = asyncio.current_task()
+    if task is not None:
+        state.handler_tasks.add(task)
+    try:
+        return await _serve_generation(request, state, parsed, start_s)
+    finally:
+        state.in_flight -= 1
+        if task is not None:
+            state.handler_tasks.discard(task)
+
+
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "chat")
+
+
+async def _completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "completions")
+
+
+async def _models(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    model = {"id": state.settings.model, "object": "model", "created": 0, "owned_by": "fmbench-emulator"}
+    return web.json_response({"object": "list", "data": [model]})
+
+
+def health_body(state: _EmulatorState) -> dict[str, Any]:
+    s = state.settings
+    p = state.profile
+    body: dict[str, Any] = {
+        "status": "ok",
+        "model": s.model,
+        "mode": "fixed" if s.fixed_timing else "batched",
+        "profile": p.name,
+        "instance_type": p.instance_type,
+        "price_per_hour_usd": p.price_per_hour_usd,
+        "max_batch": p.max_batch,
+        "in_flight": state.in_flight,
+        "requests_total": state.requests_total,
+    }
+    if state.engine is not None:
+        body["running"] = state.engine.running_count
+        body["waiting"] = state.engine.waiting_count
+    else:
+        body.update(ttft_ms=s.ttft_ms, itl_ms=s.itl_ms, output_tokens=s.output_tokens)
+    return body
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response(health_body(request.app[STATE_KEY]))
+
+
+# ------------------------------------------------------------------------------------------ app
+
+
+def build_app(settings: EmulatorSettings, *, profile: EmulatorProfile | None = None) -> web.Application:
+    """The emulator as an aiohttp application.
+
+    ``profile`` replaces the named profile (tests use it for custom constants such as zero jitter). Run the
+    application with ``handler_cancellation=True`` (as ``running_emulator`` and the CLI do) so that a client
+    that disconnects while waiting for a non-streaming answer frees its batch slot at once.
+    """
+    resolved = profile or settings.resolved_profile
+    engine = None if settings.fixed_timing else BatchEngine(resolved, seed=settings.seed)
+    state = _EmulatorState(
+        settings=settings, profile=resolved, engine=engine, fault_rng=random.Random(settings.seed)
+    )
+    app = web.Application(client_max_size=_CLIENT_MAX_SIZE_BYTES)
+    app[STATE_KEY] = state
+
+    async def engine_lifetime(_app: web.Application) -> AsyncIterator[None]:
+        if engine is not None:
+            engine.start()
+        yield
+        if engine is not None:
+            await engine.stop()
+
+    async def on_shutdown(_app: web.Application) -> None:
+        # Without this, aiohttp would wait for every streaming response (and every hang) to finish.
+        state.shutting_down = True
+        if engine is not None:
+            engine.abort_all()
+        for task in list(state.handler_tasks):
+            task.cancel()
+
+    app.cleanup_ctx.append(engine_lifetime)
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_post("/v1/chat/completions", _chat_completions)
+    app.router.add_post("/v1/completions", _completions)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/ping", _health)
+    return app
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@contextlib.asynccontextmanager
+async def running_emulator(
+    settings: EmulatorSettings, *, profile: EmulatorProfile | None = None
+) -> AsyncIterator[str]:
+    """Serve the emulator in this event loop; yields its base URL, e.g. ``http://127.0.0.1:PORT``."""
+    runner = web.AppRunner(
+        build_app(settings, profile=profile),
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{_url_host(host)}:{port}"
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,84 @@
+"""The protocol-neutral result of one model invocation and the interface every endpoint client meets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from fmbench.config import InferenceParameters
+
+# Error classes: one vocabulary for every wire protocol, so reports can compare platforms.
+HTTP_429 = "http_429"
+HTTP_4XX = "http_4xx"
+HTTP_5XX = "http_5xx"
+TIMEOUT = "timeout"
+CONNECTION_ERROR = "connection_error"
+STREAM_CUT = "stream_cut"
+MALFORMED_RESPONSE = "malformed_response"
+CLIENT_ERROR = "client_error"
+ERROR_CLASSES = (
+    HTTP_429,
+    HTTP_4XX,
+    HTTP_5XX,
+    TIMEOUT,
+    CONNECTION_ERROR,
+    STREAM_CUT,
+    MALFORMED_RESPONSE,
+    CLIENT_ERROR,
+)
+
+ERROR_MESSAGE_MAX_CHARS = 200
+
+
+@dataclass(slots=True)
+class InvocationResult:
+    """Raw perf_counter readings of one request; the load engine turns them into a record.
+
+    Times stay on the perf_counter scale here (not epoch) so that the client never pays for a clock
+    conversion on its hot path and every difference is taken on one monotonic clock.
+    """
+
+    send_perf_s: float
+    first_token_perf_s: float | None = None
+    end_perf_s: float = 0.0
+    chunk_perf_s: list[float] = field(default_factory=list)
+    text: str = ""
+    usage_prompt_tokens: int | None = None
+    usage_completion_tokens: int | None = None
+    status: Literal["ok", "error"] = "ok"
+    error_class: str | None = None
+    http_status: int | None = None
+    error_message: str | None = None
+
+    def fail(self, error_class: str, message: str, http_status: int | None = None) -> None:
+        """Mark the request failed; the first failure wins so a cascade cannot hide the cause."""
+        if self.status == "error":
+            return
+        self.status = "error"
+        self.error_class = error_class
+        self.error_message = shorten(message)
+        if http_status is not None:
+            self.http_status = http_status
+
+
+def shorten(message: str, limit: int = ERROR_MESSAGE_MAX_CHARS) -> str:
+    """Error messages end up in Parquet rows and reports: keep them to one short line."""
+    one_line = " ".join(message.split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
+
+
+class EndpointClient(Protocol):
+    """One wire protocol. ``invoke`` never raises for a failed request: it returns an error result.
+
+    Only cancellation propagates, so that the load engine can count every attempt as a record.
+    """
+
+    async def invoke(
+        self, prompt_text: str, params: InferenceParameters, timeout_s: float
+    ) -> InvocationResult: ...
+
+    async def probe(self, timeout_s: float) -> str | None:
+        """None when the endpoint answers at all, else a human-readable reason."""
+        ...
+
+    async def aclose(self) -> None: ...

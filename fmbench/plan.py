@@ -1,0 +1,111 @@
+"""Suite -> branch specs: one per target, each with a stable id and everything its runner needs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from fmbench.config import LoadPlan, StrictModel, Suite, Target, Workload
+from fmbench.pricing import instance_price_per_hour_usd
+
+
+class BranchSpec(StrictModel):
+    """The contract between the planner and a runner (local task or Fargate container)."""
+
+    run_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    branch_id: str = Field(pattern=r"^[a-z0-9-]{1,64}$")
+    suite_name: str
+    target: Target
+    workload: Workload
+    load: LoadPlan
+    instance_type: str | None
+    instance_price_per_hour_usd: float | None
+    storage_root: str = Field(description="Local folder or s3://bucket/prefix that records are written under.")
+    dataset_base_dir: str | None = Field(default=None, description="Folder relative dataset paths start from.")
+
+    @property
+    def load_point_count(self) -> int:
+        return len(self.load.concurrency) * len(self.workload.bins)
+
+
+class RunPlan(StrictModel):
+    run_id: str
+    suite: Suite
+    branches: list[BranchSpec]
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def _slug(text: str, limit: int) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "branch"
+
+
+def branch_id_for(target: Any, workload: Workload, load: LoadPlan, price: float | None) -> str:
+    """Slug of the target name plus a hash of the branch's content: the same content, the same id."""
+    content = {
+        "target": target.model_dump(mode="json"),
+        "workload": workload.model_dump(mode="json"),
+        "load": load.model_dump(mode="json"),
+        "price": price,
+    }
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{_slug(target.name, 40)}-{digest}"
+
+
+def resolve_instance(target: Any, suite: Suite) -> tuple[str | None, float | None]:
+    """Instance type and hourly price of a target (an emulator stands in for its profile's instance)."""
+    instance_type = target.instance_type
+    profile_price = None
+    if target.platform == "emulator" and target.emulator.profile and target.emulator.ttft_ms is None:
+        from fmbench.emulator.profiles import get_profile
+
+        profile = get_profile(target.emulator.profile)
+        instance_type = instance_type or profile.instance_type
+        profile_price = profile.price_per_hour_usd
+    price = instance_price_per_hour_usd(instance_type, suite.pricing.instance_price_per_hour_usd, profile_price)
+    return instance_type, price
+
+
+def plan_suite(suite: Suite, storage_root: str, run_id: str | None = None, dataset_base_dir: str | None = None) -> RunPlan:
+    run_id = run_id or new_run_id()
+    branches = []
+    for target in suite.expanded_targets():
+        instance_type, price = resolve_instance(target, suite)
+        branches.append(
+            BranchSpec(
+                run_id=run_id,
+                branch_id=branch_id_for(target, suite.workload, suite.load, price),
+                suite_name=suite.name,
+                target=target,
+                workload=suite.workload,
+                load=suite.load,
+                instance_type=instance_type,
+                instance_price_per_hour_usd=price,
+                storage_root=storage_root,
+                dataset_base_dir=dataset_base_dir,
+            )
+        )
+    return RunPlan(run_id=run_id, suite=suite, branches=branches)
+
+
+class BranchOutcome(StrictModel):
+    """What became of one branch: the runner's account, carried into result.json and the report."""
+
+    branch_id: str
+    status: Literal["succeeded", "partial", "failed"]
+    reason: str | None = Field(default=None, description="Why the branch failed or is partial.")
+    requests_attempted: int = Field(default=0, ge=0)
+    records_written: int = Field(default=0, ge=0)
+    load_points_planned: int = Field(default=0, ge=0)
+    load_points_completed: int = Field(default=0, ge=0)
+    started_epoch_s: float | None = None
+    ended_epoch_s: float | None = None

@@ -1,0 +1,188 @@
+"""The request record: one row per request attempted, its Arrow schema and the Parquet writer.
+
+``run_id`` and ``branch_id`` are not columns of the files: they are the Hive partitions of the storage
+layout (``records/run_id=.../branch_id=.../part-NNNNN.parquet``), which Athena and DuckDB both read back as
+columns. Keeping them out of the files avoids a column that would clash with the partition keys.
+Times are epoch seconds (float64) so that the same arithmetic works in Trino and DuckDB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import threading
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("suite_name", pa.string(), nullable=False),
+        pa.field("target_name", pa.string(), nullable=False),
+        pa.field("platform", pa.string(), nullable=False),
+        pa.field("model", pa.string()),
+        pa.field("container", pa.string()),
+        pa.field("instance_type", pa.string()),
+        pa.field("instance_count", pa.int32()),
+        pa.field("instance_price_per_hour_usd", pa.float64()),
+        pa.field("api", pa.string()),
+        pa.field("load_mode", pa.string(), nullable=False),
+        pa.field("concurrency", pa.int32()),
+        pa.field("request_rate_per_s", pa.float64()),
+        pa.field("payload_bin", pa.string(), nullable=False),
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("prompt_id", pa.string()),
+        pa.field("is_warmup", pa.bool_(), nullable=False),
+        pa.field("scheduled_epoch_s", pa.float64(), nullable=False),
+        pa.field("send_epoch_s", pa.float64(), nullable=False),
+        pa.field("first_token_epoch_s", pa.float64()),
+        pa.field("end_epoch_s", pa.float64(), nullable=False),
+        pa.field("ttft_s", pa.float64()),
+        pa.field("latency_s", pa.float64(), nullable=False),
+        pa.field("itl_s", pa.list_(pa.float64())),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("completion_tokens", pa.int32()),
+        pa.field("token_source", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error_class", pa.string()),
+        pa.field("http_status", pa.int32()),
+        pa.field("error_message", pa.string()),
+        pa.field("response_text", pa.string()),
+    ]
+)
+PARTITION_COLUMNS = ("run_id", "branch_id")
+
+Status = Literal["ok", "error"]
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """Field names and meaning match ``RECORD_SCHEMA`` one to one (checked by a unit test)."""
+
+    suite_name: str
+    target_name: str
+    platform: str
+    model: str | None
+    container: str | None
+    instance_type: str | None
+    instance_count: int | None
+    instance_price_per_hour_usd: float | None
+    api: str | None
+    load_mode: str
+    concurrency: int | None
+    request_rate_per_s: float | None
+    payload_bin: str
+    request_id: str
+    prompt_id: str | None
+    is_warmup: bool
+    scheduled_epoch_s: float
+    send_epoch_s: float
+    first_token_epoch_s: float | None
+    end_epoch_s: float
+    ttft_s: float | None
+    latency_s: float
+    itl_s: list[float] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    token_source: str | None = None
+    status: Status = "ok"
+    error_class: str | None = None
+    http_status: int | None = None
+    error_message: str | None = None
+    response_text: str | None = None
+
+
+def records_to_table(records: list[RequestRecord]) -> pa.Table:
+    columns: dict[str, list[Any]] = {name: [] for name in RECORD_SCHEMA.names}
+    for record in records:
+        for name in RECORD_SCHEMA.names:
+            columns[name].append(getattr(record, name))
+    return pa.table(columns, schema=RECORD_SCHEMA)
+
+
+def records_prefix(root: str, run_id: str, branch_id: str) -> str:
+    return posixpath.join(root.rstrip("/"), "records", f"run_id={run_id}", f"branch_id={branch_id}")
+
+
+def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem for a local folder or an ``s3://bucket/prefix`` URI, and the path within it."""
+    if "://" in uri:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+        return filesystem, path
+    return pafs.LocalFileSystem(), str(Path(uri).resolve())
+
+
+class RecordWriter:
+    """Buffers records of one branch and writes them as numbered Parquet parts.
+
+    ``flush`` is called at least once per load point, so a runner killed mid-sweep keeps every load
+    point it finished. Thread-safe so a progress thread may flush while the engine appends.
+    """
+
+    def __init__(self, root: str, run_id: str, branch_id: str) -> None:
+        self.prefix = records_prefix(root, run_id, branch_id)
+        self._filesystem, self._path = resolve_filesystem(self.prefix)
+        self._buffer: list[RequestRecord] = []
+        self._lock = threading.Lock()
+        self._next_part = 0
+        self.rows_written = 0
+        self.files: list[str] = []
+        self._filesystem.create_dir(self._path, recursive=True)
+        self._next_part = self._first_free_part()
+
+    def _first_free_part(self) -> int:
+        selector = pafs.FileSelector(self._path, allow_not_found=True)
+        existing = [info.base_name for info in self._filesystem.get_file_info(selector)]
+        numbers = [int(name[5:10]) for name in existing if name.startswith("part-") and name[5:10].isdigit()]
+        return max(numbers, default=-1) + 1
+
+    def append(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._buffer.append(record)
+
+    def extend(self, records: list[RequestRecord]) -> None:
+        with self._lock:
+            self._buffer.extend(records)
+
+    def flush(self) -> str | None:
+        with self._lock:
+            if not self._buffer:
+                return None
+            batch, self._buffer = self._buffer, []
+            name = f"part-{self._next_part:05d}.parquet"
+            self._next_part += 1
+        table = records_to_table(batch)
+        path = posixpath.join(self._path, name)
+        pq.write_table(table, path, filesystem=self._filesystem, compression="zstd")
+        self.rows_written += table.num_rows
+        self.files.append(path)
+        return path
+
+
+def record_field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(RequestRecord)]
+
+
+def _athena_type(data_type: pa.DataType) -> str:
+    if pa.types.is_string(data_type):
+        return "string"
+    if pa.types.is_int32(data_type):
+        return "int"
+    if pa.types.is_int64(data_type):
+        return "bigint"
+    if pa.types.is_float64(data_type):
+        return "double"
+    if pa.types.is_boolean(data_type):
+        return "boolean"
+    if pa.types.is_list(data_type):
+        return f"array<{_athena_type(data_type.value_type)}>"
+    raise TypeError(f"no Athena type for {data_type}")
+
+
+def athena_columns() -> list[tuple[str, str]]:
+    """(name, Athena type) of every record column, in file order: the Glue table is derived from this."""
+    return [(f.name, _athena_type(f.type)) for f in RECORD_SCHEMA]

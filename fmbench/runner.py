@@ -1,0 +1,326 @@
+"""The branch runner: probe the endpoint, sweep the load points, write every request as a record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from fmbench.endpoints.base import EndpointClient
+from fmbench.endpoints.openai import OpenAIClient
+from fmbench.loadgen import (
+    Attempt,
+    ClosedLoop,
+    EpochClock,
+    LoadPoint,
+    LoadPointSummary,
+    RecordContext,
+    build_records,
+    summarize,
+)
+from fmbench.payloads import DatasetError, Prompt, build_payloads
+from fmbench.plan import BranchOutcome, BranchSpec
+from fmbench.records import RecordWriter
+from fmbench.tokenizer import get_tokenizer
+
+logger = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 10.0
+
+ProgressKind = Literal[
+    "branch_started", "load_point_started", "request_done", "load_point_finished", "branch_finished"
+]
+
+
+class BranchSetupError(ValueError):
+    """The caller asked for a branch this runner cannot set up (a programming error, not a bad endpoint)."""
+
+
+class UnsupportedPlatformError(BranchSetupError):
+    """A target platform without an endpoint client yet."""
+
+
+class ApiKeyMissingError(BranchSetupError):
+    """The target names an ``api_key_env`` variable that is not set in the runner's environment."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """A moment of a branch's life, for progress bars and logs.
+
+    For load-point events, ``completed``, ``total`` and ``errors`` count requests of that load point
+    (warm-up included; ``total`` is None when a duration decides). For branch events they count requests
+    of the whole branch and ``total`` is None.
+    """
+
+    branch_id: str
+    kind: ProgressKind
+    concurrency: int | None = None
+    payload_bin: str | None = None
+    load_point_index: int | None = None
+    load_points_total: int = 0
+    completed: int = 0
+    total: int | None = None
+    errors: int = 0
+    message: str | None = None
+
+
+def make_client(spec: BranchSpec, endpoint_url: str | None = None) -> EndpointClient:
+    """The endpoint client of a branch, with a connection pool as large as its highest concurrency.
+
+    Raises ``UnsupportedPlatformError`` for platforms without a client, ``ApiKeyMissingError`` when
+    ``api_key_env`` names an unset variable, ``BranchSetupError`` for an emulator without its URL.
+    """
+    target = spec.target
+    max_connections = max(spec.load.concurrency)
+    if target.platform == "openai":
+        api_key = None
+        if target.api_key_env:
+            api_key = os.environ.get(target.api_key_env)
+            if api_key is None:
+                raise ApiKeyMissingError(
+                    f"environment variable {target.api_key_env} (api_key_env) is not set"
+                )
+        return OpenAIClient(
+            endpoint_url or target.endpoint_url,
+            api=target.api,
+            model=target.model,
+            api_key=api_key,
+            headers=target.headers,
+            max_connections=max_connections,
+        )
+    if target.platform == "emulator":
+        if not endpoint_url:
+            raise BranchSetupError(
+                f"branch {spec.branch_id}: an emulator target needs endpoint_url "
+                "(the base URL of the emulator the caller started)"
+            )
+        return OpenAIClient(
+            endpoint_url.rstrip("/") + "/v1",
+            api=target.api,
+            model=target.model,
+            max_connections=max_connections,
+        )
+    raise UnsupportedPlatformError(f"platform {target.platform!r} has no endpoint client yet")
+
+
+class _Progress:
+    """Builds events only when someone listens; a failing listener is logged once and then ignored."""
+
+    def __init__(
+        self, branch_id: str, listener: Callable[[ProgressEvent], None] | None, points_total: int
+    ) -> None:
+        self.branch_id = branch_id
+        self.listener = listener
+        self.points_total = points_total
+
+    def emit(
+        self,
+        kind: ProgressKind,
+        *,
+        point: LoadPoint | None = None,
+        index: int | None = None,
+        completed: int = 0,
+        errors: int = 0,
+        message: str | None = None,
+    ) -> None:
+        if self.listener is None:
+            return
+        event = ProgressEvent(
+            branch_id=self.branch_id,
+            kind=kind,
+            concurrency=None if point is None else point.concurrency,
+            payload_bin=None if point is None else point.payload_bin,
+            load_point_index=index,
+            load_points_total=self.points_total,
+            completed=completed,
+            total=None if point is None else point.total_requests,
+            errors=errors,
+            message=message,
+        )
+        try:
+            self.listener(event)
+        except Exception:
+            logger.exception("progress listener failed; further progress events of this branch are dropped")
+            self.listener = None
+
+
+@dataclass(slots=True)
+class _Tally:
+    """The sweep's running account, readable by the caller even when the sweep raised."""
+
+    requests_attempted: int = 0
+    errors: int = 0
+    load_points_completed: int = 0
+
+
+def _failure_reason(point: LoadPoint, summary: LoadPointSummary) -> str:
+    return (
+        f"all {summary.measured} requests at concurrency {point.concurrency}, bin {point.payload_bin} "
+        f"failed: {summary.dominant_error_class} ({summary.sample_error_message})"
+    )
+
+
+async def run_branch(
+    spec: BranchSpec,
+    *,
+    endpoint_url: str | None = None,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+    base_dir: Path | None = None,
+) -> BranchOutcome:
+    """Run one branch's sweep and account for it; the records are in storage before this returns.
+
+    For an 'openai' target, ``endpoint_url`` (when given) replaces the target's URL; for an 'emulator'
+    target it is required: the emulator's base URL, started by the caller. Endpoint failures become a
+    'failed' outcome, never an exception; cancellation propagates after the records are flushed.
+    """
+    started_epoch_s = time.time()
+    points_total = spec.load_point_count
+    progress = _Progress(spec.branch_id, on_progress, points_total)
+
+    def outcome(reason: str | None, tally: _Tally | None = None, records_written: int = 0) -> BranchOutcome:
+        tally = tally or _Tally()
+        status: Literal["succeeded", "failed"] = "failed" if reason else "succeeded"
+        result = BranchOutcome(
+            branch_id=spec.branch_id,
+            status=status,
+            reason=reason,
+            requests_attempted=tally.requests_attempted,
+            records_written=records_written,
+            load_points_planned=points_total,
+            load_points_completed=tally.load_points_completed,
+            started_epoch_s=started_epoch_s,
+            ended_epoch_s=time.time(),
+        )
+        progress.emit(
+            "branch_finished",
+            completed=tally.requests_attempted,
+            errors=tally.errors,
+            message=status if reason is None else f"{status}: {reason}",
+        )
+        return result
+
+    progress.emit("branch_started", message=f"target {spec.target.name} ({spec.target.platform})")
+    folder = base_dir or (Path(spec.dataset_base_dir) if spec.dataset_base_dir else None)
+    try:
+        prompts_by_bin = build_payloads(spec.workload, folder)
+    except DatasetError as exc:
+        return outcome(f"dataset: {exc}")
+    empty = [label for label, prompts in prompts_by_bin.items() if not prompts]
+    if empty:
+        return outcome(f"no prompts in bin(s) {', '.join(empty)}")
+    try:
+        client = make_client(spec, endpoint_url)
+    except ApiKeyMissingError as exc:
+        return outcome(str(exc))
+
+    try:
+        unreachable = await client.probe(PROBE_TIMEOUT_S)
+        if unreachable is not None:
+            return outcome(f"endpoint unreachable: {unreachable}")
+        writer = RecordWriter(spec.storage_root, spec.run_id, spec.branch_id)
+        tally = _Tally()
+        try:
+            failure = await _sweep(spec, client, prompts_by_bin, writer, progress, tally)
+        except Exception as exc:
+            logger.exception("branch %s: the sweep failed", spec.branch_id)
+            failure = f"runner error: {type(exc).__name__}: {exc}"
+        return outcome(failure, tally, writer.rows_written)
+    finally:
+        await client.aclose()
+
+
+async def _sweep(
+    spec: BranchSpec,
+    client: EndpointClient,
+    prompts_by_bin: dict[str, list[Prompt]],
+    writer: RecordWriter,
+    progress: _Progress,
+    tally: _Tally,
+) -> str | None:
+    """Every load point in order; returns the failure reason of the point that stopped the sweep, if any."""
+    load = spec.load
+    clock = EpochClock.start()  # one anchor for the whole branch, so all its records share a time scale
+    tokenizer = get_tokenizer(spec.workload.tokenizer)
+    context = RecordContext.for_branch(spec)
+    points = [
+        LoadPoint(
+            concurrency=concurrency,
+            payload_bin=token_bin.label,
+            prompts=prompts_by_bin[token_bin.label],
+            params=spec.workload.inference,
+            timeout_s=load.request_timeout_s,
+            warmup_requests=load.warmup_requests,
+            requests=load.requests_per_level,
+            duration_s=load.duration_s,
+        )
+        for concurrency in load.concurrency
+        for token_bin in spec.workload.bins
+    ]
+    for index, point in enumerate(points):
+        progress.emit("load_point_started", point=point, index=index)
+        loop = ClosedLoop(client, point, on_request_done=_request_listener(progress, point, index))
+        try:
+            await loop.run()
+        finally:
+            # Also on cancellation or a crash: what was measured is kept.
+            summary = summarize(loop.attempts)
+            tally.requests_attempted += summary.attempts
+            tally.errors += summary.errors
+            writer.extend(build_records(loop.attempts, point, context, clock, tokenizer))
+            writer.flush()
+        progress.emit(
+            "load_point_finished",
+            point=point,
+            index=index,
+            completed=summary.attempts,
+            errors=summary.errors,
+            message=f"max in flight {loop.max_in_flight}",
+        )
+        logger.info(
+            "branch %s: concurrency %d, bin %s: %d requests, %d errors, max in flight %d",
+            spec.branch_id,
+            point.concurrency,
+            point.payload_bin,
+            summary.attempts,
+            summary.errors,
+            loop.max_in_flight,
+        )
+        if summary.all_measured_failed:
+            return _failure_reason(point, summary)
+        tally.load_points_completed += 1
+    return None
+
+
+def _request_listener(progress: _Progress, point: LoadPoint, index: int) -> Callable[[Attempt], None] | None:
+    if progress.listener is None:
+        return None
+    completed = 0
+    errors = 0
+
+    def on_request_done(attempt: Attempt) -> None:
+        nonlocal completed, errors
+        completed += 1
+        if attempt.result.status == "error":
+            errors += 1
+        progress.emit("request_done", point=point, index=index, completed=completed, errors=errors)
+
+    return on_request_done
+
+
+def run_branch_sync(
+    spec: BranchSpec,
+    *,
+    endpoint_url: str | None = None,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+    base_dir: Path | None = None,
+) -> BranchOutcome:
+    """For callers without an event loop (a Fargate entry point, the CLI)."""
+    return asyncio.run(
+        run_branch(spec, endpoint_url=endpoint_url, on_progress=on_progress, base_dir=base_dir)
+    )

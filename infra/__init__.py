@@ -1,0 +1,1 @@
+"""AWS CDK constructs for FMBench Flow: one module per concern, composed by `stack.FmbenchStack`."""

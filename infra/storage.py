@@ -1,0 +1,161 @@
+"""Results storage: the S3 bucket, the Glue catalog over the request records, and the Athena workgroup."""
+
+import re
+from typing import Final
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_athena as athena
+from aws_cdk import aws_glue as glue
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.record_columns import RECORD_COLUMNS, RECORD_PARTITION_KEYS
+
+# Key prefixes of the storage layout (DESIGN.md, contract 4); other constructs scope grants with them.
+RECORDS_PREFIX: Final = "records/"
+REPORTS_PREFIX: Final = "reports/"
+ATHENA_RESULTS_PREFIX: Final = "athena-results/"
+RECORDS_TABLE_NAME: Final = "records"
+
+# Pinned so the SQL in report/sql (Trino dialect) never runs on an older engine a workgroup defaults to.
+ATHENA_ENGINE_VERSION: Final = "Athena engine version 3"
+
+_PRIMITIVE_TYPES: Final = {
+    "string": glue.Schema.STRING,
+    "int": glue.Schema.INTEGER,
+    "bigint": glue.Schema.BIG_INT,
+    "double": glue.Schema.DOUBLE,
+    "boolean": glue.Schema.BOOLEAN,
+}
+_ARRAY_TYPE: Final = re.compile(r"array<(?P<item>.+)>")
+
+
+class Storage(Construct):
+    """Where every branch writes its records and where Athena reads them back.
+
+    Partition projection with injected `run_id` and `branch_id` makes a branch's Parquet files
+    queryable the moment they land, with no crawler and no `MSCK REPAIR`. The price is that every
+    query must name its run and branch ids with `=` or `IN (...)` literals.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        records_retention_days: int,
+        athena_bytes_scanned_cutoff: int,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        name_prefix = catalog_name_for(Stack.of(self).stack_name)
+
+        # Server access logs of the results bucket land here so reads and writes of results are auditable.
+        # Delivery is granted by bucket policy (cdk.json's serverAccessLogsUseBucketPolicy flag), not an
+        # ACL, which BucketOwnerEnforced ownership would reject.
+        self.access_logs_bucket = s3.Bucket(
+            self,
+            "AccessLogsBucket",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+        # Retained on stack deletion: benchmark results outlive the deployment that produced them.
+        self.bucket = s3.Bucket(
+            self,
+            "ResultsBucket",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            versioned=False,
+            server_access_logs_bucket=self.access_logs_bucket,
+            server_access_logs_prefix="results-bucket/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="ExpireRequestRecords",
+                    prefix=RECORDS_PREFIX,
+                    expiration=Duration.days(records_retention_days),
+                )
+            ],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+        self.database = glue.Database(
+            self,
+            "Database",
+            database_name=name_prefix,
+            description="FMBench Flow benchmark results (request records, one row per request).",
+        )
+
+        records_location = f"s3://{self.bucket.bucket_name}/{RECORDS_PREFIX}"
+        partition_path = "/".join(f"{key}=${{{key}}}" for key, _ in RECORD_PARTITION_KEYS)
+        self.records_table = glue.S3Table(
+            self,
+            "RecordsTable",
+            database=self.database,
+            table_name=RECORDS_TABLE_NAME,
+            description="One row per request attempted, warm-up and errors included.",
+            storage=glue.S3TableStorage.from_bucket(self.bucket),
+            s3_prefix=RECORDS_PREFIX,
+            data_format=glue.DataFormat.PARQUET,
+            columns=[glue.Column(name=name, type=glue_type(type_)) for name, type_ in RECORD_COLUMNS],
+            partition_keys=[
+                glue.Column(name=name, type=glue_type(type_)) for name, type_ in RECORD_PARTITION_KEYS
+            ],
+            partition_projection={
+                name: glue.PartitionProjectionConfiguration.injected() for name, _ in RECORD_PARTITION_KEYS
+            },
+            parameters={"storage.location.template": f"{records_location}{partition_path}/"},
+            # The objects are SSE-S3 encrypted, which S3 undoes transparently; `true` here would tell
+            # Athena to expect client-side (CSE-KMS) encryption instead.
+            has_encrypted_data=False,
+        )
+
+        self.workgroup = athena.CfnWorkGroup(
+            self,
+            "WorkGroup",
+            name=name_prefix,
+            description="FMBench Flow report queries; settings are enforced so no client can widen them.",
+            state="ENABLED",
+            # Deleting the stack must not fail on saved queries users left in the workgroup.
+            recursive_delete_option=True,
+            work_group_configuration=athena.CfnWorkGroup.WorkGroupConfigurationProperty(
+                enforce_work_group_configuration=True,
+                publish_cloud_watch_metrics_enabled=True,
+                bytes_scanned_cutoff_per_query=athena_bytes_scanned_cutoff,
+                engine_version=athena.CfnWorkGroup.EngineVersionProperty(
+                    selected_engine_version=ATHENA_ENGINE_VERSION
+                ),
+                result_configuration=athena.CfnWorkGroup.ResultConfigurationProperty(
+                    output_location=f"s3://{self.bucket.bucket_name}/{ATHENA_RESULTS_PREFIX}",
+                    expected_bucket_owner=Stack.of(self).account,
+                    encryption_configuration=athena.CfnWorkGroup.EncryptionConfigurationProperty(
+                        encryption_option="SSE_S3"
+                    ),
+                ),
+            ),
+        )
+
+
+def catalog_name_for(stack_name: str) -> str:
+    """Glue and Athena names must be unique per account and region, so they follow the stack name.
+
+    Athena needs lower case and no hyphens in database names: `FmbenchFlow-dev` -> `fmbench_flow_dev`.
+    """
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", stack_name)
+    return re.sub(r"[^a-z0-9_]", "_", snake.lower())
+
+
+def glue_type(athena_type: str) -> glue.Type:
+    """Map an Athena type string to a Glue type, failing at synth on a type the table cannot hold."""
+    if athena_type in _PRIMITIVE_TYPES:
+        return _PRIMITIVE_TYPES[athena_type]
+    array = _ARRAY_TYPE.fullmatch(athena_type)
+    if array is not None:
+        return glue.Schema.array(glue_type(array.group("item")))
+    raise ValueError(f"unsupported Athena column type {athena_type!r}")

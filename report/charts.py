@@ -1,0 +1,252 @@
+"""The report's charts: PNGs drawn with matplotlib's Agg backend from the metrics frames."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # after use("Agg"): no display backend is ever loaded
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+DPI = 110
+_PALETTE = matplotlib.colormaps["tab10"]
+_PALETTE_SIZE = 10
+
+
+@contextmanager
+def _figure(
+    path: Path, width_in: float = 8.0, height_in: float = 5.0, **subplots: Any
+) -> Iterator[tuple[Figure, Any]]:
+    """A figure that is saved to ``path`` and always closed, even when drawing fails half-way."""
+    figure, axes = plt.subplots(figsize=(width_in, height_in), **subplots)
+    try:
+        yield figure, axes
+        figure.tight_layout()
+        figure.savefig(path, dpi=DPI, format="png")
+    finally:
+        plt.close(figure)
+
+
+def _branch_colors(names: list[str]) -> dict[str, Any]:
+    return {name: _color(index) for index, name in enumerate(names)}
+
+
+def _color(index: int) -> Any:
+    return _PALETTE(index % _PALETTE_SIZE)
+
+
+def _load_label(row: Any) -> str:
+    concurrency = row.concurrency
+    if concurrency is not None and not pd.isna(concurrency):
+        return f"c={int(concurrency)}"
+    return f"{row.request_rate_per_s:g}/s"
+
+
+def _concurrency_axis(axes: Any, levels: list[int]) -> None:
+    """Ticks at the measured levels; a doubling sweep (1, 2, 4, ... 64) reads best on a log2 axis."""
+    if len(levels) >= 3 and levels[0] > 0 and levels[-1] / levels[0] >= 8:
+        axes.set_xscale("log", base=2)
+    axes.set_xticks(levels)
+    axes.set_xticklabels([str(level) for level in levels])
+    axes.minorticks_off()
+
+
+def _finite(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    finite: pd.Series = frame[list(columns)].astype(float).apply(np.isfinite).all(axis=1)
+    return frame.loc[finite]
+
+
+def price_performance_chart(
+    metrics: pd.DataFrame,
+    headline_bin: str | None,
+    path: str | Path,
+    cost_per_transactions: int = 10_000,
+    p95_latency_slo_s: float | None = None,
+) -> Path | None:
+    """Where each branch x load point sits between speed and cost: lower-left is better."""
+    data = metrics[metrics["payload_bin"] == headline_bin] if headline_bin is not None else metrics.iloc[0:0]
+    data = _finite(data, "latency_p95_s", "price_per_txn_usd")
+    if data.empty:
+        return None
+    target = Path(path)
+    colors = _branch_colors(sorted(data["target_name"].unique()))
+    tpm = data["transactions_per_minute"].astype(float).fillna(0.0)
+    scale = 600.0 / max(float(tpm.max()), 1e-9)
+    with _figure(target) as (_, axes):
+        for name, group in data.groupby("target_name", sort=True):
+            sizes = (group["transactions_per_minute"].astype(float).fillna(0.0) * scale).clip(lower=30.0)
+            axes.scatter(
+                group["latency_p95_s"],
+                group["price_per_txn_usd"] * cost_per_transactions,
+                s=sizes,
+                color=colors[str(name)],
+                alpha=0.6,
+                edgecolors="black",
+                linewidths=0.5,
+                label=str(name),
+            )
+            for row in group.itertuples():
+                cost_usd = float(row.price_per_txn_usd) * cost_per_transactions  # type: ignore[arg-type]
+                axes.annotate(
+                    _load_label(row),
+                    (float(row.latency_p95_s), cost_usd),  # type: ignore[arg-type]
+                    textcoords="offset points",
+                    xytext=(6, 6),
+                    fontsize=8,
+                )
+        if p95_latency_slo_s is not None:
+            axes.axvline(p95_latency_slo_s, color="red", linestyle="--", linewidth=1, label="p95 latency SLO")
+        axes.set_title(f"Price vs performance, bin {headline_bin} (marker size: transactions per minute)")
+        axes.set_xlabel("p95 end-to-end latency (s)")
+        axes.set_ylabel(f"Cost per {cost_per_transactions:,} transactions (USD)")
+        axes.grid(True, alpha=0.3)
+        legend = axes.legend(fontsize=8)
+        for handle in legend.legend_handles:  # one marker size in the legend: size encodes TPM, not branch
+            if hasattr(handle, "set_sizes"):
+                handle.set_sizes([40.0])
+    return target
+
+
+def latency_vs_prompt_tokens_chart(metrics: pd.DataFrame, path: str | Path) -> Path | None:
+    """How latency grows with prompt length: one panel per branch, one line per concurrency level."""
+    data = _finite(metrics, "prompt_tokens_mean", "latency_p95_s")
+    data = data[data["concurrency"].notna()]
+    if data.empty:
+        return None
+    target = Path(path)
+    branches = sorted(data["target_name"].unique())
+    levels = sorted(int(c) for c in data["concurrency"].unique())
+    level_colors = {level: _color(index) for index, level in enumerate(levels)}
+    columns = min(len(branches), 3)
+    rows = math.ceil(len(branches) / columns)
+    with _figure(
+        target, width_in=4.5 * columns, height_in=3.6 * rows + 0.6, nrows=rows, ncols=columns, squeeze=False
+    ) as (figure, axes_grid):
+        for index, name in enumerate(branches):
+            axes = axes_grid[index // columns][index % columns]
+            branch = data[data["target_name"] == name]
+            for level in levels:
+                points = branch[branch["concurrency"] == level].sort_values("prompt_tokens_mean")
+                if points.empty:
+                    continue
+                color = level_colors[level]
+                axes.plot(
+                    points["prompt_tokens_mean"],
+                    points["latency_p95_s"],
+                    "o-",
+                    color=color,
+                    label=f"c={level} p95",
+                )
+                axes.plot(
+                    points["prompt_tokens_mean"],
+                    points["latency_mean_s"],
+                    "x:",
+                    color=color,
+                    label=f"c={level} mean",
+                )
+            axes.set_title(str(name), fontsize=10)
+            axes.set_xlabel("mean prompt tokens of the bin (tokens)")
+            axes.set_ylabel("end-to-end latency (s)")
+            axes.grid(True, alpha=0.3)
+            axes.legend(fontsize=7)
+        for index in range(len(branches), rows * columns):
+            axes_grid[index // columns][index % columns].set_visible(False)
+        figure.suptitle("Latency vs prompt length (p95 solid, mean dotted)")
+    return target
+
+
+def throughput_vs_concurrency_chart(
+    metrics: pd.DataFrame, headline_bin: str | None, path: str | Path
+) -> Path | None:
+    """Whether more concurrency still buys throughput, per branch, on the headline bin."""
+    data = metrics[metrics["payload_bin"] == headline_bin] if headline_bin is not None else metrics.iloc[0:0]
+    data = data[data["concurrency"].notna()]
+    if data.empty:
+        return None
+    target = Path(path)
+    colors = _branch_colors(sorted(data["target_name"].unique()))
+    with _figure(target, width_in=11.0, height_in=4.5, ncols=2) as (figure, (tpm_axes, tokens_axes)):
+        for name, group in data.groupby("target_name", sort=True):
+            group = group.sort_values("concurrency")
+            color = colors[str(name)]
+            tpm_axes.plot(
+                group["concurrency"], group["transactions_per_minute"], "o-", color=color, label=str(name)
+            )
+            tokens_axes.plot(
+                group["concurrency"],
+                group["completion_token_throughput_per_s"],
+                "o-",
+                color=color,
+                label=str(name),
+            )
+        tpm_axes.set_title("Transactions per minute")
+        tpm_axes.set_ylabel("successful requests per minute")
+        tokens_axes.set_title("Completion-token throughput")
+        tokens_axes.set_ylabel("completion tokens per second")
+        levels = sorted(int(c) for c in data["concurrency"].unique())
+        for axes in (tpm_axes, tokens_axes):
+            _concurrency_axis(axes, levels)
+            axes.set_xlabel("concurrency (requests in flight)")
+            axes.grid(True, alpha=0.3)
+            axes.legend(fontsize=8)
+        figure.suptitle(f"Throughput vs concurrency, bin {headline_bin}")
+    return target
+
+
+def ttft_distribution_chart(samples: pd.DataFrame, path: str | Path) -> Path | None:
+    """TTFT ECDF per branch, all load points of the branch pooled: the shape behind the percentiles."""
+    data = samples[np.isfinite(samples["ttft_s"].astype(float))]
+    if data.empty:
+        return None
+    target = Path(path)
+    colors = _branch_colors(sorted(data["target_name"].unique()))
+    with _figure(target) as (_, axes):
+        for name, group in data.groupby("target_name", sort=True):
+            values = np.sort(group["ttft_s"].to_numpy(dtype=float))
+            share = np.arange(1, len(values) + 1) / len(values)
+            axes.step(values, share, where="post", color=colors[str(name)], label=f"{name} (n={len(values)})")
+        axes.set_title("Time to first token, empirical CDF per branch (successful requests, all load points)")
+        axes.set_xlabel("TTFT (s)")
+        axes.set_ylabel("share of requests")
+        axes.set_ylim(0, 1.02)
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8)
+    return target
+
+
+def error_rate_vs_concurrency_chart(
+    metrics: pd.DataFrame, headline_bin: str | None, path: str | Path
+) -> Path | None:
+    """Where a branch starts failing requests; drawn only when some load point had errors."""
+    data = metrics[metrics["payload_bin"] == headline_bin] if headline_bin is not None else metrics.iloc[0:0]
+    data = data[data["concurrency"].notna()]
+    if data.empty or not (data["error_rate"].astype(float) > 0).any():
+        return None
+    target = Path(path)
+    colors = _branch_colors(sorted(data["target_name"].unique()))
+    with _figure(target, height_in=4.0) as (_, axes):
+        for name, group in data.groupby("target_name", sort=True):
+            group = group.sort_values("concurrency")
+            axes.plot(
+                group["concurrency"],
+                group["error_rate"] * 100,
+                "o-",
+                color=colors[str(name)],
+                label=str(name),
+            )
+        _concurrency_axis(axes, sorted(int(c) for c in data["concurrency"].unique()))
+        axes.set_title(f"Error rate vs concurrency, bin {headline_bin}")
+        axes.set_xlabel("concurrency (requests in flight)")
+        axes.set_ylabel("error rate (% of measured requests)")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8)
+    return target

@@ -1,0 +1,168 @@
+"""The report's SQL: loading the Athena (Trino) text, binding parameters, running it locally on DuckDB."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import sqlglot
+from sqlglot import exp
+
+# Column order of compute_metrics (and of summary.parquet); metrics.sql produces exactly these.
+METRIC_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "branch_id",
+    "target_name",
+    "platform",
+    "model",
+    "container",
+    "instance_type",
+    "instance_count",
+    "instance_price_per_hour_usd",
+    "load_mode",
+    "concurrency",
+    "request_rate_per_s",
+    "payload_bin",
+    "requests",
+    "successes",
+    "errors",
+    "error_rate",
+    "window_s",
+    "latency_mean_s",
+    "latency_p50_s",
+    "latency_p90_s",
+    "latency_p95_s",
+    "latency_p99_s",
+    "ttft_p50_s",
+    "ttft_p95_s",
+    "ttft_p99_s",
+    "tpot_p50_s",
+    "tpot_p95_s",
+    "itl_p50_s",
+    "itl_p95_s",
+    "itl_p99_s",
+    "prompt_tokens_mean",
+    "completion_tokens_mean",
+    "prompt_token_throughput_per_s",
+    "completion_token_throughput_per_s",
+    "transactions_per_minute",
+    "price_per_txn_usd",
+    "price_per_1m_output_tokens_usd",
+)
+TTFT_SAMPLE_COLUMNS: tuple[str, ...] = ("branch_id", "target_name", "payload_bin", "concurrency", "ttft_s")
+SORT_COLUMNS = ["target_name", "payload_bin", "concurrency", "request_rate_per_s", "branch_id"]
+
+_SQL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+ParameterValue = str | int | float
+
+
+class QueryError(ValueError):
+    """A report query that cannot be prepared: unknown file, unbound or unexpected parameter."""
+
+
+def load_sql(name: str) -> str:
+    """The Trino text of ``report/sql/<name>.sql``, read from the installed package."""
+    if not _SQL_NAME.match(name):
+        raise QueryError(f"not a query name: {name!r}")
+    resource = resources.files("report").joinpath("sql", f"{name}.sql")
+    if not resource.is_file():
+        raise QueryError(f"no query named {name!r} in report/sql")
+    return resource.read_text(encoding="utf-8")
+
+
+def bind_parameters(sql: str, dialect: str, **params: ParameterValue) -> str:
+    """The Trino ``sql`` with every ``:name`` placeholder replaced by a literal, written in ``dialect``.
+
+    Values become SQL literals through sqlglot (strings are quoted and escaped), never by string
+    formatting, so a run id cannot change the query. Every placeholder must be bound and every
+    parameter used: a typo would otherwise silently compare against NULL or be ignored.
+    """
+    tree = sqlglot.parse_one(sql, read="trino")
+    wanted = {p.name for p in tree.find_all(exp.Placeholder)}
+    if missing := sorted(wanted - params.keys()):
+        raise QueryError(f"unbound parameter(s): {', '.join(missing)}")
+    if unused := sorted(params.keys() - wanted):
+        raise QueryError(f"parameter(s) not in the query: {', '.join(unused)}")
+    bound = exp.replace_placeholders(tree, **params)
+    return bound.sql(dialect=dialect, pretty=True)
+
+
+def to_duckdb(sql: str, **params: ParameterValue) -> str:
+    """The Trino ``sql`` transpiled to DuckDB with its parameters bound."""
+    return bind_parameters(sql, "duckdb", **params)
+
+
+def run_records_glob(storage_root: str, run_id: str) -> str:
+    """Where the run's Parquet parts are: one folder per branch under the run's Hive partition."""
+    root = Path(storage_root).resolve()
+    return str(root / "records" / f"run_id={run_id}" / "*" / "*.parquet")
+
+
+def _has_records(storage_root: str, run_id: str) -> bool:
+    run_folder = Path(storage_root).resolve() / "records" / f"run_id={run_id}"
+    return any(run_folder.glob("*/*.parquet"))
+
+
+def _query_records(storage_root: str, run_id: str, query_name: str) -> pd.DataFrame:
+    if "://" in storage_root:
+        raise QueryError(f"local storage roots only (cloud runs query Athena): {storage_root}")
+    glob = exp.Literal.string(run_records_glob(storage_root, run_id)).sql(dialect="duckdb")
+    with duckdb.connect(":memory:") as connection:
+        # Partition values are read as text: a numeric-looking run id must still equal the :run_id string.
+        connection.execute(
+            "CREATE VIEW records AS SELECT * FROM read_parquet("
+            f"{glob}, hive_partitioning = true, union_by_name = true, "
+            "hive_types = {'run_id': VARCHAR, 'branch_id': VARCHAR})"
+        )
+        return connection.execute(to_duckdb(load_sql(query_name), run_id=run_id)).df()
+
+
+def compute_metrics(storage_root: str, run_id: str) -> pd.DataFrame:
+    """Per-load-point metrics of one run (columns ``METRIC_COLUMNS``), from a local records folder.
+
+    Rows are sorted by target name, payload bin and concurrency. A run without records gives an empty
+    frame with the same columns, so callers render "no data" rather than fail.
+    """
+    if not _has_records(storage_root, run_id):
+        return _empty(METRIC_COLUMNS)
+    frame = _typed(_query_records(storage_root, run_id, "metrics"), METRIC_COLUMNS)
+    return frame.sort_values(SORT_COLUMNS, kind="stable", na_position="last").reset_index(drop=True)
+
+
+def ttft_samples(storage_root: str, run_id: str) -> pd.DataFrame:
+    """TTFT of every successful measured request (columns ``TTFT_SAMPLE_COLUMNS``), for the TTFT chart."""
+    if not _has_records(storage_root, run_id):
+        return _empty(TTFT_SAMPLE_COLUMNS)
+    return _typed(_query_records(storage_root, run_id, "ttft_samples"), TTFT_SAMPLE_COLUMNS).reset_index(
+        drop=True
+    )
+
+
+_STRING_COLUMNS = frozenset(
+    {"run_id", "branch_id", "target_name", "platform", "model", "container", "instance_type", "load_mode"}
+    | {"payload_bin"}
+)
+_COUNT_COLUMNS = frozenset({"requests", "successes", "errors"})
+_NULLABLE_INT_COLUMNS = frozenset({"instance_count", "concurrency"})
+
+
+def _dtype(column: str) -> str:
+    """One dtype per column whatever the data, so summary.parquet has the same schema in every run."""
+    if column in _COUNT_COLUMNS:
+        return "int64"
+    if column in _NULLABLE_INT_COLUMNS:
+        return "Int64"
+    if column in _STRING_COLUMNS:
+        return "str"
+    return "float64"
+
+
+def _typed(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    return frame[list(columns)].astype({name: _dtype(name) for name in columns})
+
+
+def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=_dtype(name)) for name in columns})

@@ -1,0 +1,184 @@
+"""result.json: the execution's machine-readable output, its pydantic models and its JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION: Literal["1"] = "1"
+BranchStatus = Literal["succeeded", "partial", "failed"]
+
+
+class _ResultModel(BaseModel):
+    """Strict and NaN-free: pandas reports a missing figure as NaN, JSON and its readers want null."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _nan_is_null(cls, value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value
+
+
+class BestConfiguration(_ResultModel):
+    """The best load point of one payload bin, with FMBench's field names so its readers can consume it.
+
+    Units are FMBench's too: seconds, tokens, tokens per second, USD.
+    """
+
+    experiment_name: str = Field(description="Target name of the branch (FMBench: experiment name).")
+    branch_id: str = Field(description="Branch id (target slug + content hash).")
+    payload_file: str = Field(description="Payload bin label, e.g. '500-2000' (prompt tokens).")
+    instance_type: str | None = Field(description="Instance type; null when the endpoint is not an instance.")
+    instance_count: int | None = Field(description="Number of instances behind the endpoint.")
+    concurrency: int | None = Field(
+        description="Concurrent requests (closed loop); null in request-rate mode."
+    )
+    error_rate: float = Field(ge=0, le=1, description="Failed / measured requests (0..1).")
+    prompt_token_count_mean: float | None = Field(description="Mean prompt tokens of successful requests.")
+    prompt_token_throughput: float | None = Field(description="Prompt tokens per second of the window.")
+    completion_token_count_mean: float | None = Field(description="Mean completion tokens of successes.")
+    completion_token_throughput: float | None = Field(
+        description="Completion tokens per second of the window."
+    )
+    latency_mean: float | None = Field(description="Mean end-to-end latency of successes, seconds.")
+    latency_p50: float | None = Field(description="Median end-to-end latency, seconds.")
+    latency_p95: float | None = Field(description="95th percentile end-to-end latency, seconds.")
+    latency_p99: float | None = Field(description="99th percentile end-to-end latency, seconds.")
+    ttft_p95: float | None = Field(
+        description="95th percentile time to first token, seconds; null if not streamed."
+    )
+    transactions_per_minute: float | None = Field(description="Successful requests per minute of the window.")
+    price_per_txn: float | None = Field(
+        description="USD per successful request; null when the price is unknown."
+    )
+    price_per_1m_output_tokens: float | None = Field(
+        description="USD per million completion tokens; null when the price is unknown."
+    )
+
+
+class SloSummary(_ResultModel):
+    p95_latency_s: float | None = Field(
+        description="Maximum p95 end-to-end latency, seconds; null: no limit."
+    )
+    p95_ttft_s: float | None = Field(description="Maximum p95 time to first token, seconds; null: no limit.")
+    max_error_rate: float = Field(ge=0, le=1, description="Maximum error rate (0..1).")
+
+
+class LoadPointSummary(_ResultModel):
+    """Headline metrics of one load point; summary.parquet has every metric."""
+
+    concurrency: int | None = Field(description="Concurrent requests; null in request-rate mode.")
+    request_rate_per_s: float | None = Field(
+        description="Offered requests per second; null in concurrency mode."
+    )
+    payload_bin: str
+    requests: int = Field(ge=0, description="Measured requests (warm-up excluded).")
+    error_rate: float = Field(ge=0, le=1)
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    ttft_p95_s: float | None
+    transactions_per_minute: float | None
+    completion_token_throughput_per_s: float | None
+    price_per_txn_usd: float | None
+    meets_slo: bool
+
+
+class BranchResult(_ResultModel):
+    branch_id: str
+    target_name: str
+    platform: str
+    model: str | None
+    container: str | None
+    instance_type: str | None
+    instance_count: int | None
+    instance_price_per_hour_usd: float | None = Field(description="USD per instance-hour; null when unknown.")
+    status: BranchStatus
+    reason: str | None = Field(description="Why the branch failed or is partial.")
+    requests_attempted: int = Field(ge=0)
+    records_written: int = Field(ge=0)
+    load_points_planned: int = Field(ge=0)
+    load_points_completed: int = Field(ge=0)
+    load_points: list[LoadPointSummary]
+
+
+class Artifacts(_ResultModel):
+    """Where the report's files are: local paths, or URIs once published (e.g. s3://...)."""
+
+    report_md: str
+    report_html: str
+    summary_parquet: str
+    result_json: str
+    charts: dict[str, str] = Field(description="Chart name -> PNG location; charts without data are absent.")
+    records_prefix: str = Field(description="Prefix of the run's request records (Hive-partitioned Parquet).")
+
+
+class ResultDocument(_ResultModel):
+    """result.json, also the Step Functions execution output."""
+
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    run_id: str
+    suite_name: str
+    title: str
+    generated_at: datetime = Field(description="When the report was generated, ISO 8601 UTC.")
+    status: BranchStatus = Field(
+        description="succeeded: every branch succeeded; failed: every branch failed; partial otherwise."
+    )
+    slo: SloSummary
+    selection_rule: str = Field(description="How the best configuration is chosen, in words.")
+    headline_bin: str | None = Field(description="Payload bin the headline best configuration is chosen in.")
+    best: BestConfiguration | None = Field(
+        description="Best configuration of the headline bin under the SLO; null when no load point meets it."
+    )
+    best_per_bin: list[BestConfiguration] = Field(
+        description="Best configuration of each payload bin that has one, in the suite's bin order."
+    )
+    branches: list[BranchResult]
+    artifacts: Artifacts
+
+    @field_validator("generated_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() != timedelta(0):
+            raise ValueError("must be a timezone-aware UTC time")
+        return value
+
+
+def overall_status(branch_statuses: list[BranchStatus]) -> BranchStatus:
+    """Succeeded only when every branch did; failed when none produced anything usable (or none ran)."""
+    if branch_statuses and all(s == "succeeded" for s in branch_statuses):
+        return "succeeded"
+    if all(s == "failed" for s in branch_statuses):
+        return "failed"
+    return "partial"
+
+
+def result_json_schema() -> dict[str, Any]:
+    schema = ResultDocument.model_json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "FMBench Flow result"
+    return schema
+
+
+def write_result_schema(path: str | Path) -> Path:
+    """Write the JSON Schema file that other pipelines depend on (schema/result.schema.json)."""
+    target = Path(path)
+    target.write_text(json.dumps(result_json_schema(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return target
+
+
+def write_result(document: ResultDocument, path: str | Path) -> Path:
+    target = Path(path)
+    target.write_text(document.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return target
+
+
+def read_result(path: str | Path) -> ResultDocument:
+    return ResultDocument.model_validate_json(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,219 @@
+-- Per-load-point metrics of one run, one row per branch x load point x payload bin.
+-- Dialect: Athena (Trino). Locally report/query.py transpiles it to DuckDB with sqlglot, so use only
+-- functions both engines have. :run_id is a placeholder bound as a string literal by the caller.
+-- Definitions are in docs/metrics.md. Percentiles are exact, linear interpolation between the closest
+-- ranks (Hyndman-Fan type 7, numpy's default); Athena's built-in percentile function is approximate, so unused.
+-- A load point is (branch_id, load_mode, concurrency, request_rate_per_s, payload_bin); concurrency and
+-- request_rate_per_s may be NULL, so they are grouped (NULLs group together) and joined NULL-safely.
+WITH measured AS (
+    SELECT
+        branch_id,
+        target_name,
+        platform,
+        model,
+        container,
+        instance_type,
+        instance_count,
+        instance_price_per_hour_usd,
+        load_mode,
+        concurrency,
+        request_rate_per_s,
+        payload_bin,
+        send_epoch_s,
+        end_epoch_s,
+        ttft_s,
+        latency_s,
+        itl_s,
+        prompt_tokens,
+        completion_tokens,
+        status = 'ok' AS is_success
+    FROM records
+    WHERE run_id = :run_id AND is_warmup = false
+),
+
+point_totals AS (
+    SELECT
+        branch_id,
+        load_mode,
+        concurrency,
+        request_rate_per_s,
+        payload_bin,
+        max(target_name) AS target_name,
+        max(platform) AS platform,
+        max(model) AS model,
+        max(container) AS container,
+        max(instance_type) AS instance_type,
+        max(instance_count) AS instance_count,
+        max(instance_price_per_hour_usd) AS instance_price_per_hour_usd,
+        count(*) AS requests,
+        count(CASE WHEN is_success THEN 1 END) AS successes,
+        count(CASE WHEN is_success THEN NULL ELSE 1 END) AS errors,
+        max(end_epoch_s) - min(send_epoch_s) AS window_s,
+        avg(CASE WHEN is_success THEN latency_s END) AS latency_mean_s,
+        avg(CASE WHEN is_success THEN CAST(prompt_tokens AS DOUBLE) END) AS prompt_tokens_mean,
+        avg(CASE WHEN is_success THEN CAST(completion_tokens AS DOUBLE) END) AS completion_tokens_mean,
+        coalesce(sum(CASE WHEN is_success THEN CAST(prompt_tokens AS DOUBLE) END), 0) AS prompt_tokens_total,
+        coalesce(sum(CASE WHEN is_success THEN CAST(completion_tokens AS DOUBLE) END), 0)
+            AS completion_tokens_total
+    FROM measured
+    GROUP BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin
+),
+
+-- Long form: one row per (load point, metric, sample) over successful measured requests.
+samples AS (
+    SELECT branch_id, load_mode, concurrency, request_rate_per_s, payload_bin,
+        'latency' AS metric_name, latency_s AS sample_value
+    FROM measured
+    WHERE is_success
+    UNION ALL
+    SELECT branch_id, load_mode, concurrency, request_rate_per_s, payload_bin,
+        'ttft' AS metric_name, ttft_s AS sample_value
+    FROM measured
+    WHERE is_success AND ttft_s IS NOT NULL
+    UNION ALL
+    SELECT branch_id, load_mode, concurrency, request_rate_per_s, payload_bin,
+        'tpot' AS metric_name, (latency_s - ttft_s) / (completion_tokens - 1) AS sample_value
+    FROM measured
+    WHERE is_success AND ttft_s IS NOT NULL AND completion_tokens > 1
+    UNION ALL
+    SELECT m.branch_id, m.load_mode, m.concurrency, m.request_rate_per_s, m.payload_bin,
+        'itl' AS metric_name, gap.itl_value AS sample_value
+    FROM measured AS m
+    CROSS JOIN UNNEST(m.itl_s) AS gap (itl_value)
+    WHERE m.is_success AND gap.itl_value IS NOT NULL
+),
+
+ranked AS (
+    SELECT
+        branch_id,
+        load_mode,
+        concurrency,
+        request_rate_per_s,
+        payload_bin,
+        metric_name,
+        sample_value,
+        row_number() OVER (
+            PARTITION BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin, metric_name
+            ORDER BY sample_value
+        ) AS sample_rank,
+        count(*) OVER (
+            PARTITION BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin, metric_name
+        ) AS sample_count
+    FROM samples
+),
+
+-- Decimal literals keep (n - 1) * q exact in both engines, so floor/ceil pick the right ranks.
+quantiles (quantile_name, quantile) AS (
+    VALUES ('p50', 0.50), ('p90', 0.90), ('p95', 0.95), ('p99', 0.99)
+),
+
+-- The one or two samples around the virtual rank (n - 1) * q (0-based); ranks here are 1-based.
+bracketing AS (
+    SELECT
+        r.branch_id,
+        r.load_mode,
+        r.concurrency,
+        r.request_rate_per_s,
+        r.payload_bin,
+        r.metric_name,
+        q.quantile_name,
+        (r.sample_count - 1) * q.quantile - floor((r.sample_count - 1) * q.quantile) AS fraction,
+        r.sample_value
+    FROM ranked AS r
+    CROSS JOIN quantiles AS q
+    WHERE r.sample_rank BETWEEN floor((r.sample_count - 1) * q.quantile) + 1
+        AND ceil((r.sample_count - 1) * q.quantile) + 1
+),
+
+percentiles AS (
+    SELECT
+        branch_id,
+        load_mode,
+        concurrency,
+        request_rate_per_s,
+        payload_bin,
+        metric_name,
+        quantile_name,
+        min(sample_value) + CAST(fraction AS DOUBLE) * (max(sample_value) - min(sample_value)) AS quantile_value
+    FROM bracketing
+    GROUP BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin, metric_name, quantile_name, fraction
+),
+
+pivoted AS (
+    SELECT
+        branch_id,
+        load_mode,
+        concurrency,
+        request_rate_per_s,
+        payload_bin,
+        max(CASE WHEN metric_name = 'latency' AND quantile_name = 'p50' THEN quantile_value END) AS latency_p50_s,
+        max(CASE WHEN metric_name = 'latency' AND quantile_name = 'p90' THEN quantile_value END) AS latency_p90_s,
+        max(CASE WHEN metric_name = 'latency' AND quantile_name = 'p95' THEN quantile_value END) AS latency_p95_s,
+        max(CASE WHEN metric_name = 'latency' AND quantile_name = 'p99' THEN quantile_value END) AS latency_p99_s,
+        max(CASE WHEN metric_name = 'ttft' AND quantile_name = 'p50' THEN quantile_value END) AS ttft_p50_s,
+        max(CASE WHEN metric_name = 'ttft' AND quantile_name = 'p95' THEN quantile_value END) AS ttft_p95_s,
+        max(CASE WHEN metric_name = 'ttft' AND quantile_name = 'p99' THEN quantile_value END) AS ttft_p99_s,
+        max(CASE WHEN metric_name = 'tpot' AND quantile_name = 'p50' THEN quantile_value END) AS tpot_p50_s,
+        max(CASE WHEN metric_name = 'tpot' AND quantile_name = 'p95' THEN quantile_value END) AS tpot_p95_s,
+        max(CASE WHEN metric_name = 'itl' AND quantile_name = 'p50' THEN quantile_value END) AS itl_p50_s,
+        max(CASE WHEN metric_name = 'itl' AND quantile_name = 'p95' THEN quantile_value END) AS itl_p95_s,
+        max(CASE WHEN metric_name = 'itl' AND quantile_name = 'p99' THEN quantile_value END) AS itl_p99_s
+    FROM percentiles
+    GROUP BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin
+),
+
+-- The cost of the window: instance price per second x instance count x window seconds.
+costed AS (
+    SELECT
+        t.*,
+        t.instance_price_per_hour_usd / 3600 * t.instance_count * t.window_s AS window_cost_usd
+    FROM point_totals AS t
+)
+
+SELECT
+    :run_id AS run_id,
+    c.branch_id,
+    c.target_name,
+    c.platform,
+    c.model,
+    c.container,
+    c.instance_type,
+    c.instance_count,
+    c.instance_price_per_hour_usd,
+    c.load_mode,
+    c.concurrency,
+    c.request_rate_per_s,
+    c.payload_bin,
+    c.requests,
+    c.successes,
+    c.errors,
+    CAST(c.errors AS DOUBLE) / c.requests AS error_rate,
+    c.window_s,
+    c.latency_mean_s,
+    p.latency_p50_s,
+    p.latency_p90_s,
+    p.latency_p95_s,
+    p.latency_p99_s,
+    p.ttft_p50_s,
+    p.ttft_p95_s,
+    p.ttft_p99_s,
+    p.tpot_p50_s,
+    p.tpot_p95_s,
+    p.itl_p50_s,
+    p.itl_p95_s,
+    p.itl_p99_s,
+    c.prompt_tokens_mean,
+    c.completion_tokens_mean,
+    c.prompt_tokens_total / nullif(c.window_s, 0) AS prompt_token_throughput_per_s,
+    c.completion_tokens_total / nullif(c.window_s, 0) AS completion_token_throughput_per_s,
+    CAST(c.successes AS DOUBLE) / nullif(c.window_s, 0) * 60 AS transactions_per_minute,
+    c.window_cost_usd / nullif(c.successes, 0) AS price_per_txn_usd,
+    c.window_cost_usd / nullif(c.completion_tokens_total, 0) * 1000000 AS price_per_1m_output_tokens_usd
+FROM costed AS c
+LEFT JOIN pivoted AS p
+    ON p.branch_id = c.branch_id
+    AND p.load_mode = c.load_mode
+    AND p.payload_bin = c.payload_bin
+    AND p.concurrency IS NOT DISTINCT FROM c.concurrency
+    AND p.request_rate_per_s IS NOT DISTINCT FROM c.request_rate_per_s
+ORDER BY c.target_name, c.payload_bin, c.concurrency, c.request_rate_per_s, c.branch_id

@@ -1,0 +1,291 @@
+"""The OpenAI client over real loopback HTTP: timings against the emulator's fixed schedule, and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import statistics
+from collections.abc import AsyncIterator, Awaitable, Callable
+from time import perf_counter
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from fmbench.config import InferenceParameters
+from fmbench.emulator.server import EmulatorSettings, running_emulator
+from fmbench.endpoints.base import (
+    CONNECTION_ERROR,
+    HTTP_4XX,
+    HTTP_5XX,
+    HTTP_429,
+    MALFORMED_RESPONSE,
+    STREAM_CUT,
+    TIMEOUT,
+    InvocationResult,
+)
+from fmbench.endpoints.openai import OpenAIClient
+
+TTFT_MS = 50
+ITL_MS = 10
+OUTPUT_TOKENS = 8
+STREAM = InferenceParameters(max_new_tokens=OUTPUT_TOKENS, stream=True)
+NO_STREAM = InferenceParameters(max_new_tokens=OUTPUT_TOKENS, stream=False)
+PROMPT = "What is the capital of France?"  # 7 tokens for the emulator's simple tokenizer
+
+
+def emulator(**faults: float) -> Any:
+    return running_emulator(
+        EmulatorSettings(ttft_ms=TTFT_MS, itl_ms=ITL_MS, output_tokens=OUTPUT_TOKENS, **faults)
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def invoke_once(url: str, params: InferenceParameters, api: str = "chat", timeout_s: float = 5.0):
+    async with OpenAIClient(url + "/v1", api=api, max_connections=2) as client:  # type: ignore[arg-type]
+        return await client.invoke(PROMPT, params, timeout_s)
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+async def test_streaming_timings_match_the_emulator_schedule(api: str) -> None:
+    ttfts_ms: list[float] = []
+    gaps_ms: list[float] = []
+    async with emulator() as url, OpenAIClient(url + "/v1", api=api, max_connections=4) as client:  # type: ignore[arg-type]
+        for _ in range(5):
+            result = await client.invoke(PROMPT, STREAM, 5.0)
+            assert (result.status, result.http_status, result.error_class) == ("ok", 200, None)
+            assert len(result.chunk_perf_s) == OUTPUT_TOKENS
+            assert result.first_token_perf_s == result.chunk_perf_s[0]
+            assert result.end_perf_s >= result.chunk_perf_s[-1]
+            assert (result.usage_prompt_tokens, result.usage_completion_tokens) == (7, OUTPUT_TOKENS)
+            assert len(result.text.split()) == OUTPUT_TOKENS
+            ttfts_ms.append((result.first_token_perf_s - result.send_perf_s) * 1000)
+            chunks = result.chunk_perf_s
+            gaps_ms += [(b - a) * 1000 for a, b in itertools.pairwise(chunks)]
+    assert statistics.median(ttfts_ms) == pytest.approx(TTFT_MS, abs=15)
+    assert statistics.median(gaps_ms) == pytest.approx(ITL_MS, abs=3)
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+async def test_non_streaming_gives_text_and_usage_without_first_token(api: str) -> None:
+    async with emulator() as url:
+        result = await invoke_once(url, NO_STREAM, api)
+    assert (result.status, result.first_token_perf_s, result.chunk_perf_s) == ("ok", None, [])
+    assert (result.usage_prompt_tokens, result.usage_completion_tokens) == (7, OUTPUT_TOKENS)
+    assert len(result.text.split()) == OUTPUT_TOKENS
+    expected_ms = TTFT_MS + (OUTPUT_TOKENS - 1) * ITL_MS
+    assert (result.end_perf_s - result.send_perf_s) * 1000 == pytest.approx(expected_ms, abs=30)
+
+
+async def test_http_500_is_a_server_error_with_its_status() -> None:
+    async with emulator(error_500_rate=1.0) as url:
+        result = await invoke_once(url, STREAM)
+    assert (result.status, result.error_class, result.http_status) == ("error", HTTP_5XX, 500)
+    assert result.error_message == "HTTP 500: emulated internal server error"
+
+
+async def test_http_429_is_told_apart_from_other_client_errors() -> None:
+    async with emulator(error_429_rate=1.0) as url:
+        result = await invoke_once(url, NO_STREAM)
+    assert (result.status, result.error_class, result.http_status) == ("error", HTTP_429, 429)
+    assert result.error_message is not None and result.error_message.startswith(
+        "HTTP 429: emulated rate limit"
+    )
+
+
+async def test_a_hung_server_times_out_at_the_request_timeout() -> None:
+    async with emulator(hang_rate=1.0) as url:
+        start_s = perf_counter()
+        result = await invoke_once(url, STREAM, timeout_s=0.3)
+        elapsed_s = perf_counter() - start_s
+    assert (result.status, result.error_class) == ("error", TIMEOUT)
+    assert 0.3 <= elapsed_s < 0.3 + 0.5
+    assert result.end_perf_s - result.send_perf_s == pytest.approx(0.3, abs=0.1)
+
+
+async def test_a_cut_stream_keeps_what_arrived_and_says_stream_cut() -> None:
+    async with emulator(cut_stream_rate=1.0) as url:
+        result = await invoke_once(url, STREAM)
+    assert (result.status, result.error_class, result.http_status) == ("error", STREAM_CUT, 200)
+    assert len(result.chunk_perf_s) == OUTPUT_TOKENS // 2
+    assert result.first_token_perf_s is not None
+    assert len(result.text.split()) == OUTPUT_TOKENS // 2
+
+
+async def test_connection_refused_is_a_connection_error_and_fails_the_probe() -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = await invoke_once(url, STREAM)
+    assert (result.status, result.error_class, result.http_status) == ("error", CONNECTION_ERROR, None)
+    async with OpenAIClient(url + "/v1") as client:
+        reason = await client.probe(1.0)
+    assert reason is not None and reason.startswith(f"cannot connect to {url}/v1/models")
+
+
+async def test_probe_of_a_running_endpoint_is_none() -> None:
+    async with emulator() as url, OpenAIClient(url + "/v1") as client:
+        assert await client.probe(1.0) is None
+
+
+async def test_concurrent_requests_share_one_pool_of_connections() -> None:
+    async with emulator() as url, OpenAIClient(url + "/v1", max_connections=8) as client:
+        results = await asyncio.gather(*(client.invoke(PROMPT, STREAM, 5.0) for _ in range(16)))
+    assert [r.status for r in results] == ["ok"] * 16
+    # two rounds of 8 in parallel, not 16 one after another
+    assert max(r.end_perf_s for r in results) - min(r.send_perf_s for r in results) < 0.5
+
+
+# ------------------------------------------------------------------ a scripted server for the wire details
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    """Serves one handler for both generation paths; yields a function that starts it and returns the URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Handler) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handler)
+        app.router.add_post("/v1/completions", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        host, port = runner.addresses[0][:2]
+        return f"http://{host}:{port}/v1"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def sse(request: web.Request, lines: list[bytes]) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for line in lines:
+        await response.write(line)
+    await response.write_eof()
+    return response
+
+
+async def test_request_body_and_headers_follow_the_openai_api(scripted) -> None:
+    seen: list[tuple[dict[str, Any], dict[str, str], str]] = []
+
+    async def capture(request: web.Request) -> web.StreamResponse:
+        seen.append((await request.json(), dict(request.headers), request.path))
+        return await sse(
+            request, [b'data: {"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n']
+        )
+
+    url = await scripted(capture)
+    params = InferenceParameters(max_new_tokens=5, temperature=0.0, top_p=0.9, stream=True)
+    async with OpenAIClient(url, model="llama", api_key="sk-secret", headers={"X-Team": "bench"}) as client:
+        result = await client.invoke("Hello", params, 5.0)
+        await client.invoke("Hello", NO_STREAM, 5.0)
+    body, headers, path = seen[0]
+    assert path == "/v1/chat/completions"
+    assert body == {
+        "model": "llama",
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": 5,
+        "temperature": 0.0,
+        "top_p": 0.9,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    assert headers["Authorization"] == "Bearer sk-secret"
+    assert headers["X-Team"] == "bench"
+    assert headers["Accept-Encoding"] == "identity"
+    assert "stream_options" not in seen[1][0] and "top_p" not in seen[1][0] and seen[1][0]["stream"] is False
+    # finish_reason without [DONE] is a complete answer (some servers never send [DONE])
+    assert (result.status, result.text, result.usage_completion_tokens) == ("ok", "hi", None)
+
+
+async def test_sse_comments_blank_lines_and_role_chunks_are_not_tokens(scripted) -> None:
+    async def stream(request: web.Request) -> web.StreamResponse:
+        return await sse(
+            request,
+            [
+                b": keep-alive\n\n",
+                b'data: {"choices":[{"delta":{"role":"assistant"},"finish_reason":null}]}\n\n',
+                b'data:{"choices":[{"delta":{"content":"A"},"finish_reason":null}]}\r\n\r\n',
+                b'event: message\ndata: {"choices":[{"delta":{"content":""},"finish_reason":null}]}\n\n',
+                b'data: {"choices":[{"delta":{"content":"B"},"finish_reason":"stop"}]}\n\n',
+                b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n',
+                b"data: [DONE]\n\n",
+            ],
+        )
+
+    result = await invoke_scripted(await scripted(stream), STREAM)
+    assert (result.status, result.text, len(result.chunk_perf_s)) == ("ok", "AB", 2)
+    assert (result.usage_prompt_tokens, result.usage_completion_tokens) == (3, 2)
+
+
+async def test_stream_ending_without_done_or_finish_is_cut(scripted) -> None:
+    async def stream(request: web.Request) -> web.StreamResponse:
+        return await sse(request, [b'data: {"choices":[{"delta":{"content":"A"},"finish_reason":null}]}\n\n'])
+
+    result = await invoke_scripted(await scripted(stream), STREAM)
+    assert (result.status, result.error_class, result.text) == ("error", STREAM_CUT, "A")
+
+
+@pytest.mark.parametrize(
+    ("lines", "stream"),
+    [
+        ([b"data: {not json\n\n"], True),
+        ([b'{"choices": []}'], True),  # a JSON body where an event stream was asked for
+        ([b'{"choices": "nope"}'], False),
+    ],
+)
+async def test_unparsable_answers_are_malformed(scripted, lines: list[bytes], stream: bool) -> None:
+    async def respond(request: web.Request) -> web.StreamResponse:
+        return await sse(request, lines)
+
+    result = await invoke_scripted(await scripted(respond), STREAM if stream else NO_STREAM)
+    assert (result.status, result.error_class) == ("error", MALFORMED_RESPONSE)
+
+
+async def test_error_messages_never_carry_the_api_key(scripted) -> None:
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        message = {
+            "error": {"message": f"Incorrect API key provided: {request.headers['Authorization'][7:]}"}
+        }
+        return web.json_response(message, status=401)
+
+    async with OpenAIClient(await scripted(refuse), api_key="sk-very-secret") as client:
+        result = await client.invoke("Hello", STREAM, 5.0)
+    assert (result.error_class, result.http_status) == (HTTP_4XX, 401)
+    assert result.error_message == "HTTP 401: Incorrect API key provided: ***"
+
+
+async def test_an_error_event_inside_the_stream_fails_the_request(scripted) -> None:
+    async def stream(request: web.Request) -> web.StreamResponse:
+        error = {"error": {"message": "engine died", "code": 500}}
+        return await sse(
+            request,
+            [
+                b'data: {"choices":[{"delta":{"content":"A"},"finish_reason":null}]}\n\n',
+                b"data: " + json.dumps(error).encode() + b"\n\n",
+            ],
+        )
+
+    result = await invoke_scripted(await scripted(stream), STREAM)
+    assert (result.status, result.error_class, result.error_message) == (
+        "error",
+        STREAM_CUT,
+        "error event in stream: engine died",
+    )
+
+
+async def invoke_scripted(url: str, params: InferenceParameters) -> InvocationResult:
+    async with OpenAIClient(url) as client:
+        return await client.invoke("Hello", params, 5.0)

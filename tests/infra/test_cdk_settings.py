@@ -1,0 +1,72 @@
+"""Context parsing: cdk.json defaults, CLI-style string values, and errors that name the context key."""
+
+from typing import Any
+
+import pytest
+
+from infra.app import cdk_json_context
+from infra.settings import ContextError, FmbenchSettings
+from infra.storage import catalog_name_for, glue_type
+
+VALID: dict[str, Any] = {
+    "fmbench:stackName": "FmbenchFlow",
+    "fmbench:recordsRetentionDays": 90,
+    "fmbench:maxConcurrentBranches": 10,
+    "fmbench:athenaBytesScannedCutoff": 10 * 1024**3,
+}
+
+
+def test_cdk_json_defaults() -> None:
+    settings = FmbenchSettings.from_context(cdk_json_context().get)
+
+    assert settings == FmbenchSettings(
+        stack_name="FmbenchFlow",
+        records_retention_days=90,
+        max_concurrent_branches=10,
+        athena_bytes_scanned_cutoff=10_737_418_240,
+    )
+
+
+def test_cli_string_values_are_parsed_as_integers() -> None:
+    """`cdk synth -c fmbench:recordsRetentionDays=30` delivers the string "30"."""
+    context = {**VALID, "fmbench:recordsRetentionDays": "30", "fmbench:maxConcurrentBranches": "4"}
+
+    settings = FmbenchSettings.from_context(context.get)
+
+    assert settings.records_retention_days == 30
+    assert settings.max_concurrent_branches == 4
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("fmbench:recordsRetentionDays", 0),
+        ("fmbench:recordsRetentionDays", "ninety"),
+        ("fmbench:recordsRetentionDays", True),
+        ("fmbench:recordsRetentionDays", 1.5),
+        ("fmbench:recordsRetentionDays", None),
+        ("fmbench:maxConcurrentBranches", 0),
+        ("fmbench:athenaBytesScannedCutoff", 9_999_999),
+        ("fmbench:stackName", "1stack"),
+        ("fmbench:stackName", "fmbench_flow"),
+        ("fmbench:stackName", None),
+    ],
+)
+def test_invalid_context_fails_naming_the_key(key: str, value: Any) -> None:
+    context = {**VALID, key: value}
+
+    with pytest.raises(ContextError, match=f"^{key}: "):
+        FmbenchSettings.from_context(context.get)
+
+
+@pytest.mark.parametrize(
+    ("stack_name", "catalog_name"),
+    [("FmbenchFlow", "fmbench_flow"), ("FmbenchFlow-ci", "fmbench_flow_ci"), ("fmbench2", "fmbench2")],
+)
+def test_catalog_names_follow_the_stack_name(stack_name: str, catalog_name: str) -> None:
+    assert catalog_name_for(stack_name) == catalog_name
+
+
+def test_unknown_column_type_fails_at_synth() -> None:
+    with pytest.raises(ValueError, match="'dobule'"):
+        glue_type("array<dobule>")

@@ -1,0 +1,332 @@
+"""The closed-loop engine and record building, against an in-memory endpoint client (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from time import perf_counter
+
+import pytest
+
+from fmbench.config import InferenceParameters
+from fmbench.endpoints.base import CLIENT_ERROR, HTTP_5XX, TIMEOUT, InvocationResult
+from fmbench.loadgen import (
+    Attempt,
+    ClosedLoop,
+    EpochClock,
+    LoadPoint,
+    LoadPointError,
+    RecordContext,
+    build_records,
+    summarize,
+)
+from fmbench.payloads import Prompt
+from fmbench.tokenizer import get_tokenizer
+
+PARAMS = InferenceParameters(max_new_tokens=4, stream=True)
+PROMPTS = [
+    Prompt("p0", "What is the capital of France?", 7, None),
+    Prompt("p1", "Name two rivers.", 4, None),
+    Prompt("p2", "Why is the sky blue?", 6, None),
+]
+CONTEXT = RecordContext(
+    suite_name="suite",
+    branch_id="emu-12345678",
+    target_name="emu",
+    platform="emulator",
+    model="m",
+    container=None,
+    instance_type="ml.g5.2xlarge",
+    instance_count=1,
+    instance_price_per_hour_usd=1.5,
+    api="chat",
+)
+GAPS_S = (0.001, 0.002, 0.003)  # the fake's chunk gaps after its first chunk
+
+
+@dataclass
+class FakeClient:
+    """Answers after ``delay_s`` (per-call overrides by call index), with chunks at known offsets."""
+
+    delay_s: float = 0.005
+    delays_s: dict[int, float] = field(default_factory=dict)
+    failing_calls: set[int] = field(default_factory=set)
+    raising_calls: set[int] = field(default_factory=set)
+    usage: tuple[int | None, int | None] | None = (11, 4)
+    text: str = " one two three four"
+    in_flight: int = 0
+    max_in_flight: int = 0
+    prompts_seen: list[str] = field(default_factory=list)
+    ends_perf_s: dict[int, float] = field(default_factory=dict)
+
+    async def invoke(
+        self, prompt_text: str, params: InferenceParameters, timeout_s: float
+    ) -> InvocationResult:
+        call = len(self.prompts_seen)
+        self.prompts_seen.append(prompt_text)
+        send_perf_s = perf_counter()
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delays_s.get(call, self.delay_s))
+            if call in self.raising_calls:
+                raise RuntimeError("bug in a client")
+        finally:
+            self.in_flight -= 1
+        end_perf_s = perf_counter()
+        self.ends_perf_s[call] = end_perf_s
+        if call in self.failing_calls:
+            return InvocationResult(
+                send_perf_s=send_perf_s,
+                end_perf_s=end_perf_s,
+                status="error",
+                error_class=HTTP_5XX,
+                http_status=500,
+                error_message="HTTP 500: boom",
+            )
+        first_perf_s = send_perf_s + 0.001
+        chunks = [first_perf_s]
+        for gap_s in GAPS_S:
+            chunks.append(chunks[-1] + gap_s)
+        prompt_tokens, completion_tokens = self.usage or (None, None)
+        return InvocationResult(
+            send_perf_s=send_perf_s,
+            first_token_perf_s=first_perf_s,
+            end_perf_s=end_perf_s,
+            chunk_perf_s=chunks,
+            text=self.text,
+            usage_prompt_tokens=prompt_tokens,
+            usage_completion_tokens=completion_tokens,
+            http_status=200,
+        )
+
+    async def probe(self, timeout_s: float) -> str | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def point(concurrency: int, requests: int | None = None, **kwargs: object) -> LoadPoint:
+    return LoadPoint(
+        concurrency=concurrency,
+        payload_bin="small",
+        prompts=PROMPTS,
+        params=PARAMS,
+        timeout_s=5.0,
+        requests=requests,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def records_of(loop: ClosedLoop, clock: EpochClock | None = None):
+    return build_records(
+        loop.attempts, loop.point, CONTEXT, clock or EpochClock.start(), get_tokenizer("simple")
+    )
+
+
+async def test_keeps_exactly_n_requests_in_flight() -> None:
+    client = FakeClient(delay_s=0.01)
+    loop = ClosedLoop(client, point(4, requests=40))
+    await loop.run()
+    assert client.max_in_flight == 4
+    assert loop.max_in_flight == 4
+    assert len(loop.attempts) == 40
+    assert sorted(a.seq for a in loop.attempts) == list(range(40))
+
+
+async def test_a_slow_request_holds_up_only_its_own_worker() -> None:
+    # Call 0 takes 300 ms, the other 59 take 10 ms. Lock-step waves of 4 would need 300 + 14 * 10 ms;
+    # a closed loop lets the three free workers finish the rest while the slow request is still out.
+    client = FakeClient(delay_s=0.01, delays_s={0: 0.3})
+    loop = ClosedLoop(client, point(4, requests=60))
+    start_s = perf_counter()
+    await loop.run()
+    elapsed_s = perf_counter() - start_s
+    slow_end_s = client.ends_perf_s[0]
+    finished_meanwhile = sum(
+        1 for call, end_s in client.ends_perf_s.items() if call != 0 and end_s < slow_end_s
+    )
+    assert finished_meanwhile == 59
+    assert elapsed_s < 0.4
+    assert loop.max_in_flight == 4
+
+
+async def test_warmup_requests_are_flagged_and_counted_apart() -> None:
+    client = FakeClient()
+    loop = ClosedLoop(client, point(2, requests=10, warmup_requests=3))
+    await loop.run()
+    records = records_of(loop)
+    assert len(records) == 13
+    assert sorted(r.request_id for r in records if r.is_warmup) == [
+        "emu-12345678-c2-small-000000",
+        "emu-12345678-c2-small-000001",
+        "emu-12345678-c2-small-000002",
+    ]
+    assert sum(not r.is_warmup for r in records) == 10
+    assert {r.concurrency for r in records} == {2}
+    summary = summarize(loop.attempts)
+    assert (summary.attempts, summary.measured, summary.errors) == (13, 10, 0)
+
+
+async def test_duration_rule_stops_starting_requests_after_the_window() -> None:
+    client = FakeClient(delay_s=0.02)
+    loop = ClosedLoop(client, point(2, duration_s=0.2, warmup_requests=2))
+    await loop.run()
+    assert loop.window_start_perf_s is not None
+    measured = [a for a in loop.attempts if not a.is_warmup]
+    warmup = [a for a in loop.attempts if a.is_warmup]
+    assert len(warmup) == 2
+    sends_s = [a.result.send_perf_s - loop.window_start_perf_s for a in measured]
+    assert min(sends_s) >= 0
+    assert max(sends_s) < 0.2  # nothing started after the window closed ...
+    assert max(sends_s) > 0.15  # ... and the window was used to its end
+    assert 12 <= len(measured) <= 22  # 2 workers x 0.2 s / 20 ms, give or take scheduling
+    assert len(loop.attempts) == len(client.prompts_seen)
+
+
+async def test_every_attempt_becomes_a_record_errors_and_client_bugs_included() -> None:
+    client = FakeClient(failing_calls={1, 4, 7}, raising_calls={5})
+    loop = ClosedLoop(client, point(3, requests=12))
+    await loop.run()
+    records = records_of(loop)
+    assert len(records) == len(client.prompts_seen) == 12
+    by_class = sorted(r.error_class for r in records if r.status == "error")
+    assert by_class == [CLIENT_ERROR, HTTP_5XX, HTTP_5XX, HTTP_5XX]
+    bug = next(r for r in records if r.error_class == CLIENT_ERROR)
+    assert bug.error_message == "RuntimeError: bug in a client"
+    failed = next(r for r in records if r.error_class == HTTP_5XX)
+    assert (failed.http_status, failed.ttft_s, failed.itl_s, failed.completion_tokens) == (
+        500,
+        None,
+        [],
+        None,
+    )
+    assert failed.prompt_tokens is not None  # the prompt's own count is known even when the request failed
+    assert failed.response_text is None
+
+
+async def test_cancelled_load_point_still_records_its_in_flight_requests() -> None:
+    client = FakeClient(delay_s=0.05)
+    loop = ClosedLoop(client, point(3, requests=100))
+    task = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.12)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(loop.attempts) == len(client.prompts_seen)
+    cancelled = [a for a in loop.attempts if a.result.error_message == "cancelled"]
+    assert len(cancelled) == 3
+    assert all(a.result.error_class == CLIENT_ERROR for a in cancelled)
+
+
+async def test_server_usage_is_preferred_and_marked_as_such() -> None:
+    loop = ClosedLoop(FakeClient(usage=(11, 4)), point(1, requests=2))
+    await loop.run()
+    records = records_of(loop)
+    assert [(r.prompt_tokens, r.completion_tokens, r.token_source) for r in records] == [
+        (11, 4, "server")
+    ] * 2
+
+
+async def test_token_counts_fall_back_to_the_workload_tokenizer() -> None:
+    loop = ClosedLoop(FakeClient(usage=None, text=" Paris, France."), point(1, requests=3))
+    await loop.run()
+    records = records_of(loop)
+    # "Paris" "," "France" "." with the simple tokenizer; prompt counts are those of the payload builder
+    assert [(r.prompt_tokens, r.completion_tokens, r.token_source) for r in records] == [
+        (7, 4, "tokenizer"),
+        (4, 4, "tokenizer"),
+        (6, 4, "tokenizer"),
+    ]
+
+
+async def test_partial_usage_is_completed_locally_and_marked_mixed() -> None:
+    loop = ClosedLoop(FakeClient(usage=(None, 9), text="a b"), point(1, requests=1))
+    await loop.run()
+    (record,) = records_of(loop)
+    assert (record.prompt_tokens, record.completion_tokens, record.token_source) == (7, 9, "mixed")
+
+
+async def test_prompts_are_used_round_robin_by_sequence_number() -> None:
+    client = FakeClient()
+    loop = ClosedLoop(client, point(1, requests=7))
+    await loop.run()
+    assert client.prompts_seen == [PROMPTS[i % 3].text for i in range(7)]
+    loop = ClosedLoop(FakeClient(), point(3, requests=9))
+    await loop.run()
+    for record in records_of(loop):
+        seq = int(record.request_id.rsplit("-", 1)[1])
+        assert record.prompt_id == f"p{seq % 3}"
+
+
+async def test_times_share_one_anchor_and_derive_from_perf_counter() -> None:
+    clock = EpochClock(anchor_epoch_s=1_000_000.0, anchor_perf_s=perf_counter())
+    loop = ClosedLoop(FakeClient(delay_s=0.01), point(2, requests=6))
+    await loop.run()
+    records = records_of(loop, clock)
+    for attempt, record in zip(loop.attempts, records, strict=True):
+        result = attempt.result
+        assert record.send_epoch_s == clock.to_epoch_s(result.send_perf_s)
+        assert 0 <= record.send_epoch_s - record.scheduled_epoch_s < 0.005  # closed loop: sent when free
+        assert record.ttft_s == pytest.approx(0.001)
+        assert record.latency_s == pytest.approx(result.end_perf_s - result.send_perf_s)
+        assert record.end_epoch_s == pytest.approx(record.send_epoch_s + record.latency_s)
+        assert record.itl_s == pytest.approx(list(GAPS_S))
+        assert 1_000_000.0 <= record.send_epoch_s < 1_000_001.0
+        assert record.response_text == " one two three four"
+        assert (record.load_mode, record.request_rate_per_s, record.payload_bin) == (
+            "concurrency",
+            None,
+            "small",
+        )
+
+
+async def test_non_streaming_records_have_no_ttft_or_gaps() -> None:
+    result = InvocationResult(send_perf_s=1.0, end_perf_s=1.5, text="x y", usage_completion_tokens=2)
+    attempt = Attempt(seq=0, is_warmup=False, scheduled_perf_s=1.0, prompt=PROMPTS[0], result=result)
+    params = InferenceParameters(stream=False)
+    no_stream = LoadPoint(1, "small", PROMPTS, params, 5.0, requests=1)
+    (record,) = build_records([attempt], no_stream, CONTEXT, EpochClock(0.0, 0.0), get_tokenizer("simple"))
+    assert (record.ttft_s, record.first_token_epoch_s, record.itl_s, record.latency_s) == (
+        None,
+        None,
+        [],
+        0.5,
+    )
+
+
+def test_summary_names_the_dominant_error_of_the_measured_window() -> None:
+    def attempt(seq: int, warmup: bool, error_class: str | None) -> Attempt:
+        result = InvocationResult(send_perf_s=0.0, end_perf_s=1.0)
+        if error_class:
+            result.fail(error_class, f"{error_class} #{seq}")
+        return Attempt(seq, warmup, 0.0, PROMPTS[0], result)
+
+    attempts = [attempt(0, True, None), attempt(1, False, TIMEOUT), attempt(2, False, HTTP_5XX)]
+    attempts += [attempt(3, False, HTTP_5XX)]
+    summary = summarize(attempts)
+    assert summary.all_measured_failed
+    assert (summary.dominant_error_class, summary.sample_error_message) == (HTTP_5XX, "http_5xx #2")
+    assert not summarize([*attempts, attempt(4, False, None)]).all_measured_failed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"requests": None}, "exactly one"),
+        ({"requests": 3, "duration_s": 1.0}, "exactly one"),
+        ({"requests": 3, "prompts": []}, "no prompts"),
+        ({"requests": 3, "concurrency": 0}, "at least 1"),
+    ],
+)
+def test_load_point_rejects_impossible_plans(kwargs: dict[str, object], problem: str) -> None:
+    base: dict[str, object] = {
+        "concurrency": 1,
+        "payload_bin": "b",
+        "prompts": PROMPTS,
+        "params": PARAMS,
+        "timeout_s": 1.0,
+    }
+    with pytest.raises(LoadPointError, match=problem):
+        LoadPoint(**{**base, **kwargs})  # type: ignore[arg-type]

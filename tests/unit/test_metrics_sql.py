@@ -1,0 +1,418 @@
+"""metrics.sql (transpiled to DuckDB) against a plain numpy/pandas computation of the same definitions."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from fmbench.records import RecordWriter, RequestRecord
+from report.query import (
+    METRIC_COLUMNS,
+    QueryError,
+    bind_parameters,
+    compute_metrics,
+    load_sql,
+    to_duckdb,
+    ttft_samples,
+)
+
+RUN_ID = "20250101T000000Z-abc123"
+KEY_COLUMNS = ["branch_id", "load_mode", "concurrency", "request_rate_per_s", "payload_bin"]
+QUANTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
+
+
+def make_record(**overrides: Any) -> RequestRecord:
+    fields: dict[str, Any] = {
+        "suite_name": "suite",
+        "target_name": "target",
+        "platform": "openai",
+        "model": "model",
+        "container": None,
+        "instance_type": "ml.g5.xlarge",
+        "instance_count": 1,
+        "instance_price_per_hour_usd": 3.6,
+        "api": "chat",
+        "load_mode": "concurrency",
+        "concurrency": 1,
+        "request_rate_per_s": None,
+        "payload_bin": "50-500",
+        "request_id": "r",
+        "prompt_id": None,
+        "is_warmup": False,
+        "scheduled_epoch_s": 0.0,
+        "send_epoch_s": 0.0,
+        "first_token_epoch_s": None,
+        "end_epoch_s": 1.0,
+        "ttft_s": None,
+        "latency_s": 1.0,
+        "itl_s": [],
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "status": "ok",
+    }
+    fields.update(overrides)
+    return RequestRecord(**fields)
+
+
+# ------------------------------------------------------------------------------------- random records
+
+BRANCHES = [
+    # branch_id, target_name, instance_type, instance_count, price, load_mode, levels, streaming share
+    ("alpha-1111", "alpha", "ml.g5.xlarge", 1, 1.408, "concurrency", [(1, None), (4, None), (8, None)], 1.0),
+    ("beta-2222", "beta", "ml.g5.12xlarge", 2, 7.09, "concurrency", [(1, None), (4, None)], 0.6),
+    ("gamma-3333", "gamma", None, 1, None, "concurrency", [(2, None), (4, None)], 0.0),
+    ("delta-4444", "delta", "ml.g6.xlarge", 1, 1.0064, "rate", [(None, 0.5), (None, 2.0)], 0.8),
+]
+BINS = ["50-500", "500-2000"]
+
+
+def random_records(rng: np.random.Generator) -> dict[str, list[RequestRecord]]:
+    """Records per branch exercising every rule: warm-up, errors, non-streaming, NULL price, NULL keys."""
+    by_branch: dict[str, list[RequestRecord]] = {}
+    for branch_id, target, instance_type, count, price, mode, levels, streaming_share in BRANCHES:
+        records = []
+        clock_s = 1_700_000_000.0
+        for concurrency, rate in levels:
+            for bin_label in BINS:
+                measured = int(rng.integers(1, 30))
+                all_fail = branch_id == "alpha-1111" and concurrency == 8 and bin_label == "500-2000"
+                for index in range(measured + 3):
+                    is_warmup = index < 3
+                    send_s = clock_s + float(rng.uniform(0, 20))
+                    latency_s = float(rng.lognormal(0.0, 0.6))
+                    ok = not all_fail and rng.random() > 0.15
+                    streaming = rng.random() < streaming_share
+                    completion = int(rng.integers(0, 200)) if ok else None
+                    ttft_s = latency_s * float(rng.uniform(0.05, 0.5)) if ok and streaming else None
+                    gaps = (
+                        [float(g) for g in rng.exponential(0.02, int(rng.integers(0, 12)))] if ttft_s else []
+                    )
+                    if is_warmup:
+                        latency_s *= 50  # warm-up rows would move every figure if they were counted
+                    records.append(
+                        make_record(
+                            target_name=target,
+                            instance_type=instance_type,
+                            instance_count=count,
+                            instance_price_per_hour_usd=price,
+                            load_mode=mode,
+                            concurrency=concurrency,
+                            request_rate_per_s=rate,
+                            payload_bin=bin_label,
+                            request_id=f"{branch_id}-{concurrency}-{rate}-{bin_label}-{index}",
+                            is_warmup=is_warmup,
+                            scheduled_epoch_s=send_s,
+                            send_epoch_s=send_s,
+                            end_epoch_s=send_s + latency_s,
+                            latency_s=latency_s,
+                            ttft_s=ttft_s,
+                            itl_s=gaps,
+                            prompt_tokens=int(rng.integers(50, 2000)) if ok else None,
+                            completion_tokens=completion,
+                            status="ok" if ok else "error",
+                        )
+                    )
+                clock_s += 100.0
+        by_branch[branch_id] = records
+    return by_branch
+
+
+def write_records(root: str, run_id: str, by_branch: dict[str, list[RequestRecord]]) -> None:
+    for branch_id, records in by_branch.items():
+        writer = RecordWriter(root, run_id, branch_id)
+        half = len(records) // 2  # two parts per branch, as a runner flushing per load point would
+        writer.extend(records[:half])
+        writer.flush()
+        writer.extend(records[half:])
+        writer.flush()
+
+
+def numpy_metrics(by_branch: dict[str, list[RequestRecord]]) -> pd.DataFrame:
+    """Every figure of metrics.sql, computed directly from the definitions in docs/metrics.md."""
+    rows = []
+    for branch_id, records in by_branch.items():
+        frame = pd.DataFrame([dataclasses.asdict(r) for r in records])
+        frame = frame[~frame["is_warmup"]]
+        keys = ["load_mode", "concurrency", "request_rate_per_s", "payload_bin"]
+        for key, point in frame.groupby(keys, dropna=False):
+            ok = point[point["status"] == "ok"]
+            window_s = point["end_epoch_s"].max() - point["send_epoch_s"].min()
+            latency = ok["latency_s"].to_numpy(float)
+            streamed = ok[ok["ttft_s"].notna()]
+            ttft = streamed["ttft_s"].to_numpy(float)
+            long = streamed[streamed["completion_tokens"] > 1]
+            tpot = ((long["latency_s"] - long["ttft_s"]) / (long["completion_tokens"] - 1)).to_numpy(float)
+            itl = np.array([gap for gaps in ok["itl_s"] for gap in gaps], dtype=float)
+            successes = len(ok)
+            completion_total = float(ok["completion_tokens"].sum())
+            price = point["instance_price_per_hour_usd"].iloc[0]
+            cost_usd = None if pd.isna(price) else price / 3600 * point["instance_count"].iloc[0] * window_s
+            row: dict[str, Any] = dict(zip(keys, key, strict=True))
+            row.update(
+                branch_id=branch_id,
+                target_name=point["target_name"].iloc[0],
+                requests=len(point),
+                successes=successes,
+                errors=len(point) - successes,
+                error_rate=(len(point) - successes) / len(point),
+                window_s=window_s,
+                latency_mean_s=latency.mean() if successes else None,
+                prompt_tokens_mean=ok["prompt_tokens"].mean() if successes else None,
+                completion_tokens_mean=ok["completion_tokens"].mean() if successes else None,
+                prompt_token_throughput_per_s=float(ok["prompt_tokens"].sum()) / window_s,
+                completion_token_throughput_per_s=completion_total / window_s,
+                transactions_per_minute=successes / window_s * 60,
+                price_per_txn_usd=cost_usd / successes if cost_usd is not None and successes else None,
+                price_per_1m_output_tokens_usd=(
+                    cost_usd / completion_total * 1e6 if cost_usd is not None and completion_total else None
+                ),
+            )
+            for metric, values, wanted in (
+                ("latency", latency, ("p50", "p90", "p95", "p99")),
+                ("ttft", ttft, ("p50", "p95", "p99")),
+                ("tpot", tpot, ("p50", "p95")),
+                ("itl", itl, ("p50", "p95", "p99")),
+            ):
+                for name in wanted:
+                    value = float(np.percentile(values, QUANTILES[name])) if len(values) else None
+                    row[f"{metric}_{name}_s"] = value
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def _point_key(row: pd.Series) -> tuple[Any, ...]:
+    return tuple(None if _is_null(row[k]) else row[k] for k in KEY_COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    root = str(tmp_path_factory.mktemp("records"))
+    by_branch = random_records(np.random.default_rng(20250101))
+    write_records(root, RUN_ID, by_branch)
+    # Another run in the same root must not leak into this run's figures.
+    write_records(root, "other-run", random_records(np.random.default_rng(7)))
+    return compute_metrics(root, RUN_ID), numpy_metrics(by_branch), root
+
+
+def test_sql_matches_numpy_for_every_figure(random_run: tuple[pd.DataFrame, pd.DataFrame, str]) -> None:
+    actual, expected, _ = random_run
+    assert list(actual.columns) == list(METRIC_COLUMNS)
+    assert len(actual) == len(expected) == 2 * sum(len(b[6]) for b in BRANCHES)
+    assert (actual["run_id"] == RUN_ID).all()
+    expected_by_key = {_point_key(row): row for _, row in expected.iterrows()}
+    compared = [c for c in expected.columns if c not in KEY_COLUMNS]
+    assert set(METRIC_COLUMNS) - set(compared) - set(KEY_COLUMNS) == {
+        "run_id",
+        "platform",
+        "model",
+        "container",
+        "instance_type",
+        "instance_count",
+        "instance_price_per_hour_usd",
+    }
+    for _, row in actual.iterrows():
+        want = expected_by_key.pop(_point_key(row))
+        for column in compared:
+            got, exp_value = row[column], want[column]
+            where = f"{_point_key(row)} {column}"
+            if _is_null(exp_value):
+                assert _is_null(got), f"{where}: expected NULL, got {got}"
+            elif isinstance(exp_value, str):
+                assert got == exp_value, where
+            else:
+                assert got == pytest.approx(float(exp_value), rel=1e-9, abs=1e-12), where
+    assert not expected_by_key
+
+
+def test_branch_columns_are_carried_and_null_price_gives_null_costs(
+    random_run: tuple[pd.DataFrame, pd.DataFrame, str],
+) -> None:
+    actual, _, _ = random_run
+    gamma = actual[actual["branch_id"] == "gamma-3333"]
+    assert gamma["instance_type"].isna().all()
+    assert gamma["price_per_txn_usd"].isna().all()
+    assert gamma["price_per_1m_output_tokens_usd"].isna().all()
+    assert gamma["ttft_p95_s"].isna().all()  # gamma never streams
+    beta = actual[actual["branch_id"] == "beta-2222"]
+    assert set(beta["instance_count"]) == {2}
+    assert set(beta["instance_type"]) == {"ml.g5.12xlarge"}
+    delta = actual[actual["branch_id"] == "delta-4444"]
+    assert delta["concurrency"].isna().all()
+    assert sorted(set(delta["request_rate_per_s"])) == [0.5, 2.0]
+
+
+def test_point_where_every_request_failed(random_run: tuple[pd.DataFrame, pd.DataFrame, str]) -> None:
+    actual, _, _ = random_run
+    failed = actual[
+        (actual["branch_id"] == "alpha-1111")
+        & (actual["concurrency"] == 8)
+        & (actual["payload_bin"] == "500-2000")
+    ].iloc[0]
+    assert failed["successes"] == 0
+    assert failed["error_rate"] == 1.0
+    assert failed["transactions_per_minute"] == 0.0
+    assert _is_null(failed["latency_p95_s"])
+    assert _is_null(failed["price_per_txn_usd"])
+
+
+def test_rows_are_sorted_by_target_bin_and_concurrency(
+    random_run: tuple[pd.DataFrame, pd.DataFrame, str],
+) -> None:
+    actual, _, _ = random_run
+    keys = [
+        (row.target_name, row.payload_bin, math.inf if _is_null(row.concurrency) else row.concurrency)
+        for row in actual.itertuples()
+    ]
+    assert keys == sorted(keys)
+
+
+def test_ttft_samples_are_successful_measured_streamed_requests(
+    random_run: tuple[pd.DataFrame, pd.DataFrame, str],
+) -> None:
+    actual, _, root = random_run
+    samples = ttft_samples(root, RUN_ID)
+    assert list(samples.columns) == ["branch_id", "target_name", "payload_bin", "concurrency", "ttft_s"]
+    assert samples["ttft_s"].notna().all()
+    assert "gamma-3333" not in set(samples["branch_id"])
+    by_point = samples.groupby(["branch_id", "payload_bin", "concurrency"])["ttft_s"]
+    for (branch_id, bin_label, concurrency), values in by_point:
+        row = actual[
+            (actual["branch_id"] == branch_id)
+            & (actual["payload_bin"] == bin_label)
+            & (actual["concurrency"] == concurrency)
+        ].iloc[0]
+        assert np.percentile(values, 95) == pytest.approx(row["ttft_p95_s"], rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------- hand-computed case
+
+
+def test_hand_computed_load_point(tmp_path: Any) -> None:
+    """Four successes, one error, one warm-up: every figure worked out on paper."""
+    common = {
+        "instance_count": 2,
+        "instance_price_per_hour_usd": 3.6,
+        "concurrency": 4,
+        "completion_tokens": 5,
+    }
+    latencies_s = [4.0, 3.0, 2.0, 1.0]
+    gaps = [[0.1, 0.2], [0.3], [], [0.4, 0.5, 0.6]]
+    records = [
+        make_record(
+            request_id=f"ok-{i}",
+            send_epoch_s=100.0 + i,
+            end_epoch_s=100.0 + i + latency_s,
+            latency_s=latency_s,
+            ttft_s=latency_s / 10,
+            itl_s=gaps[i],
+            prompt_tokens=10 * (i + 1),
+            **common,
+        )
+        for i, latency_s in enumerate(latencies_s)
+    ]
+    records.append(
+        make_record(
+            request_id="err", send_epoch_s=102.0, end_epoch_s=108.0, latency_s=6.0, status="error", **common
+        )
+    )
+    records.append(
+        make_record(
+            request_id="warm", is_warmup=True, send_epoch_s=0.0, end_epoch_s=500.0, latency_s=500.0, **common
+        )
+    )
+    writer = RecordWriter(str(tmp_path), "hand", "hand-0001")
+    writer.extend(records)
+    writer.flush()
+
+    row = compute_metrics(str(tmp_path), "hand").iloc[0]
+
+    expected = {
+        "requests": 5,
+        "successes": 4,
+        "errors": 1,
+        "error_rate": 0.2,
+        "window_s": 8.0,  # last end 108 - first send 100; the error counts, the warm-up does not
+        "latency_mean_s": 2.5,
+        "latency_p50_s": 2.5,  # ranks 1.5 of 0..3 -> halfway between 2 and 3
+        "latency_p90_s": 3.7,
+        "latency_p95_s": 3.85,
+        "latency_p99_s": 3.97,
+        "ttft_p50_s": 0.25,
+        "ttft_p95_s": 0.385,
+        "tpot_p50_s": 0.5625,  # (latency - ttft) / 4 = 0.225, 0.45, 0.675, 0.9
+        "itl_p50_s": 0.35,  # pooled 0.1..0.6
+        "itl_p95_s": 0.575,
+        "itl_p99_s": 0.595,
+        "prompt_tokens_mean": 25.0,
+        "completion_tokens_mean": 5.0,
+        "prompt_token_throughput_per_s": 12.5,  # 100 tokens / 8 s
+        "completion_token_throughput_per_s": 2.5,
+        "transactions_per_minute": 30.0,
+        "price_per_txn_usd": 0.004,  # 3.6 $/h = 0.001 $/s x 2 instances x 8 s / 4
+        "price_per_1m_output_tokens_usd": 800.0,  # 0.016 $ / 20 tokens x 1e6
+    }
+    for column, value in expected.items():
+        assert row[column] == pytest.approx(value, rel=1e-12), column
+
+
+def test_single_success_is_every_percentile(tmp_path: Any) -> None:
+    writer = RecordWriter(str(tmp_path), "one", "one-0001")
+    writer.append(make_record(send_epoch_s=10.0, end_epoch_s=12.5, latency_s=2.5, ttft_s=0.5, itl_s=[0.25]))
+    writer.flush()
+    row = compute_metrics(str(tmp_path), "one").iloc[0]
+    for name in ("p50", "p90", "p95", "p99"):
+        assert row[f"latency_{name}_s"] == 2.5
+    assert (row["ttft_p50_s"], row["ttft_p99_s"], row["tpot_p95_s"], row["itl_p99_s"]) == (
+        0.5,
+        0.5,
+        0.5,
+        0.25,
+    )
+
+
+def test_no_records_gives_empty_frame_with_columns(tmp_path: Any) -> None:
+    frame = compute_metrics(str(tmp_path), "missing")
+    assert frame.empty
+    assert list(frame.columns) == list(METRIC_COLUMNS)
+    assert ttft_samples(str(tmp_path), "missing").empty
+
+
+# ------------------------------------------------------------------------------------------- the SQL
+
+
+@pytest.mark.parametrize("name", ["metrics", "ttft_samples"])
+def test_sql_is_exact_and_portable(name: str) -> None:
+    trino = load_sql(name)
+    duck = to_duckdb(trino, run_id="r1")
+    athena = bind_parameters(trino, "trino", run_id="r1")
+    for text, dialect in ((duck, "duckdb"), (athena, "trino")):
+        assert "approx_percentile" not in text.lower()
+        functions = {type(node).__name__ for node in sqlglot.parse_one(text, read=dialect).find_all(exp.Func)}
+        assert not functions & {"ApproxQuantile", "Quantile", "PercentileCont", "PercentileDisc", "Median"}
+    assert "FROM records" in duck
+    assert "run_id = 'r1'" in duck and "run_id = 'r1'" in athena
+
+
+def test_parameters_are_bound_as_quoted_literals() -> None:
+    sql = to_duckdb("SELECT * FROM records WHERE run_id = :run_id", run_id="x' OR '1'='1")
+    assert "run_id = 'x'' OR ''1''=''1'" in sql
+
+
+def test_unbound_or_unknown_parameters_are_rejected() -> None:
+    with pytest.raises(QueryError, match="unbound parameter"):
+        to_duckdb("SELECT * FROM records WHERE run_id = :run_id")
+    with pytest.raises(QueryError, match="not in the query"):
+        to_duckdb("SELECT * FROM records WHERE run_id = :run_id", run_id="a", branch="b")
+    with pytest.raises(QueryError, match="no query named"):
+        load_sql("nothing_here")

@@ -1,0 +1,27 @@
+"""The JSON Schemas in schema/ are what the models say (regenerate with `make schema`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fmbench.config import suite_json_schema
+from report.result import result_json_schema
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
+
+
+def test_suite_schema_is_current() -> None:
+    committed = json.loads((SCHEMA_DIR / "suite.schema.json").read_text())
+    assert committed == suite_json_schema(), "schema/suite.schema.json is stale: run `make schema`"
+
+
+def test_result_schema_is_current() -> None:
+    committed = json.loads((SCHEMA_DIR / "result.schema.json").read_text())
+    assert committed == result_json_schema(), "schema/result.schema.json is stale: run `make schema`"
+
+
+def test_suite_schema_forbids_unknown_fields() -> None:
+    schema = suite_json_schema()
+    assert schema["additionalProperties"] is False
+    assert schema["$defs"]["Workload"]["additionalProperties"] is False
