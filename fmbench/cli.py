@@ -25,7 +25,8 @@ EXIT_INVALID = 2
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # Piped output (CI logs, files) gets a wide fixed width so tables are not folded into unreadable cells.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def _print_problems(error: SuiteValidationError) -> None:
@@ -43,7 +44,9 @@ def _plan_table(plan: RunPlan) -> Table:
     load = plan.suite.load
     for spec in plan.branches:
         per_point = (load.requests_per_level or 0) + load.warmup_requests
-        requests = str(per_point * spec.load_point_count) if load.requests_per_level else f"{load.duration_s}s each"
+        requests = (
+            str(per_point * spec.load_point_count) if load.requests_per_level else f"{load.duration_s}s each"
+        )
         price = spec.instance_price_per_hour_usd
         table.add_row(
             spec.branch_id,
@@ -91,7 +94,9 @@ class ProgressView:
             load = plan.suite.load
             for spec in plan.branches:
                 per_point = (load.requests_per_level or 0) + load.warmup_requests
-                total = per_point * spec.load_point_count if load.requests_per_level else spec.load_point_count
+                total = (
+                    per_point * spec.load_point_count if load.requests_per_level else spec.load_point_count
+                )
                 self._tasks[spec.branch_id] = self._progress.add_task(
                     "", total=total, name=spec.target.name, point="waiting"
                 )
@@ -111,10 +116,10 @@ class ProgressView:
         if self._progress is not None:
             task = self._tasks[event.branch_id]
             if event.kind == "load_point_started":
-                self._progress.update(task, point=f"{point} ({event.load_point_index + 1}/{event.load_points_total})")
-            elif event.kind == "request_done" and self._count_requests:
-                self._progress.advance(task)
-            elif event.kind == "load_point_finished" and not self._count_requests:
+                self._progress.update(
+                    task, point=f"{point} ({(event.load_point_index or 0) + 1}/{event.load_points_total})"
+                )
+            elif event.kind == ("request_done" if self._count_requests else "load_point_finished"):
                 self._progress.advance(task)
             elif event.kind == "branch_finished":
                 self._progress.update(task, point=event.message or "done")
@@ -122,7 +127,7 @@ class ProgressView:
         if event.kind == "load_point_finished":
             self._console.print(
                 f"[{name}] {point}: {event.completed} requests, {event.errors} errors "
-                f"(load point {event.load_point_index + 1}/{event.load_points_total})",
+                f"(load point {(event.load_point_index or 0) + 1}/{event.load_points_total})",
                 markup=False,
             )
         elif event.kind in ("branch_started", "branch_finished"):
@@ -185,7 +190,9 @@ def _bins(text: str) -> list[dict[str, int]]:
     for part in text.split(","):
         match = re.fullmatch(r"\s*(\d+)-(\d+)\s*", part)
         if not match:
-            raise argparse.ArgumentTypeError(f"bins are MIN-MAX token ranges separated by commas, got {part!r}")
+            raise argparse.ArgumentTypeError(
+                f"bins are MIN-MAX token ranges separated by commas, got {part!r}"
+            )
         bins.append({"min_tokens": int(match[1]), "max_tokens": int(match[2])})
     return bins
 
@@ -193,7 +200,7 @@ def _bins(text: str) -> list[dict[str, int]]:
 def discover_model(base_url: str, timeout_s: float = 5.0) -> str | None:
     """The first model an OpenAI-compatible server lists, so `fmbench load` works without --model."""
     try:
-        with urllib.request.urlopen(f"{base_url.rstrip('/')}/models", timeout=timeout_s) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{base_url.rstrip('/')}/models", timeout=timeout_s) as response:
             models = json.load(response).get("data") or []
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -291,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmbench", description="Benchmark foundation-model endpoints.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    validate = commands.add_parser("validate", help="check a suite; list every problem, or the planned branches")
+    validate = commands.add_parser(
+        "validate", help="check a suite; list every problem, or the planned branches"
+    )
     validate.add_argument("suite", help="suite file (YAML or JSON)")
     validate.set_defaults(handler=cmd_validate)
 
@@ -315,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--max-tokens", type=int, default=128)
     load.add_argument("--no-stream", action="store_true", help="non-streaming requests (no TTFT)")
     load.add_argument("--dataset", default="builtin:synthetic-qa")
-    load.add_argument("--bins", type=_bins, default=_bins("0-100000"), help="prompt-token bins, e.g. 50-500,500-2000")
+    load.add_argument(
+        "--bins", type=_bins, default=_bins("0-100000"), help="prompt-token bins, e.g. 50-500,500-2000"
+    )
     load.add_argument("--slo-p95-latency-s", type=float, default=None)
     load.add_argument("--out", required=True, help="output folder")
     load.set_defaults(handler=cmd_load)

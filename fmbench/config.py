@@ -76,7 +76,8 @@ class _TargetBase(StrictModel):
 
 class EmulatorOptions(StrictModel):
     profile: str | None = Field(
-        default="g5-2xlarge", description="Named performance profile (see `fmbench emulator --list-profiles`)."
+        default="g5-2xlarge",
+        description="Named performance profile (see `fmbench emulator --list-profiles`).",
     )
     ttft_ms: float | None = Field(default=None, gt=0)
     itl_ms: float | None = Field(default=None, gt=0)
@@ -92,6 +93,11 @@ class EmulatorOptions(StrictModel):
         fixed = [self.ttft_ms, self.itl_ms, self.output_tokens]
         if any(v is not None for v in fixed) and not all(v is not None for v in fixed):
             raise ValueError("fixed timing needs all of ttft_ms, itl_ms and output_tokens")
+        faults = self.error_500_rate + self.error_429_rate + self.hang_rate + self.cut_stream_rate
+        if faults > 1:
+            raise ValueError(
+                f"fault rates add up to {faults:g}; one request gets at most one fault, so at most 1"
+            )
         return self
 
     @field_validator("profile")
@@ -388,7 +394,9 @@ def expand_targets(suite: Suite) -> tuple[list[Any], list[SuiteProblem]]:
                 for error in exc.errors():
                     loc = _strip_union_tags(error["loc"])
                     field = str(loc[0]) if loc else ""
-                    prefix = f"matrix.{m_index}.vary.{field}" if field in spec.vary else f"matrix.{m_index}.base"
+                    prefix = (
+                        f"matrix.{m_index}.vary.{field}" if field in spec.vary else f"matrix.{m_index}.base"
+                    )
                     rest = ".".join(str(p) for p in loc[1:]) if field in spec.vary else _join(loc)
                     combo = ", ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
                     path = f"{prefix}.{rest}" if rest else prefix
@@ -402,7 +410,9 @@ def expand_targets(suite: Suite) -> tuple[list[Any], list[SuiteProblem]]:
 def _strip_union_tags(loc: Iterable[Any]) -> tuple[Any, ...]:
     """Pydantic puts the discriminator value into the location of a tagged union; users never wrote it."""
     parts = list(loc)
-    return tuple(p for i, p in enumerate(parts) if not (p in PLATFORMS and (i == 0 or isinstance(parts[i - 1], int))))
+    return tuple(
+        p for i, p in enumerate(parts) if not (p in PLATFORMS and (i == 0 or isinstance(parts[i - 1], int)))
+    )
 
 
 def _join(loc: Iterable[Any]) -> str:
@@ -433,7 +443,9 @@ def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]
     """Checks that need the whole suite (and the dataset) rather than one field."""
     targets, problems = expand_targets(suite)
     if not targets and not problems:
-        problems.append(SuiteProblem(path="targets", reason="the suite has no targets (give targets or matrix)"))
+        problems.append(
+            SuiteProblem(path="targets", reason="the suite has no targets (give targets or matrix)")
+        )
     seen: dict[str, int] = {}
     for index, target in enumerate(targets):
         if target.name in seen:
@@ -465,7 +477,9 @@ def parse_suite_text(text: str, source: str = "<suite>") -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown position"
-        raise SuiteValidationError([SuiteProblem(path="(file)", reason=f"not valid YAML/JSON at {where}")], source)
+        raise SuiteValidationError(
+            [SuiteProblem(path="(file)", reason=f"not valid YAML/JSON at {where}")], source
+        ) from None
     return data
 
 
@@ -491,7 +505,9 @@ def load_suite(path: str | Path) -> Suite:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteValidationError([SuiteProblem(path="(file)", reason=f"cannot read: {exc}")], str(file)) from None
+        raise SuiteValidationError(
+            [SuiteProblem(path="(file)", reason=f"cannot read: {exc}")], str(file)
+        ) from None
     data = parse_suite_text(text, str(file))
     return validate_suite_data(data, base_dir=file.resolve().parent, source=str(file))
 

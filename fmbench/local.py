@@ -1,4 +1,4 @@
-"""The embedded run: the whole workflow on this machine (emulators or reachable endpoints, a folder, DuckDB)."""
+"""The embedded run: the whole workflow on one machine (emulators or endpoints, a folder, DuckDB)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ async def _run_one(
         try:
             async with endpoint_for(spec) as url:
                 return await run_branch(spec, endpoint_url=url, on_progress=on_progress)
-        except Exception as exc:  # one broken branch must not take the others down
+        except Exception as exc:  # noqa: BLE001 - one broken branch must not take the others down
             return BranchOutcome(
                 branch_id=spec.branch_id,
                 status="failed",

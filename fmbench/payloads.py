@@ -50,7 +50,9 @@ def load_records(spec: DatasetSpec, base_dir: Path | None = None) -> list[dict[s
     if source.startswith(BUILTIN_DATASET_PREFIX):
         name = source[len(BUILTIN_DATASET_PREFIX) :]
         if name not in BUILTIN_DATASETS:
-            raise DatasetError(f"unknown built-in dataset {name!r}; known: {', '.join(sorted(BUILTIN_DATASETS))}")
+            raise DatasetError(
+                f"unknown built-in dataset {name!r}; known: {', '.join(sorted(BUILTIN_DATASETS))}"
+            )
         text = resources.files("fmbench.data").joinpath(BUILTIN_DATASETS[name]).read_text(encoding="utf-8")
         records = list(_iter_jsonl(iter(text.splitlines()), source, spec.max_records))
     else:
@@ -95,7 +97,10 @@ def build_payloads(workload: Workload, base_dir: Path | None = None) -> dict[str
         tokens = tokenizer.count(text)
         for token_bin in workload.bins:
             prompts = by_bin[token_bin.label]
-            if token_bin.min_tokens <= tokens < token_bin.max_tokens and len(prompts) < workload.max_prompts_per_bin:
+            if (
+                token_bin.min_tokens <= tokens < token_bin.max_tokens
+                and len(prompts) < workload.max_prompts_per_bin
+            ):
                 record_id = str(record.get("id", index))
                 prompts.append(Prompt(record_id, text, tokens, _reference(record)))
     return by_bin

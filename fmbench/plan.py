@@ -26,8 +26,12 @@ class BranchSpec(StrictModel):
     load: LoadPlan
     instance_type: str | None
     instance_price_per_hour_usd: float | None
-    storage_root: str = Field(description="Local folder or s3://bucket/prefix that records are written under.")
-    dataset_base_dir: str | None = Field(default=None, description="Folder relative dataset paths start from.")
+    storage_root: str = Field(
+        description="Local folder or s3://bucket/prefix that records are written under."
+    )
+    dataset_base_dir: str | None = Field(
+        default=None, description="Folder relative dataset paths start from."
+    )
 
     @property
     def load_point_count(self) -> int:
@@ -71,11 +75,15 @@ def resolve_instance(target: Any, suite: Suite) -> tuple[str | None, float | Non
         profile = get_profile(target.emulator.profile)
         instance_type = instance_type or profile.instance_type
         profile_price = profile.price_per_hour_usd
-    price = instance_price_per_hour_usd(instance_type, suite.pricing.instance_price_per_hour_usd, profile_price)
+    price = instance_price_per_hour_usd(
+        instance_type, suite.pricing.instance_price_per_hour_usd, profile_price
+    )
     return instance_type, price
 
 
-def plan_suite(suite: Suite, storage_root: str, run_id: str | None = None, dataset_base_dir: str | None = None) -> RunPlan:
+def plan_suite(
+    suite: Suite, storage_root: str, run_id: str | None = None, dataset_base_dir: str | None = None
+) -> RunPlan:
     run_id = run_id or new_run_id()
     branches = []
     for target in suite.expanded_targets():

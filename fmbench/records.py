@@ -11,49 +11,48 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import threading
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-RECORD_SCHEMA = pa.schema(
-    [
-        pa.field("suite_name", pa.string(), nullable=False),
-        pa.field("target_name", pa.string(), nullable=False),
-        pa.field("platform", pa.string(), nullable=False),
-        pa.field("model", pa.string()),
-        pa.field("container", pa.string()),
-        pa.field("instance_type", pa.string()),
-        pa.field("instance_count", pa.int32()),
-        pa.field("instance_price_per_hour_usd", pa.float64()),
-        pa.field("api", pa.string()),
-        pa.field("load_mode", pa.string(), nullable=False),
-        pa.field("concurrency", pa.int32()),
-        pa.field("request_rate_per_s", pa.float64()),
-        pa.field("payload_bin", pa.string(), nullable=False),
-        pa.field("request_id", pa.string(), nullable=False),
-        pa.field("prompt_id", pa.string()),
-        pa.field("is_warmup", pa.bool_(), nullable=False),
-        pa.field("scheduled_epoch_s", pa.float64(), nullable=False),
-        pa.field("send_epoch_s", pa.float64(), nullable=False),
-        pa.field("first_token_epoch_s", pa.float64()),
-        pa.field("end_epoch_s", pa.float64(), nullable=False),
-        pa.field("ttft_s", pa.float64()),
-        pa.field("latency_s", pa.float64(), nullable=False),
-        pa.field("itl_s", pa.list_(pa.float64())),
-        pa.field("prompt_tokens", pa.int32()),
-        pa.field("completion_tokens", pa.int32()),
-        pa.field("token_source", pa.string()),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("error_class", pa.string()),
-        pa.field("http_status", pa.int32()),
-        pa.field("error_message", pa.string()),
-        pa.field("response_text", pa.string()),
-    ]
-)
+_RECORD_FIELDS: list[pa.Field[Any]] = [
+    pa.field("suite_name", pa.string(), nullable=False),
+    pa.field("target_name", pa.string(), nullable=False),
+    pa.field("platform", pa.string(), nullable=False),
+    pa.field("model", pa.string()),
+    pa.field("container", pa.string()),
+    pa.field("instance_type", pa.string()),
+    pa.field("instance_count", pa.int32()),
+    pa.field("instance_price_per_hour_usd", pa.float64()),
+    pa.field("api", pa.string()),
+    pa.field("load_mode", pa.string(), nullable=False),
+    pa.field("concurrency", pa.int32()),
+    pa.field("request_rate_per_s", pa.float64()),
+    pa.field("payload_bin", pa.string(), nullable=False),
+    pa.field("request_id", pa.string(), nullable=False),
+    pa.field("prompt_id", pa.string()),
+    pa.field("is_warmup", pa.bool_(), nullable=False),
+    pa.field("scheduled_epoch_s", pa.float64(), nullable=False),
+    pa.field("send_epoch_s", pa.float64(), nullable=False),
+    pa.field("first_token_epoch_s", pa.float64()),
+    pa.field("end_epoch_s", pa.float64(), nullable=False),
+    pa.field("ttft_s", pa.float64()),
+    pa.field("latency_s", pa.float64(), nullable=False),
+    pa.field("itl_s", pa.list_(pa.float64())),
+    pa.field("prompt_tokens", pa.int32()),
+    pa.field("completion_tokens", pa.int32()),
+    pa.field("token_source", pa.string()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error_class", pa.string()),
+    pa.field("http_status", pa.int32()),
+    pa.field("error_message", pa.string()),
+    pa.field("response_text", pa.string()),
+]
+RECORD_SCHEMA = pa.schema(_RECORD_FIELDS)
 PARTITION_COLUMNS = ("run_id", "branch_id")
 
 Status = Literal["ok", "error"]

@@ -38,7 +38,7 @@ ProgressKind = Literal[
 
 
 class BranchSetupError(ValueError):
-    """The caller asked for a branch this runner cannot set up (a programming error, not a bad endpoint)."""
+    """A branch this runner cannot set up: raised before any request, so nothing is half-measured."""
 
 
 class UnsupportedPlatformError(BranchSetupError):
@@ -197,6 +197,7 @@ async def run_branch(
             started_epoch_s=started_epoch_s,
             ended_epoch_s=time.time(),
         )
+        logger.info("branch %s %s%s", spec.branch_id, status, f": {reason}" if reason else "")
         progress.emit(
             "branch_finished",
             completed=tally.requests_attempted,

@@ -43,7 +43,7 @@ class HuggingFaceTokenizer:
 
     def __init__(self, path: Path) -> None:
         try:
-            from tokenizers import Tokenizer as _HFTokenizer  # type: ignore[import-not-found]
+            from tokenizers import Tokenizer as _HFTokenizer
         except ImportError as exc:  # pragma: no cover - depends on an optional package
             raise TokenizerError("hf: tokenizers need the optional 'tokenizers' package") from exc
         if not path.is_file():

@@ -17,16 +17,64 @@ import math
 import random
 from pathlib import Path
 
-SYLLABLES = ["vel", "mor", "ka", "dra", "lin", "tor", "esh", "ban", "qui", "ro", "sa", "nel", "ith", "gar", "pu"]
-FIRST_NAMES = ["Ada", "Bram", "Cora", "Dario", "Elin", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kaia", "Lior"]
-EXPORTS = ["copper", "wool", "glassware", "salted fish", "timber", "honey", "paper", "olive oil", "clocks", "rope"]
+SYLLABLES = [
+    "vel",
+    "mor",
+    "ka",
+    "dra",
+    "lin",
+    "tor",
+    "esh",
+    "ban",
+    "qui",
+    "ro",
+    "sa",
+    "nel",
+    "ith",
+    "gar",
+    "pu",
+]
+FIRST_NAMES = [
+    "Ada",
+    "Bram",
+    "Cora",
+    "Dario",
+    "Elin",
+    "Farid",
+    "Greta",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kaia",
+    "Lior",
+]
+EXPORTS = [
+    "copper",
+    "wool",
+    "glassware",
+    "salted fish",
+    "timber",
+    "honey",
+    "paper",
+    "olive oil",
+    "clocks",
+    "rope",
+]
 MONTHS = ["January", "March", "April", "June", "August", "September", "October", "December"]
 
 FACTS = [
-    ("founded", "The town of {town} was founded in {year} by {founder}.", "In which year was {town} founded?"),
+    (
+        "founded",
+        "The town of {town} was founded in {year} by {founder}.",
+        "In which year was {town} founded?",
+    ),
     ("export", "The main export of {town} is {export}.", "What is the main export of {town}?"),
     ("river", "{town} lies on the banks of the river {river}.", "On which river does {town} lie?"),
-    ("festival", "Every year in {month}, {town} holds a festival of lanterns.", "In which month does {town} hold its festival?"),
+    (
+        "festival",
+        "Every year in {month}, {town} holds a festival of lanterns.",
+        "In which month does {town} hold its festival?",
+    ),
     ("mayor", "The current mayor of {town} is {mayor}.", "Who is the current mayor of {town}?"),
 ]
 
@@ -90,7 +138,9 @@ def make_records(count: int, seed: int) -> list[dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "fmbench/data/synthetic-qa.jsonl")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parents[1] / "fmbench/data/synthetic-qa.jsonl"
+    )
     parser.add_argument("--records", type=int, default=240)
     parser.add_argument("--seed", type=int, default=20261129)
     args = parser.parse_args(argv)

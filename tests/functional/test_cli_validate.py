@@ -55,7 +55,9 @@ load: {concurrency: [1], requests_per_level: 0}
 
 def test_run_refuses_an_invalid_suite_before_creating_anything(tmp_path: Path) -> None:
     suite = tmp_path / "bad.yaml"
-    suite.write_text("name: x\nworkload: {bins: []}\nload: {concurrency: [1], duration_s: 1}\n", encoding="utf-8")
+    suite.write_text(
+        "name: x\nworkload: {bins: []}\nload: {concurrency: [1], duration_s: 1}\n", encoding="utf-8"
+    )
     out = tmp_path / "out"
     result = fmbench("run", str(suite), "--out", str(out))
     assert result.returncode == 2

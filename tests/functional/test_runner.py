@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections import Counter
 from pathlib import Path
@@ -165,6 +166,20 @@ async def test_faults_are_recorded_and_the_branch_still_succeeds(tmp_path: Path)
             assert row["latency_s"] == pytest.approx(0.4, abs=0.1)
         if row["status"] == "ok":
             assert row["completion_tokens"] == 8
+
+
+async def test_a_cancelled_branch_flushes_the_requests_it_had_started(tmp_path: Path) -> None:
+    spec = branch(tmp_path, {"hang_rate": 1.0}, concurrency=[3], request_timeout_s=60)
+    async with emulator_for(spec) as url:
+        task = asyncio.create_task(run_branch(spec, endpoint_url=url))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    rows = read_records(tmp_path)
+    assert [(r["status"], r["error_class"], r["error_message"]) for r in rows] == [
+        ("error", "client_error", "cancelled")
+    ] * 3
 
 
 def test_platforms_without_a_client_are_refused_clearly(tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ import os
 # Set before aws_cdk is imported: the jsii runtime reads it when it starts its Node process.
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
-import pytest  # noqa: E402
-from aws_cdk.assertions import Template  # noqa: E402
+import pytest
+from aws_cdk.assertions import Template
 
-from infra.app import BuiltApp, build_app  # noqa: E402
+from infra.app import BuiltApp, build_app
 
 
 @pytest.fixture(scope="session")

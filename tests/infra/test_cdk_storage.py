@@ -8,9 +8,9 @@ from aws_cdk import aws_glue as glue
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Match, Template
 
+from fmbench.records import RECORD_SCHEMA
 from infra.app import BuiltApp, build_app
 from infra.record_columns import RECORD_COLUMNS
-from fmbench.records import RECORD_SCHEMA
 
 PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
 

@@ -81,7 +81,9 @@ def test_load_plan_needs_exactly_one_stop_rule() -> None:
 
 def test_bins_must_be_ordered_and_disjoint() -> None:
     problems = problems_of(
-        suite_with(workload={"bins": [{"min_tokens": 10, "max_tokens": 600}, {"min_tokens": 500, "max_tokens": 900}]})
+        suite_with(
+            workload={"bins": [{"min_tokens": 10, "max_tokens": 600}, {"min_tokens": 500, "max_tokens": 900}]}
+        )
     )
     assert problems == {"workload": "bins 10-600 and 500-900 overlap"}
     problems = problems_of(suite_with(workload={"bins": [{"min_tokens": 10, "max_tokens": 5}]}))
@@ -93,14 +95,18 @@ def test_empty_bin_and_missing_dataset_are_reported_before_anything_runs(tmp_pat
     assert list(problems) == ["workload.bins.0"]
     assert "no prompt of builtin:synthetic-qa has [90000, 100000) tokens" in problems["workload.bins.0"]
     problems = problems_of(
-        suite_with(workload={"dataset": {"source": "missing.jsonl"}, "bins": [{"min_tokens": 1, "max_tokens": 9}]})
+        suite_with(
+            workload={"dataset": {"source": "missing.jsonl"}, "bins": [{"min_tokens": 1, "max_tokens": 9}]}
+        )
     )
     assert list(problems) == ["workload.dataset.source"]
     assert "not found" in problems["workload.dataset.source"]
 
 
 def test_template_fields_must_exist_in_the_dataset() -> None:
-    problems = problems_of(suite_with(workload={"bins": [{"min_tokens": 1, "max_tokens": 9999}], "prompt_template": "{nope}"}))
+    problems = problems_of(
+        suite_with(workload={"bins": [{"min_tokens": 1, "max_tokens": 9999}], "prompt_template": "{nope}"})
+    )
     assert list(problems) == ["workload.dataset.source"]
     assert "lacks field(s) nope" in problems["workload.dataset.source"]
 

@@ -23,10 +23,21 @@ def make_suite(**overrides: object):
         "name": "plan",
         "targets": [
             {"name": "fast", "platform": "emulator", "emulator": {"profile": "g5-12xlarge"}},
-            {"name": "ext", "platform": "openai", "endpoint_url": "http://127.0.0.1:9/v1", "instance_type": "ml.g5.2xlarge"},
-            {"name": "fixed", "platform": "emulator", "emulator": {"ttft_ms": 5, "itl_ms": 1, "output_tokens": 4}},
+            {
+                "name": "ext",
+                "platform": "openai",
+                "endpoint_url": "http://127.0.0.1:9/v1",
+                "instance_type": "ml.g5.2xlarge",
+            },
+            {
+                "name": "fixed",
+                "platform": "emulator",
+                "emulator": {"ttft_ms": 5, "itl_ms": 1, "output_tokens": 4},
+            },
         ],
-        "workload": {"bins": [{"min_tokens": 50, "max_tokens": 500}, {"min_tokens": 500, "max_tokens": 2000}]},
+        "workload": {
+            "bins": [{"min_tokens": 50, "max_tokens": 500}, {"min_tokens": 500, "max_tokens": 2000}]
+        },
         "load": {"concurrency": [1, 4, 16], "requests_per_level": 8},
         "pricing": {"instance_price_per_hour_usd": {"ml.g5.2xlarge": 2.0}},
     }
