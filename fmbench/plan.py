@@ -117,3 +117,10 @@ class BranchOutcome(StrictModel):
     load_points_completed: int = Field(default=0, ge=0)
     started_epoch_s: float | None = None
     ended_epoch_s: float | None = None
+
+
+def outcome_uri(storage_root: str, run_id: str, branch_id: str) -> str:
+    """Where a runner leaves its BranchOutcome, so a later step (report, state machine) can read it."""
+    return "/".join(
+        [storage_root.rstrip("/"), "outcomes", f"run_id={run_id}", f"branch_id={branch_id}", "outcome.json"]
+    )
