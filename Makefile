@@ -42,7 +42,7 @@ test: lint typecheck
 # re-pin after changing dependencies in pyproject.toml
 lock: $(BIN)/uv
 	$(BIN)/uv pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock
-	$(BIN)/uv pip compile --quiet --python-version 3.11 --extra dev --extra infra pyproject.toml -o requirements-dev.lock
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --extra dev --extra infra --extra aws pyproject.toml -o requirements-dev.lock
 
 schema: $(VENV)/.core
 	$(BIN)/fmbench schema --out schema
