@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -86,6 +88,9 @@ class EmulatorOptions(StrictModel):
     error_429_rate: float = Field(default=0.0, ge=0, le=1)
     hang_rate: float = Field(default=0.0, ge=0, le=1)
     cut_stream_rate: float = Field(default=0.0, ge=0, le=1)
+    malformed_event_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Fraction of answers with one unparsable event or body."
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -93,7 +98,13 @@ class EmulatorOptions(StrictModel):
         fixed = [self.ttft_ms, self.itl_ms, self.output_tokens]
         if any(v is not None for v in fixed) and not all(v is not None for v in fixed):
             raise ValueError("fixed timing needs all of ttft_ms, itl_ms and output_tokens")
-        faults = self.error_500_rate + self.error_429_rate + self.hang_rate + self.cut_stream_rate
+        faults = (
+            self.error_500_rate
+            + self.error_429_rate
+            + self.hang_rate
+            + self.cut_stream_rate
+            + self.malformed_event_rate
+        )
         if faults > 1:
             raise ValueError(
                 f"fault rates add up to {faults:g}; one request gets at most one fault, so at most 1"
@@ -137,6 +148,18 @@ class OpenAITarget(_TargetBase):
         return value.rstrip("/")
 
 
+AWS_REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$"
+
+
+def _check_http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+
+
 class SageMakerModelSource(StrictModel):
     hf_model_id: str | None = None
     model_data_s3_uri: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+")
@@ -159,7 +182,31 @@ class SageMakerTarget(_TargetBase):
     )
     model_source: SageMakerModelSource | None = None
     image_uri: str | None = None
-    payload_format: Literal["lmi", "tgi", "vllm-openai", "custom"] = "lmi"
+    payload_format: Literal["lmi", "tgi", "vllm-openai", "custom"] = Field(
+        default="lmi",
+        description="Body the container speaks: lmi (DJL LMI), tgi (Hugging Face TGI), vllm-openai (OpenAI "
+        "chat completions inside the SageMaker body), custom (request_template + response_text_path).",
+    )
+    request_template: str | None = Field(
+        default=None,
+        description='custom format: a JSON body with "{prompt}" and optionally "{max_new_tokens}", '
+        '"{temperature}", "{top_p}" as string values, e.g. {"inputs": "{prompt}", "max_length": '
+        '"{max_new_tokens}"}.',
+    )
+    response_text_path: str | None = Field(
+        default=None,
+        description="custom format: where the generated text is in the answer (and, when streaming, in "
+        "each JSON line), e.g. generated_text, [0].generated_text, choices.0.delta.content.",
+    )
+    region: str | None = Field(
+        default=None,
+        pattern=AWS_REGION_PATTERN,
+        description="AWS region of the endpoint; default: the runner's (AWS_REGION, AWS_DEFAULT_REGION).",
+    )
+    endpoint_url: HttpUrl | None = Field(
+        default=None,
+        description="SageMaker runtime URL override (a VPC interface endpoint, or a local emulator).",
+    )
 
     @model_validator(mode="after")
     def _deployable_or_existing(self) -> SageMakerTarget:
@@ -172,14 +219,43 @@ class SageMakerTarget(_TargetBase):
                 raise ValueError("give container (lmi, tgi, vllm, tei, neuron) or image_uri")
         return self
 
+    @model_validator(mode="after")
+    def _custom_format_is_complete(self) -> SageMakerTarget:
+        custom_fields = {
+            "request_template": self.request_template,
+            "response_text_path": self.response_text_path,
+        }
+        if self.payload_format == "custom":
+            missing = [name for name, value in custom_fields.items() if value is None]
+            if missing:
+                raise ValueError(f"payload_format custom needs {' and '.join(missing)}")
+            from fmbench.endpoints.formats import RequestTemplate, TextPath
+
+            RequestTemplate(self.request_template or "")
+            TextPath(self.response_text_path or "")
+        else:
+            given = [name for name, value in custom_fields.items() if value is not None]
+            if given:
+                raise ValueError(f"{' and '.join(given)} only apply to payload_format custom")
+        return self
+
 
 class BedrockTarget(_TargetBase):
     """An Amazon Bedrock model: nothing to deploy or tear down."""
 
     platform: Literal["bedrock"]
-    model_id: str = Field(min_length=1)
+    model_id: str = Field(min_length=1, description="Model id, inference profile id or ARN.")
     input_price_per_1k_tokens_usd: float | None = Field(default=None, ge=0)
     output_price_per_1k_tokens_usd: float | None = Field(default=None, ge=0)
+    region: str | None = Field(
+        default=None,
+        pattern=AWS_REGION_PATTERN,
+        description="AWS region of the model; default: the runner's (AWS_REGION, AWS_DEFAULT_REGION).",
+    )
+    endpoint_url: HttpUrl | None = Field(
+        default=None,
+        description="Bedrock runtime URL override (a VPC interface endpoint, or a local emulator).",
+    )
 
 
 Target = Annotated[
@@ -303,12 +379,57 @@ def template_fields(template: str) -> list[str]:
 # ----------------------------------------------------------------------------------------- load, slo
 
 
+Arrival = Literal["poisson", "constant"]
+
+
+class ClientCheck(StrictModel):
+    """Limits past which a load point measures the runner rather than the endpoint (it is client-bound)."""
+
+    max_schedule_lag_p99_s: float = Field(
+        default=0.05,
+        ge=0,
+        description="Highest p99 schedule lag (send time minus scheduled time) of the measured requests, s.",
+    )
+    max_runner_cpu_fraction: float = Field(
+        default=0.9,
+        ge=0,
+        description="Highest runner process CPU time / wall time over the load point (1.0 = one core busy).",
+    )
+
+
 class LoadPlan(StrictModel):
-    concurrency: list[int] = Field(min_length=1, description="Closed-loop concurrency levels, in order.")
+    """The sweep: closed-loop concurrency levels and/or open-loop request rates, each across every bin.
+
+    Both kinds may be given; they run as separate sweeps (concurrency levels first). The cross-field
+    checks are field validators, not one model validator, so that each problem names its own field.
+    Field order matters for them: a validator sees only the fields declared above it.
+    """
+
+    concurrency: list[int] = Field(
+        default_factory=list, description="Closed-loop concurrency levels (requests kept in flight), in order."
+    )
+    rates_per_s: list[float] = Field(
+        default_factory=list, description="Open-loop arrival rates in requests per second, in order."
+    )
+    arrival: Arrival = Field(
+        default="poisson",
+        description="Open-loop arrivals: 'poisson' (exponential gaps, seeded) or 'constant' (1 / rate apart).",
+    )
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        le=65536,
+        description="Open loop: cap on requests in flight; arrivals beyond it wait, and the wait is lag.",
+    )
+    seed: int = Field(default=0, description="Seed of the Poisson arrival schedule (the same for every target).")
     requests_per_level: int | None = Field(default=None, ge=1, description="Measured requests per level.")
     duration_s: float | None = Field(default=None, gt=0, description="Measured seconds per level.")
     warmup_requests: int = Field(default=0, ge=0, description="Requests before the window, per level.")
+    warmup_s: float | None = Field(default=None, gt=0, description="Seconds before the window, per level.")
+    cooldown_requests: int = Field(default=0, ge=0, description="Requests after the window, per level.")
+    cooldown_s: float | None = Field(default=None, gt=0, description="Seconds after the window, per level.")
     request_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    client_check: ClientCheck = Field(default_factory=ClientCheck)
 
     @field_validator("concurrency")
     @classmethod
@@ -319,11 +440,71 @@ class LoadPlan(StrictModel):
             raise ValueError("levels must be unique")
         return value
 
+    @field_validator("rates_per_s")
+    @classmethod
+    def _positive_unique_rates(cls, value: list[float]) -> list[float]:
+        if any(not 0 < rate <= 100_000 for rate in value):
+            raise ValueError("rates must be above 0 and at most 100000 requests per second")
+        if len(set(value)) != len(value):
+            raise ValueError("rates must be unique")
+        return value
+
+    # Field validators run only for values the user gave, so these flag exactly the settings that would
+    # otherwise be ignored silently. A field that failed its own validation is absent from info.data.
+    @field_validator("arrival", "max_in_flight")
+    @classmethod
+    def _open_loop_only(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("rates_per_s") == []:
+            raise ValueError("applies to rates_per_s (open loop) only; a closed loop's cap is its concurrency")
+        return value
+
+    @field_validator("warmup_s")
+    @classmethod
+    def _one_warmup_rule(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("warmup_requests", 0) > 0:
+            raise ValueError("give warmup_requests or warmup_s, not both")
+        return value
+
+    @field_validator("cooldown_s")
+    @classmethod
+    def _one_cooldown_rule(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("cooldown_requests", 0) > 0:
+            raise ValueError("give cooldown_requests or cooldown_s, not both")
+        return value
+
     @model_validator(mode="after")
     def _one_stop_rule(self) -> LoadPlan:
+        if not self.concurrency and not self.rates_per_s:
+            raise ValueError("give concurrency (closed loop), rates_per_s (open loop), or both")
         if (self.requests_per_level is None) == (self.duration_s is None):
             raise ValueError("give exactly one of requests_per_level or duration_s")
         return self
+
+    @property
+    def level_count(self) -> int:
+        return len(self.concurrency) + len(self.rates_per_s)
+
+    @property
+    def requests_per_point(self) -> int | None:
+        """Requests one load point sends, all phases included; None when any phase is timed."""
+        if self.requests_per_level is None or self.warmup_s is not None or self.cooldown_s is not None:
+            return None
+        return self.warmup_requests + self.requests_per_level + self.cooldown_requests
+
+    @property
+    def connection_pool_size(self) -> int:
+        """Connections a client needs so that its pool never holds a request back.
+
+        A request waiting for a pooled connection is already timed as sent, so a pool smaller than the
+        requests in flight would bill a queue inside the client to the endpoint's latency. An uncapped
+        open loop has at most the arrivals of one request timeout in flight; the factor 2 covers Poisson
+        bursts. The pool is a limit, not an allocation: a large one costs nothing until used.
+        """
+        sizes = list(self.concurrency)
+        if self.rates_per_s:
+            uncapped = math.ceil(max(self.rates_per_s) * self.request_timeout_s * 2)
+            sizes.append(self.max_in_flight or uncapped)
+        return max(1, *sizes)
 
 
 class Slo(StrictModel):
@@ -479,6 +660,10 @@ def parse_suite_text(text: str, source: str = "<suite>") -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown position"
         raise SuiteValidationError(
             [SuiteProblem(path="(file)", reason=f"not valid YAML/JSON at {where}")], source
+        ) from None
+    except RecursionError:
+        raise SuiteValidationError(
+            [SuiteProblem(path="(file)", reason="nested too deeply to be a suite")], source
         ) from None
     return data
 
