@@ -28,6 +28,8 @@ _OPTIONS: dict[str, str] = {
     "error_429_rate": "--error-429-rate",
     "hang_rate": "--hang-rate",
     "cut_stream_rate": "--cut-stream-rate",
+    "malformed_event_rate": "--malformed-event-rate",
+    "sagemaker_format": "--sagemaker-format",
     "seed": "--seed",
 }
 
@@ -35,8 +37,8 @@ _OPTIONS: dict[str, str] = {
 def build_parser(prog: str = "python -m fmbench.emulator") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Serve an emulated OpenAI-compatible model endpoint with the speed and price of an "
-        "instance profile, or with fixed timings.",
+        description="Serve an emulated model endpoint (OpenAI API, SageMaker runtime and Bedrock Converse, "
+        "all on one port) with the speed and price of an instance profile, or with fixed timings.",
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
@@ -56,6 +58,18 @@ def build_parser(prog: str = "python -m fmbench.emulator") -> argparse.ArgumentP
     faults.add_argument("--error-429-rate", type=float, default=0.0, help="answer HTTP 429 with Retry-After")
     faults.add_argument("--hang-rate", type=float, default=0.0, help="never answer (until the client leaves)")
     faults.add_argument("--cut-stream-rate", type=float, default=0.0, help="drop the connection mid-response")
+    faults.add_argument(
+        "--malformed-event-rate",
+        type=float,
+        default=0.0,
+        help="send one unparsable event mid-stream (a bad CRC on Bedrock), or an unparsable body",
+    )
+    add(
+        "--sagemaker-format",
+        choices=("lmi", "tgi", "vllm"),
+        default="lmi",
+        help="answer style of SageMaker invocations with an {inputs, parameters} body (default: %(default)s)",
+    )
     add("--seed", type=int, default=0, help="seed of the timing jitter and of the fault draws")
     add("--list-profiles", action="store_true", help="print the profiles and exit")
     return parser

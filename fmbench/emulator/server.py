@@ -10,7 +10,7 @@ import enum
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,12 +20,14 @@ from fmbench.emulator.profiles import DEFAULT_PROFILE, EmulatorProfile, get_prof
 from fmbench.emulator.protocol import (
     DEFAULT_MAX_TOKENS,
     DONE_EVENT,
+    MALFORMED_SSE_EVENT,
     ApiKind,
     InvalidRequestError,
     ParsedRequest,
     ResponseWriter,
     error_body,
     parse_request,
+    truncated_json,
 )
 
 HANG_CAP_S = 600.0
@@ -51,6 +53,12 @@ class EmulatorSettings(BaseModel):
     error_429_rate: float = Field(default=0.0, ge=0, le=1)
     hang_rate: float = Field(default=0.0, ge=0, le=1)
     cut_stream_rate: float = Field(default=0.0, ge=0, le=1)
+    malformed_event_rate: float = Field(default=0.0, ge=0, le=1)
+    sagemaker_format: Literal["lmi", "tgi", "vllm"] = Field(
+        default="lmi",
+        description="How SageMaker invocations with an {inputs, parameters} body are answered (LMI or TGI "
+        "style); OpenAI chat bodies always get vLLM-style answers, and 'vllm' refuses any other body.",
+    )
     seed: int = 0
 
     @field_validator("profile")
@@ -66,7 +74,13 @@ class EmulatorSettings(BaseModel):
         if any(v is not None for v in fixed) and not all(v is not None for v in fixed):
             raise ValueError("fixed timing needs all of ttft_ms, itl_ms and output_tokens, or none of them")
         # One uniform draw per request picks at most one fault, so the rates share the unit interval.
-        total = self.error_500_rate + self.error_429_rate + self.hang_rate + self.cut_stream_rate
+        total = (
+            self.error_500_rate
+            + self.error_429_rate
+            + self.hang_rate
+            + self.cut_stream_rate
+            + self.malformed_event_rate
+        )
         if total > 1.0 + 1e-9:
             raise ValueError(f"the fault rates add up to {total:g}; their sum must not exceed 1")
         return self
@@ -86,6 +100,7 @@ class _Fault(enum.Enum):
     ERROR_429 = "error_429"
     HANG = "hang"
     CUT_STREAM = "cut_stream"
+    MALFORMED = "malformed"
 
 
 class _ShutdownError(Exception):
@@ -106,7 +121,9 @@ class _EmulatorState:
 
     def draw_fault(self) -> _Fault:
         s = self.settings
-        if not (s.error_500_rate or s.error_429_rate or s.hang_rate or s.cut_stream_rate):
+        if not (
+            s.error_500_rate or s.error_429_rate or s.hang_rate or s.cut_stream_rate or s.malformed_event_rate
+        ):
             return _Fault.NONE
         draw = self.fault_rng.random()
         for fault, rate in (
@@ -114,6 +131,7 @@ class _EmulatorState:
             (_Fault.ERROR_429, s.error_429_rate),
             (_Fault.HANG, s.hang_rate),
             (_Fault.CUT_STREAM, s.cut_stream_rate),
+            (_Fault.MALFORMED, s.malformed_event_rate),
         ):
             if draw < rate:
                 return fault
@@ -228,6 +246,7 @@ async def _stream(
     n_tokens: int,
     finish_reason: str,
     cut: bool,
+    malformed: bool = False,
 ) -> web.StreamResponse:
     response = web.StreamResponse(
         status=200,
@@ -235,11 +254,15 @@ async def _stream(
     )
     await response.prepare(request)
     limit = max(1, n_tokens // 2) if cut else n_tokens
+    malformed_at = max(1, n_tokens // 2) if malformed else -1
     sent = 0
     try:
         while sent < limit:
             available = min(await feed.wait(sent), limit)
-            await response.write(b"".join(writer.token_chunk(i) for i in range(sent, available)))
+            chunks = [writer.token_chunk(i) for i in range(sent, available)]
+            if sent <= malformed_at < available:
+                chunks.insert(malformed_at - sent, MALFORMED_SSE_EVENT)
+            await response.write(b"".join(chunks))
             sent = available
     except _ShutdownError:
         _drop_connection(request)
@@ -263,6 +286,7 @@ async def _respond_once(
     n_tokens: int,
     finish_reason: str,
     cut: bool,
+    malformed: bool = False,
 ) -> web.StreamResponse:
     try:
         if cut:
@@ -273,6 +297,11 @@ async def _respond_once(
     except _ShutdownError:
         _drop_connection(request)
         return web.Response(status=503)
+    if malformed:
+        return web.Response(
+            body=truncated_json(writer.full_response(n_tokens, finish_reason)),
+            content_type="application/json",
+        )
     return web.json_response(writer.full_response(n_tokens, finish_reason))
 
 
@@ -296,14 +325,15 @@ async def _serve_generation(
     n_tokens, finish_reason = state.output_plan(parsed)
     writer = ResponseWriter(parsed, parsed.model or state.settings.model)
     cut = fault is _Fault.CUT_STREAM
+    malformed = fault is _Fault.MALFORMED
     try:
         feed = _open_feed(state, parsed, start_s, n_tokens)
     except _ShutdownError:
         return _json_error(503, "the emulator is shutting down", "server_error")
     try:
         if parsed.stream:
-            return await _stream(request, parsed, writer, feed, n_tokens, finish_reason, cut)
-        return await _respond_once(request, writer, feed, n_tokens, finish_reason, cut)
+            return await _stream(request, parsed, writer, feed, n_tokens, finish_reason, cut, malformed)
+        return await _respond_once(request, writer, feed, n_tokens, finish_reason, cut, malformed)
     finally:
         feed.close()
 
@@ -408,6 +438,9 @@ def build_app(settings: EmulatorSettings, *, profile: EmulatorProfile | None = N
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/health", _health)
     app.router.add_get("/ping", _health)
+    from fmbench.emulator.aws_routes import add_aws_routes  # here: aws_routes builds on this module
+
+    add_aws_routes(app)
     return app
 
 

@@ -1,0 +1,645 @@
+"""SageMaker runtime and Bedrock Converse routes of the emulator, served on the OpenAI API's port.
+
+The routes are the real APIs' paths, so botocore clients pointed at the emulator (``endpoint_url``) sign,
+send and parse exactly as they would against AWS: answers, AWS error shapes (``x-amzn-ErrorType``) and
+event streams framed by ``eventstream``. Timing, the batching engine and the faults are the emulator's.
+
+- SageMaker ``POST /endpoints/{name}/invocations`` and ``.../invocations-response-stream``: the body is
+  passed to an emulated container, whose dialect follows the body (OpenAI chat -> vLLM-style answers;
+  ``{inputs, parameters}`` -> LMI or TGI style per ``sagemaker_format``). Streamed container output
+  travels in ``PayloadPart`` events; tokens that are due together share one part.
+- Bedrock ``POST /model/{modelId}/converse`` and ``.../converse-stream``: messageStart, one
+  contentBlockDelta per token, contentBlockStop, messageStop, metadata (usage and metrics).
+
+Faults: error_500 -> SageMaker ModelError (HTTP 424, container status 500) / Bedrock
+InternalServerException; error_429 -> ThrottlingException (HTTP 429); hang; cut_stream (the connection
+drops half-way); malformed -> one unparsable event half-way (SageMaker: a container line that is not JSON;
+Bedrock: a frame with a bad CRC) or, when not streaming, a truncated body.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from fmbench.emulator import eventstream
+from fmbench.emulator.protocol import (
+    DONE_EVENT,
+    MALFORMED_SSE_EVENT,
+    InvalidRequestError,
+    ParsedRequest,
+    ResponseWriter,
+    generated_token,
+    parse_request,
+)
+from fmbench.emulator.server import (
+    STATE_KEY,
+    EmulatorSettings,
+    _drop_connection,
+    _EmulatorState,
+    _Fault,
+    _hang,
+    _open_feed,
+    _ShutdownError,
+    _TokenFeed,
+)
+from fmbench.tokenizer import get_tokenizer
+
+EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
+_MAX_NEW_TOKENS_LIMIT = 1_000_000
+_LOG_PROB = -0.25
+_TOKEN_ID_BASE = 1000
+_LOG_GROUP_ARN_PREFIX = "arn:aws:logs:us-east-1:000000000000:log-group:/aws/sagemaker/Endpoints"
+
+
+class _RejectedRequestError(Exception):
+    """A request the emulated service refuses; carries the error response to send."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.reason)
+        self.response = response
+
+
+def _aws_error(status: int, error_type: str, body: dict[str, Any]) -> web.Response:
+    """The AWS REST-JSON error shape: botocore takes the code from ``x-amzn-ErrorType``."""
+    headers = {"x-amzn-ErrorType": error_type, "x-amzn-RequestId": str(uuid.uuid4())}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data:" + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _json_bytes(payload: dict[str, Any] | list[Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _json_line(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
+
+
+def _answer_text(n_tokens: int) -> str:
+    return "".join(generated_token(i) for i in range(n_tokens))
+
+
+def _payload_part(data: bytes) -> bytes:
+    return eventstream.event_message("PayloadPart", data) if data else b""
+
+
+# ---------------------------------------------------------------------------------- emulated containers
+
+
+class _ContainerStyle(abc.ABC):
+    """What the serving container behind a SageMaker endpoint writes, streamed or at once."""
+
+    stream_content_type: ClassVar[str]
+    malformed_line: ClassVar[bytes]
+
+    def __init__(self, parsed: ParsedRequest) -> None:
+        self.parsed = parsed
+
+    @abc.abstractmethod
+    def token_lines(self, start: int, stop: int, n_tokens: int, finish_reason: str) -> bytes:
+        """Lines of tokens [start, stop); the line of the last token carries the end of the answer."""
+
+    def tail(self, n_tokens: int, finish_reason: str) -> bytes:
+        """What follows the last token's line."""
+        return b""
+
+    @abc.abstractmethod
+    def answer(self, n_tokens: int, finish_reason: str) -> dict[str, Any] | list[Any]:
+        """The whole answer when the container does not stream."""
+
+    def streamed_bytes(self, n_tokens: int, finish_reason: str) -> bytes:
+        """A streaming answer that InvokeEndpoint (no streaming) collects and returns in one body."""
+        return self.token_lines(0, n_tokens, n_tokens, finish_reason) + self.tail(n_tokens, finish_reason)
+
+
+@dataclass(frozen=True)
+class _TextGeneration:
+    """An ``{inputs, parameters}`` request, as LMI and TGI read it."""
+
+    inputs: str
+    details: bool
+
+
+class _LmiStyle(_ContainerStyle):
+    """DJL LMI rolling batch: JSON lines, the last one with generated_text and details."""
+
+    stream_content_type = "application/jsonlines"
+    malformed_line = b'{"token": {"id": 1, "text": \n'
+
+    def __init__(self, parsed: ParsedRequest, request: _TextGeneration) -> None:
+        super().__init__(parsed)
+        self.request = request
+
+    def _details(self, n_tokens: int, finish_reason: str) -> dict[str, Any]:
+        reason = "length" if finish_reason == "length" else "eos_token"
+        return {"finish_reason": reason, "generated_tokens": n_tokens, "inputs": self.request.inputs}
+
+    def token_lines(self, start: int, stop: int, n_tokens: int, finish_reason: str) -> bytes:
+        lines = []
+        for i in range(start, stop):
+            line: dict[str, Any] = {
+                "token": {"id": _TOKEN_ID_BASE + i, "text": generated_token(i), "log_prob": _LOG_PROB}
+            }
+            if i == n_tokens - 1:
+                line["generated_text"] = _answer_text(n_tokens)
+                if self.request.details:
+                    line["details"] = self._details(n_tokens, finish_reason)
+            lines.append(_json_line(line))
+        return b"".join(lines)
+
+    def answer(self, n_tokens: int, finish_reason: str) -> dict[str, Any] | list[Any]:
+        answer: dict[str, Any] = {"generated_text": _answer_text(n_tokens)}
+        if self.request.details:
+            answer["details"] = self._details(n_tokens, finish_reason)
+        return answer
+
+
+class _TgiStyle(_LmiStyle):
+    """TGI's compat_generate: server-sent events, and a one-element array when not streaming."""
+
+    stream_content_type = "text/event-stream"
+    malformed_line = b'data:{"index": 1, "token": \n\n'
+
+    def _token(self, i: int) -> dict[str, Any]:
+        return {"id": _TOKEN_ID_BASE + i, "text": generated_token(i), "logprob": _LOG_PROB, "special": False}
+
+    def token_lines(self, start: int, stop: int, n_tokens: int, finish_reason: str) -> bytes:
+        events = []
+        for i in range(start, stop):
+            last = i == n_tokens - 1
+            details = None
+            if last and self.request.details:
+                details = {
+                    "finish_reason": "length" if finish_reason == "length" else "eos_token",
+                    "generated_tokens": n_tokens,
+                    "input_length": self.parsed.prompt_tokens,
+                    "seed": None,
+                }
+            event = {
+                "index": i,
+                "token": self._token(i),
+                "generated_text": _answer_text(n_tokens) if last else None,
+                "details": details,
+            }
+            events.append(_sse(event))
+        return b"".join(events)
+
+    def answer(self, n_tokens: int, finish_reason: str) -> dict[str, Any] | list[Any]:
+        answer: dict[str, Any] = {"generated_text": _answer_text(n_tokens)}
+        if self.request.details:
+            answer["details"] = {
+                "finish_reason": "length" if finish_reason == "length" else "eos_token",
+                "generated_tokens": n_tokens,
+                "seed": None,
+                "prefill": [],
+                "tokens": [self._token(i) for i in range(n_tokens)],
+            }
+        return [answer]
+
+
+class _OpenAIStyle(_ContainerStyle):
+    """vLLM (or LMI, TGI) serving the OpenAI chat completions API inside the SageMaker body."""
+
+    stream_content_type = "text/event-stream"
+    malformed_line = MALFORMED_SSE_EVENT
+
+    def __init__(self, parsed: ParsedRequest, model: str) -> None:
+        super().__init__(parsed)
+        self.writer = ResponseWriter(parsed, parsed.model or model)
+
+    def token_lines(self, start: int, stop: int, n_tokens: int, finish_reason: str) -> bytes:
+        return b"".join(self.writer.token_chunk(i) for i in range(start, stop))
+
+    def tail(self, n_tokens: int, finish_reason: str) -> bytes:
+        tail = [self.writer.finish_chunk(finish_reason)]
+        if self.parsed.include_usage:
+            tail.append(self.writer.usage_chunk(n_tokens))
+        tail.append(DONE_EVENT)
+        return b"".join(tail)
+
+    def answer(self, n_tokens: int, finish_reason: str) -> dict[str, Any] | list[Any]:
+        return self.writer.full_response(n_tokens, finish_reason)
+
+
+def _text_generation_style(body: dict[str, Any], settings: EmulatorSettings) -> _ContainerStyle:
+    inputs = body.get("inputs")
+    if not isinstance(inputs, str):
+        raise InvalidRequestError("'inputs' must be a string")
+    parameters = body.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidRequestError("'parameters' must be an object")
+    max_new_tokens = parameters.get("max_new_tokens")
+    if max_new_tokens is not None and (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or not 1 <= max_new_tokens <= _MAX_NEW_TOKENS_LIMIT
+    ):
+        raise InvalidRequestError(
+            f"'max_new_tokens' must be an integer between 1 and {_MAX_NEW_TOKENS_LIMIT}"
+        )
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequestError("'stream' must be a boolean")
+    parsed = ParsedRequest(
+        kind="completions",
+        model=None,
+        prompt_tokens=get_tokenizer("simple").count(inputs),
+        max_tokens=max_new_tokens,
+        stream=stream,
+        include_usage=False,
+    )
+    request = _TextGeneration(inputs=inputs, details=bool(parameters.get("details", False)))
+    return _TgiStyle(parsed, request) if settings.sagemaker_format == "tgi" else _LmiStyle(parsed, request)
+
+
+def _container_style(raw: bytes, settings: EmulatorSettings) -> _ContainerStyle:
+    """The container dialect the body speaks; InvalidRequestError for a body the container would refuse."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
+    if isinstance(body, dict) and "messages" in body:
+        return _OpenAIStyle(parse_request("chat", raw), settings.model)
+    if isinstance(body, dict) and "inputs" in body:
+        if settings.sagemaker_format == "vllm":
+            raise InvalidRequestError(
+                "this container serves the OpenAI chat completions API: send 'messages'"
+            )
+        return _text_generation_style(body, settings)
+    raise InvalidRequestError("expected an {inputs, parameters} body or an OpenAI chat completions request")
+
+
+# ------------------------------------------------------------------------------------------- dialects
+
+
+class _Dialect(abc.ABC):
+    """One AWS API's ways of answering: error shapes, a whole body, or event-stream frames."""
+
+    parsed: ParsedRequest
+    stream_headers: dict[str, str]
+    answer_headers: dict[str, str]
+
+    @abc.abstractmethod
+    def error(self, fault: _Fault) -> web.Response:
+        """The answer to an error_500 or error_429 fault."""
+
+    @abc.abstractmethod
+    def unavailable(self) -> web.Response:
+        """The answer while the emulator shuts down."""
+
+    @abc.abstractmethod
+    def body(self, n_tokens: int, finish_reason: str, latency_ms: int) -> tuple[bytes, str]:
+        """A non-streamed answer and its content type."""
+
+    def start_frames(self) -> bytes:
+        return b""
+
+    @abc.abstractmethod
+    def token_frames(self, start: int, stop: int, n_tokens: int, finish_reason: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def end_frames(self, n_tokens: int, finish_reason: str, latency_ms: int) -> bytes: ...
+
+    @abc.abstractmethod
+    def malformed_frame(self) -> bytes: ...
+
+
+class _SageMakerDialect(_Dialect):
+    def __init__(self, style: _ContainerStyle, endpoint_name: str) -> None:
+        self.style = style
+        self.parsed = style.parsed
+        self.endpoint_name = endpoint_name
+        content_type = style.stream_content_type if style.parsed.stream else "application/json"
+        common = {"x-Amzn-Invoked-Production-Variant": "AllTraffic", "x-amzn-RequestId": str(uuid.uuid4())}
+        self.stream_headers = {
+            "Content-Type": EVENTSTREAM_CONTENT_TYPE,
+            "X-Amzn-SageMaker-Content-Type": content_type,
+            **common,
+        }
+        self.answer_headers = common
+
+    def error(self, fault: _Fault) -> web.Response:
+        if fault is _Fault.ERROR_429:
+            return _aws_error(429, "ThrottlingException", {"message": "emulated throttling: rate exceeded"})
+        return model_error(self.endpoint_name, 500, "emulated internal server error")
+
+    def unavailable(self) -> web.Response:
+        return _aws_error(503, "ServiceUnavailable", {"message": "the emulator is shutting down"})
+
+    def body(self, n_tokens: int, finish_reason: str, latency_ms: int) -> tuple[bytes, str]:
+        if self.parsed.stream:
+            return self.style.streamed_bytes(n_tokens, finish_reason), self.style.stream_content_type
+        return _json_bytes(self.style.answer(n_tokens, finish_reason)), "application/json"
+
+    def token_frames(self, start: int, stop: int, n_tokens: int, finish_reason: str) -> bytes:
+        if not self.parsed.stream:
+            return b""  # the container answers at once; SageMaker passes that on at the end
+        return _payload_part(self.style.token_lines(start, stop, n_tokens, finish_reason))
+
+    def end_frames(self, n_tokens: int, finish_reason: str, latency_ms: int) -> bytes:
+        if self.parsed.stream:
+            return _payload_part(self.style.tail(n_tokens, finish_reason))
+        return _payload_part(_json_bytes(self.style.answer(n_tokens, finish_reason)))
+
+    def malformed_frame(self) -> bytes:
+        return _payload_part(self.style.malformed_line)
+
+
+def model_error(endpoint_name: str, container_status: int, container_message: str) -> web.Response:
+    """SageMaker's wrapper around a container's own error answer (HTTP 424, the container's status inside)."""
+    kind = "server" if container_status >= 500 else "client"
+    body = {
+        "ErrorCode": "INTERNAL_FAILURE_FROM_MODEL" if container_status >= 500 else "CLIENT_ERROR_FROM_MODEL",
+        "Message": f"Received {kind} error ({container_status}) from primary with message "
+        f'"{container_message}". See the endpoint\'s CloudWatch logs for more information.',
+        "OriginalMessage": container_message,
+        "OriginalStatusCode": container_status,
+        "LogStreamArn": f"{_LOG_GROUP_ARN_PREFIX}/{endpoint_name}",
+    }
+    return _aws_error(424, "ModelError", body)
+
+
+class _BedrockDialect(_Dialect):
+    def __init__(self, parsed: ParsedRequest) -> None:
+        self.parsed = parsed
+        self.answer_headers = {"x-amzn-RequestId": str(uuid.uuid4())}
+        self.stream_headers = {"Content-Type": EVENTSTREAM_CONTENT_TYPE, **self.answer_headers}
+
+    def error(self, fault: _Fault) -> web.Response:
+        if fault is _Fault.ERROR_429:
+            message = "Too many requests, please wait before trying your request again. (emulated)"
+            return _aws_error(429, "ThrottlingException", {"message": message})
+        return _aws_error(500, "InternalServerException", {"message": "emulated internal server error"})
+
+    def unavailable(self) -> web.Response:
+        return _aws_error(503, "ServiceUnavailableException", {"message": "the emulator is shutting down"})
+
+    def _usage(self, n_tokens: int) -> dict[str, int]:
+        prompt_tokens = self.parsed.prompt_tokens
+        return {
+            "inputTokens": prompt_tokens,
+            "outputTokens": n_tokens,
+            "totalTokens": prompt_tokens + n_tokens,
+        }
+
+    @staticmethod
+    def _stop_reason(finish_reason: str) -> str:
+        return "max_tokens" if finish_reason == "length" else "end_turn"
+
+    def body(self, n_tokens: int, finish_reason: str, latency_ms: int) -> tuple[bytes, str]:
+        answer = {
+            "output": {"message": {"role": "assistant", "content": [{"text": _answer_text(n_tokens)}]}},
+            "stopReason": self._stop_reason(finish_reason),
+            "usage": self._usage(n_tokens),
+            "metrics": {"latencyMs": latency_ms},
+        }
+        return _json_bytes(answer), "application/json"
+
+    def start_frames(self) -> bytes:
+        return eventstream.json_event_message("messageStart", {"role": "assistant"})
+
+    def token_frames(self, start: int, stop: int, n_tokens: int, finish_reason: str) -> bytes:
+        return b"".join(
+            eventstream.json_event_message(
+                "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": generated_token(i)}}
+            )
+            for i in range(start, stop)
+        )
+
+    def end_frames(self, n_tokens: int, finish_reason: str, latency_ms: int) -> bytes:
+        return b"".join(
+            (
+                eventstream.json_event_message("contentBlockStop", {"contentBlockIndex": 0}),
+                eventstream.json_event_message(
+                    "messageStop", {"stopReason": self._stop_reason(finish_reason)}
+                ),
+                eventstream.json_event_message(
+                    "metadata", {"usage": self._usage(n_tokens), "metrics": {"latencyMs": latency_ms}}
+                ),
+            )
+        )
+
+    def malformed_frame(self) -> bytes:
+        frame = eventstream.json_event_message(
+            "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "?"}}
+        )
+        return eventstream.with_bad_message_crc(frame)
+
+
+def _converse_request(raw: bytes, model_id: str, stream: bool) -> ParsedRequest:
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("messages: at least one message is required")
+    texts: list[str] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise InvalidRequestError(f"messages.{i}: needs a role of user or assistant")
+        content = message.get("content")
+        if not isinstance(content, list) or not content:
+            raise InvalidRequestError(f"messages.{i}.content: at least one content block is required")
+        texts += [
+            block["text"]
+            for block in content
+            if isinstance(block, dict) and isinstance(block.get("text"), str)
+        ]
+    config = body.get("inferenceConfig") or {}
+    if not isinstance(config, dict):
+        raise InvalidRequestError("inferenceConfig must be an object")
+    max_tokens = config.get("maxTokens")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise InvalidRequestError("inferenceConfig.maxTokens must be a positive integer")
+    return ParsedRequest(
+        kind="chat",
+        model=model_id,
+        prompt_tokens=get_tokenizer("simple").count("\n".join(texts)),
+        max_tokens=max_tokens,
+        stream=stream,
+        include_usage=True,
+    )
+
+
+# ------------------------------------------------------------------------------------------- serving
+
+
+async def _stream_frames(
+    request: web.Request,
+    dialect: _Dialect,
+    feed: _TokenFeed,
+    n_tokens: int,
+    finish_reason: str,
+    fault: _Fault,
+    latency_ms: Callable[[], int],
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers=dialect.stream_headers)
+    await response.prepare(request)
+    start = dialect.start_frames()
+    if start:
+        await response.write(start)
+    cut = fault is _Fault.CUT_STREAM
+    limit = max(1, n_tokens // 2) if cut else n_tokens
+    malformed_at = max(1, n_tokens // 2) if fault is _Fault.MALFORMED else -1
+    sent = 0
+    try:
+        while sent < limit:
+            available = min(await feed.wait(sent), limit)
+            if sent <= malformed_at < available:
+                frames = b"".join(
+                    (
+                        dialect.token_frames(sent, malformed_at, n_tokens, finish_reason),
+                        dialect.malformed_frame(),
+                        dialect.token_frames(malformed_at, available, n_tokens, finish_reason),
+                    )
+                )
+            else:
+                frames = dialect.token_frames(sent, available, n_tokens, finish_reason)
+            if frames:
+                await response.write(frames)
+            sent = available
+    except _ShutdownError:
+        _drop_connection(request)
+        return response
+    if cut:
+        _drop_connection(request)
+        return response
+    await response.write(dialect.end_frames(n_tokens, finish_reason, latency_ms()))
+    await response.write_eof()
+    return response
+
+
+async def _answer_once(
+    request: web.Request,
+    dialect: _Dialect,
+    feed: _TokenFeed,
+    n_tokens: int,
+    finish_reason: str,
+    fault: _Fault,
+    latency_ms: Callable[[], int],
+) -> web.StreamResponse:
+    try:
+        if fault is _Fault.CUT_STREAM:
+            await feed.wait(max(1, n_tokens // 2) - 1)
+            _drop_connection(request)
+            return web.Response(status=500)
+        await feed.wait(n_tokens - 1)
+    except _ShutdownError:
+        _drop_connection(request)
+        return dialect.unavailable()
+    body, content_type = dialect.body(n_tokens, finish_reason, latency_ms())
+    if fault is _Fault.MALFORMED:
+        body = body[: max(1, len(body) // 2)]  # a 200 answer cut off half-way cannot be parsed
+    return web.Response(body=body, headers={"Content-Type": content_type, **dialect.answer_headers})
+
+
+async def _serve(
+    request: web.Request, build: Callable[[bytes, _EmulatorState], _Dialect], streaming: bool
+) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    start_s = state.clock.now_s()
+    try:
+        dialect = build(await request.read(), state)
+    except _RejectedRequestError as exc:
+        return exc.response
+    state.requests_total += 1
+    state.in_flight += 1
+    task = asyncio.current_task()
+    if task is not None:
+        state.handler_tasks.add(task)
+    try:
+        fault = state.draw_fault()
+        if fault in (_Fault.ERROR_500, _Fault.ERROR_429):
+            return dialect.error(fault)
+        if fault is _Fault.HANG:
+            return await _hang(request, state)
+        n_tokens, finish_reason = state.output_plan(dialect.parsed)
+        try:
+            feed = _open_feed(state, dialect.parsed, start_s, n_tokens)
+        except _ShutdownError:
+            return dialect.unavailable()
+
+        def latency_ms() -> int:
+            return round((state.clock.now_s() - start_s) * 1000)
+
+        try:
+            if streaming:
+                return await _stream_frames(
+                    request, dialect, feed, n_tokens, finish_reason, fault, latency_ms
+                )
+            return await _answer_once(request, dialect, feed, n_tokens, finish_reason, fault, latency_ms)
+        finally:
+            feed.close()
+    finally:
+        state.in_flight -= 1
+        if task is not None:
+            state.handler_tasks.discard(task)
+
+
+def _sagemaker_builder(request: web.Request) -> Callable[[bytes, _EmulatorState], _Dialect]:
+    endpoint_name = request.match_info["endpoint_name"]
+
+    def build(raw: bytes, state: _EmulatorState) -> _Dialect:
+        try:
+            style = _container_style(raw, state.settings)
+        except InvalidRequestError as exc:
+            container_status = 422 if state.settings.sagemaker_format == "tgi" else 400
+            raise _RejectedRequestError(model_error(endpoint_name, container_status, str(exc))) from None
+        return _SageMakerDialect(style, endpoint_name)
+
+    return build
+
+
+def _bedrock_builder(request: web.Request, stream: bool) -> Callable[[bytes, _EmulatorState], _Dialect]:
+    model_id = request.match_info["model_id"]
+
+    def build(raw: bytes, state: _EmulatorState) -> _Dialect:
+        try:
+            return _BedrockDialect(_converse_request(raw, model_id, stream))
+        except InvalidRequestError as exc:
+            raise _RejectedRequestError(
+                _aws_error(400, "ValidationException", {"message": str(exc)})
+            ) from None
+
+    return build
+
+
+async def _invocations(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, _sagemaker_builder(request), streaming=False)
+
+
+async def _invocations_response_stream(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, _sagemaker_builder(request), streaming=True)
+
+
+async def _converse(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, _bedrock_builder(request, stream=False), streaming=False)
+
+
+async def _converse_stream(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, _bedrock_builder(request, stream=True), streaming=True)
+
+
+def add_aws_routes(app: web.Application) -> None:
+    app.router.add_post("/endpoints/{endpoint_name}/invocations", _invocations)
+    app.router.add_post(
+        "/endpoints/{endpoint_name}/invocations-response-stream", _invocations_response_stream
+    )
+    # Model ids can be ARNs with a '/' in them (inference profiles, provisioned throughput).
+    app.router.add_post("/model/{model_id:.+}/converse", _converse)
+    app.router.add_post("/model/{model_id:.+}/converse-stream", _converse_stream)

@@ -1,0 +1,155 @@
+"""Client for Amazon Bedrock models through the Converse API (Converse, and ConverseStream to stream)."""
+
+from __future__ import annotations
+
+import asyncio
+from time import perf_counter
+from typing import Any
+
+from fmbench.config import InferenceParameters
+from fmbench.endpoints.aws import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_READ_TIMEOUT_S,
+    AwsRuntimeClient,
+    MalformedEventError,
+    classify_failure,
+)
+from fmbench.endpoints.base import CLIENT_ERROR, MALFORMED_RESPONSE, STREAM_CUT, TIMEOUT, InvocationResult
+
+
+class BedrockClient(AwsRuntimeClient):
+    """Converse is the one Bedrock API every text model shares, so one request shape fits all of them.
+
+    Streaming: TTFT is the first ``contentBlockDelta`` with text; the answer is complete at
+    ``messageStop``; token counts come from the ``metadata`` event that follows it (``usage`` of the
+    Converse answer when not streaming).
+    """
+
+    service_name = "bedrock-runtime"
+    bearer_token_env = "AWS_BEARER_TOKEN_BEDROCK"
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        max_connections: int = 100,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    ) -> None:
+        super().__init__(
+            region=region,
+            endpoint_url=endpoint_url,
+            max_connections=max_connections,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+        )
+        self.model_id = model_id
+
+    def request(self, prompt_text: str, params: InferenceParameters) -> dict[str, Any]:
+        """Keyword arguments of Converse and ConverseStream (the same for both)."""
+        inference: dict[str, Any] = {"maxTokens": params.max_new_tokens, "temperature": params.temperature}
+        if params.top_p is not None:
+            inference["topP"] = params.top_p
+        return {
+            "modelId": self.model_id,
+            "messages": [{"role": "user", "content": [{"text": prompt_text}]}],
+            "inferenceConfig": inference,
+        }
+
+    async def invoke(
+        self, prompt_text: str, params: InferenceParameters, timeout_s: float
+    ) -> InvocationResult:
+        """One request, bounded as a whole by ``timeout_s``; never raises (only cancellation propagates)."""
+        request = self.request(prompt_text, params)
+        pieces: list[str] = []
+        try:
+            client = await self._get_client()
+        except Exception as exc:  # noqa: BLE001 - no region, a broken config: every request becomes a record
+            now_s = perf_counter()
+            failed = InvocationResult(send_perf_s=now_s, end_perf_s=now_s)
+            failed.fail(CLIENT_ERROR, f"cannot create the AWS client: {type(exc).__name__}: {exc}")
+            return failed
+        result = InvocationResult(send_perf_s=perf_counter())
+        try:
+            async with asyncio.timeout(timeout_s):
+                if params.stream:
+                    await self._converse_stream(client, request, result, pieces)
+                else:
+                    await self._converse(client, request, result, pieces)
+        except TimeoutError:
+            if not result.end_perf_s:
+                result.fail(TIMEOUT, f"no complete response within {timeout_s:g} s")
+        except Exception as exc:  # noqa: BLE001 - every failure must become a record, never a lost request
+            if not result.end_perf_s:
+                error_class, message, status = classify_failure(
+                    exc, response_started=result.http_status is not None
+                )
+                result.fail(error_class, message, http_status=status)
+        finally:
+            if not result.end_perf_s:
+                result.end_perf_s = perf_counter()
+            if pieces:
+                result.text = "".join(pieces)
+                if params.stream:
+                    result.first_token_perf_s = result.chunk_perf_s[0]
+        return result
+
+    async def _converse_stream(
+        self, client: Any, request: dict[str, Any], result: InvocationResult, pieces: list[str]
+    ) -> None:
+        response = await client.converse_stream(**request)
+        result.http_status = response["ResponseMetadata"]["HTTPStatusCode"]
+        stream = response["stream"]
+        chunk_perf_s = result.chunk_perf_s
+        events = 0
+        stopped = False
+        try:
+            async for event in stream:
+                now_s = perf_counter()
+                events += 1
+                block_delta = event.get("contentBlockDelta")
+                if block_delta is not None:  # the hot path: one per token (or per few tokens)
+                    delta = block_delta.get("delta")
+                    if not isinstance(delta, dict):
+                        raise MalformedEventError("a contentBlockDelta event without its delta")
+                    text = delta.get("text")
+                    if text:
+                        chunk_perf_s.append(now_s)
+                        pieces.append(text)
+                elif "messageStop" in event:
+                    stopped = True
+                    result.end_perf_s = now_s
+                elif "metadata" in event:
+                    usage = event["metadata"].get("usage") or {}
+                    _take_usage(result, usage)
+                    if stopped:
+                        result.end_perf_s = now_s
+        finally:
+            stream.close()  # after a complete read this is a no-op; otherwise it drops a half-read connection
+        if not stopped:
+            if events == 0:
+                result.fail(MALFORMED_RESPONSE, "the stream had no events")
+            else:
+                result.fail(STREAM_CUT, f"the stream ended without messageStop, after {events} events")
+
+    async def _converse(
+        self, client: Any, request: dict[str, Any], result: InvocationResult, pieces: list[str]
+    ) -> None:
+        response = await client.converse(**request)
+        end_perf_s = perf_counter()
+        result.http_status = response["ResponseMetadata"]["HTTPStatusCode"]
+        content = response["output"]["message"]["content"]
+        pieces.extend(block["text"] for block in content if block.get("text"))
+        _take_usage(result, response["usage"])
+        result.end_perf_s = end_perf_s
+
+
+def _take_usage(result: InvocationResult, usage: Any) -> None:
+    input_tokens = usage.get("inputTokens")
+    output_tokens = usage.get("outputTokens")
+    if isinstance(input_tokens, int):
+        result.usage_prompt_tokens = input_tokens
+    if isinstance(output_tokens, int):
+        result.usage_completion_tokens = output_tokens
