@@ -8,7 +8,7 @@ UV     := $(BIN)/uv pip install --python $(BIN)/python --quiet
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test lint typecheck unit lock schema clean
+.PHONY: demo test lint typecheck lock runner-lock schema clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ test: lint typecheck
 lock: $(BIN)/uv
 	$(BIN)/uv pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --extra dev --extra infra --extra aws pyproject.toml -o requirements-dev.lock
+	$(MAKE) runner-lock
+
+# the runner/Lambda image: the runtime and aws pins the tests run with, plus the Lambda runtime client,
+# with hashes for every wheel
+runner-lock: $(BIN)/uv requirements-dev.lock
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform linux --generate-hashes --extra aws \
+		pyproject.toml runner_image/requirements-image.in -c requirements-dev.lock -o requirements-runner.lock
 
 schema: $(VENV)/.core
 	$(BIN)/fmbench schema --out schema

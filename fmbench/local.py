@@ -37,6 +37,7 @@ def emulator_settings_for(target: EmulatorTarget) -> EmulatorSettings:
         error_429_rate=options.error_429_rate,
         hang_rate=options.hang_rate,
         cut_stream_rate=options.cut_stream_rate,
+        malformed_event_rate=options.malformed_event_rate,
         seed=options.seed,
     )
 
