@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from fmbench.cloud.sagemaker import SageMakerDeployment, needs_deploy, resource_names
 from fmbench.config import LoadPlan, StrictModel, Suite, Target, Workload
 from fmbench.pricing import instance_price_per_hour_usd
 
@@ -32,10 +33,20 @@ class BranchSpec(StrictModel):
     dataset_base_dir: str | None = Field(
         default=None, description="Folder relative dataset paths start from."
     )
+    sagemaker_endpoint_name: str | None = Field(
+        default=None,
+        description="The endpoint the workflow deploys for this branch (derived from run and branch id); "
+        "the runner calls it. None for targets that are not deployed.",
+    )
+    sagemaker_deployment: SageMakerDeployment | None = Field(
+        default=None,
+        description="Image and environment the deploy step creates the endpoint with; set by the cloud "
+        "planner (fmbench.cloud.workflow), None elsewhere.",
+    )
 
     @property
     def load_point_count(self) -> int:
-        return len(self.load.concurrency) * len(self.workload.bins)
+        return self.load.level_count * len(self.workload.bins)
 
 
 class RunPlan(StrictModel):
@@ -88,10 +99,11 @@ def plan_suite(
     branches = []
     for target in suite.expanded_targets():
         instance_type, price = resolve_instance(target, suite)
+        branch_id = branch_id_for(target, suite.workload, suite.load, price)
         branches.append(
             BranchSpec(
                 run_id=run_id,
-                branch_id=branch_id_for(target, suite.workload, suite.load, price),
+                branch_id=branch_id,
                 suite_name=suite.name,
                 target=target,
                 workload=suite.workload,
@@ -100,6 +112,9 @@ def plan_suite(
                 instance_price_per_hour_usd=price,
                 storage_root=storage_root,
                 dataset_base_dir=dataset_base_dir,
+                sagemaker_endpoint_name=(
+                    resource_names(run_id, branch_id).endpoint if needs_deploy(target) else None
+                ),
             )
         )
     return RunPlan(run_id=run_id, suite=suite, branches=branches)

@@ -1,0 +1,591 @@
+"""A branch's SageMaker real-time endpoint: derived names, serving-container images, deploy, status, teardown.
+
+Everything a branch creates is named from its run id and branch id (``resource_names``), so a retried step
+finds what an earlier attempt created instead of creating it twice, and teardown can only ever touch the
+resources of its own branch. Container images are resolved when the run is planned (``plan_deployment``),
+so the deploy step itself needs neither the SageMaker SDK nor any choice of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from botocore.exceptions import ClientError
+from pydantic import Field
+
+from fmbench.cloud.aws import error_code, error_message
+from fmbench.config import SageMakerTarget, StrictModel
+
+if TYPE_CHECKING:
+    from fmbench.plan import BranchSpec
+
+# The product's IAM policy scopes SageMaker actions to resources whose names start with this prefix.
+NAME_PREFIX: Final = "fmb-"
+MAX_NAME_CHARS: Final = 63
+NAME_HASH_CHARS: Final = 8
+NAME_PATTERN: Final = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+TAG_SUITE: Final = "fmbench:suite"
+TAG_RUN_ID: Final = "fmbench:run-id"
+TAG_BRANCH_ID: Final = "fmbench:branch-id"
+
+VARIANT_NAME: Final = "AllTraffic"
+# SageMaker's defaults are sized for small models; an LLM may download tens of GB and load for many minutes.
+MODEL_DATA_DOWNLOAD_TIMEOUT_S: Final = 1800
+CONTAINER_STARTUP_HEALTH_CHECK_TIMEOUT_S: Final = 1800
+# Where SageMaker mounts model data given as ModelDataUrl / ModelDataSource.
+MODEL_DIR: Final = "/opt/ml/model"
+DEFAULT_MODEL_ENV_VAR: Final = "HF_MODEL_ID"
+
+SECRET_REFERENCE_PREFIX: Final = "secretsmanager:"
+SECRET_ARN_PATTERN: Final = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[^\s]+$")
+
+# The workflow's Choice knows three statuses: Creating (wait), InService (run the load), Failed (tear down).
+WorkflowStatus = Literal["Creating", "InService", "Failed"]
+IN_SERVICE: Final = "InService"
+FAILED: Final = "Failed"
+CREATING: Final = "Creating"
+_FAILED_STATUSES: Final = frozenset({"Failed", "OutOfService", "Deleting", "UpdateRollbackFailed"})
+# An endpoint in one of these cannot be deleted yet; teardown must be tried again later.
+_BUSY_STATUSES: Final = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
+
+
+class ServingContainerError(ValueError):
+    """A target's container or image cannot be resolved; ``field`` is the target field at fault."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class DeploymentSpecError(ValueError):
+    """A branch spec the deploy step cannot act on (no deployment planned, no model source)."""
+
+
+class SecretReferenceError(ValueError):
+    """An environment value refers to a secret that cannot be read, or the reference is malformed."""
+
+
+class EndpointBusyError(RuntimeError):
+    """The endpoint is still being created or updated and cannot be deleted yet: try teardown again later.
+
+    The state machine retries Teardown on this error name, so an endpoint that was still Creating when a
+    branch gave up is deleted as soon as SageMaker allows it, instead of being left running.
+    """
+
+
+# ------------------------------------------------------------------------------------------- names
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceNames:
+    model: str
+    endpoint_config: str
+    endpoint: str
+
+
+def resource_names(run_id: str, branch_id: str) -> ResourceNames:
+    """SageMaker names of a branch's model, endpoint config and endpoint: derived, never stored.
+
+    Models, endpoint configs and endpoints are separate namespaces, so all three share one name, which
+    makes a branch's resources easy to find together. The name is the prefix, a readable slug of run and
+    branch id (lower case, other characters as '-') cut to fit 63 characters, and a hash of the exact ids:
+    the slug is lossy (case, '_' and '.' are folded, long ids are cut), the hash keeps names unique.
+    """
+    digest = hashlib.sha256(f"{run_id}\n{branch_id}".encode()).hexdigest()[:NAME_HASH_CHARS]
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{run_id}-{branch_id}".lower()).strip("-")
+    room = MAX_NAME_CHARS - len(NAME_PREFIX) - 1 - NAME_HASH_CHARS
+    slug = slug[:room].rstrip("-")
+    name = f"{NAME_PREFIX}{slug}-{digest}" if slug else f"{NAME_PREFIX}{digest}"
+    return ResourceNames(model=name, endpoint_config=name, endpoint=name)
+
+
+def needs_deploy(target: Any) -> bool:
+    """Only SageMaker targets without an existing endpoint are deployed (and torn down) by the workflow."""
+    return bool(target.platform == "sagemaker" and target.endpoint_name is None)
+
+
+def branch_tags(spec: BranchSpec) -> dict[str, str]:
+    """The tags that let a cleanup outside the workflow find a branch's resources (docs/operations.md)."""
+    return {TAG_SUITE: spec.suite_name, TAG_RUN_ID: spec.run_id, TAG_BRANCH_ID: spec.branch_id}
+
+
+# ------------------------------------------------------------------------------ serving containers
+
+
+@dataclass(frozen=True, slots=True)
+class ServingContainer:
+    """One serving container the suite can name, and the conventions its image follows."""
+
+    name: str
+    framework: str  # the framework name in the SageMaker SDK's image_uris
+    default_version: str
+    model_env_var: str = DEFAULT_MODEL_ENV_VAR
+    gpu_count_env_var: str | None = None
+    payload_formats: frozenset[str] = frozenset()
+
+
+# Default versions are pinned (not the SDK's 'latest') so that the same suite deploys the same image until
+# someone changes it here or pins another version in the suite (`container: "lmi:0.33.0"`).
+SERVING_CONTAINERS: Final[dict[str, ServingContainer]] = {
+    "lmi": ServingContainer(
+        name="lmi",
+        framework="djl-lmi",
+        default_version="0.33.0",
+        payload_formats=frozenset({"lmi", "vllm-openai", "custom"}),
+    ),
+    "tgi": ServingContainer(
+        name="tgi",
+        framework="huggingface-llm",
+        default_version="3.3.6",
+        gpu_count_env_var="SM_NUM_GPUS",
+        payload_formats=frozenset({"tgi", "vllm-openai", "custom"}),
+    ),
+    "vllm": ServingContainer(
+        name="vllm",
+        framework="vllm",
+        default_version="0.30.0",
+        model_env_var="SM_VLLM_MODEL",
+        gpu_count_env_var="SM_VLLM_TENSOR_PARALLEL_SIZE",
+        payload_formats=frozenset({"vllm-openai", "custom"}),
+    ),
+    "tei": ServingContainer(
+        name="tei",
+        framework="huggingface-tei",
+        default_version="1.8.2",
+        payload_formats=frozenset({"custom"}),
+    ),
+    "neuron": ServingContainer(
+        name="neuron",
+        framework="djl-neuronx",
+        default_version="0.29.0",
+        payload_formats=frozenset({"lmi", "custom"}),
+    ),
+}
+CONTAINER_ALIASES: Final = {"djl": "lmi"}
+_VERSION_PATTERN = re.compile(r"^[0-9][A-Za-z0-9._-]*$")
+
+
+def known_containers() -> str:
+    names = [*SERVING_CONTAINERS, *(f"{alias} (= {name})" for alias, name in CONTAINER_ALIASES.items())]
+    return ", ".join(names)
+
+
+def parse_container(text: str) -> tuple[ServingContainer, str | None]:
+    """``lmi`` or ``lmi:0.33.0`` -> the container and the pinned version (None: the default)."""
+    name, _, version = text.strip().partition(":")
+    key = CONTAINER_ALIASES.get(name.lower(), name.lower())
+    container = SERVING_CONTAINERS.get(key)
+    if container is None:
+        raise ServingContainerError(
+            "container", f"unknown container {text!r}; known: {known_containers()}; or give image_uri"
+        )
+    if ":" in text and not _VERSION_PATTERN.match(version):
+        raise ServingContainerError("container", f"{text!r}: the version after ':' must look like 0.33.0")
+    return container, version or None
+
+
+def known_container(text: str) -> ServingContainer | None:
+    """The container ``text`` names, or None: next to an explicit image_uri, container is only a label."""
+    try:
+        return parse_container(text)[0] if text else None
+    except ServingContainerError:
+        return None
+
+
+def resolve_image_uri(target: Any, region: str) -> str:
+    """The image a target deploys: its ``image_uri`` if given, else its container's image in ``region``."""
+    if target.image_uri:
+        return str(target.image_uri)
+    if not target.container:
+        raise ServingContainerError("container", "give container (e.g. lmi, tgi, vllm) or image_uri")
+    container, version = parse_container(target.container)
+    try:
+        from sagemaker.core import image_uris  # takes seconds: only where an image is resolved
+    except ImportError:
+        raise ServingContainerError(
+            "container",
+            "resolving a container image needs the SageMaker SDK (pip install 'fmbench-flow[aws]'); "
+            "or give image_uri",
+        ) from None
+    wanted = version or container.default_version
+    try:
+        return str(
+            image_uris.retrieve(
+                container.framework,
+                region=region,
+                version=wanted,
+                image_scope="inference",
+                instance_type=target.instance_type,
+            )
+        )
+    except ValueError as exc:
+        raise ServingContainerError(
+            "container", f"no {container.name} image version {wanted} in {region}: {exc}"
+        ) from None
+
+
+def gpu_count(instance_type: str | None, region: str) -> int | None:
+    """GPUs of an instance type from the SDK's bundled table (None: unknown, or not a GPU instance)."""
+    if not instance_type:
+        return None
+    try:
+        from sagemaker.core import instance_types_gpu_info
+    except ImportError:
+        return None
+    info = instance_types_gpu_info.retrieve(region).get(instance_type) or {}
+    count = info.get("Count")
+    return int(count) if isinstance(count, int) and count > 0 else None
+
+
+def payload_format_problem(target: Any) -> str | None:
+    """Why the target's payload format does not fit its container (an endpoint that answers every request
+    with an error is an expensive way to learn it), or None."""
+    container = known_container(target.container)
+    if container is None or target.payload_format in container.payload_formats:
+        return None
+    fitting = ", ".join(sorted(container.payload_formats))
+    return (
+        f"{target.payload_format!r} is not what container {container.name} speaks on SageMaker; "
+        f"use one of: {fitting}"
+    )
+
+
+# --------------------------------------------------------------------------------------- secrets
+
+
+def secret_references(environment: Mapping[str, str]) -> dict[str, str]:
+    """Variable name -> secret ARN for each value written as ``secretsmanager:<arn>``."""
+    return {
+        name: value[len(SECRET_REFERENCE_PREFIX) :]
+        for name, value in environment.items()
+        if value.startswith(SECRET_REFERENCE_PREFIX)
+    }
+
+
+def secret_reference_problems(environment: Mapping[str, str]) -> dict[str, str]:
+    """Variable name -> what is wrong with its secret reference."""
+    return {
+        name: f"{SECRET_REFERENCE_PREFIX} must be followed by a Secrets Manager secret ARN"
+        for name, arn in secret_references(environment).items()
+        if not SECRET_ARN_PATTERN.match(arn)
+    }
+
+
+def resolve_environment(
+    environment: Mapping[str, str], read_secret: Callable[[str], str] | None
+) -> dict[str, str]:
+    """The environment with every ``secretsmanager:<arn>`` value replaced by the secret's string.
+
+    The value is read when the model is created, never written to the branch spec or the plan; SageMaker
+    then holds it in the model's container environment (visible to whoever may DescribeModel).
+    """
+    references = secret_references(environment)
+    if not references:
+        return dict(environment)
+    if read_secret is None:
+        raise SecretReferenceError(f"no secret reader for {', '.join(sorted(references))}")
+    resolved = dict(environment)
+    for name, arn in references.items():
+        if not SECRET_ARN_PATTERN.match(arn):
+            raise SecretReferenceError(f"environment.{name}: not a Secrets Manager secret ARN: {arn!r}")
+        resolved[name] = read_secret(arn)
+    return resolved
+
+
+def secrets_manager_reader(secrets_client: Any) -> Callable[[str], str]:
+    def read(arn: str) -> str:
+        try:
+            value = secrets_client.get_secret_value(SecretId=arn).get("SecretString")
+        except ClientError as exc:
+            raise SecretReferenceError(f"cannot read secret {arn}: {error_message(exc)}") from exc
+        if not isinstance(value, str):
+            raise SecretReferenceError(f"secret {arn} has no string value (binary secrets are not supported)")
+        return value
+
+    return read
+
+
+# ---------------------------------------------------------------------------------------- planning
+
+
+class SageMakerDeployment(StrictModel):
+    """What the deploy step creates for a branch, resolved at planning time."""
+
+    region: str = Field(description="Region the endpoint is created in (and the image is from).")
+    image_uri: str
+    environment: dict[str, str] = Field(
+        description="Container environment; secrets stay references (secretsmanager:<arn>) until deploy."
+    )
+
+
+def plan_deployment(target: Any, default_region: str) -> SageMakerDeployment:
+    """Image and container environment of a target to deploy.
+
+    The model location goes into the variable the container reads (``HF_MODEL_ID``, or ``SM_VLLM_MODEL``
+    for the vLLM image): the Hugging Face model id, or ``/opt/ml/model`` when the model comes from S3. TGI
+    and vLLM shard over every GPU of the instance only when told how many there are; LMI finds out itself.
+    The target's own ``environment`` is applied last, so it overrides any of these.
+    """
+    region = target.region or default_region
+    image_uri = resolve_image_uri(target, region)
+    container = known_container(target.container)
+    environment: dict[str, str] = {}
+    source = target.model_source
+    if source is None:
+        raise DeploymentSpecError(f"target {target.name}: model_source is required to deploy")
+    model_env_var = container.model_env_var if container else DEFAULT_MODEL_ENV_VAR
+    environment[model_env_var] = source.hf_model_id or MODEL_DIR
+    if container is not None and container.gpu_count_env_var:
+        gpus = gpu_count(target.instance_type, region)
+        if gpus is not None:
+            environment[container.gpu_count_env_var] = str(gpus)
+    environment.update(target.environment)
+    return SageMakerDeployment(region=region, image_uri=image_uri, environment=environment)
+
+
+# -------------------------------------------------------------------------------------- API calls
+
+
+def is_not_found(exc: Exception) -> bool:
+    """SageMaker reports a missing model, endpoint config or endpoint as a ValidationException."""
+    return error_code(exc) == "ValidationException" and "could not find" in error_message(exc).lower()
+
+
+def _already_exists(exc: Exception) -> bool:
+    return error_code(exc) == "ValidationException" and "already exist" in error_message(exc).lower()
+
+
+def _describe(call: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any] | None:
+    try:
+        return call(**kwargs)
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def _create(call: Callable[..., Any], **kwargs: Any) -> bool:
+    """True when created; False when an attempt running alongside created it first."""
+    try:
+        call(**kwargs)
+    except ClientError as exc:
+        if _already_exists(exc):
+            return False
+        raise
+    return True
+
+
+def _epoch_s(value: Any) -> float | None:
+    return value.timestamp() if isinstance(value, datetime) else None
+
+
+def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+
+
+def _model_data(source: Any) -> dict[str, Any]:
+    uri = source.model_data_s3_uri if source is not None else None
+    if not uri:
+        return {}
+    if uri.endswith(".tar.gz"):
+        return {"ModelDataUrl": uri}
+    # An uncompressed prefix is mounted file by file: no tarball to build, no unpacking on start.
+    return {
+        "ModelDataSource": {
+            "S3DataSource": {
+                "S3Uri": uri.rstrip("/") + "/",
+                "S3DataType": "S3Prefix",
+                "CompressionType": "None",
+            }
+        }
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DeployResult:
+    endpoint_name: str
+    created_epoch_s: float
+    created: tuple[str, ...] = ()
+    reused: tuple[str, ...] = ()
+
+
+def deploy(
+    sm_client: Any,
+    spec: BranchSpec,
+    execution_role_arn: str,
+    tags: Mapping[str, str] | None = None,
+    read_secret: Callable[[str], str] | None = None,
+) -> DeployResult:
+    """Create (or find) the model, endpoint config and endpoint of a branch; never a second of any.
+
+    Each resource is looked up by its derived name first and created only when missing, so a Deploy that
+    is retried after a timeout or a throttled call picks up where the first attempt stopped. The standard
+    tags (``branch_tags``) are always set; ``tags`` adds more (e.g. a cost-allocation tag).
+    """
+    deployment = spec.sagemaker_deployment
+    target = spec.target
+    if deployment is None or not isinstance(target, SageMakerTarget) or not needs_deploy(target):
+        raise DeploymentSpecError(f"branch {spec.branch_id} has no SageMaker deployment to create")
+    names = resource_names(spec.run_id, spec.branch_id)
+    tag_list = _tag_list({**(tags or {}), **branch_tags(spec)})
+    created: list[str] = []
+    reused: list[str] = []
+
+    def ensure(
+        kind: str, name: str, describe: Callable[..., Any], key: str, create: Callable[[], bool]
+    ) -> None:
+        if _describe(describe, **{key: name}) is None and create():
+            created.append(f"{kind}/{name}")
+        else:
+            reused.append(f"{kind}/{name}")
+
+    ensure(
+        "model",
+        names.model,
+        sm_client.describe_model,
+        "ModelName",
+        lambda: _create(
+            sm_client.create_model,
+            ModelName=names.model,
+            ExecutionRoleArn=execution_role_arn,
+            PrimaryContainer={
+                "Image": deployment.image_uri,
+                "Environment": resolve_environment(deployment.environment, read_secret),
+                **_model_data(target.model_source),
+            },
+            Tags=tag_list,
+        ),
+    )
+    ensure(
+        "endpoint-config",
+        names.endpoint_config,
+        sm_client.describe_endpoint_config,
+        "EndpointConfigName",
+        lambda: _create(
+            sm_client.create_endpoint_config,
+            EndpointConfigName=names.endpoint_config,
+            ProductionVariants=[
+                {
+                    "VariantName": VARIANT_NAME,
+                    "ModelName": names.model,
+                    "InstanceType": target.instance_type,
+                    "InitialInstanceCount": target.instance_count,
+                    "InitialVariantWeight": 1.0,
+                    "ModelDataDownloadTimeoutInSeconds": MODEL_DATA_DOWNLOAD_TIMEOUT_S,
+                    "ContainerStartupHealthCheckTimeoutInSeconds": CONTAINER_STARTUP_HEALTH_CHECK_TIMEOUT_S,
+                }
+            ],
+            Tags=tag_list,
+        ),
+    )
+    ensure(
+        "endpoint",
+        names.endpoint,
+        sm_client.describe_endpoint,
+        "EndpointName",
+        lambda: _create(
+            sm_client.create_endpoint,
+            EndpointName=names.endpoint,
+            EndpointConfigName=names.endpoint_config,
+            Tags=tag_list,
+        ),
+    )
+    described = sm_client.describe_endpoint(EndpointName=names.endpoint)
+    return DeployResult(
+        endpoint_name=names.endpoint,
+        created_epoch_s=_epoch_s(described.get("CreationTime")) or 0.0,
+        created=tuple(created),
+        reused=tuple(reused),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointState:
+    """An endpoint's status as the workflow's Choice reads it, with SageMaker's own status beside it."""
+
+    status: WorkflowStatus
+    sagemaker_status: str | None
+    failure_reason: str | None
+    created_epoch_s: float | None = None
+    in_service_epoch_s: float | None = None
+
+
+def endpoint_status(sm_client: Any, endpoint_name: str) -> EndpointState:
+    """Creating, InService or Failed, and why it failed.
+
+    An endpoint that is gone, out of service or being deleted counts as Failed: none of them will serve
+    the load. Any other status (Updating, SystemUpdating, ...) counts as Creating, so the workflow waits,
+    within its bound. For an endpoint in service, its LastModifiedTime is when it became InService (it is
+    never updated in a benchmark), which is more precise than the time of the poll that saw it.
+    """
+    described = _describe(sm_client.describe_endpoint, EndpointName=endpoint_name)
+    if described is None:
+        return EndpointState(
+            status=FAILED, sagemaker_status=None, failure_reason=f"endpoint {endpoint_name} does not exist"
+        )
+    raw = str(described.get("EndpointStatus", ""))
+    created_epoch_s = _epoch_s(described.get("CreationTime"))
+    if raw == IN_SERVICE:
+        return EndpointState(
+            status=IN_SERVICE,
+            sagemaker_status=raw,
+            failure_reason=None,
+            created_epoch_s=created_epoch_s,
+            in_service_epoch_s=_epoch_s(described.get("LastModifiedTime")),
+        )
+    if raw in _FAILED_STATUSES:
+        reason = described.get("FailureReason") or f"endpoint {endpoint_name} is {raw}"
+        return EndpointState(
+            status=FAILED, sagemaker_status=raw, failure_reason=str(reason), created_epoch_s=created_epoch_s
+        )
+    return EndpointState(
+        status=CREATING, sagemaker_status=raw, failure_reason=None, created_epoch_s=created_epoch_s
+    )
+
+
+def _delete(call: Callable[..., Any], **kwargs: Any) -> bool:
+    """True when deleted; False when there was nothing to delete."""
+    try:
+        call(**kwargs)
+    except ClientError as exc:
+        if is_not_found(exc):
+            return False
+        raise
+    return True
+
+
+def teardown(sm_client: Any, run_id: str, branch_id: str) -> list[str]:
+    """Delete the endpoint, endpoint config and model of one branch; returns what this call deleted.
+
+    Idempotent: what is already gone is skipped. Only the derived names are touched, never a resource
+    found by a search. An endpoint that SageMaker will not delete yet (still Creating) raises
+    ``EndpointBusyError`` before anything else is deleted, so the retry finds everything where it was.
+    """
+    names = resource_names(run_id, branch_id)
+    deleted: list[str] = []
+    try:
+        if _delete(sm_client.delete_endpoint, EndpointName=names.endpoint):
+            deleted.append(f"endpoint/{names.endpoint}")
+    except ClientError as exc:
+        if error_code(exc) != "ValidationException":
+            raise
+        described = _describe(sm_client.describe_endpoint, EndpointName=names.endpoint) or {}
+        status = str(described.get("EndpointStatus", ""))
+        if status in _BUSY_STATUSES:
+            raise EndpointBusyError(
+                f"endpoint {names.endpoint} is {status} and cannot be deleted yet: {error_message(exc)}"
+            ) from exc
+        if status != "Deleting":
+            raise
+    if _delete(sm_client.delete_endpoint_config, EndpointConfigName=names.endpoint_config):
+        deleted.append(f"endpoint-config/{names.endpoint_config}")
+    if _delete(sm_client.delete_model, ModelName=names.model):
+        deleted.append(f"model/{names.model}")
+    return deleted

@@ -1,0 +1,426 @@
+"""The cloud workflow's steps (docs/workflow.md): the events and results they exchange, and what they do.
+
+The Lambda handlers in ``lambdas/`` parse an event into one of these models, call one function here (or in
+``report.cloud``) and return the result model as JSON. Event models ignore keys they do not read: Step
+Functions hands a state its accumulated input (a branch item plus earlier results, ``$.error`` from a
+Catch), and a handler must not fail on what another state added.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from itertools import product
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fmbench.cloud import s3 as s3_objects
+from fmbench.cloud.sagemaker import (
+    FAILED,
+    IN_SERVICE,
+    ServingContainerError,
+    deploy,
+    endpoint_status,
+    needs_deploy,
+    parse_container,
+    payload_format_problem,
+    plan_deployment,
+    resolve_image_uri,
+    secret_reference_problems,
+    secret_references,
+    secrets_manager_reader,
+    teardown,
+)
+from fmbench.cloud.settings import DeploySettings, PlanSettings, StatusSettings
+from fmbench.config import (
+    BUILTIN_DATASET_PREFIX,
+    StrictModel,
+    Suite,
+    SuiteProblem,
+    SuiteValidationError,
+    validate_suite_data,
+)
+from fmbench.plan import BranchSpec, RunPlan, new_run_id, plan_suite
+
+logger = logging.getLogger(__name__)
+
+RUN_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Bound of the Wait -> EndpointStatus loop. With the stack's default 30 s Wait (fmbench:statusPollSeconds)
+# this is an hour: the 30-minute model download plus the 30-minute startup health check Deploy allows.
+MAX_STATUS_POLLS: Final = 120
+EXECUTION_INPUT_SOURCE: Final = "execution input"
+
+MetricsQueryBuilder = Callable[[str, list[str]], str]
+# (service, region) -> a boto3 client; see fmbench.cloud.aws.client
+ClientFactory = Callable[[str, str], Any]
+
+
+# ------------------------------------------------------------------------------------ storage layout
+
+
+def _run_folder(storage_root: str, kind: str, run_id: str) -> str:
+    return f"{storage_root.rstrip('/')}/{kind}/run_id={run_id}"
+
+
+def plan_uri(storage_root: str, run_id: str) -> str:
+    """The whole plan (suite and every branch spec), for the render step."""
+    return f"{_run_folder(storage_root, 'specs', run_id)}/plan.json"
+
+
+def spec_uri(storage_root: str, run_id: str, branch_id: str) -> str:
+    """One branch's spec, what the runner reads (FMBENCH_BRANCH_SPEC_URI)."""
+    return f"{_run_folder(storage_root, 'specs', run_id)}/branch_id={branch_id}.json"
+
+
+def deployment_record_uri(storage_root: str, run_id: str, branch_id: str) -> str:
+    """Beside the runner's outcome.json: how long the branch's endpoint took to come into service."""
+    return f"{_run_folder(storage_root, 'outcomes', run_id)}/branch_id={branch_id}/deployment.json"
+
+
+def reports_uri(storage_root: str, run_id: str) -> str:
+    return _run_folder(storage_root, "reports", run_id) + "/"
+
+
+def records_uri(storage_root: str, run_id: str) -> str:
+    return _run_folder(storage_root, "records", run_id) + "/"
+
+
+# ------------------------------------------------------------------------------------ event models
+
+
+class EventModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ResultModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlanEvent(EventModel):
+    suite: Any = Field(description="The execution input: a suite as JSON.")
+    execution_name: str | None = Field(default=None, description="$$.Execution.Name")
+
+
+class BranchItem(EventModel):
+    """One item of the Map: what every per-branch state receives."""
+
+    run_id: str = Field(pattern=RUN_ID_PATTERN.pattern)
+    branch_id: str = Field(pattern=r"^[a-z0-9-]{1,64}$")
+    spec_uri: str
+    platform: str
+    needs_deploy: bool
+    endpoint_name: str | None
+    region: str | None = Field(
+        default=None, description="Region of the branch's endpoint when it is not the workflow's own."
+    )
+    max_status_polls: int = Field(ge=0)
+
+    def endpoint_region(self, default: str) -> str:
+        return self.region or default
+
+
+class PlanResult(ResultModel):
+    run_id: str
+    suite_name: str
+    storage_root: str
+    max_concurrency: int = Field(ge=1)
+    metrics_query: str
+    branches: list[BranchItem]
+
+
+class DeployOutput(ResultModel):
+    endpoint_name: str
+    created_epoch_s: float
+
+
+class StatusOutput(ResultModel):
+    status: Literal["Creating", "InService", "Failed"]
+    failure_reason: str | None
+    sagemaker_status: str | None = Field(description="SageMaker's own status, for the execution history.")
+    in_service_epoch_s: float | None
+
+
+class TeardownEvent(BranchItem):
+    error: dict[str, Any] | None = Field(default=None, description="$.error when Teardown came from a Catch.")
+
+
+class TeardownOutput(ResultModel):
+    deleted: list[str]
+
+
+class BranchResultItem(EventModel):
+    """What the Map leaves per branch (the BranchResult Pass state)."""
+
+    branch_id: str
+    status: Literal["succeeded", "failed"]
+    error: dict[str, Any] | None = None
+
+    def error_reason(self) -> str | None:
+        """'Error: cause' of the Catch that ended the branch, with a Lambda's errorMessage unwrapped."""
+        if not self.error:
+            return None
+        name = str(self.error.get("Error") or "error")
+        cause = self.error.get("Cause")
+        if isinstance(cause, str):
+            try:
+                parsed = json.loads(cause)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict) and parsed.get("errorMessage"):
+                cause = str(parsed["errorMessage"])
+        return f"{name}: {cause}" if cause else name
+
+
+class RenderEvent(EventModel):
+    run_id: str = Field(pattern=RUN_ID_PATTERN.pattern)
+    query_execution_id: str = Field(min_length=1)
+    branch_results: list[BranchResultItem] = Field(default_factory=list)
+
+
+class DeploymentRecord(StrictModel):
+    """When a deployed endpoint was created and when it came into service (result.json: deployment_s)."""
+
+    run_id: str
+    branch_id: str
+    endpoint_name: str
+    created_epoch_s: float
+    in_service_epoch_s: float
+
+    @property
+    def deployment_s(self) -> float:
+        return max(0.0, self.in_service_epoch_s - self.created_epoch_s)
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def _target_locations(suite: Suite) -> list[tuple[str, frozenset[str]]]:
+    """For each expanded target (same order): where it is written and which fields the matrix varies."""
+    locations = [(f"targets.{index}", frozenset[str]()) for index in range(len(suite.targets))]
+    for index, spec in enumerate(suite.matrix):
+        combinations = len(list(product(*spec.vary.values())))
+        locations += [(f"matrix.{index}", frozenset(spec.vary))] * combinations
+    return locations
+
+
+def _field_path(location: tuple[str, frozenset[str]], field: str) -> str:
+    prefix, varied = location
+    if not prefix.startswith("matrix."):
+        return f"{prefix}.{field}"
+    top = field.split(".", 1)[0]
+    return f"{prefix}.vary.{field}" if top in varied else f"{prefix}.base.{field}"
+
+
+def _deploy_target_problems(target: Any, region: str, resolve_images: bool) -> list[tuple[str, str]]:
+    """(field, reason) for each way a target to deploy would fail once its endpoint is being paid for."""
+    problems = [
+        (f"environment.{name}", reason)
+        for name, reason in secret_reference_problems(target.environment).items()
+    ]
+    if target.container and not target.image_uri:
+        try:
+            parse_container(target.container)
+        except ServingContainerError as exc:
+            return [*problems, (exc.field, exc.reason)]
+    format_problem = payload_format_problem(target)
+    if format_problem:
+        problems.append(("payload_format", format_problem))
+    if resolve_images:
+        try:
+            resolve_image_uri(target, target.region or region)
+        except ServingContainerError as exc:
+            problems.append((exc.field, exc.reason))
+    return problems
+
+
+def cloud_suite_problems(suite: Suite, region: str, *, resolve_images: bool = True) -> list[SuiteProblem]:
+    """What keeps a valid suite from running in the cloud, found before anything is created.
+
+    Container names, payload formats and secret references are checked offline; ``resolve_images`` also
+    resolves every image in its region (the SageMaker SDK's tables), catching a version that does not exist.
+    """
+    problems: list[SuiteProblem] = []
+    if not suite.workload.dataset.source.startswith(BUILTIN_DATASET_PREFIX):
+        problems.append(
+            SuiteProblem(
+                path="workload.dataset.source",
+                reason="the cloud runner reads built-in datasets only (builtin:NAME); a local file is not "
+                "uploaded with the suite",
+            )
+        )
+    for target, location in zip(suite.expanded_targets(), _target_locations(suite), strict=False):
+        if not needs_deploy(target):
+            continue
+        note = f" (target {target.name})" if location[0].startswith("matrix.") else ""
+        problems += [
+            SuiteProblem(path=_field_path(location, field), reason=reason + note)
+            for field, reason in _deploy_target_problems(target, region, resolve_images)
+        ]
+    return problems
+
+
+def validate_cloud_suite(data: Any, region: str, *, resolve_images: bool = True) -> Suite:
+    """The suite of an execution input, or ``SuiteValidationError`` listing every problem."""
+    suite = validate_suite_data(data, base_dir=None, source=EXECUTION_INPUT_SOURCE)
+    problems = cloud_suite_problems(suite, region, resolve_images=resolve_images)
+    if problems:
+        raise SuiteValidationError(problems, EXECUTION_INPUT_SOURCE)
+    return suite
+
+
+# ------------------------------------------------------------------------------------------- steps
+
+
+def run_id_for(execution_name: str | None) -> str:
+    if execution_name and RUN_ID_PATTERN.match(execution_name):
+        return execution_name
+    return new_run_id()
+
+
+def branch_item(spec: BranchSpec, uri: str) -> BranchItem:
+    target = spec.target
+    endpoint_name = spec.sagemaker_endpoint_name
+    if target.platform == "sagemaker" and endpoint_name is None:
+        endpoint_name = target.endpoint_name
+    region = spec.sagemaker_deployment.region if spec.sagemaker_deployment is not None else None
+    return BranchItem(
+        run_id=spec.run_id,
+        branch_id=spec.branch_id,
+        spec_uri=uri,
+        platform=target.platform,
+        needs_deploy=needs_deploy(target),
+        endpoint_name=endpoint_name,
+        region=region,
+        max_status_polls=MAX_STATUS_POLLS,
+    )
+
+
+def _document(model: BaseModel) -> dict[str, Any]:
+    """A spec or plan as JSON with only the fields that were given: some of the suite's checks flag a field
+    that is present but does not apply (an open-loop option in a closed loop), so a dump with every default
+    filled in would not validate again when the runner or the render step reads it."""
+    return model.model_dump(mode="json", exclude_unset=True)
+
+
+def plan_run(
+    event: PlanEvent, settings: PlanSettings, s3_client: Any, metrics_query: MetricsQueryBuilder
+) -> PlanResult:
+    """Validate, plan, write the specs; nothing is written when the suite has a problem.
+
+    ``metrics_query`` builds the Athena text for the run's branches (``report.query.athena_metrics_query``;
+    passed in because fmbench does not import report).
+    """
+    suite = validate_cloud_suite(event.suite, settings.region)
+    run_id = run_id_for(event.execution_name)
+    storage_root = s3_objects.s3_uri(settings.results_bucket)
+    plan = plan_suite(suite, storage_root=storage_root, run_id=run_id)
+    specs = [
+        spec.model_copy(update={"sagemaker_deployment": plan_deployment(spec.target, settings.region)})
+        if needs_deploy(spec.target)
+        else spec
+        for spec in plan.branches
+    ]
+    plan = RunPlan(run_id=run_id, suite=suite, branches=specs)
+    items = []
+    for spec in specs:
+        uri = spec_uri(storage_root, run_id, spec.branch_id)
+        s3_objects.put_json(s3_client, uri, _document(spec))
+        items.append(branch_item(spec, uri))
+    s3_objects.put_json(s3_client, plan_uri(storage_root, run_id), _document(plan))
+    logger.info("planned run %s: %d branch(es)", run_id, len(items))
+    return PlanResult(
+        run_id=run_id,
+        suite_name=suite.name,
+        storage_root=storage_root,
+        max_concurrency=min(suite.execution.max_parallel_branches, settings.max_concurrent_branches),
+        metrics_query=metrics_query(run_id, [spec.branch_id for spec in specs]),
+        branches=items,
+    )
+
+
+class BranchSpecNotFoundError(LookupError):
+    """The spec a branch item points to is not in S3 (the plan did not write it, or it was deleted)."""
+
+
+def read_spec(s3_client: Any, uri: str) -> BranchSpec:
+    data = s3_objects.get_bytes(s3_client, uri)
+    if data is None:
+        raise BranchSpecNotFoundError(f"no branch spec at {uri}")
+    return BranchSpec.model_validate_json(data)
+
+
+def deploy_branch(
+    item: BranchItem, settings: DeploySettings, s3_client: Any, client_factory: ClientFactory
+) -> DeployOutput:
+    """Create or find the branch's endpoint in its region; Secrets Manager is reached only when the spec
+    refers to a secret."""
+    spec = read_spec(s3_client, item.spec_uri)
+    deployment = spec.sagemaker_deployment
+    region = deployment.region if deployment is not None else item.endpoint_region(settings.region)
+    read_secret = None
+    if deployment is not None and secret_references(deployment.environment):
+        read_secret = secrets_manager_reader(client_factory("secretsmanager", region))
+    result = deploy(
+        client_factory("sagemaker", region), spec, settings.sagemaker_role_arn, read_secret=read_secret
+    )
+    logger.info(
+        "branch %s: endpoint %s (created %s, reused %s)",
+        item.branch_id,
+        result.endpoint_name,
+        ", ".join(result.created) or "nothing",
+        ", ".join(result.reused) or "nothing",
+    )
+    return DeployOutput(endpoint_name=result.endpoint_name, created_epoch_s=result.created_epoch_s)
+
+
+def check_endpoint(
+    item: BranchItem, settings: StatusSettings, sm_client: Any, s3_client: Any
+) -> StatusOutput:
+    """The endpoint's status; once in service, how long deployment took is recorded for the report."""
+    if not item.endpoint_name:
+        return StatusOutput(
+            status=FAILED,
+            failure_reason=f"branch {item.branch_id} has no endpoint to check",
+            sagemaker_status=None,
+            in_service_epoch_s=None,
+        )
+    state = endpoint_status(sm_client, item.endpoint_name)
+    if (
+        item.needs_deploy
+        and state.status == IN_SERVICE
+        and state.created_epoch_s is not None
+        and state.in_service_epoch_s is not None
+    ):
+        record = DeploymentRecord(
+            run_id=item.run_id,
+            branch_id=item.branch_id,
+            endpoint_name=item.endpoint_name,
+            created_epoch_s=state.created_epoch_s,
+            in_service_epoch_s=state.in_service_epoch_s,
+        )
+        root = s3_objects.s3_uri(settings.results_bucket)
+        s3_objects.put_json(
+            s3_client,
+            deployment_record_uri(root, item.run_id, item.branch_id),
+            record.model_dump(mode="json"),
+        )
+    return StatusOutput(
+        status=state.status,
+        failure_reason=state.failure_reason,
+        sagemaker_status=state.sagemaker_status,
+        in_service_epoch_s=state.in_service_epoch_s,
+    )
+
+
+def teardown_branch(event: TeardownEvent, sm_client: Any) -> TeardownOutput:
+    """Delete what the branch deployed; a branch that deployed nothing has nothing to delete."""
+    if not event.needs_deploy:
+        return TeardownOutput(deleted=[])
+    if event.error:
+        logger.info("branch %s: tearing down after %s", event.branch_id, event.error.get("Error"))
+    deleted = teardown(sm_client, event.run_id, event.branch_id)
+    logger.info("branch %s: deleted %s", event.branch_id, ", ".join(deleted) or "nothing (already gone)")
+    return TeardownOutput(deleted=deleted)

@@ -1,0 +1,18 @@
+"""Lambda handler of the Deploy state: create (or find) the branch's SageMaker model, config and endpoint."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fmbench.cloud.aws import client
+from fmbench.cloud.settings import DeploySettings
+from fmbench.cloud.workflow import BranchItem, deploy_branch
+
+logging.getLogger().setLevel(logging.INFO)
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    settings = DeploySettings.from_environ()
+    result = deploy_branch(BranchItem.model_validate(event), settings, client("s3", settings.region), client)
+    return result.model_dump(mode="json")

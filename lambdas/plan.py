@@ -1,0 +1,21 @@
+"""Lambda handler of the Plan state: validate the suite, write the branch specs, return the Map's items."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fmbench.cloud.aws import client
+from fmbench.cloud.settings import PlanSettings
+from fmbench.cloud.workflow import PlanEvent, plan_run
+from report.query import athena_metrics_query
+
+logging.getLogger().setLevel(logging.INFO)
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    settings = PlanSettings.from_environ()
+    result = plan_run(
+        PlanEvent.model_validate(event), settings, client("s3", settings.region), athena_metrics_query
+    )
+    return result.model_dump(mode="json")

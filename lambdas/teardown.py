@@ -1,0 +1,19 @@
+"""Lambda handler of the Teardown state: delete the branch's endpoint, endpoint config and model."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fmbench.cloud.aws import client
+from fmbench.cloud.settings import TeardownSettings
+from fmbench.cloud.workflow import TeardownEvent, teardown_branch
+
+logging.getLogger().setLevel(logging.INFO)
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    settings = TeardownSettings.from_environ()
+    teardown_event = TeardownEvent.model_validate(event)
+    sagemaker = client("sagemaker", teardown_event.endpoint_region(settings.region))
+    return teardown_branch(teardown_event, sagemaker).model_dump(mode="json")

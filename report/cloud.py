@@ -1,0 +1,248 @@
+"""The cloud render step: Athena's metrics, the plan and outcomes in S3 -> the report, published to S3.
+
+The report itself is built by ``report.render.build_report``, exactly as a local run builds it; this module
+only fetches its inputs from Athena and S3 and publishes its files under ``reports/run_id=<run>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import pandas as pd
+from botocore.exceptions import ClientError
+
+from fmbench.cloud import s3 as s3_objects
+from fmbench.cloud.aws import error_message
+from fmbench.cloud.sagemaker import needs_deploy
+from fmbench.cloud.settings import RenderSettings
+from fmbench.cloud.workflow import (
+    BranchResultItem,
+    DeploymentRecord,
+    RenderEvent,
+    deployment_record_uri,
+    plan_uri,
+    records_uri,
+    reports_uri,
+)
+from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, outcome_uri
+from report.query import (
+    METRIC_COLUMNS,
+    SORT_COLUMNS,
+    TTFT_SAMPLE_COLUMNS,
+    athena_ttft_samples_query,
+    typed_frame,
+)
+from report.render import NO_OUTCOME_REASON, RESULT_JSON, build_report
+from report.result import ResultDocument, write_result
+
+logger = logging.getLogger(__name__)
+
+# The TTFT samples query runs inside the render Lambda: bounded well within a Lambda's 15 minutes.
+TTFT_QUERY_TIMEOUT_S: Final = 300.0
+QUERY_POLL_INTERVAL_S: Final = 2.0
+
+_INTEGER_TYPES: Final = frozenset({"tinyint", "smallint", "integer", "int", "bigint"})
+_FLOAT_TYPES: Final = frozenset({"double", "real", "float", "decimal"})
+
+
+class AthenaQueryError(RuntimeError):
+    """An Athena query the render step started failed, was cancelled or did not finish in time."""
+
+
+class RunPlanNotFoundError(LookupError):
+    """The run's plan.json is not in S3: the run id is wrong, or the plan step never ran."""
+
+
+# ----------------------------------------------------------------------------------------- Athena
+
+
+def _athena_value(cell: dict[str, Any], athena_type: str) -> Any:
+    """One cell of GetQueryResults (all text; NULL has no VarCharValue) as a Python value."""
+    if "VarCharValue" not in cell:
+        return None
+    text = str(cell["VarCharValue"])
+    base_type = athena_type.split("(", 1)[0].strip().lower()
+    if base_type in _INTEGER_TYPES:
+        return int(text)
+    if base_type in _FLOAT_TYPES:
+        return float(text)  # float() reads Athena's NaN and Infinity too
+    if base_type == "boolean":
+        return text.lower() == "true"
+    return text
+
+
+def athena_result_frame(athena_client: Any, query_execution_id: str) -> pd.DataFrame:
+    """Every row of a finished query, typed by Athena's column types.
+
+    GetQueryResults pages hold 1,000 rows; the first row of a SELECT's result repeats the column names and
+    is dropped.
+    """
+    names: list[str] = []
+    types: list[str] = []
+    rows: list[list[Any]] = []
+    paginator = athena_client.get_paginator("get_query_results")
+    for page_index, page in enumerate(paginator.paginate(QueryExecutionId=query_execution_id)):
+        result_set = page["ResultSet"]
+        if not names:
+            columns = result_set.get("ResultSetMetadata", {}).get("ColumnInfo", [])
+            names = [str(column["Name"]) for column in columns]
+            types = [str(column.get("Type", "varchar")) for column in columns]
+        page_rows = result_set.get("Rows", [])
+        if page_index == 0 and page_rows:
+            first = [cell.get("VarCharValue") for cell in page_rows[0]["Data"]]
+            if first == names:
+                page_rows = page_rows[1:]
+        for row in page_rows:
+            cells = row["Data"]
+            rows.append([_athena_value(cell, kind) for cell, kind in zip(cells, types, strict=True)])
+    return pd.DataFrame(rows, columns=names)
+
+
+def run_athena_query(
+    athena_client: Any,
+    sql: str,
+    *,
+    workgroup: str,
+    database: str,
+    timeout_s: float = TTFT_QUERY_TIMEOUT_S,
+    poll_interval_s: float = QUERY_POLL_INTERVAL_S,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Start a query and wait for it, at most ``timeout_s`` (then it is stopped); its execution id."""
+    started = athena_client.start_query_execution(
+        QueryString=sql, WorkGroup=workgroup, QueryExecutionContext={"Database": database}
+    )
+    query_execution_id = str(started["QueryExecutionId"])
+    deadline = clock() + timeout_s
+    while True:
+        status = athena_client.get_query_execution(QueryExecutionId=query_execution_id)["QueryExecution"]
+        state = status["Status"]["State"]
+        if state == "SUCCEEDED":
+            return query_execution_id
+        if state in ("FAILED", "CANCELLED"):
+            reason = status["Status"].get("StateChangeReason") or state
+            raise AthenaQueryError(f"query {query_execution_id} {state.lower()}: {reason}")
+        if clock() >= deadline:
+            athena_client.stop_query_execution(QueryExecutionId=query_execution_id)
+            raise AthenaQueryError(f"query {query_execution_id} did not finish within {timeout_s:g} s")
+        sleep(poll_interval_s)
+
+
+def metrics_frame(athena_client: Any, query_execution_id: str) -> pd.DataFrame:
+    """The Query state's result shaped as ``report.query.compute_metrics`` shapes it locally."""
+    frame = typed_frame(athena_result_frame(athena_client, query_execution_id), METRIC_COLUMNS)
+    return frame.sort_values(SORT_COLUMNS, kind="stable", na_position="last").reset_index(drop=True)
+
+
+def ttft_samples_frame(
+    athena_client: Any, settings: RenderSettings, run_id: str, branch_ids: list[str], **wait: Any
+) -> pd.DataFrame:
+    """TTFT samples for the TTFT chart; without them (a failed query) the report leaves that chart out."""
+    try:
+        query_execution_id = run_athena_query(
+            athena_client,
+            athena_ttft_samples_query(run_id, branch_ids),
+            workgroup=settings.athena_workgroup,
+            database=settings.athena_database,
+            **wait,
+        )
+        frame = athena_result_frame(athena_client, query_execution_id)
+    except (AthenaQueryError, ClientError) as exc:
+        # Only the chart depends on this query: the report goes out without it rather than not at all.
+        logger.warning("run %s: no TTFT chart: %s", run_id, error_message(exc))
+        return typed_frame(pd.DataFrame(), TTFT_SAMPLE_COLUMNS)
+    return typed_frame(frame, TTFT_SAMPLE_COLUMNS).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------- S3
+
+
+def read_plan(s3_client: Any, storage_root: str, run_id: str) -> RunPlan:
+    uri = plan_uri(storage_root, run_id)
+    data = s3_objects.get_bytes(s3_client, uri)
+    if data is None:
+        raise RunPlanNotFoundError(f"no plan at {uri}")
+    return RunPlan.model_validate_json(data)
+
+
+def read_outcome(s3_client: Any, spec: BranchSpec, branch_result: BranchResultItem | None) -> BranchOutcome:
+    """The runner's outcome; a branch without one failed before or while running, as its Catch says."""
+    data = s3_objects.get_bytes(s3_client, outcome_uri(spec.storage_root, spec.run_id, spec.branch_id))
+    if data is not None:
+        return BranchOutcome.model_validate_json(data)
+    reason = branch_result.error_reason() if branch_result is not None else None
+    return BranchOutcome(
+        branch_id=spec.branch_id,
+        status="failed",
+        reason=reason or NO_OUTCOME_REASON,
+        load_points_planned=spec.load_point_count,
+    )
+
+
+def read_deployment(s3_client: Any, spec: BranchSpec) -> DeploymentRecord | None:
+    data = s3_objects.get_bytes(
+        s3_client, deployment_record_uri(spec.storage_root, spec.run_id, spec.branch_id)
+    )
+    return DeploymentRecord.model_validate_json(data) if data is not None else None
+
+
+def with_deployment_times(
+    document: ResultDocument, deployments: dict[str, DeploymentRecord]
+) -> ResultDocument:
+    """result.json's ``deployment_s`` per deployed branch: endpoint creation to InService."""
+    branches = [
+        branch.model_copy(update={"deployment_s": round(deployments[branch.branch_id].deployment_s, 3)})
+        if branch.branch_id in deployments
+        else branch
+        for branch in document.branches
+    ]
+    return document.model_copy(update={"branches": branches})
+
+
+# ------------------------------------------------------------------------------------------- step
+
+
+def render_run(
+    event: RenderEvent,
+    settings: RenderSettings,
+    s3_client: Any,
+    athena_client: Any,
+    **ttft_wait: Any,
+) -> ResultDocument:
+    """Build the run's report from Athena and S3 and publish it to ``reports/run_id=<run>/``."""
+    storage_root = s3_objects.s3_uri(settings.results_bucket)
+    plan = read_plan(s3_client, storage_root, event.run_id)
+    by_branch = {item.branch_id: item for item in event.branch_results}
+    outcomes = [read_outcome(s3_client, spec, by_branch.get(spec.branch_id)) for spec in plan.branches]
+    deployments = {
+        spec.branch_id: record
+        for spec in plan.branches
+        if needs_deploy(spec.target) and (record := read_deployment(s3_client, spec)) is not None
+    }
+    metrics = metrics_frame(athena_client, event.query_execution_id)
+    branch_ids = [spec.branch_id for spec in plan.branches]
+    samples = ttft_samples_frame(athena_client, settings, event.run_id, branch_ids, **ttft_wait)
+    publish_uri = reports_uri(storage_root, event.run_id)
+    with tempfile.TemporaryDirectory(prefix="fmbench-report-") as folder:
+        report_dir = Path(folder)
+        document = build_report(
+            plan,
+            outcomes,
+            metrics,
+            samples,
+            report_dir,
+            records_location=records_uri(storage_root, event.run_id),
+            publish_uri=publish_uri,
+        )
+        if deployments:
+            document = with_deployment_times(document, deployments)
+            write_result(document, report_dir / RESULT_JSON)
+        uploaded = s3_objects.upload_folder(s3_client, report_dir, publish_uri)
+    logger.info("run %s: report published, %d file(s) under %s", event.run_id, len(uploaded), publish_uri)
+    return document
