@@ -15,13 +15,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fmbench.config import Suite, SuiteValidationError, load_suite, validate_suite_data, write_suite_schema
+from fmbench.config import (
+    LoadPlan,
+    Suite,
+    SuiteValidationError,
+    load_suite,
+    validate_suite_data,
+    write_suite_schema,
+)
 from fmbench.plan import RunPlan, plan_suite
 from fmbench.runner import ProgressEvent
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+DEFAULT_LOAD_CONCURRENCY = [1, 8, 32]
 
 
 def _console() -> Console:
@@ -43,10 +52,8 @@ def _plan_table(plan: RunPlan) -> Table:
         table.add_column(column)
     load = plan.suite.load
     for spec in plan.branches:
-        per_point = (load.requests_per_level or 0) + load.warmup_requests
-        requests = (
-            str(per_point * spec.load_point_count) if load.requests_per_level else f"{load.duration_s}s each"
-        )
+        per_point = load.requests_per_point
+        requests = str(per_point * spec.load_point_count) if per_point is not None else _timed_text(load)
         price = spec.instance_price_per_hour_usd
         table.add_row(
             spec.branch_id,
@@ -58,6 +65,20 @@ def _plan_table(plan: RunPlan) -> Table:
             requests,
         )
     return table
+
+
+def _timed_text(load: LoadPlan) -> str:
+    """What a load point sends when some phase is timed, e.g. '5 + 60s + 10s each'."""
+    parts = [
+        f"{load.warmup_s:g}s" if load.warmup_s is not None else str(load.warmup_requests),
+        f"{load.duration_s:g}s" if load.duration_s is not None else str(load.requests_per_level),
+        f"{load.cooldown_s:g}s" if load.cooldown_s is not None else str(load.cooldown_requests),
+    ]
+    return " + ".join(part for part in parts if part != "0") + " each"
+
+
+def _point_text(concurrency: int | None, rate_per_s: float | None) -> str:
+    return f"c={concurrency}" if concurrency is not None else f"{rate_per_s:g}/s"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -80,8 +101,8 @@ class ProgressView:
         self._names = {b.branch_id: b.target.name for b in plan.branches}
         self._progress: Progress | None = None
         self._tasks: dict[str, Any] = {}
-        # with a request count the bar advances per request; with a duration, per load point
-        self._count_requests = plan.suite.load.requests_per_level is not None
+        # with request counts the bar advances per request; with a timed phase, per load point
+        self._count_requests = plan.suite.load.requests_per_point is not None
         if live:
             self._progress = Progress(
                 TextColumn("{task.fields[name]:<20}"),
@@ -91,12 +112,9 @@ class ProgressView:
                 TimeElapsedColumn(),
                 console=console,
             )
-            load = plan.suite.load
+            per_point = plan.suite.load.requests_per_point
             for spec in plan.branches:
-                per_point = (load.requests_per_level or 0) + load.warmup_requests
-                total = (
-                    per_point * spec.load_point_count if load.requests_per_level else spec.load_point_count
-                )
+                total = per_point * spec.load_point_count if per_point is not None else spec.load_point_count
                 self._tasks[spec.branch_id] = self._progress.add_task(
                     "", total=total, name=spec.target.name, point="waiting"
                 )
@@ -112,7 +130,7 @@ class ProgressView:
 
     def __call__(self, event: ProgressEvent) -> None:
         name = self._names.get(event.branch_id, event.branch_id)
-        point = f"c={event.concurrency} bin={event.payload_bin}"
+        point = f"{_point_text(event.concurrency, event.request_rate_per_s)} bin={event.payload_bin}"
         if self._progress is not None:
             task = self._tasks[event.branch_id]
             if event.kind == "load_point_started":
@@ -125,9 +143,10 @@ class ProgressView:
                 self._progress.update(task, point=event.message or "done")
             return
         if event.kind == "load_point_finished":
+            bound = f", client-bound ({event.message})" if event.client_bound else ""
             self._console.print(
                 f"[{name}] {point}: {event.completed} requests, {event.errors} errors "
-                f"(load point {(event.load_point_index or 0) + 1}/{event.load_points_total})",
+                f"(load point {(event.load_point_index or 0) + 1}/{event.load_points_total}){bound}",
                 markup=False,
             )
         elif event.kind in ("branch_started", "branch_finished"):
@@ -147,9 +166,15 @@ def _print_outcome(console: Console, run: Any) -> None:
         console.print(f"No configuration met the SLO on bin {result.headline_bin}.", markup=False)
     else:
         price = "n/a" if best.price_per_txn is None else f"${best.price_per_txn:.6f}"
+        load = (
+            f"concurrency {best.concurrency}"
+            if best.concurrency is not None
+            else f"{best.request_rate_per_s:g} requests/s"
+        )
+        where = f" on {best.instance_type}" if best.instance_type else ""
         console.print(
-            f"Best under the SLO (bin {best.payload_file}): {best.experiment_name} on {best.instance_type} "
-            f"at concurrency {best.concurrency}: p95 latency {best.latency_p95:.2f} s, "
+            f"Best under the SLO (bin {best.payload_file}): {best.experiment_name}{where} "
+            f"at {load}: p95 latency {best.latency_p95:.2f} s, "
             f"{best.transactions_per_minute:.0f} transactions/min, {price} per transaction",
             markup=False,
         )
@@ -185,6 +210,13 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _bins(text: str) -> list[dict[str, int]]:
     bins = []
     for part in text.split(","):
@@ -210,7 +242,21 @@ def discover_model(base_url: str, timeout_s: float = 5.0) -> str | None:
 def cmd_load(args: argparse.Namespace) -> int:
     model = args.model or discover_model(args.url) or ""
     host = re.sub(r"[^A-Za-z0-9]+", "-", args.url.split("://", 1)[-1]).strip("-")[:50] or "endpoint"
-    load: dict[str, Any] = {"concurrency": args.concurrency, "warmup_requests": args.warmup}
+    load: dict[str, Any] = {"warmup_requests": args.warmup}
+    if args.rate is None or args.concurrency is not None:
+        load["concurrency"] = args.concurrency if args.concurrency is not None else DEFAULT_LOAD_CONCURRENCY
+    if args.rate is not None:
+        load["rates_per_s"] = args.rate
+        if args.arrival is not None:
+            load["arrival"] = args.arrival
+        if args.max_in_flight is not None:
+            load["max_in_flight"] = args.max_in_flight
+        if args.seed is not None:
+            load["seed"] = args.seed
+    elif args.arrival is not None or args.max_in_flight is not None or args.seed is not None:
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        err.print("--arrival, --max-in-flight and --seed shape an open loop: give --rate too", markup=False)
+        return EXIT_INVALID
     if args.duration is not None:
         load["duration_s"] = args.duration
     else:
@@ -254,7 +300,6 @@ def _print_summary_table(out: Path) -> None:
     frame = pd.read_parquet(summary_path)
     table = Table(title="Summary per load point")
     columns = [
-        ("concurrency", "conc", "{:.0f}"),
         ("payload_bin", "bin", "{}"),
         ("requests", "req", "{:.0f}"),
         ("error_rate", "err", "{:.1%}"),
@@ -265,16 +310,37 @@ def _print_summary_table(out: Path) -> None:
         ("itl_p50_s", "itl p50 s", "{:.4f}"),
         ("transactions_per_minute", "tpm", "{:.1f}"),
         ("completion_token_throughput_per_s", "out tok/s", "{:.1f}"),
+        ("latency_from_schedule_p95_s", "sched lat p95 s", "{:.3f}"),
+        ("schedule_lag_p99_s", "lag p99 s", "{:.4f}"),
+        ("runner_cpu_fraction", "cpu", "{:.2f}"),
     ]
+    table.add_column("load", justify="right")
     for _, label, _ in columns:
         table.add_column(label, justify="right")
+    table.add_column("client", justify="left")
+    any_bound = False
     for row in frame.to_dict("records"):
-        cells = []
+        concurrency, rate = row.get("concurrency"), row.get("request_rate_per_s")
+        load = _point_text(
+            None if concurrency is None or concurrency != concurrency else int(concurrency),
+            None if rate is None or rate != rate else float(rate),
+        )
+        cells = [load]
         for key, _, fmt in columns:
             value = row.get(key)
             cells.append("-" if value is None or value != value else fmt.format(value))
+        bound = bool(row.get("client_bound"))
+        any_bound |= bound
+        cells.append("BOUND †" if bound else "ok")
         table.add_row(*cells)
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    if any_bound:
+        console.print(
+            "† client-bound: the runner fell behind its schedule or ran out of CPU at this load point, "
+            "so its figures show the runner's limit, not the endpoint's (see report.md).",
+            markup=False,
+        )
 
 
 def cmd_emulator(args: argparse.Namespace, rest: list[str]) -> int:
@@ -292,6 +358,164 @@ def cmd_schema(args: argparse.Namespace) -> int:
     write_result_schema(out / "result.schema.json")
     print(f"wrote {out / 'suite.schema.json'} and {out / 'result.schema.json'}")
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------- cloud
+
+
+def _aws_session(region: str | None) -> Any:
+    import boto3
+
+    return boto3.Session(region_name=region)
+
+
+def _sagemaker_sdk_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sagemaker") is not None
+
+
+def _state_machine(args: argparse.Namespace, session: Any) -> str:
+    from fmbench.cloud.aws import client
+    from fmbench.cloud.executions import state_machine_arn
+
+    if args.state_machine_arn:
+        return str(args.state_machine_arn)
+    return state_machine_arn(client("cloudformation", session=session), args.stack)
+
+
+def _execution_console_url(region: str, arn: str) -> str:
+    return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{arn}"
+
+
+def _print_entry(console: Console, entry: Any) -> None:
+    stamp = entry.timestamp.strftime("%H:%M:%S") if entry.timestamp is not None else "--:--:--"
+    where = f"{entry.branch_id}: " if entry.branch_id else ""
+    console.print(f"[{stamp}] {where}{entry.state}", markup=False)
+
+
+def _print_result_summary(console: Console, document: dict[str, Any]) -> None:
+    table = Table(title=f"Result of run {document.get('run_id')}: {document.get('status')}")
+    for column in ("branch", "status", "requests", "deployment s", "reason"):
+        table.add_column(column)
+    for branch in document.get("branches", []):
+        deployment_s = branch.get("deployment_s")
+        table.add_row(
+            str(branch.get("branch_id")),
+            str(branch.get("status")),
+            str(branch.get("records_written", "")),
+            f"{deployment_s:.0f}" if isinstance(deployment_s, int | float) else "-",
+            str(branch.get("reason") or ""),
+        )
+    console.print(table)
+    best = document.get("best")
+    if isinstance(best, dict):
+        console.print(
+            f"Best under the SLO (bin {best.get('payload_file')}): {best.get('experiment_name')} on "
+            f"{best.get('instance_type')} at concurrency {best.get('concurrency')}",
+            markup=False,
+        )
+    artifacts = document.get("artifacts") or {}
+    if artifacts.get("report_html"):
+        console.print(f"Report: {artifacts['report_html']}", markup=False)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from fmbench.cloud.aws import client
+    from fmbench.cloud.executions import StackLookupError, download_report, follow_run, start_run
+    from fmbench.cloud.workflow import RUN_ID_PATTERN, cloud_suite_problems
+    from fmbench.plan import new_run_id
+
+    console, err = _console(), Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        suite = load_suite(args.suite)
+    except SuiteValidationError as error:
+        _print_problems(error)
+        return EXIT_INVALID
+    session = _aws_session(args.region)
+    region = session.region_name
+    if not region:
+        err.print("no AWS region: give --region, or set AWS_REGION or a profile's region", markup=False)
+        return EXIT_INVALID
+    problems = cloud_suite_problems(suite, region, resolve_images=_sagemaker_sdk_installed())
+    if problems:
+        _print_problems(SuiteValidationError(problems, args.suite))
+        return EXIT_INVALID
+    run_id = args.run_id or new_run_id()
+    if not RUN_ID_PATTERN.match(run_id):
+        err.print(f"--run-id {run_id!r}: must be 1-64 letters, digits, '_', '.' or '-'", markup=False)
+        return EXIT_INVALID
+    try:
+        machine = _state_machine(args, session)
+    except StackLookupError as exc:
+        err.print(str(exc), markup=False)
+        return EXIT_FAILED
+    sfn = client("stepfunctions", session=session)
+    document = suite.model_dump(mode="json", exclude_unset=True)
+    arn = start_run(sfn, machine, run_id, document)
+    console.print(f"Started run {run_id}\n  execution: {arn}", markup=False)
+    console.print(f"  console: {_execution_console_url(region, arn)}", markup=False)
+    if not args.wait:
+        console.print(f"Follow it with: fmbench status {run_id}", markup=False)
+        return EXIT_OK
+    try:
+        view = follow_run(
+            sfn, arn, lambda entry: _print_entry(console, entry), poll_interval_s=args.poll_interval_s
+        )
+    except KeyboardInterrupt:
+        console.print(
+            f"Stopped following; the run goes on. Check it with: fmbench status {run_id}", markup=False
+        )
+        return EXIT_INTERRUPTED
+    if view.status != "SUCCEEDED" or view.output is None:
+        err.print(f"Run {run_id} {view.status}: {view.error or ''} {view.cause or ''}".rstrip(), markup=False)
+        return EXIT_FAILED
+    out = Path(args.out or Path("results") / run_id)
+    files = download_report(client("s3", session=session), view.output, out)
+    _print_result_summary(console, view.output)
+    console.print(f"Downloaded {len(files)} file(s) to {out}", markup=False)
+    return EXIT_FAILED if view.output.get("status") == "failed" else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from fmbench.cloud.aws import client
+    from fmbench.cloud.executions import ExecutionNotFoundError, StackLookupError, execution_arn, read_run
+
+    console, err = _console(), Console(stderr=True, highlight=False, soft_wrap=True)
+    session = _aws_session(args.region)
+    try:
+        machine = _state_machine(args, session)
+        view = read_run(client("stepfunctions", session=session), execution_arn(machine, args.run_id))
+    except (StackLookupError, ExecutionNotFoundError) as exc:
+        err.print(str(exc), markup=False)
+        return EXIT_FAILED
+    started = view.started.isoformat(timespec="seconds") if view.started else "-"
+    stopped = view.stopped.isoformat(timespec="seconds") if view.stopped else "-"
+    console.print(f"Run {view.run_id}: {view.status} (started {started}, stopped {stopped})", markup=False)
+    if view.current_states:
+        console.print(f"  last state: {view.current_states[-1]}", markup=False)
+    if view.branch_states:
+        table = Table(title="Branches")
+        table.add_column("branch")
+        table.add_column("last state")
+        for branch_id, state in sorted(view.branch_states.items()):
+            table.add_row(branch_id, state)
+        console.print(table)
+    if view.error or view.cause:
+        console.print(f"  error: {view.error or ''} {view.cause or ''}".rstrip(), markup=False)
+    if view.output is not None:
+        _print_result_summary(console, view.output)
+    return EXIT_OK
+
+
+def _add_cloud_target_options(parser: argparse.ArgumentParser) -> None:
+    from fmbench.cloud.executions import DEFAULT_STACK_NAME
+
+    parser.add_argument("--stack", default=DEFAULT_STACK_NAME, help="CloudFormation stack of the workflow")
+    parser.add_argument(
+        "--state-machine-arn", default=None, help="the workflow's state machine (default: the stack's output)"
+    )
+    parser.add_argument("--region", default=None, help="AWS region (default: AWS_REGION or the profile's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,10 +540,25 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--openai-api", choices=["chat", "completions"], default="chat")
     load.add_argument("--model", default=None, help="model id (default: the first one the server lists)")
     load.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
-    load.add_argument("--concurrency", type=_int_list, default=[1, 8, 32], help="levels, e.g. 1,8,32")
+    load.add_argument(
+        "--concurrency",
+        type=_int_list,
+        default=None,
+        help="closed-loop levels, e.g. 1,8,32 (default 1,8,32 unless --rate is given)",
+    )
+    load.add_argument(
+        "--rate", type=_float_list, default=None, help="open-loop rates in requests per second, e.g. 5,10,20"
+    )
+    load.add_argument(
+        "--arrival", choices=["poisson", "constant"], default=None, help="open-loop arrival process"
+    )
+    load.add_argument(
+        "--max-in-flight", type=int, default=None, help="open loop: cap on requests in flight (default none)"
+    )
+    load.add_argument("--seed", type=int, default=None, help="open loop: seed of the Poisson schedule")
     stop = load.add_mutually_exclusive_group()
-    stop.add_argument("--requests", type=int, default=200, help="measured requests per level")
-    stop.add_argument("--duration", type=float, default=None, help="measured seconds per level")
+    stop.add_argument("--requests", type=int, default=200, help="measured requests per load point")
+    stop.add_argument("--duration", type=float, default=None, help="measured seconds per load point")
     load.add_argument("--warmup", type=int, default=0, help="warm-up requests per level")
     load.add_argument("--max-tokens", type=int, default=128)
     load.add_argument("--no-stream", action="store_true", help="non-streaming requests (no TTFT)")
@@ -339,6 +578,21 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="write the JSON Schemas of the suite and of result.json")
     schema.add_argument("--out", default="schema")
     schema.set_defaults(handler=cmd_schema)
+    start = commands.add_parser("start", help="start the suite as a run of the deployed AWS workflow")
+    start.add_argument("suite", help="suite file (YAML or JSON)")
+    _add_cloud_target_options(start)
+    start.add_argument(
+        "--run-id", default=None, help="run id = execution name (default: time stamp + suffix)"
+    )
+    start.add_argument("--wait", action="store_true", help="follow the run and download its report")
+    start.add_argument("--out", default=None, help="where --wait downloads the report (results/RUN_ID)")
+    start.add_argument("--poll-interval-s", type=float, default=15.0, help=argparse.SUPPRESS)
+    start.set_defaults(handler=cmd_start)
+
+    status = commands.add_parser("status", help="where a run of the AWS workflow stands")
+    status.add_argument("run_id", metavar="RUN", help="run id (the execution name)")
+    _add_cloud_target_options(status)
+    status.set_defaults(handler=cmd_status)
     return parser
 
 

@@ -406,14 +406,14 @@ class LoadPlan(StrictModel):
     """
 
     concurrency: list[int] = Field(
-        default_factory=list, description="Closed-loop concurrency levels (requests kept in flight), in order."
+        default_factory=list, description="Closed-loop concurrency levels (requests in flight), in order."
     )
     rates_per_s: list[float] = Field(
         default_factory=list, description="Open-loop arrival rates in requests per second, in order."
     )
     arrival: Arrival = Field(
         default="poisson",
-        description="Open-loop arrivals: 'poisson' (exponential gaps, seeded) or 'constant' (1 / rate apart).",
+        description="Open-loop arrivals: 'poisson' (exponential gaps, seeded) or 'constant' (1/rate apart).",
     )
     max_in_flight: int | None = Field(
         default=None,
@@ -421,7 +421,7 @@ class LoadPlan(StrictModel):
         le=65536,
         description="Open loop: cap on requests in flight; arrivals beyond it wait, and the wait is lag.",
     )
-    seed: int = Field(default=0, description="Seed of the Poisson arrival schedule (the same for every target).")
+    seed: int = Field(default=0, description="Seed of the Poisson arrival schedule (same for every target).")
     requests_per_level: int | None = Field(default=None, ge=1, description="Measured requests per level.")
     duration_s: float | None = Field(default=None, gt=0, description="Measured seconds per level.")
     warmup_requests: int = Field(default=0, ge=0, description="Requests before the window, per level.")
@@ -449,13 +449,14 @@ class LoadPlan(StrictModel):
             raise ValueError("rates must be unique")
         return value
 
-    # Field validators run only for values the user gave, so these flag exactly the settings that would
-    # otherwise be ignored silently. A field that failed its own validation is absent from info.data.
+    # Field validators run only for values the user gave, so these flag the settings that would otherwise
+    # be ignored silently. The default arrival passes, so that a dumped plan validates again unchanged.
+    # A field that failed its own validation is absent from info.data.
     @field_validator("arrival", "max_in_flight")
     @classmethod
     def _open_loop_only(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is not None and info.data.get("rates_per_s") == []:
-            raise ValueError("applies to rates_per_s (open loop) only; a closed loop's cap is its concurrency")
+        if value not in (None, "poisson") and info.data.get("rates_per_s") == []:
+            raise ValueError("applies to rates_per_s (open loop) only; a closed loop's cap is its level")
         return value
 
     @field_validator("warmup_s")

@@ -12,12 +12,13 @@ import dataclasses
 import posixpath
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
+
+from fmbench import storage
 
 _RECORD_FIELDS: list[pa.Field[Any]] = [
     pa.field("suite_name", pa.string(), nullable=False),
@@ -32,30 +33,40 @@ _RECORD_FIELDS: list[pa.Field[Any]] = [
     pa.field("load_mode", pa.string(), nullable=False),
     pa.field("concurrency", pa.int32()),
     pa.field("request_rate_per_s", pa.float64()),
+    pa.field("arrival", pa.string()),
+    pa.field("max_in_flight", pa.int32()),
     pa.field("payload_bin", pa.string(), nullable=False),
     pa.field("request_id", pa.string(), nullable=False),
     pa.field("prompt_id", pa.string()),
-    pa.field("is_warmup", pa.bool_(), nullable=False),
+    pa.field("phase", pa.string(), nullable=False),
     pa.field("scheduled_epoch_s", pa.float64(), nullable=False),
     pa.field("send_epoch_s", pa.float64(), nullable=False),
     pa.field("first_token_epoch_s", pa.float64()),
     pa.field("end_epoch_s", pa.float64(), nullable=False),
+    pa.field("schedule_lag_s", pa.float64(), nullable=False),
     pa.field("ttft_s", pa.float64()),
     pa.field("latency_s", pa.float64(), nullable=False),
     pa.field("itl_s", pa.list_(pa.float64())),
     pa.field("prompt_tokens", pa.int32()),
     pa.field("completion_tokens", pa.int32()),
     pa.field("token_source", pa.string()),
+    pa.field("prompt_tokens_local", pa.int32()),
+    pa.field("completion_tokens_local", pa.int32()),
     pa.field("status", pa.string(), nullable=False),
     pa.field("error_class", pa.string()),
     pa.field("http_status", pa.int32()),
     pa.field("error_message", pa.string()),
     pa.field("response_text", pa.string()),
+    pa.field("runner_cpu_fraction", pa.float64()),
+    pa.field("runner_cpu_count", pa.int32()),
+    pa.field("client_bound", pa.bool_(), nullable=False),
 ]
 RECORD_SCHEMA = pa.schema(_RECORD_FIELDS)
 PARTITION_COLUMNS = ("run_id", "branch_id")
 
 Status = Literal["ok", "error"]
+# Only 'measured' rows are in a load point's window; warm-up and cool-down rows are kept and flagged.
+RecordPhase = Literal["warmup", "measured", "cooldown"]
 
 
 @dataclass(slots=True)
@@ -77,22 +88,30 @@ class RequestRecord:
     payload_bin: str
     request_id: str
     prompt_id: str | None
-    is_warmup: bool
+    phase: RecordPhase
     scheduled_epoch_s: float
     send_epoch_s: float
     first_token_epoch_s: float | None
     end_epoch_s: float
     ttft_s: float | None
     latency_s: float
+    schedule_lag_s: float = 0.0
+    arrival: str | None = None
+    max_in_flight: int | None = None
     itl_s: list[float] = field(default_factory=list)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     token_source: str | None = None
+    prompt_tokens_local: int | None = None
+    completion_tokens_local: int | None = None
     status: Status = "ok"
     error_class: str | None = None
     http_status: int | None = None
     error_message: str | None = None
     response_text: str | None = None
+    runner_cpu_fraction: float | None = None
+    runner_cpu_count: int | None = None
+    client_bound: bool = False
 
 
 def records_to_table(records: list[RequestRecord]) -> pa.Table:
@@ -109,17 +128,15 @@ def records_prefix(root: str, run_id: str, branch_id: str) -> str:
 
 def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem for a local folder or an ``s3://bucket/prefix`` URI, and the path within it."""
-    if "://" in uri:
-        filesystem, path = pafs.FileSystem.from_uri(uri)
-        return filesystem, path
-    return pafs.LocalFileSystem(), str(Path(uri).resolve())
+    return storage.resolve_filesystem(uri)
 
 
 class RecordWriter:
     """Buffers records of one branch and writes them as numbered Parquet parts.
 
-    ``flush`` is called at least once per load point, so a runner killed mid-sweep keeps every load
-    point it finished. Thread-safe so a progress thread may flush while the engine appends.
+    ``flush`` is called at least once per load point, and within a long load point every few seconds or
+    thousand records, so a runner killed mid-sweep keeps nearly all it measured and memory stays bounded.
+    Thread-safe, so that parts can be written from a worker thread while the event loop keeps sending.
     """
 
     def __init__(self, root: str, run_id: str, branch_id: str) -> None:
@@ -157,8 +174,9 @@ class RecordWriter:
         table = records_to_table(batch)
         path = posixpath.join(self._path, name)
         pq.write_table(table, path, filesystem=self._filesystem, compression="zstd")
-        self.rows_written += table.num_rows
-        self.files.append(path)
+        with self._lock:
+            self.rows_written += table.num_rows
+            self.files.append(path)
         return path
 
 

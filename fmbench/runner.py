@@ -12,16 +12,21 @@ from pathlib import Path
 from typing import Literal
 
 from fmbench.endpoints.base import EndpointClient
+from fmbench.endpoints.bedrock import BedrockClient
+from fmbench.endpoints.formats import payload_format
 from fmbench.endpoints.openai import OpenAIClient
+from fmbench.endpoints.sagemaker import SageMakerClient
 from fmbench.loadgen import (
+    FLUSH_INTERVAL_S,
+    FLUSH_MAX_RECORDS,
     Attempt,
-    ClosedLoop,
     EpochClock,
     LoadPoint,
+    LoadPointRun,
     LoadPointSummary,
+    PointPart,
     RecordContext,
     build_records,
-    summarize,
 )
 from fmbench.payloads import DatasetError, Prompt, build_payloads
 from fmbench.plan import BranchOutcome, BranchSpec
@@ -54,8 +59,9 @@ class ProgressEvent:
     """A moment of a branch's life, for progress bars and logs.
 
     For load-point events, ``completed``, ``total`` and ``errors`` count requests of that load point
-    (warm-up included; ``total`` is None when a duration decides). For branch events they count requests
-    of the whole branch and ``total`` is None.
+    (warm-up and cool-down included; ``total`` is None when a phase is timed). For branch events they
+    count requests of the whole branch and ``total`` is None. A load point is either a ``concurrency``
+    or a ``request_rate_per_s``; ``client_bound`` is set on 'load_point_finished'.
     """
 
     branch_id: str
@@ -68,16 +74,27 @@ class ProgressEvent:
     total: int | None = None
     errors: int = 0
     message: str | None = None
+    request_rate_per_s: float | None = None
+    client_bound: bool | None = None
+
+
+def describe_load(point: LoadPoint) -> str:
+    """'concurrency 4' or '2.5 req/s', for messages."""
+    if point.concurrency is not None:
+        return f"concurrency {point.concurrency}"
+    return f"{point.request_rate_per_s:g} req/s"
 
 
 def make_client(spec: BranchSpec, endpoint_url: str | None = None) -> EndpointClient:
     """The endpoint client of a branch, with a connection pool as large as its highest concurrency.
 
     Raises ``UnsupportedPlatformError`` for platforms without a client, ``ApiKeyMissingError`` when
-    ``api_key_env`` names an unset variable, ``BranchSetupError`` for an emulator without its URL.
+    ``api_key_env`` names an unset variable, ``BranchSetupError`` for an emulator without its URL or a
+    SageMaker target without an endpoint name. For 'sagemaker' and 'bedrock' targets, ``endpoint_url``
+    (when given) replaces the runtime URL, as the target's own ``endpoint_url`` does.
     """
     target = spec.target
-    max_connections = max(spec.load.concurrency)
+    max_connections = spec.load.connection_pool_size
     if target.platform == "openai":
         api_key = None
         if target.api_key_env:
@@ -106,6 +123,37 @@ def make_client(spec: BranchSpec, endpoint_url: str | None = None) -> EndpointCl
             model=target.model,
             max_connections=max_connections,
         )
+    # botocore's own read timeout only backs up the per-request bound, so it must not fire first.
+    aws_read_timeout_s = spec.load.request_timeout_s + 1.0
+    if target.platform == "sagemaker":
+        # an existing endpoint is named in the target; one the workflow deploys is named by the plan
+        endpoint_name = spec.sagemaker_endpoint_name or target.endpoint_name
+        if endpoint_name is None:
+            raise BranchSetupError(f"branch {spec.branch_id}: the SageMaker target has no endpoint to call")
+        deployment = spec.sagemaker_deployment
+        region = target.region or (deployment.region if deployment is not None else None)
+        payload = payload_format(
+            target.payload_format,
+            model=target.model,
+            request_template=target.request_template,
+            response_text_path=target.response_text_path,
+        )
+        return SageMakerClient(
+            endpoint_name,
+            payload,
+            region=region,
+            endpoint_url=endpoint_url or target.endpoint_url,
+            max_connections=max_connections,
+            read_timeout_s=aws_read_timeout_s,
+        )
+    if target.platform == "bedrock":
+        return BedrockClient(
+            target.model_id,
+            region=target.region,
+            endpoint_url=endpoint_url or target.endpoint_url,
+            max_connections=max_connections,
+            read_timeout_s=aws_read_timeout_s,
+        )
     raise UnsupportedPlatformError(f"platform {target.platform!r} has no endpoint client yet")
 
 
@@ -128,6 +176,7 @@ class _Progress:
         completed: int = 0,
         errors: int = 0,
         message: str | None = None,
+        client_bound: bool | None = None,
     ) -> None:
         if self.listener is None:
             return
@@ -142,6 +191,8 @@ class _Progress:
             total=None if point is None else point.total_requests,
             errors=errors,
             message=message,
+            request_rate_per_s=None if point is None else point.request_rate_per_s,
+            client_bound=client_bound,
         )
         try:
             self.listener(event)
@@ -161,7 +212,7 @@ class _Tally:
 
 def _failure_reason(point: LoadPoint, summary: LoadPointSummary) -> str:
     return (
-        f"all {summary.measured} requests at concurrency {point.concurrency}, bin {point.payload_bin} "
+        f"all {summary.measured} requests at {describe_load(point)}, bin {point.payload_bin} "
         f"failed: {summary.dominant_error_class} ({summary.sample_error_message})"
     )
 
@@ -172,12 +223,16 @@ async def run_branch(
     endpoint_url: str | None = None,
     on_progress: Callable[[ProgressEvent], None] | None = None,
     base_dir: Path | None = None,
+    flush_interval_s: float = FLUSH_INTERVAL_S,
+    flush_max_records: int = FLUSH_MAX_RECORDS,
 ) -> BranchOutcome:
     """Run one branch's sweep and account for it; the records are in storage before this returns.
 
     For an 'openai' target, ``endpoint_url`` (when given) replaces the target's URL; for an 'emulator'
     target it is required: the emulator's base URL, started by the caller. Endpoint failures become a
     'failed' outcome, never an exception; cancellation propagates after the records are flushed.
+    Records are written at least once per load point, and within one every ``flush_interval_s`` seconds
+    or ``flush_max_records`` requests.
     """
     started_epoch_s = time.time()
     points_total = spec.load_point_count
@@ -227,13 +282,50 @@ async def run_branch(
         writer = RecordWriter(spec.storage_root, spec.run_id, spec.branch_id)
         tally = _Tally()
         try:
-            failure = await _sweep(spec, client, prompts_by_bin, writer, progress, tally)
+            failure = await _sweep(
+                spec,
+                client,
+                prompts_by_bin,
+                writer,
+                progress,
+                tally,
+                flush_interval_s=flush_interval_s,
+                flush_max_records=flush_max_records,
+            )
         except Exception as exc:
             logger.exception("branch %s: the sweep failed", spec.branch_id)
             failure = f"runner error: {type(exc).__name__}: {exc}"
         return outcome(failure, tally, writer.rows_written)
     finally:
         await client.aclose()
+
+
+def load_points(spec: BranchSpec, prompts_by_bin: dict[str, list[Prompt]]) -> list[LoadPoint]:
+    """The sweep in order: each concurrency level across the bins, then each rate across the bins."""
+    load = spec.load
+    bins = spec.workload.bins
+
+    def point(concurrency: int | None, rate_per_s: float | None, label: str) -> LoadPoint:
+        return LoadPoint(
+            concurrency=concurrency,
+            request_rate_per_s=rate_per_s,
+            arrival=load.arrival,
+            max_in_flight=None if rate_per_s is None else load.max_in_flight,
+            seed=load.seed,
+            payload_bin=label,
+            prompts=prompts_by_bin[label],
+            params=spec.workload.inference,
+            timeout_s=load.request_timeout_s,
+            warmup_requests=load.warmup_requests,
+            warmup_s=load.warmup_s,
+            requests=load.requests_per_level,
+            duration_s=load.duration_s,
+            cooldown_requests=load.cooldown_requests,
+            cooldown_s=load.cooldown_s,
+        )
+
+    closed = [point(level, None, b.label) for level in load.concurrency for b in bins]
+    return closed + [point(None, rate, b.label) for rate in load.rates_per_s for b in bins]
 
 
 async def _sweep(
@@ -243,54 +335,67 @@ async def _sweep(
     writer: RecordWriter,
     progress: _Progress,
     tally: _Tally,
+    *,
+    flush_interval_s: float,
+    flush_max_records: int,
 ) -> str | None:
-    """Every load point in order; returns the failure reason of the point that stopped the sweep, if any."""
-    load = spec.load
+    """Every load point in order; returns the failure reason of the point that stopped the sweep, if any.
+
+    Only a load point whose measured requests all failed stops the sweep; any other failure is a record.
+    """
     clock = EpochClock.start()  # one anchor for the whole branch, so all its records share a time scale
     tokenizer = get_tokenizer(spec.workload.tokenizer)
     context = RecordContext.for_branch(spec)
-    points = [
-        LoadPoint(
-            concurrency=concurrency,
-            payload_bin=token_bin.label,
-            prompts=prompts_by_bin[token_bin.label],
-            params=spec.workload.inference,
-            timeout_s=load.request_timeout_s,
-            warmup_requests=load.warmup_requests,
-            requests=load.requests_per_level,
-            duration_s=load.duration_s,
-        )
-        for concurrency in load.concurrency
-        for token_bin in spec.workload.bins
-    ]
-    for index, point in enumerate(points):
+    for index, point in enumerate(load_points(spec, prompts_by_bin)):
         progress.emit("load_point_started", point=point, index=index)
-        loop = ClosedLoop(client, point, on_request_done=_request_listener(progress, point, index))
+
+        def write_part(part: PointPart, point: LoadPoint = point) -> None:
+            writer.extend(build_records(part.attempts, point, context, clock, tokenizer, part.check))
+            writer.flush()
+
+        point_run = LoadPointRun(
+            client,
+            point,
+            write_part=write_part,
+            limits=spec.load.client_check,
+            flush_interval_s=flush_interval_s,
+            flush_max_records=flush_max_records,
+            on_request_done=_request_listener(progress, point, index),
+        )
         try:
-            await loop.run()
+            result = await point_run.run()
         finally:
-            # Also on cancellation or a crash: what was measured is kept.
-            summary = summarize(loop.attempts)
+            # Also on cancellation or a crash: the requests that were made are accounted for.
+            summary = point_run.summary()
             tally.requests_attempted += summary.attempts
             tally.errors += summary.errors
-            writer.extend(build_records(loop.attempts, point, context, clock, tokenizer))
-            writer.flush()
+        check = result.check
+        message = f"max in flight {result.max_in_flight}"
+        if result.client_bound:
+            message += f"; client-bound: {'; '.join(result.reasons)}"
         progress.emit(
             "load_point_finished",
             point=point,
             index=index,
             completed=summary.attempts,
             errors=summary.errors,
-            message=f"max in flight {loop.max_in_flight}",
+            message=message,
+            client_bound=result.client_bound,
         )
-        logger.info(
-            "branch %s: concurrency %d, bin %s: %d requests, %d errors, max in flight %d",
+        lag_ms = "n/a" if check.schedule_lag_p99_s is None else f"{check.schedule_lag_p99_s * 1000:.2f} ms"
+        logger.log(
+            logging.WARNING if result.client_bound else logging.INFO,
+            "branch %s: %s, bin %s: %d requests, %d errors, max in flight %d, schedule lag p99 %s, "
+            "runner CPU %.2f of a core%s",
             spec.branch_id,
-            point.concurrency,
+            describe_load(point),
             point.payload_bin,
             summary.attempts,
             summary.errors,
-            loop.max_in_flight,
+            result.max_in_flight,
+            lag_ms,
+            check.runner_cpu_fraction,
+            f"; CLIENT-BOUND ({'; '.join(result.reasons)})" if result.client_bound else "",
         )
         if summary.all_measured_failed:
             return _failure_reason(point, summary)
@@ -320,8 +425,17 @@ def run_branch_sync(
     endpoint_url: str | None = None,
     on_progress: Callable[[ProgressEvent], None] | None = None,
     base_dir: Path | None = None,
+    flush_interval_s: float = FLUSH_INTERVAL_S,
+    flush_max_records: int = FLUSH_MAX_RECORDS,
 ) -> BranchOutcome:
     """For callers without an event loop (a Fargate entry point, the CLI)."""
     return asyncio.run(
-        run_branch(spec, endpoint_url=endpoint_url, on_progress=on_progress, base_dir=base_dir)
+        run_branch(
+            spec,
+            endpoint_url=endpoint_url,
+            on_progress=on_progress,
+            base_dir=base_dir,
+            flush_interval_s=flush_interval_s,
+            flush_max_records=flush_max_records,
+        )
     )

@@ -19,7 +19,9 @@ SELECTION_RULE = " ".join(
         "its p95 end-to-end latency is at most the SLO's p95 latency (when one is set)",
         "and its p95 time to first token is at most the SLO's p95 TTFT (when one is set;",
         "a load point without TTFT, e.g. not streamed, then does not meet it).",
-        "Among the load points of one payload bin that meet the SLO, the best is the one with",
+        "A client-bound load point (the runner fell behind its schedule or ran out of CPU,",
+        "so its figures describe the runner rather than the endpoint) is never chosen, whatever its figures.",
+        "Among the other load points of one payload bin that meet the SLO, the best is the one with",
         "the lowest price per transaction (an unknown price ranks last),",
         "then the most transactions per minute, then the lowest p95 latency.",
     ]
@@ -45,6 +47,18 @@ def meets_slo(metrics: pd.DataFrame, slo: Slo) -> pd.Series:
     if slo.p95_ttft_s is not None:
         qualifies &= metrics["ttft_p95_s"] <= slo.p95_ttft_s
     return qualifies.fillna(False).astype(bool)
+
+
+def is_client_bound(metrics: pd.DataFrame) -> pd.Series:
+    """One bool per metrics row; a frame without the column (older summaries) has none client-bound."""
+    if "client_bound" not in metrics.columns:
+        return pd.Series(False, index=metrics.index, dtype=bool)
+    return metrics["client_bound"].astype("boolean").fillna(False).astype(bool)
+
+
+def selectable(metrics: pd.DataFrame, slo: Slo) -> pd.Series:
+    """Rows the selection may choose: they meet the SLO and their client kept up."""
+    return meets_slo(metrics, slo) & ~is_client_bound(metrics)
 
 
 def _rank_key(row: pd.Series) -> tuple[Any, ...]:
@@ -78,6 +92,7 @@ def best_configuration(row: pd.Series) -> BestConfiguration:
         instance_type=get("instance_type"),
         instance_count=get("instance_count"),
         concurrency=get("concurrency"),
+        request_rate_per_s=get("request_rate_per_s"),
         error_rate=get("error_rate"),
         prompt_token_count_mean=get("prompt_tokens_mean"),
         prompt_token_throughput=get("prompt_token_throughput_per_s"),
@@ -95,8 +110,11 @@ def best_configuration(row: pd.Series) -> BestConfiguration:
 
 
 def best_in_bin(metrics: pd.DataFrame, slo: Slo, payload_bin: str) -> BestConfiguration | None:
-    """The best load point of one bin under the SLO, or None when no load point of the bin meets it."""
-    candidates = metrics[(metrics["payload_bin"] == payload_bin) & meets_slo(metrics, slo)]
+    """The best load point of one bin under the SLO, or None when no load point of the bin qualifies.
+
+    Client-bound load points are left out before ranking, so not even the cheapest of them can win.
+    """
+    candidates = metrics[(metrics["payload_bin"] == payload_bin) & selectable(metrics, slo)]
     if candidates.empty:
         return None
     best_row = min((row for _, row in candidates.iterrows()), key=_rank_key)

@@ -45,10 +45,16 @@ def _color(index: int) -> Any:
 
 
 def _load_label(row: Any) -> str:
+    """'c=4' or '2.5/s', with a dagger when the load point was client-bound (as in the report's tables)."""
     concurrency = row.concurrency
-    if concurrency is not None and not pd.isna(concurrency):
-        return f"c={int(concurrency)}"
-    return f"{row.request_rate_per_s:g}/s"
+    label = f"c={int(concurrency)}" if concurrency is not None and not pd.isna(concurrency) else None
+    label = label or f"{row.request_rate_per_s:g}/s"
+    return label + (" †" if _bound(row) else "")
+
+
+def _bound(row: Any) -> bool:
+    value = getattr(row, "client_bound", False)
+    return bool(value) if value is not None and not pd.isna(value) else False
 
 
 def _concurrency_axis(axes: Any, levels: list[int]) -> None:
@@ -199,6 +205,51 @@ def throughput_vs_concurrency_chart(
             axes.grid(True, alpha=0.3)
             axes.legend(fontsize=8)
         figure.suptitle(f"Throughput vs concurrency, bin {headline_bin}")
+    return target
+
+
+def throughput_vs_rate_chart(
+    metrics: pd.DataFrame, headline_bin: str | None, path: str | Path
+) -> Path | None:
+    """Open loop: whether the endpoint served the offered rate, and the latency a caller on schedule saw.
+
+    Achieved throughput is successes over the window; a point below the diagonal fell behind the offered
+    rate. Client-bound points are drawn hollow: there the runner, not the endpoint, fell behind.
+    """
+    data = metrics[metrics["payload_bin"] == headline_bin] if headline_bin is not None else metrics.iloc[0:0]
+    data = data[data["request_rate_per_s"].notna()]
+    if data.empty:
+        return None
+    target = Path(path)
+    colors = _branch_colors(sorted(data["target_name"].unique()))
+    with _figure(target, width_in=11.0, height_in=4.5, ncols=2) as (figure, (rate_axes, latency_axes)):
+        for name, group in data.groupby("target_name", sort=True):
+            group = group.sort_values("request_rate_per_s")
+            color = colors[str(name)]
+            achieved_per_s = group["transactions_per_minute"].astype(float) / 60.0
+            rate_axes.plot(group["request_rate_per_s"], achieved_per_s, "-", color=color, label=str(name))
+            latency_axes.plot(
+                group["request_rate_per_s"], group["latency_from_schedule_p95_s"], "-", color=color
+            )
+            bound = np.array([_bound(row) for row in group.itertuples()], dtype=bool)
+            latency_s = group["latency_from_schedule_p95_s"].astype(float)
+            for axes, values in ((rate_axes, achieved_per_s), (latency_axes, latency_s)):
+                offered = group["request_rate_per_s"].to_numpy(dtype=float)
+                figures = values.to_numpy(dtype=float)
+                axes.plot(offered[~bound], figures[~bound], "o", color=color)
+                axes.plot(offered[bound], figures[bound], "o", markerfacecolor="none", color=color)
+        top = float(data["request_rate_per_s"].max())
+        rate_axes.plot([0, top], [0, top], "--", color="grey", linewidth=1, label="achieved = offered")
+        rate_axes.set_title("Achieved vs offered rate")
+        rate_axes.set_xlabel("offered rate (requests per second)")
+        rate_axes.set_ylabel("successful requests per second")
+        latency_axes.set_title("p95 latency from the scheduled time")
+        latency_axes.set_xlabel("offered rate (requests per second)")
+        latency_axes.set_ylabel("end-to-end latency from schedule (s)")
+        for axes in (rate_axes, latency_axes):
+            axes.grid(True, alpha=0.3)
+        rate_axes.legend(fontsize=8)
+        figure.suptitle(f"Open loop, bin {headline_bin} (hollow marks: client-bound)")
     return target
 
 

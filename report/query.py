@@ -44,13 +44,23 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "itl_p50_s",
     "itl_p95_s",
     "itl_p99_s",
+    "latency_from_schedule_p50_s",
+    "latency_from_schedule_p95_s",
+    "latency_from_schedule_p99_s",
+    "ttft_from_schedule_p95_s",
     "prompt_tokens_mean",
     "completion_tokens_mean",
+    "prompt_tokens_local_diff_pct",
+    "completion_tokens_local_diff_pct",
     "prompt_token_throughput_per_s",
     "completion_token_throughput_per_s",
     "transactions_per_minute",
     "price_per_txn_usd",
     "price_per_1m_output_tokens_usd",
+    "schedule_lag_p50_s",
+    "schedule_lag_p99_s",
+    "runner_cpu_fraction",
+    "client_bound",
 )
 TTFT_SAMPLE_COLUMNS: tuple[str, ...] = ("branch_id", "target_name", "payload_bin", "concurrency", "ttft_s")
 SORT_COLUMNS = ["target_name", "payload_bin", "concurrency", "request_rate_per_s", "branch_id"]
@@ -147,6 +157,7 @@ _STRING_COLUMNS = frozenset(
 )
 _COUNT_COLUMNS = frozenset({"requests", "successes", "errors"})
 _NULLABLE_INT_COLUMNS = frozenset({"instance_count", "concurrency"})
+_BOOL_COLUMNS = frozenset({"client_bound"})
 
 
 def _dtype(column: str) -> str:
@@ -157,6 +168,8 @@ def _dtype(column: str) -> str:
         return "Int64"
     if column in _STRING_COLUMNS:
         return "str"
+    if column in _BOOL_COLUMNS:
+        return "bool"
     return "float64"
 
 
@@ -166,3 +179,52 @@ def _typed(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
 
 def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=_dtype(name)) for name in columns})
+
+
+# ---------------------------------------------------------------------------------------------- Athena
+
+
+def athena_query(query_name: str, run_id: str, branch_ids: list[str]) -> str:
+    """``report/sql/<query_name>.sql`` for Athena: the run id bound, the records restricted to ``branch_ids``.
+
+    The Glue table projects its ``run_id`` and ``branch_id`` partitions from injected values, so Athena runs
+    a query on it only when both are given as literals. The ``branch_id IN (...)`` condition is added to the
+    WHERE of every SELECT that reads the records table, on the syntax tree (values become escaped string
+    literals, never formatted into the text), and the result is written in the Trino dialect.
+    """
+    if not branch_ids:
+        raise QueryError("an Athena query on the records table needs at least one branch id")
+    tree = sqlglot.parse_one(bind_parameters(load_sql(query_name), "trino", run_id=run_id), read="trino")
+    tables = [table for table in tree.find_all(exp.Table) if table.name == "records" and not table.db]
+    if not tables:
+        raise QueryError(f"{query_name}.sql does not read the records table")
+    for table in tables:
+        select = table.find_ancestor(exp.Select)
+        if select is None:
+            raise QueryError(f"{query_name}.sql reads the records table outside a SELECT")
+        condition = exp.In(
+            this=exp.column("branch_id", table=table.alias_or_name),
+            expressions=[exp.Literal.string(branch_id) for branch_id in branch_ids],
+        )
+        select.where(condition, append=True, copy=False)
+    return tree.sql(dialect="trino", pretty=True)
+
+
+def athena_metrics_query(run_id: str, branch_ids: list[str]) -> str:
+    """The metrics query (metrics.sql) of one run's branches, as the workflow's Query state runs it."""
+    return athena_query("metrics", run_id, branch_ids)
+
+
+def athena_ttft_samples_query(run_id: str, branch_ids: list[str]) -> str:
+    """The TTFT samples query (ttft_samples.sql) of one run's branches, for the TTFT chart."""
+    return athena_query("ttft_samples", run_id, branch_ids)
+
+
+def typed_frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """``columns`` of ``frame`` with the report's dtypes, whichever engine produced it (DuckDB or Athena)."""
+    if frame.empty and not set(columns) <= set(frame.columns):
+        return _empty(columns)
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise QueryError(f"query result lacks column(s): {', '.join(missing)}")
+    return _typed(frame, columns)

@@ -23,6 +23,7 @@ from report.analysis import (
     SELECTION_RULE,
     Selection,
     headline_bin_label,
+    is_client_bound,
     meets_slo,
     python_value,
     select_best,
@@ -45,6 +46,7 @@ REPORT_HTML = "report.html"
 SUMMARY_PARQUET = "summary.parquet"
 RESULT_JSON = "result.json"
 NOT_AVAILABLE = "n/a"
+CLIENT_BOUND_MARK = "†"
 NO_OUTCOME_REASON = "no outcome was reported for this branch"
 
 
@@ -83,6 +85,12 @@ CHARTS: tuple[ChartSpec, ...] = (
         "ttft_distribution",
         "TTFT distribution",
         "Empirical CDF of time to first token per branch, successful streamed requests of all load points.",
+    ),
+    ChartSpec(
+        "throughput_vs_rate",
+        "Throughput vs offered rate",
+        "Open loop, bin {bin}: successful requests per second achieved against the rate offered (dashed: "
+        "achieved = offered), and p95 latency from the scheduled time; hollow marks are client-bound.",
     ),
     ChartSpec(
         "error_rate_vs_concurrency",
@@ -152,6 +160,16 @@ def _load_label(concurrency: Any, rate_per_s: Any) -> str:
     return NOT_AVAILABLE
 
 
+def _cores(value: Any) -> str:
+    value = python_value(value)
+    return NOT_AVAILABLE if value is None else f"{value:.2f}"
+
+
+def _signed_percent(value: Any) -> str:
+    value = python_value(value)
+    return NOT_AVAILABLE if value is None else f"{value:+.1f}%"
+
+
 def slo_text(slo: Slo | SloSummary) -> str:
     latency = f"<= {slo.p95_latency_s:g} s" if slo.p95_latency_s is not None else "no limit"
     ttft = f"<= {slo.p95_ttft_s:g} s" if slo.p95_ttft_s is not None else "no limit"
@@ -196,10 +214,14 @@ def _load_point_summary(row: pd.Series, qualifies: bool) -> LoadPointSummary:
         latency_p50_s=get("latency_p50_s"),
         latency_p95_s=get("latency_p95_s"),
         ttft_p95_s=get("ttft_p95_s"),
+        latency_from_schedule_p95_s=get("latency_from_schedule_p95_s"),
         transactions_per_minute=get("transactions_per_minute"),
         completion_token_throughput_per_s=get("completion_token_throughput_per_s"),
         price_per_txn_usd=get("price_per_txn_usd"),
         meets_slo=qualifies,
+        client_bound=bool(get("client_bound")),
+        schedule_lag_p99_s=get("schedule_lag_p99_s"),
+        runner_cpu_fraction=get("runner_cpu_fraction"),
     )
 
 
@@ -251,12 +273,14 @@ def _environment() -> jinja2.Environment:
 
 def _best_rows(best: BestConfiguration) -> list[tuple[str, str]]:
     """FMBench's vertical Information | Value table: its field names, with our units beside them."""
+    rate = [("`request_rate_per_s`", _number(best.request_rate_per_s))] if best.request_rate_per_s else []
     return [
         ("`experiment_name`", md(best.experiment_name)),
         ("`payload_file`", md(best.payload_file)),
         ("`instance_type`", md(best.instance_type)),
         ("`instance_count`", _number(best.instance_count)),
         ("`concurrency`", _number(best.concurrency)),
+        *rate,
         ("`error_rate`", _percent(best.error_rate)),
         ("`prompt_token_count_mean` (tokens)", _number(best.prompt_token_count_mean)),
         ("`prompt_token_throughput` (tokens/s)", _number(best.prompt_token_throughput)),
@@ -285,7 +309,7 @@ def _best_per_bin_rows(selection: Selection) -> list[list[str]]:
                 md(label),
                 md(best.experiment_name),
                 md(best.instance_type),
-                _load_label(best.concurrency, None),
+                _load_label(best.concurrency, best.request_rate_per_s),
                 _seconds(best.latency_p95),
                 _seconds(best.ttft_p95),
                 _number(best.transactions_per_minute),
@@ -317,24 +341,88 @@ def _branch_rows(results: list[BranchResult]) -> list[list[str]]:
 
 
 def _load_point_rows(points: pd.DataFrame) -> list[list[str]]:
+    bound = is_client_bound(points).tolist()
     return [
         [
-            _load_label(row["concurrency"], row["request_rate_per_s"]),
+            _load_label(row["concurrency"], row["request_rate_per_s"])
+            + (f" {CLIENT_BOUND_MARK}" if bound[position] else ""),
             md(row["payload_bin"]),
             str(python_value(row["requests"])),
             _percent(row["error_rate"]),
             _seconds(row["latency_p50_s"]),
             _seconds(row["latency_p95_s"]),
             _seconds(row["latency_p99_s"]),
+            _seconds(row["latency_from_schedule_p95_s"]),
             _seconds(row["ttft_p95_s"]),
             _seconds(row["tpot_p50_s"]),
             _number(row["transactions_per_minute"]),
             _number(row["completion_token_throughput_per_s"]),
             _usd(row["price_per_txn_usd"]),
+            _seconds(row["schedule_lag_p99_s"]),
+            _cores(row["runner_cpu_fraction"]),
             "yes" if row["meets_slo"] else "no",
         ]
-        for _, row in points.iterrows()
+        for position, (_, row) in enumerate(points.iterrows())
     ]
+
+
+def _client_bound_text(points: pd.DataFrame, suite: Suite) -> str:
+    """The sentence under the per-load-point tables when some load point's client could not keep up.
+
+    The remedy depends on the cause: a busy runner needs more CPU or less work, while in an open loop
+    with max_in_flight a backlog at the cap means the endpoint did not keep up within the cap.
+    """
+    count = int(is_client_bound(points).sum())
+    if not count:
+        return ""
+    load = suite.load
+    check = load.client_check
+    remedy = "Rerun it on a larger runner, with fewer branches in parallel, or at a lower load."
+    if load.rates_per_s and load.max_in_flight is not None:
+        remedy = (
+            "Where its runner CPU stayed low in an open loop, the lag is arrivals waiting for the "
+            f"`max_in_flight` cap of {load.max_in_flight}: the endpoint did not keep up with the offered "
+            "rate within that many requests in flight (its queueing shows in the latency from schedule), and "
+            "raising the cap or lowering the rate measures it. Otherwise rerun it on a larger runner, with "
+            "fewer branches in parallel, or at a lower load."
+        )
+    return (
+        f"**{CLIENT_BOUND_MARK} Client-bound** ({count} load point{'s' if count != 1 else ''}): the runner "
+        f"did not send its requests on schedule (p99 schedule lag above {check.max_schedule_lag_p99_s:g} s) "
+        f"or used more than {check.max_runner_cpu_fraction:g} of a CPU core, so these figures do not show "
+        f"the endpoint's limit, and such a load point is never chosen as the best configuration. {remedy}"
+    )
+
+
+def _token_rows(points: pd.DataFrame) -> list[list[str]]:
+    """Load points where the server reported token counts, with their disagreement from the tokenizer."""
+    compared = points[
+        points["prompt_tokens_local_diff_pct"].notna() | points["completion_tokens_local_diff_pct"].notna()
+    ]
+    return [
+        [
+            md(row["target_name"]),
+            _load_label(row["concurrency"], row["request_rate_per_s"]),
+            md(row["payload_bin"]),
+            _signed_percent(row["prompt_tokens_local_diff_pct"]),
+            _signed_percent(row["completion_tokens_local_diff_pct"]),
+        ]
+        for _, row in compared.iterrows()
+    ]
+
+
+def _no_best_hint(metrics: pd.DataFrame, suite: Suite, headline_bin: str | None) -> str:
+    if metrics.empty:
+        return "No branch produced measured results."
+    in_bin = metrics[metrics["payload_bin"] == headline_bin]
+    bound_but_met = int((meets_slo(in_bin, suite.slo) & is_client_bound(in_bin)).sum())
+    hint = "See the results per load point below for how far each branch is from it."
+    if bound_but_met:
+        hint = (
+            f"{bound_but_met} load point(s) of this bin met the SLO but were client-bound, so they cannot "
+            f"be recommended: rerun them with a runner that keeps up. {hint}"
+        )
+    return hint
 
 
 def render_markdown(
@@ -342,9 +430,10 @@ def render_markdown(
     metrics: pd.DataFrame,
     chart_files: dict[str, str],
     selection: Selection,
-    cost_per_transactions: int,
+    suite: Suite,
 ) -> str:
     """report.md. ``chart_files`` maps chart name -> the image reference to write (a relative file name)."""
+    cost_per_transactions = suite.report.cost_per_transactions
     status_counts = {
         s: sum(b.status == s for b in document.branches) for s in ("succeeded", "partial", "failed")
     }
@@ -371,11 +460,7 @@ def render_markdown(
         for spec in CHARTS
         if spec.name in chart_files
     ]
-    no_best_hint = (
-        "No branch produced measured results."
-        if metrics.empty
-        else "See the results per load point below for how far each branch is from it."
-    )
+    no_best_hint = _no_best_hint(metrics, suite, document.headline_bin)
     context = {
         "title": document.title,
         "run_id": document.run_id,
@@ -390,6 +475,8 @@ def render_markdown(
         "selection_rule": document.selection_rule,
         "branch_rows": _branch_rows(document.branches),
         "load_point_tables": tables,
+        "client_bound_text": _client_bound_text(metrics, suite),
+        "token_rows": _token_rows(metrics),
         "charts": chart_entries,
     }
     return _environment().get_template("report.md.j2").render(**context)
@@ -440,6 +527,7 @@ def draw_charts(
         "throughput_vs_concurrency": lambda path: charts.throughput_vs_concurrency_chart(
             metrics, headline_bin, path
         ),
+        "throughput_vs_rate": lambda path: charts.throughput_vs_rate_chart(metrics, headline_bin, path),
         "ttft_distribution": lambda path: charts.ttft_distribution_chart(samples, path),
         "error_rate_vs_concurrency": lambda path: charts.error_rate_vs_concurrency_chart(
             metrics, headline_bin, path
@@ -516,9 +604,7 @@ def build_report(
     )
 
     chart_refs = {name: path.name for name, path in chart_paths.items()}
-    markdown_text = render_markdown(
-        document, points, chart_refs, selection, suite.report.cost_per_transactions
-    )
+    markdown_text = render_markdown(document, points, chart_refs, selection, suite)
     (out / REPORT_MD).write_text(markdown_text, encoding="utf-8")
     html_text = render_html(markdown_text, document.title, {path.name: path for path in chart_paths.values()})
     (out / REPORT_HTML).write_text(html_text, encoding="utf-8")

@@ -41,6 +41,9 @@ class BestConfiguration(_ResultModel):
     concurrency: int | None = Field(
         description="Concurrent requests (closed loop); null in request-rate mode."
     )
+    request_rate_per_s: float | None = Field(
+        description="Offered requests per second (open loop); null in concurrency mode."
+    )
     error_rate: float = Field(ge=0, le=1, description="Failed / measured requests (0..1).")
     prompt_token_count_mean: float | None = Field(description="Mean prompt tokens of successful requests.")
     prompt_token_throughput: float | None = Field(description="Prompt tokens per second of the window.")
@@ -80,15 +83,28 @@ class LoadPointSummary(_ResultModel):
         description="Offered requests per second; null in concurrency mode."
     )
     payload_bin: str
-    requests: int = Field(ge=0, description="Measured requests (warm-up excluded).")
+    requests: int = Field(ge=0, description="Measured requests (warm-up and cool-down excluded).")
     error_rate: float = Field(ge=0, le=1)
     latency_p50_s: float | None
     latency_p95_s: float | None
     ttft_p95_s: float | None
+    latency_from_schedule_p95_s: float | None = Field(
+        description="95th percentile of end-to-end latency from the scheduled time (queueing included), s."
+    )
     transactions_per_minute: float | None
     completion_token_throughput_per_s: float | None
     price_per_txn_usd: float | None
-    meets_slo: bool
+    meets_slo: bool = Field(description="The load point's figures meet the SLO (client check aside).")
+    client_bound: bool = Field(
+        description="The runner could not keep up (schedule lag or CPU over the suite's client_check): "
+        "the figures describe the runner, not the endpoint, and the load point is never the best."
+    )
+    schedule_lag_p99_s: float | None = Field(
+        description="99th percentile of send time minus scheduled time of the measured requests, s."
+    )
+    runner_cpu_fraction: float | None = Field(
+        description="Runner process CPU time / wall time over the load point (1.0 = one core busy)."
+    )
 
 
 class BranchResult(_ResultModel):
@@ -107,6 +123,11 @@ class BranchResult(_ResultModel):
     load_points_planned: int = Field(ge=0)
     load_points_completed: int = Field(ge=0)
     load_points: list[LoadPointSummary]
+    deployment_s: float | None = Field(
+        default=None,
+        description="Seconds from endpoint creation to InService, for endpoints the workflow deployed; "
+        "null otherwise (existing endpoints, Bedrock, local runs).",
+    )
 
 
 class Artifacts(_ResultModel):

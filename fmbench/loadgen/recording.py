@@ -1,19 +1,21 @@
-"""Turns the engine's raw attempts into request records, after the load point rather than during it."""
+"""Turns the engine's raw attempts into request records, part by part, off the engine's hot path."""
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fmbench.endpoints.base import InvocationResult
+from fmbench.loadgen.points import MEASURED, WARMUP, LoadPoint, Phase
 from fmbench.payloads import Prompt
 from fmbench.records import RequestRecord
 from fmbench.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
-    from fmbench.loadgen.closed_loop import LoadPoint
+    from fmbench.loadgen.selfcheck import SelfCheck
     from fmbench.loadgen.timebase import EpochClock
     from fmbench.plan import BranchSpec
 
@@ -28,10 +30,22 @@ class Attempt:
     """What the engine keeps per request while the load point runs: no conversion, no token counting."""
 
     seq: int
-    is_warmup: bool
+    phase: Phase
     scheduled_perf_s: float
     prompt: Prompt
     result: InvocationResult
+
+    @property
+    def is_warmup(self) -> bool:
+        return self.phase == WARMUP
+
+    @property
+    def is_measured(self) -> bool:
+        return self.phase == MEASURED
+
+    @property
+    def schedule_lag_s(self) -> float:
+        return self.result.send_perf_s - self.scheduled_perf_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +80,9 @@ class RecordContext:
         )
 
 
-def request_id_for(branch_id: str, concurrency: int, payload_bin: str, seq: int) -> str:
-    return f"{branch_id}-c{concurrency}-{payload_bin}-{seq:06d}"
+def request_id_for(branch_id: str, load_label: str, payload_bin: str, seq: int) -> str:
+    """Unique within a branch: ``load_label`` is 'c4' (concurrency 4) or 'r2.5' (2.5 requests per second)."""
+    return f"{branch_id}-{load_label}-{payload_bin}-{seq:06d}"
 
 
 def build_record(
@@ -76,12 +91,15 @@ def build_record(
     context: RecordContext,
     clock: EpochClock,
     tokenizer: Tokenizer,
+    check: SelfCheck | None = None,
 ) -> RequestRecord:
     """Token counts come from the server's usage when it gave them, else from the workload's tokenizer.
 
-    The prompt's local count is the one ``build_payloads`` made with the workload's tokenizer on the same
-    text, so it is reused rather than recounted. A failed request gets a local completion count only from
-    the server (a partial answer's count would look like a real output length).
+    The ``*_local`` counts are always the tokenizer's, so that where the server reported counts the two
+    can be compared. The prompt's local count is the one ``build_payloads`` made with the workload's
+    tokenizer on the same text, so it is reused rather than recounted. A failed request gets a completion
+    count only from the server (a partial answer's count would look like a real output length).
+    ``check`` is the client self-check of the part of the load point the attempt was written in.
     """
     result = attempt.result
     to_epoch_s = clock.to_epoch_s
@@ -90,18 +108,20 @@ def build_record(
     chunks = result.chunk_perf_s
     ok = result.status == "ok"
 
+    prompt_tokens_local = attempt.prompt.prompt_tokens
+    completion_tokens_local = tokenizer.count(result.text) if ok else None
     prompt_tokens = result.usage_prompt_tokens
     completion_tokens = result.usage_completion_tokens
     from_server = 0
     local = 0
     if prompt_tokens is None:
-        prompt_tokens = attempt.prompt.prompt_tokens
+        prompt_tokens = prompt_tokens_local
         local += 1
     else:
         from_server += 1
     if completion_tokens is None:
         if ok:
-            completion_tokens = tokenizer.count(result.text)
+            completion_tokens = completion_tokens_local
             local += 1
     else:
         from_server += 1
@@ -125,25 +145,33 @@ def build_record(
         load_mode=point.load_mode,
         concurrency=point.concurrency,
         request_rate_per_s=point.request_rate_per_s,
+        arrival=None if point.request_rate_per_s is None else point.arrival,
+        max_in_flight=point.max_in_flight,
         payload_bin=point.payload_bin,
-        request_id=request_id_for(context.branch_id, point.concurrency, point.payload_bin, attempt.seq),
+        request_id=request_id_for(context.branch_id, point.load_label, point.payload_bin, attempt.seq),
         prompt_id=attempt.prompt.record_id,
-        is_warmup=attempt.is_warmup,
+        phase=attempt.phase,
         scheduled_epoch_s=to_epoch_s(attempt.scheduled_perf_s),
         send_epoch_s=to_epoch_s(send_perf_s),
         first_token_epoch_s=None if first_perf_s is None else to_epoch_s(first_perf_s),
         end_epoch_s=to_epoch_s(result.end_perf_s),
+        schedule_lag_s=send_perf_s - attempt.scheduled_perf_s,
         ttft_s=None if first_perf_s is None else first_perf_s - send_perf_s,
         latency_s=result.end_perf_s - send_perf_s,
         itl_s=[later - earlier for earlier, later in itertools.pairwise(chunks)],
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         token_source=token_source,
+        prompt_tokens_local=prompt_tokens_local,
+        completion_tokens_local=completion_tokens_local,
         status=result.status,
         error_class=result.error_class,
         http_status=result.http_status,
         error_message=result.error_message,
         response_text=result.text if ok else (result.text or None),
+        runner_cpu_fraction=None if check is None else check.runner_cpu_fraction,
+        runner_cpu_count=None if check is None else check.runner_cpu_count,
+        client_bound=False if check is None else check.client_bound,
     )
 
 
@@ -153,8 +181,9 @@ def build_records(
     context: RecordContext,
     clock: EpochClock,
     tokenizer: Tokenizer,
+    check: SelfCheck | None = None,
 ) -> list[RequestRecord]:
-    return [build_record(attempt, point, context, clock, tokenizer) for attempt in attempts]
+    return [build_record(attempt, point, context, clock, tokenizer, check) for attempt in attempts]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,21 +202,55 @@ class LoadPointSummary:
         return self.measured > 0 and self.measured_errors == self.measured
 
 
+@dataclass(slots=True)
+class LoadPointTally:
+    """The counts behind ``LoadPointSummary``, added up part by part as a long load point is flushed."""
+
+    attempts: int = 0
+    errors: int = 0
+    measured: int = 0
+    measured_errors: int = 0
+    error_classes: Counter[str] = field(default_factory=Counter)
+    measured_error_classes: Counter[str] = field(default_factory=Counter)
+    first_messages: dict[tuple[bool, str], str | None] = field(default_factory=dict)
+
+    def add(self, attempts: Iterable[Attempt]) -> None:
+        for attempt in attempts:
+            self.attempts += 1
+            measured = attempt.is_measured
+            self.measured += measured
+            result = attempt.result
+            if result.status != "error":
+                continue
+            error_class = result.error_class or "unknown"
+            self.errors += 1
+            self.error_classes[error_class] += 1
+            self.first_messages.setdefault((False, error_class), result.error_message)
+            if measured:
+                self.measured_errors += 1
+                self.measured_error_classes[error_class] += 1
+                self.first_messages.setdefault((True, error_class), result.error_message)
+
+    def summary(self) -> LoadPointSummary:
+        """The dominant error class is taken over measured failures (all failures if none was measured)."""
+        from_measured = bool(self.measured_error_classes)
+        classes = self.measured_error_classes if from_measured else self.error_classes
+        dominant = None
+        sample = None
+        if classes:
+            dominant = classes.most_common(1)[0][0]
+            sample = self.first_messages[(from_measured, dominant)]
+        return LoadPointSummary(
+            attempts=self.attempts,
+            errors=self.errors,
+            measured=self.measured,
+            measured_errors=self.measured_errors,
+            dominant_error_class=dominant,
+            sample_error_message=sample,
+        )
+
+
 def summarize(attempts: list[Attempt]) -> LoadPointSummary:
-    """The dominant error class is taken over measured failures (all failures if none was measured)."""
-    measured = [a for a in attempts if not a.is_warmup]
-    measured_failures = [a.result for a in measured if a.result.status == "error"]
-    failures = measured_failures or [a.result for a in attempts if a.result.status == "error"]
-    dominant = None
-    sample = None
-    if failures:
-        dominant = Counter(f.error_class for f in failures).most_common(1)[0][0]
-        sample = next(f.error_message for f in failures if f.error_class == dominant)
-    return LoadPointSummary(
-        attempts=len(attempts),
-        errors=sum(1 for a in attempts if a.result.status == "error"),
-        measured=len(measured),
-        measured_errors=len(measured_failures),
-        dominant_error_class=dominant,
-        sample_error_message=sample,
-    )
+    tally = LoadPointTally()
+    tally.add(attempts)
+    return tally.summary()

@@ -5,6 +5,7 @@
 -- ranks (Hyndman-Fan type 7, numpy's default); Athena's built-in percentile function is approximate, so unused.
 -- A load point is (branch_id, load_mode, concurrency, request_rate_per_s, payload_bin); concurrency and
 -- request_rate_per_s may be NULL, so they are grouped (NULLs group together) and joined NULL-safely.
+-- The window is the rows of phase 'measured'; warm-up and cool-down rows are recorded but never counted.
 WITH measured AS (
     SELECT
         branch_id,
@@ -21,14 +22,20 @@ WITH measured AS (
         payload_bin,
         send_epoch_s,
         end_epoch_s,
+        schedule_lag_s,
         ttft_s,
         latency_s,
         itl_s,
         prompt_tokens,
         completion_tokens,
+        token_source,
+        prompt_tokens_local,
+        completion_tokens_local,
+        runner_cpu_fraction,
+        client_bound,
         status = 'ok' AS is_success
     FROM records
-    WHERE run_id = :run_id AND is_warmup = false
+    WHERE run_id = :run_id AND phase = 'measured'
 ),
 
 point_totals AS (
@@ -54,7 +61,19 @@ point_totals AS (
         avg(CASE WHEN is_success THEN CAST(completion_tokens AS DOUBLE) END) AS completion_tokens_mean,
         coalesce(sum(CASE WHEN is_success THEN CAST(prompt_tokens AS DOUBLE) END), 0) AS prompt_tokens_total,
         coalesce(sum(CASE WHEN is_success THEN CAST(completion_tokens AS DOUBLE) END), 0)
-            AS completion_tokens_total
+            AS completion_tokens_total,
+        -- Server count vs the local tokenizer's, where the server reported both counts.
+        avg(
+            CASE WHEN is_success AND token_source = 'server' AND prompt_tokens_local > 0
+                THEN (CAST(prompt_tokens AS DOUBLE) - prompt_tokens_local) / prompt_tokens_local END
+        ) * 100 AS prompt_tokens_local_diff_pct,
+        avg(
+            CASE WHEN is_success AND token_source = 'server' AND completion_tokens_local > 0
+                THEN (CAST(completion_tokens AS DOUBLE) - completion_tokens_local) / completion_tokens_local END
+        ) * 100 AS completion_tokens_local_diff_pct,
+        -- Client self-check: rows of one part carry the same figures; a long point may have several parts.
+        max(runner_cpu_fraction) AS runner_cpu_fraction,
+        bool_or(client_bound) AS client_bound
     FROM measured
     GROUP BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin
 ),
@@ -81,6 +100,22 @@ samples AS (
     FROM measured AS m
     CROSS JOIN UNNEST(m.itl_s) AS gap (itl_value)
     WHERE m.is_success AND gap.itl_value IS NOT NULL
+    UNION ALL
+    -- From the scheduled time: what a caller arriving on schedule waited, client-side queueing included.
+    SELECT branch_id, load_mode, concurrency, request_rate_per_s, payload_bin,
+        'latency_from_schedule' AS metric_name, latency_s + schedule_lag_s AS sample_value
+    FROM measured
+    WHERE is_success
+    UNION ALL
+    SELECT branch_id, load_mode, concurrency, request_rate_per_s, payload_bin,
+        'ttft_from_schedule' AS metric_name, ttft_s + schedule_lag_s AS sample_value
+    FROM measured
+    WHERE is_success AND ttft_s IS NOT NULL
+    UNION ALL
+    -- Schedule lag is the client's, so it is taken over every measured request, failed ones included.
+    SELECT branch_id, load_mode, concurrency, request_rate_per_s, payload_bin,
+        'schedule_lag' AS metric_name, schedule_lag_s AS sample_value
+    FROM measured
 ),
 
 ranked AS (
@@ -157,7 +192,25 @@ pivoted AS (
         max(CASE WHEN metric_name = 'tpot' AND quantile_name = 'p95' THEN quantile_value END) AS tpot_p95_s,
         max(CASE WHEN metric_name = 'itl' AND quantile_name = 'p50' THEN quantile_value END) AS itl_p50_s,
         max(CASE WHEN metric_name = 'itl' AND quantile_name = 'p95' THEN quantile_value END) AS itl_p95_s,
-        max(CASE WHEN metric_name = 'itl' AND quantile_name = 'p99' THEN quantile_value END) AS itl_p99_s
+        max(CASE WHEN metric_name = 'itl' AND quantile_name = 'p99' THEN quantile_value END) AS itl_p99_s,
+        max(
+            CASE WHEN metric_name = 'latency_from_schedule' AND quantile_name = 'p50' THEN quantile_value END
+        ) AS latency_from_schedule_p50_s,
+        max(
+            CASE WHEN metric_name = 'latency_from_schedule' AND quantile_name = 'p95' THEN quantile_value END
+        ) AS latency_from_schedule_p95_s,
+        max(
+            CASE WHEN metric_name = 'latency_from_schedule' AND quantile_name = 'p99' THEN quantile_value END
+        ) AS latency_from_schedule_p99_s,
+        max(
+            CASE WHEN metric_name = 'ttft_from_schedule' AND quantile_name = 'p95' THEN quantile_value END
+        ) AS ttft_from_schedule_p95_s,
+        max(
+            CASE WHEN metric_name = 'schedule_lag' AND quantile_name = 'p50' THEN quantile_value END
+        ) AS schedule_lag_p50_s,
+        max(
+            CASE WHEN metric_name = 'schedule_lag' AND quantile_name = 'p99' THEN quantile_value END
+        ) AS schedule_lag_p99_s
     FROM percentiles
     GROUP BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin
 ),
@@ -202,13 +255,23 @@ SELECT
     p.itl_p50_s,
     p.itl_p95_s,
     p.itl_p99_s,
+    p.latency_from_schedule_p50_s,
+    p.latency_from_schedule_p95_s,
+    p.latency_from_schedule_p99_s,
+    p.ttft_from_schedule_p95_s,
     c.prompt_tokens_mean,
     c.completion_tokens_mean,
+    c.prompt_tokens_local_diff_pct,
+    c.completion_tokens_local_diff_pct,
     c.prompt_tokens_total / nullif(c.window_s, 0) AS prompt_token_throughput_per_s,
     c.completion_tokens_total / nullif(c.window_s, 0) AS completion_token_throughput_per_s,
     CAST(c.successes AS DOUBLE) / nullif(c.window_s, 0) * 60 AS transactions_per_minute,
     c.window_cost_usd / nullif(c.successes, 0) AS price_per_txn_usd,
-    c.window_cost_usd / nullif(c.completion_tokens_total, 0) * 1000000 AS price_per_1m_output_tokens_usd
+    c.window_cost_usd / nullif(c.completion_tokens_total, 0) * 1000000 AS price_per_1m_output_tokens_usd,
+    p.schedule_lag_p50_s,
+    p.schedule_lag_p99_s,
+    c.runner_cpu_fraction,
+    c.client_bound
 FROM costed AS c
 LEFT JOIN pivoted AS p
     ON p.branch_id = c.branch_id

@@ -7,5 +7,5 @@ SELECT
     concurrency,
     ttft_s
 FROM records
-WHERE run_id = :run_id AND is_warmup = false AND status = 'ok' AND ttft_s IS NOT NULL
+WHERE run_id = :run_id AND phase = 'measured' AND status = 'ok' AND ttft_s IS NOT NULL
 ORDER BY target_name, payload_bin, concurrency, ttft_s

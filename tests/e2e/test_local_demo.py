@@ -115,4 +115,4 @@ def test_every_request_attempted_is_a_record(demo_run: tuple[Path, subprocess.Co
     assert table.num_rows == 3 * 2 * 2 * 17
     assert sum(b["records_written"] for b in result["branches"]) == table.num_rows
     assert sum(b["requests_attempted"] for b in result["branches"]) == table.num_rows
-    assert table.column("is_warmup").to_pylist().count(True) == 3 * 2 * 2
+    assert table.column("phase").to_pylist().count("warmup") == 3 * 2 * 2

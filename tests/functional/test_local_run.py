@@ -32,7 +32,11 @@ def test_failing_and_unreachable_branches_do_not_stop_the_others(tmp_path: Path)
             "targets": [
                 {"name": "healthy", "platform": "emulator", "emulator": FAST},
                 {"name": "broken", "platform": "emulator", "emulator": {**FAST, "error_500_rate": 1.0}},
-                {"name": "gone", "platform": "openai", "endpoint_url": f"http://127.0.0.1:{closed_port()}/v1"},
+                {
+                    "name": "gone",
+                    "platform": "openai",
+                    "endpoint_url": f"http://127.0.0.1:{closed_port()}/v1",
+                },
             ],
             "workload": {"bins": [{"min_tokens": 50, "max_tokens": 500}], "inference": {"max_new_tokens": 6}},
             "load": {"concurrency": [1, 2], "requests_per_level": 4, "request_timeout_s": 5},
@@ -87,3 +91,52 @@ def test_fmbench_load_benchmarks_an_openai_endpoint_and_prints_a_summary(tmp_pat
     assert set(table.column("model").to_pylist()) == {"served-model"}  # discovered from /v1/models
     assert set(table.column("completion_tokens").to_pylist()) == {6}
     assert set(table.column("token_source").to_pylist()) == {"server"}
+
+
+def test_fmbench_load_sweeps_request_rates_for_a_duration(tmp_path: Path) -> None:
+    # Constant arrivals 1/16 s and 1/32 s apart (exact in binary): after 2 warm-up arrivals the 0.5 s
+    # window holds 8 arrivals at 16/s and 16 at 32/s.
+    with EmulatorProcess(EmulatorSettings(port=0, model="served-model", **FAST)) as emulator:
+        completed = subprocess.run(
+            [
+                sys.executable, "-m", "fmbench.cli", "load",
+                "--url", f"{emulator.url}/v1",
+                "--rate", "16,32",
+                "--arrival", "constant",
+                "--max-in-flight", "8",
+                "--duration", "0.5",
+                "--warmup", "2",
+                "--max-tokens", "6",
+                "--out", str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    lines = completed.stdout.splitlines()
+    table = [line for line in lines if line.startswith("│") and ("16/s" in line or "32/s" in line)]
+    assert len(table) == 2
+    assert all(line.rstrip(" │").endswith(("ok", "BOUND †")) for line in table)
+    best = next(line for line in lines if line.startswith(("Best under the SLO", "No configuration met")))
+    assert (
+        best.startswith("No configuration met")
+        or " at 16 requests/s: " in best
+        or " at 32 requests/s: " in best
+    )
+    assert " on None " not in best
+    records = ds.dataset(tmp_path / "records", format="parquet", partitioning="hive").to_table().to_pylist()
+    assert len(records) == (2 + 8) + (2 + 16)
+    assert {(r["load_mode"], r["concurrency"], r["arrival"], r["max_in_flight"]) for r in records} == {
+        ("rate", None, "constant", 8)
+    }
+    assert sorted({r["request_rate_per_s"] for r in records}) == [16.0, 32.0]
+    measured = [r for r in records if r["phase"] == "measured"]
+    assert len(measured) == 8 + 16
+    result = json.loads((tmp_path / "result.json").read_text())
+    (branch,) = result["branches"]
+    assert [(p["request_rate_per_s"], p["requests"]) for p in branch["load_points"]] == [
+        (16.0, 8),
+        (32.0, 16),
+    ]
+    assert all(isinstance(p["client_bound"], bool) for p in branch["load_points"])

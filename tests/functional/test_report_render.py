@@ -99,7 +99,7 @@ def synthesize_branch(branch: BranchSpec, root: str) -> BranchOutcome:
                         payload_bin=bin_spec.label,
                         request_id=f"{bin_spec.label}-{concurrency}-{index}",
                         prompt_id=None,
-                        is_warmup=False,
+                        phase="measured",
                         scheduled_epoch_s=send_s,
                         send_epoch_s=send_s,
                         first_token_epoch_s=send_s + latency_s / 5,
@@ -252,6 +252,7 @@ def test_result_json_has_no_nan_and_matches_the_schema(
         "payload_file",
         "instance_type",
         "concurrency",
+        "request_rate_per_s",
         "error_rate",
         "prompt_token_count_mean",
         "prompt_token_throughput",
@@ -334,3 +335,86 @@ def test_metric_definitions_are_the_same_in_docs_and_report() -> None:
     between = re.search(r"<!-- definitions:start -->\n(.*?)<!-- definitions:end -->", docs, re.DOTALL)
     assert between is not None
     assert between.group(1) == definitions
+
+
+def test_client_bound_rate_points_are_marked_and_never_best(tmp_path: Path) -> None:
+    """Rate mode: the cheapest load point (40 req/s) was client-bound, so 10 req/s is the best."""
+    data = suite_data(
+        targets=[suite_data()["targets"][0]],
+        workload={"bins": [{"min_tokens": 50, "max_tokens": 500}]},
+        load={"rates_per_s": [10, 40], "max_in_flight": 8, "requests_per_level": REQUESTS_PER_LEVEL},
+    )
+    suite = validate_suite_data(data)
+    root = str(tmp_path / "storage")
+    plan = plan_suite(suite, storage_root=root, run_id="rates")
+    (branch,) = plan.branches
+    writer = RecordWriter(root, plan.run_id, branch.branch_id)
+    for rate, bound, lag_s in ((10.0, False, 0.001), (40.0, True, 0.4)):
+        for index in range(REQUESTS_PER_LEVEL):
+            scheduled_s = 1_700_000_000.0 + rate * 100 + index / rate
+            writer.append(
+                RequestRecord(
+                    suite_name=branch.suite_name,
+                    target_name=branch.target.name,
+                    platform="openai",
+                    model=None,
+                    container=None,
+                    instance_type=branch.instance_type,
+                    instance_count=1,
+                    instance_price_per_hour_usd=branch.instance_price_per_hour_usd,
+                    api="chat",
+                    load_mode="rate",
+                    concurrency=None,
+                    request_rate_per_s=rate,
+                    arrival="poisson",
+                    max_in_flight=8,
+                    payload_bin="50-500",
+                    request_id=f"r{rate:g}-{index}",
+                    prompt_id=None,
+                    phase="measured",
+                    scheduled_epoch_s=scheduled_s,
+                    send_epoch_s=scheduled_s + lag_s,
+                    schedule_lag_s=lag_s,
+                    first_token_epoch_s=scheduled_s + lag_s + 0.1,
+                    end_epoch_s=scheduled_s + lag_s + 1.0,
+                    ttft_s=0.1,
+                    latency_s=1.0,
+                    prompt_tokens=110,
+                    completion_tokens=100,
+                    token_source="server",
+                    prompt_tokens_local=100,
+                    completion_tokens_local=100,
+                    runner_cpu_fraction=0.2,
+                    runner_cpu_count=2,
+                    client_bound=bound,
+                )
+            )
+        writer.flush()
+    outcome = BranchOutcome(
+        branch_id=branch.branch_id,
+        status="succeeded",
+        requests_attempted=writer.rows_written,
+        records_written=writer.rows_written,
+        load_points_planned=2,
+        load_points_completed=2,
+    )
+    document = generate_report(plan, [outcome], root, tmp_path / "reports")
+    (result,) = document.branches
+    assert [(p.request_rate_per_s, p.client_bound, p.meets_slo) for p in result.load_points] == [
+        (10.0, False, True),
+        (40.0, True, True),
+    ]
+    assert result.load_points[1].schedule_lag_p99_s == pytest.approx(0.4)
+    assert result.load_points[1].latency_from_schedule_p95_s == pytest.approx(1.4)
+    assert result.load_points[0].price_per_txn_usd > result.load_points[1].price_per_txn_usd
+    assert document.best is not None
+    assert (document.best.concurrency, document.best.request_rate_per_s) == (None, 10.0)
+    assert "client-bound" in document.selection_rule
+    text = (tmp_path / "reports" / "report.md").read_text(encoding="utf-8")
+    assert "| 40 req/s † | 50-500 |" in text and "| 10 req/s | 50-500 |" in text
+    assert "**† Client-bound** (1 load point)" in text
+    assert "`max_in_flight` cap of 8" in text
+    assert "| `request_rate_per_s` | 10 |" in text
+    assert "## Token counts: server vs local tokenizer" in text
+    assert "| small | 10 req/s | 50-500 | +10.0% | +0.0% |" in text
+    assert "throughput_vs_rate" in document.artifacts.charts

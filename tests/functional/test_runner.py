@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections import Counter
 from pathlib import Path
@@ -18,7 +19,6 @@ from fmbench.records import RECORD_SCHEMA
 from fmbench.runner import (
     BranchSetupError,
     ProgressEvent,
-    UnsupportedPlatformError,
     make_client,
     run_branch,
 )
@@ -80,11 +80,11 @@ async def test_a_branch_writes_one_row_per_request_per_load_point(tmp_path: Path
     rows = read_records(tmp_path)
     assert len(rows) == expected_rows
     assert {(r["run_id"], r["branch_id"]) for r in rows} == {("run-1", spec.branch_id)}
-    assert Counter((r["concurrency"], r["is_warmup"]) for r in rows) == {
-        (1, True): WARMUP,
-        (1, False): REQUESTS,
-        (4, True): WARMUP,
-        (4, False): REQUESTS,
+    assert Counter((r["concurrency"], r["phase"]) for r in rows) == {
+        (1, "warmup"): WARMUP,
+        (1, "measured"): REQUESTS,
+        (4, "warmup"): WARMUP,
+        (4, "measured"): REQUESTS,
     }
     assert len({r["request_id"] for r in rows}) == expected_rows
     for row in rows:
@@ -121,7 +121,7 @@ async def test_a_branch_writes_one_row_per_request_per_load_point(tmp_path: Path
         (1, 0, 14, 14, 0),
         (4, 1, 14, 14, 0),
     ]
-    assert finished[1].message == "max in flight 4"
+    assert finished[1].message is not None and finished[1].message.startswith("max in flight 4")
 
 
 async def test_a_load_point_that_only_fails_stops_the_branch_and_keeps_its_records(tmp_path: Path) -> None:
@@ -182,16 +182,7 @@ async def test_a_cancelled_branch_flushes_the_requests_it_had_started(tmp_path: 
     ] * 3
 
 
-def test_platforms_without_a_client_are_refused_clearly(tmp_path: Path) -> None:
-    data = {
-        "name": "bedrock-test",
-        "targets": [{"name": "br", "platform": "bedrock", "model_id": "anthropic.claude"}],
-        "workload": {"bins": [{"min_tokens": 50, "max_tokens": 500}]},
-        "load": {"concurrency": [1], "requests_per_level": 1},
-    }
-    (spec,) = plan_suite(validate_suite_data(data), storage_root=str(tmp_path)).branches
-    with pytest.raises(UnsupportedPlatformError, match="bedrock"):
-        make_client(spec)
+def test_an_emulator_branch_without_its_url_is_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(BranchSetupError, match="endpoint_url"):
         make_client(branch(tmp_path))
 
@@ -219,3 +210,98 @@ async def test_a_missing_api_key_variable_fails_the_branch(
         "failed",
         "environment variable FMBENCH_TEST_KEY (api_key_env) is not set",
     )
+
+
+async def test_a_rate_sweep_writes_rate_mode_records(tmp_path: Path) -> None:
+    # Constant arrivals at 32 and 64 per second, 1/32 s and 1/64 s apart (exact in binary): 2 warm-up
+    # arrivals, then 12 measured, then 2 in cool-down, at both rates.
+    spec = branch(
+        tmp_path,
+        concurrency=[],
+        rates_per_s=[32, 64],
+        arrival="constant",
+        max_in_flight=8,
+        requests_per_level=12,
+        warmup_requests=2,
+        cooldown_requests=2,
+    )
+    events: list[ProgressEvent] = []
+    async with emulator_for(spec) as url:
+        outcome = await run_branch(spec, endpoint_url=url, on_progress=events.append)
+    assert (outcome.status, outcome.reason) == ("succeeded", None)
+    rows = read_records(tmp_path)
+    assert len(rows) == outcome.requests_attempted == outcome.records_written == 2 * 16
+    assert Counter((r["request_rate_per_s"], r["phase"]) for r in rows) == {
+        (32.0, "warmup"): 2,
+        (32.0, "measured"): 12,
+        (32.0, "cooldown"): 2,
+        (64.0, "warmup"): 2,
+        (64.0, "measured"): 12,
+        (64.0, "cooldown"): 2,
+    }
+    for row in rows:
+        assert (row["load_mode"], row["concurrency"], row["arrival"], row["max_in_flight"]) == (
+            "rate",
+            None,
+            "constant",
+            8,
+        )
+        assert row["status"] == "ok", row
+        assert row["schedule_lag_s"] == pytest.approx(
+            row["send_epoch_s"] - row["scheduled_epoch_s"], abs=1e-6
+        )
+        assert 0 <= row["schedule_lag_s"] < 1.0
+        assert (row["prompt_tokens_local"], row["completion_tokens_local"]) == (
+            row["prompt_tokens"],
+            row["completion_tokens"],
+        )  # the emulator counts with the same tokenizer
+        assert row["runner_cpu_count"] >= 1 and row["runner_cpu_fraction"] >= 0
+        assert row["request_id"].startswith(f"{spec.branch_id}-r{row['request_rate_per_s']:g}-50-500-")
+    for rate in (32.0, 64.0):
+        point = [r for r in rows if r["request_rate_per_s"] == rate]
+        scheduled = sorted(r["scheduled_epoch_s"] for r in point)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(scheduled)]
+        assert gaps == pytest.approx([1 / rate] * 15, abs=1e-6)  # the schedule, not the send times
+        assert len({(r["client_bound"], r["runner_cpu_fraction"]) for r in point}) == 1
+    finished = [e for e in events if e.kind == "load_point_finished"]
+    assert [(e.concurrency, e.request_rate_per_s, e.completed) for e in finished] == [
+        (None, 32.0, 16),
+        (None, 64.0, 16),
+    ]
+    assert all(e.client_bound is not None for e in finished)
+
+
+async def test_a_long_rate_point_is_flushed_in_parts(tmp_path: Path) -> None:
+    spec = branch(tmp_path, concurrency=[], rates_per_s=[64], requests_per_level=None, duration_s=0.5)
+    async with emulator_for(spec) as url:
+        outcome = await run_branch(spec, endpoint_url=url, flush_interval_s=0.1)
+    assert outcome.status == "succeeded"
+    folder = tmp_path / "records" / "run_id=run-1" / f"branch_id={spec.branch_id}"
+    assert len(list(folder.glob("part-*.parquet"))) >= 3  # one load point, written as it ran
+    rows = read_records(tmp_path)
+    assert len(rows) == outcome.requests_attempted == outcome.records_written
+    assert len({r["request_id"] for r in rows}) == len(rows)
+    assert Counter(r["phase"] for r in rows)["measured"] >= 10
+
+
+async def test_faults_in_an_open_loop_are_records_and_the_point_completes(tmp_path: Path) -> None:
+    faults = {"error_500_rate": 0.1, "error_429_rate": 0.1, "hang_rate": 0.1, "cut_stream_rate": 0.1}
+    spec = branch(
+        tmp_path,
+        {**faults, "seed": 3},
+        concurrency=[],
+        rates_per_s=[64],
+        requests_per_level=40,
+        request_timeout_s=0.4,
+    )
+    async with emulator_for(spec) as url:
+        outcome = await run_branch(spec, endpoint_url=url)
+    assert (outcome.status, outcome.load_points_completed) == ("succeeded", 1)
+    rows = read_records(tmp_path)
+    assert len(rows) == outcome.requests_attempted == outcome.records_written == 40 + WARMUP
+    errors = Counter(r["error_class"] for r in rows if r["status"] == "error")
+    assert set(errors) <= {"http_5xx", "http_429", "timeout", "stream_cut"} and len(errors) >= 3
+    for row in rows:
+        assert row["latency_s"] < 0.4 + 0.2  # no request outlived its timeout
+        if row["error_class"] == "timeout":
+            assert row["latency_s"] == pytest.approx(0.4, abs=0.1)

@@ -67,6 +67,7 @@ def metrics_row(**overrides: Any) -> dict[str, Any]:
         transactions_per_minute=60.0,
         price_per_txn_usd=0.001,
         price_per_1m_output_tokens_usd=20.0,
+        client_bound=False,
     )
     row.update(overrides)
     return row
@@ -128,6 +129,36 @@ def test_lowest_price_wins() -> None:
         ),  # misses SLO
     )
     assert chosen(metrics, Slo(p95_latency_s=2.0)) == ("b-0002", 4)
+
+
+def test_a_client_bound_load_point_is_never_best_even_if_cheapest() -> None:
+    metrics = frame(
+        metrics_row(branch_id="a-0001", concurrency=64, price_per_txn_usd=0.0001, client_bound=True),
+        metrics_row(branch_id="a-0001", concurrency=8, price_per_txn_usd=0.002),
+        metrics_row(
+            branch_id="b-0002",
+            concurrency=None,
+            request_rate_per_s=40.0,
+            load_mode="rate",
+            price_per_txn_usd=0.00005,
+            client_bound=True,
+        ),
+    )
+    assert meets_slo(metrics, Slo()).tolist() == [True, True, True]  # the SLO figures alone would pass
+    assert chosen(metrics, Slo()) == ("a-0001", 8)
+    only_bound = frame(metrics_row(client_bound=True), metrics_row(concurrency=2, client_bound=True))
+    assert select_best(only_bound, Slo(), bins=["big"], headline_bin="big").best is None
+    assert "client-bound" in SELECTION_RULE and "never chosen" in SELECTION_RULE
+
+
+def test_a_rate_mode_best_names_its_rate() -> None:
+    metrics = frame(
+        metrics_row(branch_id="r-0001", concurrency=None, request_rate_per_s=12.5, load_mode="rate"),
+        metrics_row(branch_id="c-0002", concurrency=4, price_per_txn_usd=0.01),
+    )
+    best = select_best(metrics, Slo(), bins=["big"], headline_bin="big").best
+    assert best is not None
+    assert (best.branch_id, best.concurrency, best.request_rate_per_s) == ("r-0001", None, 12.5)
 
 
 def test_price_tie_goes_to_more_transactions_then_lower_latency() -> None:
@@ -209,6 +240,7 @@ def test_best_configuration_uses_fmbench_field_names() -> None:
         "instance_type": "ml.g5.2xlarge",
         "instance_count": 2,
         "concurrency": 8,
+        "request_rate_per_s": None,
         "error_rate": 0.05,
         "prompt_token_count_mean": 100.0,
         "prompt_token_throughput": 100.0,

@@ -16,6 +16,7 @@ from fmbench.config import (
     load_suite,
     validate_suite_data,
 )
+from fmbench.plan import plan_suite
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,3 +186,56 @@ def test_non_mapping_and_bad_yaml(tmp_path: Path) -> None:
         load_suite(bad)
     assert caught.value.problems[0].path == "(file)"
     assert "line 2" in caught.value.problems[0].reason
+
+
+# ------------------------------------------------------------------------------------ open-loop load plan
+
+
+def load_with(**load: Any) -> dict[str, Any]:
+    return suite_with(load={"requests_per_level": 10, **load})
+
+
+def test_rates_and_concurrency_run_as_separate_sweeps() -> None:
+    suite = validate_suite_data(load_with(concurrency=[1, 8], rates_per_s=[2.5, 10], max_in_flight=16))
+    (branch,) = plan_suite(suite, storage_root="(none)", run_id="r").branches
+    assert branch.load_point_count == 4  # (2 levels + 2 rates) x 1 bin
+    assert (suite.load.arrival, suite.load.seed, suite.load.max_in_flight) == ("poisson", 0, 16)
+    assert suite.load.connection_pool_size == 16  # the cap, above the highest concurrency
+    assert suite.load.client_check.max_schedule_lag_p99_s == 0.05
+    assert suite.load.client_check.max_runner_cpu_fraction == 0.9
+    rate_only = validate_suite_data(load_with(rates_per_s=[10], request_timeout_s=30)).load
+    assert rate_only.concurrency == []
+    assert rate_only.connection_pool_size == 600  # uncapped: twice the arrivals of one request timeout
+
+
+def test_open_loop_settings_without_rates_are_refused_by_field() -> None:
+    problems = problems_of(load_with(concurrency=[1], max_in_flight=4, arrival="constant"))
+    assert set(problems) == {"load.max_in_flight", "load.arrival"}
+    assert problems["load.max_in_flight"].startswith("applies to rates_per_s (open loop) only")
+
+
+def test_a_phase_is_counted_or_timed_not_both() -> None:
+    problems = problems_of(
+        load_with(concurrency=[1], warmup_requests=2, warmup_s=5, cooldown_requests=1, cooldown_s=5)
+    )
+    assert problems == {
+        "load.warmup_s": "give warmup_requests or warmup_s, not both",
+        "load.cooldown_s": "give cooldown_requests or cooldown_s, not both",
+    }
+    timed = validate_suite_data(load_with(rates_per_s=[1], warmup_s=5, cooldown_requests=3)).load
+    assert timed.requests_per_point is None
+    counted = validate_suite_data(load_with(rates_per_s=[1], warmup_requests=2, cooldown_requests=3)).load
+    assert counted.requests_per_point == 15
+
+
+def test_a_load_plan_needs_levels_or_rates_and_sane_rates() -> None:
+    assert problems_of(load_with()) == {
+        "load": "give concurrency (closed loop), rates_per_s (open loop), or both"
+    }
+    problems = problems_of(load_with(rates_per_s=[0, 5]))
+    assert problems == {"load.rates_per_s": "rates must be above 0 and at most 100000 requests per second"}
+    assert problems_of(load_with(rates_per_s=[5, 5])) == {"load.rates_per_s": "rates must be unique"}
+    problems = problems_of(
+        load_with(rates_per_s=[5], arrival="bursty", client_check={"max_runner_cpu_fraction": -1})
+    )
+    assert set(problems) == {"load.arrival", "load.client_check.max_runner_cpu_fraction"}

@@ -158,12 +158,12 @@ async def test_warmup_requests_are_flagged_and_counted_apart() -> None:
     await loop.run()
     records = records_of(loop)
     assert len(records) == 13
-    assert sorted(r.request_id for r in records if r.is_warmup) == [
+    assert sorted(r.request_id for r in records if r.phase == "warmup") == [
         "emu-12345678-c2-small-000000",
         "emu-12345678-c2-small-000001",
         "emu-12345678-c2-small-000002",
     ]
-    assert sum(not r.is_warmup for r in records) == 10
+    assert sum(r.phase == "measured" for r in records) == 10
     assert {r.concurrency for r in records} == {2}
     summary = summarize(loop.attempts)
     assert (summary.attempts, summary.measured, summary.errors) == (13, 10, 0)
@@ -284,7 +284,7 @@ async def test_times_share_one_anchor_and_derive_from_perf_counter() -> None:
 
 async def test_non_streaming_records_have_no_ttft_or_gaps() -> None:
     result = InvocationResult(send_perf_s=1.0, end_perf_s=1.5, text="x y", usage_completion_tokens=2)
-    attempt = Attempt(seq=0, is_warmup=False, scheduled_perf_s=1.0, prompt=PROMPTS[0], result=result)
+    attempt = Attempt(seq=0, phase="measured", scheduled_perf_s=1.0, prompt=PROMPTS[0], result=result)
     params = InferenceParameters(stream=False)
     no_stream = LoadPoint(1, "small", PROMPTS, params, 5.0, requests=1)
     (record,) = build_records([attempt], no_stream, CONTEXT, EpochClock(0.0, 0.0), get_tokenizer("simple"))
@@ -301,7 +301,7 @@ def test_summary_names_the_dominant_error_of_the_measured_window() -> None:
         result = InvocationResult(send_perf_s=0.0, end_perf_s=1.0)
         if error_class:
             result.fail(error_class, f"{error_class} #{seq}")
-        return Attempt(seq, warmup, 0.0, PROMPTS[0], result)
+        return Attempt(seq, "warmup" if warmup else "measured", 0.0, PROMPTS[0], result)
 
     attempts = [attempt(0, True, None), attempt(1, False, TIMEOUT), attempt(2, False, HTTP_5XX)]
     attempts += [attempt(3, False, HTTP_5XX)]
@@ -318,6 +318,11 @@ def test_summary_names_the_dominant_error_of_the_measured_window() -> None:
         ({"requests": 3, "duration_s": 1.0}, "exactly one"),
         ({"requests": 3, "prompts": []}, "no prompts"),
         ({"requests": 3, "concurrency": 0}, "at least 1"),
+        ({"requests": 3, "concurrency": None}, "exactly one of concurrency or request_rate_per_s"),
+        ({"requests": 3, "request_rate_per_s": 5.0}, "exactly one of concurrency or request_rate_per_s"),
+        ({"requests": 3, "max_in_flight": 2}, "only caps an open loop"),
+        ({"requests": 3, "warmup_requests": 2, "warmup_s": 1.0}, "not both"),
+        ({"requests": 3, "cooldown_s": 0.0}, "above 0"),
     ],
 )
 def test_load_point_rejects_impossible_plans(kwargs: dict[str, object], problem: str) -> None:

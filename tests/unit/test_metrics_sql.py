@@ -45,7 +45,7 @@ def make_record(**overrides: Any) -> RequestRecord:
         "payload_bin": "50-500",
         "request_id": "r",
         "prompt_id": None,
-        "is_warmup": False,
+        "phase": "measured",
         "scheduled_epoch_s": 0.0,
         "send_epoch_s": 0.0,
         "first_token_epoch_s": None,
@@ -73,8 +73,14 @@ BRANCHES = [
 BINS = ["50-500", "500-2000"]
 
 
+WARMUP_ROWS = 3
+COOLDOWN_ROWS = 2
+
+
 def random_records(rng: np.random.Generator) -> dict[str, list[RequestRecord]]:
-    """Records per branch exercising every rule: warm-up, errors, non-streaming, NULL price, NULL keys."""
+    """Records per branch exercising every rule: warm-up and cool-down, errors, non-streaming, NULL price,
+    NULL keys, schedule lag, token counts from either source, and self-check figures that differ between
+    the parts a long load point is written in."""
     by_branch: dict[str, list[RequestRecord]] = {}
     for branch_id, target, instance_type, count, price, mode, levels, streaming_share in BRANCHES:
         records = []
@@ -83,9 +89,22 @@ def random_records(rng: np.random.Generator) -> dict[str, list[RequestRecord]]:
             for bin_label in BINS:
                 measured = int(rng.integers(1, 30))
                 all_fail = branch_id == "alpha-1111" and concurrency == 8 and bin_label == "500-2000"
-                for index in range(measured + 3):
-                    is_warmup = index < 3
+                total = WARMUP_ROWS + measured + COOLDOWN_ROWS
+                split = int(rng.integers(0, total + 1))  # rows before it were written in an earlier part
+                parts = [
+                    (float(rng.uniform(0.05, 1.2)), bool(rng.random() < 0.3)),
+                    (float(rng.uniform(0.05, 1.2)), bool(rng.random() < 0.3)),
+                ]
+                for index in range(total):
+                    phase = (
+                        "warmup"
+                        if index < WARMUP_ROWS
+                        else "cooldown"
+                        if index >= WARMUP_ROWS + measured
+                        else "measured"
+                    )
                     send_s = clock_s + float(rng.uniform(0, 20))
+                    lag_s = float(rng.exponential(0.004 if rate is None else 0.05))
                     latency_s = float(rng.lognormal(0.0, 0.6))
                     ok = not all_fail and rng.random() > 0.15
                     streaming = rng.random() < streaming_share
@@ -94,8 +113,21 @@ def random_records(rng: np.random.Generator) -> dict[str, list[RequestRecord]]:
                     gaps = (
                         [float(g) for g in rng.exponential(0.02, int(rng.integers(0, 12)))] if ttft_s else []
                     )
-                    if is_warmup:
-                        latency_s *= 50  # warm-up rows would move every figure if they were counted
+                    prompt = int(rng.integers(50, 2000))
+                    source = str(rng.choice(["server", "tokenizer", "mixed"]))
+                    prompt_local = prompt if source == "tokenizer" else prompt + int(rng.integers(-20, 21))
+                    completion_local = None
+                    if ok and completion is not None:
+                        completion_local = (
+                            completion
+                            if source == "tokenizer"
+                            else max(0, completion + int(rng.integers(-9, 10)))
+                        )
+                    cpu_fraction, bound = parts[0] if index < split else parts[1]
+                    if phase != "measured":
+                        latency_s *= 50  # rows outside the window would move every figure if counted
+                        lag_s *= 50
+                        cpu_fraction, bound = 7.5, True
                     records.append(
                         make_record(
                             target_name=target,
@@ -105,18 +137,27 @@ def random_records(rng: np.random.Generator) -> dict[str, list[RequestRecord]]:
                             load_mode=mode,
                             concurrency=concurrency,
                             request_rate_per_s=rate,
+                            arrival=None if rate is None else "poisson",
+                            max_in_flight=None if rate is None else 16,
                             payload_bin=bin_label,
                             request_id=f"{branch_id}-{concurrency}-{rate}-{bin_label}-{index}",
-                            is_warmup=is_warmup,
-                            scheduled_epoch_s=send_s,
+                            phase=phase,
+                            scheduled_epoch_s=send_s - lag_s,
                             send_epoch_s=send_s,
                             end_epoch_s=send_s + latency_s,
+                            schedule_lag_s=lag_s,
                             latency_s=latency_s,
                             ttft_s=ttft_s,
                             itl_s=gaps,
-                            prompt_tokens=int(rng.integers(50, 2000)) if ok else None,
+                            prompt_tokens=prompt if ok else None,
                             completion_tokens=completion,
+                            token_source=source,
+                            prompt_tokens_local=prompt_local,
+                            completion_tokens_local=completion_local,
                             status="ok" if ok else "error",
+                            runner_cpu_fraction=cpu_fraction,
+                            runner_cpu_count=2,
+                            client_bound=bound,
                         )
                     )
                 clock_s += 100.0
@@ -139,7 +180,7 @@ def numpy_metrics(by_branch: dict[str, list[RequestRecord]]) -> pd.DataFrame:
     rows = []
     for branch_id, records in by_branch.items():
         frame = pd.DataFrame([dataclasses.asdict(r) for r in records])
-        frame = frame[~frame["is_warmup"]]
+        frame = frame[frame["phase"] == "measured"]
         keys = ["load_mode", "concurrency", "request_rate_per_s", "payload_bin"]
         for key, point in frame.groupby(keys, dropna=False):
             ok = point[point["status"] == "ok"]
@@ -150,11 +191,23 @@ def numpy_metrics(by_branch: dict[str, list[RequestRecord]]) -> pd.DataFrame:
             long = streamed[streamed["completion_tokens"] > 1]
             tpot = ((long["latency_s"] - long["ttft_s"]) / (long["completion_tokens"] - 1)).to_numpy(float)
             itl = np.array([gap for gaps in ok["itl_s"] for gap in gaps], dtype=float)
+            latency_from_schedule = (ok["latency_s"] + ok["schedule_lag_s"]).to_numpy(float)
+            ttft_from_schedule = (streamed["ttft_s"] + streamed["schedule_lag_s"]).to_numpy(float)
+            lag = point["schedule_lag_s"].to_numpy(float)  # every measured request, failed ones too
+            from_server = ok[ok["token_source"] == "server"]
             successes = len(ok)
             completion_total = float(ok["completion_tokens"].sum())
             price = point["instance_price_per_hour_usd"].iloc[0]
             cost_usd = None if pd.isna(price) else price / 3600 * point["instance_count"].iloc[0] * window_s
             row: dict[str, Any] = dict(zip(keys, key, strict=True))
+            for count in ("prompt_tokens", "completion_tokens"):
+                pairs = from_server[from_server[f"{count}_local"] > 0]
+                diffs = (pairs[count] - pairs[f"{count}_local"]) / pairs[f"{count}_local"] * 100
+                row[f"{count}_local_diff_pct"] = float(diffs.mean()) if len(diffs) else None
+            row.update(
+                runner_cpu_fraction=float(point["runner_cpu_fraction"].max()),
+                client_bound=bool(point["client_bound"].any()),
+            )
             row.update(
                 branch_id=branch_id,
                 target_name=point["target_name"].iloc[0],
@@ -179,6 +232,9 @@ def numpy_metrics(by_branch: dict[str, list[RequestRecord]]) -> pd.DataFrame:
                 ("ttft", ttft, ("p50", "p95", "p99")),
                 ("tpot", tpot, ("p50", "p95")),
                 ("itl", itl, ("p50", "p95", "p99")),
+                ("latency_from_schedule", latency_from_schedule, ("p50", "p95", "p99")),
+                ("ttft_from_schedule", ttft_from_schedule, ("p95",)),
+                ("schedule_lag", lag, ("p50", "p99")),
             ):
                 for name in wanted:
                     value = float(np.percentile(values, QUANTILES[name])) if len(values) else None
@@ -228,11 +284,28 @@ def test_sql_matches_numpy_for_every_figure(random_run: tuple[pd.DataFrame, pd.D
             where = f"{_point_key(row)} {column}"
             if _is_null(exp_value):
                 assert _is_null(got), f"{where}: expected NULL, got {got}"
+            elif isinstance(exp_value, bool | np.bool_):
+                assert isinstance(got, bool | np.bool_) and got == exp_value, where
             elif isinstance(exp_value, str):
                 assert got == exp_value, where
             else:
                 assert got == pytest.approx(float(exp_value), rel=1e-9, abs=1e-12), where
     assert not expected_by_key
+
+
+def test_self_check_columns_cover_both_verdicts_in_both_modes(
+    random_run: tuple[pd.DataFrame, pd.DataFrame, str],
+) -> None:
+    actual, _, _ = random_run
+    assert actual["client_bound"].dtype == bool
+    for mode in ("concurrency", "rate"):
+        rows = actual[actual["load_mode"] == mode]
+        assert set(rows["client_bound"]) == {True, False}, mode
+        assert rows["schedule_lag_p99_s"].notna().all()
+        served = rows[rows["successes"] > 0]
+        assert (served["latency_from_schedule_p50_s"] >= served["latency_p50_s"]).all()
+    # Rows outside the window carry 7.5 (CPU) and True (bound); none of that may leak into a load point.
+    assert (actual["runner_cpu_fraction"] <= 1.2).all()
 
 
 def test_branch_columns_are_carried_and_null_price_gives_null_costs(
@@ -299,7 +372,7 @@ def test_ttft_samples_are_successful_measured_streamed_requests(
 
 
 def test_hand_computed_load_point(tmp_path: Any) -> None:
-    """Four successes, one error, one warm-up: every figure worked out on paper."""
+    """Four successes, one error, one warm-up, one cool-down: every figure worked out on paper."""
     common = {
         "instance_count": 2,
         "instance_price_per_hour_usd": 3.6,
@@ -307,28 +380,51 @@ def test_hand_computed_load_point(tmp_path: Any) -> None:
         "completion_tokens": 5,
     }
     latencies_s = [4.0, 3.0, 2.0, 1.0]
+    lags_s = [0.1, 0.2, 0.3, 0.4]
     gaps = [[0.1, 0.2], [0.3], [], [0.4, 0.5, 0.6]]
+    # Server counts vs the tokenizer's: only rows whose counts both came from the server are compared.
+    sources = ["server", "server", "mixed", "tokenizer"]
+    prompt_local = [8, 25, 1, 40]
+    completion_local = [4, 5, 1, 5]
     records = [
         make_record(
             request_id=f"ok-{i}",
             send_epoch_s=100.0 + i,
             end_epoch_s=100.0 + i + latency_s,
+            schedule_lag_s=lags_s[i],
             latency_s=latency_s,
             ttft_s=latency_s / 10,
             itl_s=gaps[i],
             prompt_tokens=10 * (i + 1),
+            token_source=sources[i],
+            prompt_tokens_local=prompt_local[i],
+            completion_tokens_local=completion_local[i],
+            runner_cpu_fraction=0.25,
             **common,
         )
         for i, latency_s in enumerate(latencies_s)
     ]
     records.append(
         make_record(
-            request_id="err", send_epoch_s=102.0, end_epoch_s=108.0, latency_s=6.0, status="error", **common
+            request_id="err",
+            send_epoch_s=102.0,
+            end_epoch_s=108.0,
+            schedule_lag_s=0.5,
+            latency_s=6.0,
+            status="error",
+            runner_cpu_fraction=0.5,  # written in a later part of the load point
+            **common,
+        )
+    )
+    outside = {"latency_s": 500.0, "schedule_lag_s": 100.0, "runner_cpu_fraction": 0.99, "client_bound": True}
+    records.append(
+        make_record(
+            request_id="warm", phase="warmup", send_epoch_s=0.0, end_epoch_s=500.0, **outside, **common
         )
     )
     records.append(
         make_record(
-            request_id="warm", is_warmup=True, send_epoch_s=0.0, end_epoch_s=500.0, latency_s=500.0, **common
+            request_id="cool", phase="cooldown", send_epoch_s=103.0, end_epoch_s=603.0, **outside, **common
         )
     )
     writer = RecordWriter(str(tmp_path), "hand", "hand-0001")
@@ -361,9 +457,20 @@ def test_hand_computed_load_point(tmp_path: Any) -> None:
         "transactions_per_minute": 30.0,
         "price_per_txn_usd": 0.004,  # 3.6 $/h = 0.001 $/s x 2 instances x 8 s / 4
         "price_per_1m_output_tokens_usd": 800.0,  # 0.016 $ / 20 tokens x 1e6
+        # latency + lag = 4.1, 3.2, 2.3, 1.4; sorted 1.4 2.3 3.2 4.1
+        "latency_from_schedule_p50_s": 2.75,
+        "latency_from_schedule_p95_s": 3.965,  # rank 2.85: 3.2 + 0.85 x 0.9
+        "latency_from_schedule_p99_s": 4.073,  # rank 2.97: 3.2 + 0.97 x 0.9
+        "ttft_from_schedule_p95_s": 0.5,  # ttft + lag = 0.4 + 0.1, 0.3 + 0.2, ...: all 0.5
+        "schedule_lag_p50_s": 0.3,  # the error's lag counts: 0.1 .. 0.5
+        "schedule_lag_p99_s": 0.496,  # rank 3.96: 0.4 + 0.96 x 0.1
+        "runner_cpu_fraction": 0.5,  # the busier part; warm-up and cool-down rows are outside the window
+        "prompt_tokens_local_diff_pct": 2.5,  # (10 - 8) / 8 = +25 %, (20 - 25) / 25 = -20 %
+        "completion_tokens_local_diff_pct": 12.5,  # (5 - 4) / 4 = +25 %, (5 - 5) / 5 = 0 %
     }
     for column, value in expected.items():
         assert row[column] == pytest.approx(value, rel=1e-12), column
+    assert row["client_bound"] is False or row["client_bound"] == np.False_  # only outside rows were bound
 
 
 def test_single_success_is_every_percentile(tmp_path: Any) -> None:

@@ -115,3 +115,14 @@ def test_simple_tokenizer_counts_words_and_punctuation() -> None:
     assert SimpleTokenizer().count("") == 0
     with pytest.raises(TokenizerError):
         get_tokenizer("gpt-magic")
+
+
+def test_a_branch_spec_round_trips_through_json_with_all_its_defaults() -> None:
+    """The runner and the workflow read specs that the planner wrote: dump -> load must give the same spec."""
+    from fmbench.plan import BranchSpec
+
+    closed = make_suite()
+    opened = make_suite(load={"rates_per_s": [2.0, 4.0], "arrival": "constant", "requests_per_level": 8})
+    for suite in (closed, opened):
+        for spec in plan_suite(suite, storage_root="/tmp/a", run_id="r1").branches:
+            assert BranchSpec.model_validate_json(spec.model_dump_json()) == spec
