@@ -403,13 +403,19 @@ def test_make_client_builds_a_sagemaker_client_from_the_target(tmp_path: Path) -
     assert isinstance(override, SageMakerClient) and override.endpoint_url == "http://127.0.0.1:10"
 
 
-def test_make_client_needs_an_endpoint_name(tmp_path: Path) -> None:
+def test_a_deployed_endpoint_is_called_by_the_name_the_plan_derived(tmp_path: Path) -> None:
+    from fmbench.cloud.sagemaker import resource_names
+
     spec = sagemaker_spec(
         tmp_path,
         {"model_source": {"hf_model_id": "org/model"}, "instance_type": "ml.g5.2xlarge", "container": "lmi"},
     )
-    with pytest.raises(BranchSetupError, match="no endpoint_name"):
-        make_client(spec)
+    client = make_client(spec)
+    assert isinstance(client, SageMakerClient)
+    assert client.endpoint_name == resource_names("run-1", spec.branch_id).endpoint
+    assert client.endpoint_name.startswith("fmb-")
+    with pytest.raises(BranchSetupError, match="no endpoint to call"):
+        make_client(spec.model_copy(update={"sagemaker_endpoint_name": None}))
 
 
 async def test_a_sagemaker_branch_writes_records_with_server_token_counts(tmp_path: Path) -> None:
