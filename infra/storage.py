@@ -1,20 +1,26 @@
 """Results storage: the S3 bucket, the Glue catalog over the request records, and the Athena workgroup."""
 
 import re
+from collections.abc import Sequence
 from typing import Final
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_athena as athena
 from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
-from constructs import Construct
+from constructs import Construct, IConstruct
 
+from infra.nag import acknowledge_wildcard_resources
 from infra.record_columns import RECORD_COLUMNS, RECORD_PARTITION_KEYS
 
 # Key prefixes of the storage layout (DESIGN.md, contract 4); other constructs scope grants with them.
 RECORDS_PREFIX: Final = "records/"
 REPORTS_PREFIX: Final = "reports/"
 ATHENA_RESULTS_PREFIX: Final = "athena-results/"
+# Written by the plan (one branch spec per branch) and by the runners (one outcome per branch).
+SPECS_PREFIX: Final = "specs/"
+OUTCOMES_PREFIX: Final = "outcomes/"
 RECORDS_TABLE_NAME: Final = "records"
 
 # Pinned so the SQL in report/sql (Trino dialect) never runs on an older engine a workgroup defaults to.
@@ -140,6 +146,120 @@ class Storage(Construct):
                 ),
             ),
         )
+
+    @property
+    def workgroup_arn(self) -> str:
+        return Stack.of(self).format_arn(
+            service="athena", resource="workgroup", resource_name=self.workgroup.ref
+        )
+
+    def grant_prefixes(
+        self,
+        grantee: iam.IGrantable,
+        *,
+        read: Sequence[str] = (),
+        write: Sequence[str] = (),
+        list_any_prefix: bool = False,
+    ) -> None:
+        """Object access under key prefixes of the results bucket, and listing of those prefixes.
+
+        Listing is granted with the objects because S3 answers a read of a missing key with 403 instead
+        of 404 to a caller that may not list, and the record writer lists its branch's parts before
+        numbering the next one. `list_any_prefix` is for a reader that must tell "not written" from
+        "denied" for keys it reads one by one (S3 does not apply `s3:prefix` to that check).
+        """
+        if read:
+            grantee.grant_principal.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"],
+                    resources=[self.bucket.arn_for_objects(f"{prefix}*") for prefix in read],
+                )
+            )
+        if write:
+            grantee.grant_principal.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                    resources=[self.bucket.arn_for_objects(f"{prefix}*") for prefix in write],
+                )
+            )
+        prefixes = sorted({*read, *write})
+        acknowledge_wildcard_resources(
+            _principal_construct(grantee),
+            [self.bucket.arn_for_objects(f"{prefix}*") for prefix in prefixes],
+            reason="Objects under one key prefix of the results bucket (the storage layout of DESIGN.md); "
+            "S3 writes a key prefix as a trailing wildcard.",
+        )
+        if list_any_prefix:
+            grantee.grant_principal.add_to_principal_policy(
+                iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn])
+            )
+        elif prefixes:
+            grantee.grant_principal.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket"],
+                    resources=[self.bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in prefixes]}},
+                )
+            )
+
+    def grant_run_queries(self, grantee: iam.IGrantable) -> None:
+        """Run report queries in the workgroup over the records table, and read their results.
+
+        Scoped to this workgroup, database, table and bucket; CDK's own Athena task would grant S3 reads
+        on every bucket and Glue writes on the database, which a read-only report query never needs.
+        """
+        stack = Stack.of(self)
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "athena:StartQueryExecution",
+                    "athena:GetQueryExecution",
+                    "athena:GetQueryResults",
+                    "athena:StopQueryExecution",
+                ],
+                resources=[self.workgroup_arn],
+            )
+        )
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["glue:GetDatabase", "glue:GetTable", "glue:GetPartitions"],
+                resources=[
+                    stack.format_arn(service="glue", resource="catalog"),
+                    stack.format_arn(
+                        service="glue", resource="database", resource_name=self.database.database_name
+                    ),
+                    stack.format_arn(
+                        service="glue",
+                        resource="table",
+                        resource_name=f"{self.database.database_name}/{self.records_table.table_name}",
+                    ),
+                ],
+            )
+        )
+        # Athena reads the records and writes the result file with the caller's permissions.
+        self.grant_prefixes(
+            grantee, read=[RECORDS_PREFIX, ATHENA_RESULTS_PREFIX], write=[ATHENA_RESULTS_PREFIX]
+        )
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
+                resources=[self.bucket.bucket_arn],
+            )
+        )
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListMultipartUploadParts"],
+                resources=[self.bucket.arn_for_objects(f"{ATHENA_RESULTS_PREFIX}*")],
+            )
+        )
+
+
+def _principal_construct(grantee: iam.IGrantable) -> IConstruct:
+    """The role behind a grantee, where acknowledgements of its policy's findings belong."""
+    principal = grantee.grant_principal
+    if not isinstance(principal, Construct):
+        raise TypeError(f"grants of the results bucket need a role in this app, got {principal!r}")
+    return principal
 
 
 def catalog_name_for(stack_name: str) -> str:

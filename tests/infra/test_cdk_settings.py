@@ -1,11 +1,12 @@
 """Context parsing: cdk.json defaults, CLI-style string values, and errors that name the context key."""
 
+import re
 from typing import Any
 
 import pytest
 
 from infra.app import cdk_json_context
-from infra.settings import ContextError, FmbenchSettings
+from infra.settings import ContextError, FmbenchSettings, NetworkSettings
 from infra.storage import catalog_name_for, glue_type
 
 VALID: dict[str, Any] = {
@@ -13,6 +14,12 @@ VALID: dict[str, Any] = {
     "fmbench:recordsRetentionDays": 90,
     "fmbench:maxConcurrentBranches": 10,
     "fmbench:athenaBytesScannedCutoff": 10 * 1024**3,
+    "fmbench:logRetentionDays": 30,
+    "fmbench:statusPollSeconds": 60,
+    "fmbench:runnerTimeoutMinutes": 240,
+    "fmbench:executionTimeoutMinutes": 1440,
+    "fmbench:runnerCpu": 2048,
+    "fmbench:runnerMemoryMiB": 4096,
 }
 
 
@@ -24,6 +31,16 @@ def test_cdk_json_defaults() -> None:
         records_retention_days=90,
         max_concurrent_branches=10,
         athena_bytes_scanned_cutoff=10_737_418_240,
+        log_retention_days=30,
+        status_poll_seconds=60,
+        runner_timeout_minutes=240,
+        execution_timeout_minutes=1440,
+        runner_cpu=2048,
+        runner_memory_mib=4096,
+        network=None,
+        model_data_buckets=(),
+        existing_endpoint_names=(),
+        schedules=(),
     )
 
 
@@ -50,12 +67,46 @@ def test_cli_string_values_are_parsed_as_integers() -> None:
         ("fmbench:stackName", "1stack"),
         ("fmbench:stackName", "fmbench_flow"),
         ("fmbench:stackName", None),
+        ("fmbench:logRetentionDays", 10),
+        ("fmbench:statusPollSeconds", 0),
+        ("fmbench:executionTimeoutMinutes", 240),
+        ("fmbench:runnerCpu", 3000),
+        ("fmbench:runnerMemoryMiB", 2048),
+        ("fmbench:runnerMemoryMiB", 4500),
+        ("fmbench:vpcId", "vpc-1"),
+        ("fmbench:subnetIds", ["subnet-0123456789abcdef0"]),
+        ("fmbench:modelDataBuckets", ["Not_A_Bucket"]),
+        ("fmbench:modelDataBuckets", "not json"),
+        ("fmbench:existingEndpointNames", ["has_underscore"]),
+        ("fmbench:schedules", [{"name": "nightly", "expression": "every night", "suite": {}}]),
+        ("fmbench:schedules", [{"name": "nightly", "suite": {}}]),
     ],
 )
 def test_invalid_context_fails_naming_the_key(key: str, value: Any) -> None:
     context = {**VALID, key: value}
 
-    with pytest.raises(ContextError, match=f"^{key}: "):
+    # The message starts with the key (or an item of it: `fmbench:schedules.0.expression: ...`).
+    with pytest.raises(ContextError, match=f"^{re.escape(key)}[.:]"):
+        FmbenchSettings.from_context(context.get)
+
+
+def test_an_existing_vpc_is_named_by_ids() -> None:
+    context = {
+        **VALID,
+        "fmbench:vpcId": "vpc-0123456789abcdef0",
+        "fmbench:subnetIds": '["subnet-0123456789abcdef0"]',
+        "fmbench:assignPublicIp": "true",
+    }
+
+    assert FmbenchSettings.from_context(context.get).network == NetworkSettings(
+        vpc_id="vpc-0123456789abcdef0", subnet_ids=("subnet-0123456789abcdef0",), assign_public_ip=True
+    )
+
+
+def test_a_vpc_needs_its_subnets() -> None:
+    context = {**VALID, "fmbench:vpcId": "vpc-0123456789abcdef0"}
+
+    with pytest.raises(ContextError, match=r"^fmbench:subnetIds: name the runner's subnets"):
         FmbenchSettings.from_context(context.get)
 
 

@@ -240,7 +240,9 @@ def test_records_table_columns(template: Template) -> None:
     assert list(columns) == RECORD_SCHEMA.names
     # Types the report SQL depends on.
     assert columns["itl_s"] == "array<double>"
-    assert columns["is_warmup"] == "boolean"
+    assert columns["phase"] == "string"
+    assert columns["client_bound"] == "boolean"
+    assert columns["schedule_lag_s"] == columns["runner_cpu_fraction"] == "double"
     assert columns["ttft_s"] == columns["latency_s"] == columns["send_epoch_s"] == "double"
     assert columns["http_status"] == columns["completion_tokens"] == "int"
     # Athena rejects a table whose partition key is also a data column.

@@ -1,0 +1,346 @@
+"""The workflow's Lambda functions (plan, deploy, status, teardown, render) and the endpoints' role."""
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from fmbench.cloud.sagemaker import NAME_PREFIX as SAGEMAKER_NAME_PREFIX
+from fmbench.cloud.sagemaker import TAG_RUN_ID
+from infra.image import LAMBDA_TARGET, build_image
+from infra.nag import acknowledge_wildcard_resources
+
+# Secrets a suite may refer to in an endpoint's environment (`secretsmanager:<arn>`, e.g. a Hugging Face
+# token) must be named under this prefix: the deploy function reads those and no others.
+SECRET_NAME_PREFIX: Final = "fmbench/"
+
+RESULTS_BUCKET_ENV: Final = "FMBENCH_RESULTS_BUCKET"
+SAGEMAKER_ROLE_ARN_ENV: Final = "FMBENCH_SAGEMAKER_ROLE_ARN"
+MAX_CONCURRENT_BRANCHES_ENV: Final = "FMBENCH_MAX_CONCURRENT_BRANCHES"
+ATHENA_DATABASE_ENV: Final = "FMBENCH_ATHENA_DATABASE"
+ATHENA_WORKGROUP_ENV: Final = "FMBENCH_ATHENA_WORKGROUP"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FunctionEnvironment:
+    """The values behind the handlers' settings models (fmbench.cloud.settings), by variable name."""
+
+    results_bucket: str
+    sagemaker_role_arn: str
+    max_concurrent_branches: int
+    athena_database: str
+    athena_workgroup: str
+
+    def as_variables(self) -> dict[str, str]:
+        return {
+            RESULTS_BUCKET_ENV: self.results_bucket,
+            SAGEMAKER_ROLE_ARN_ENV: self.sagemaker_role_arn,
+            MAX_CONCURRENT_BRANCHES_ENV: str(self.max_concurrent_branches),
+            ATHENA_DATABASE_ENV: self.athena_database,
+            ATHENA_WORKGROUP_ENV: self.athena_workgroup,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class FunctionSizing:
+    """Per handler: what it imports and does decides memory (and with it CPU) and the time it may take;
+    `environment` names the variables its settings model reads, and it gets only those."""
+
+    handler: str
+    memory_mib: int
+    timeout: Duration
+    description: str
+    environment: tuple[str, ...]
+
+
+# Sized to the work: plan validates the suite, tokenizes its dataset and resolves serving images with the
+# SageMaker SDK; render runs pandas and matplotlib over a whole run's metrics and waits for a second query.
+FUNCTION_SIZING: Final[dict[str, FunctionSizing]] = {
+    "plan": FunctionSizing(
+        handler="lambdas.plan.handler",
+        memory_mib=1769,
+        timeout=Duration.minutes(3),
+        description="Validate the suite, plan the branches, write their specs.",
+        environment=(RESULTS_BUCKET_ENV, MAX_CONCURRENT_BRANCHES_ENV),
+    ),
+    "deploy": FunctionSizing(
+        handler="lambdas.deploy.handler",
+        memory_mib=512,
+        timeout=Duration.minutes(2),
+        description="Create (or find) a branch's SageMaker model, endpoint config and endpoint.",
+        environment=(SAGEMAKER_ROLE_ARN_ENV,),
+    ),
+    "endpoint_status": FunctionSizing(
+        handler="lambdas.endpoint_status.handler",
+        memory_mib=512,
+        timeout=Duration.seconds(30),
+        description="Report a branch endpoint's status while it is being created.",
+        environment=(RESULTS_BUCKET_ENV,),
+    ),
+    "teardown": FunctionSizing(
+        handler="lambdas.teardown.handler",
+        memory_mib=512,
+        timeout=Duration.minutes(2),
+        description="Delete a branch's endpoint, endpoint config and model (idempotent).",
+        environment=(),
+    ),
+    "render": FunctionSizing(
+        handler="lambdas.render.handler",
+        memory_mib=3008,
+        timeout=Duration.minutes(10),
+        description="Render the report and result.json from the run's metrics and outcomes.",
+        environment=(RESULTS_BUCKET_ENV, ATHENA_DATABASE_ENV, ATHENA_WORKGROUP_ENV),
+    ),
+}
+
+
+class Functions(Construct):
+    """Every function runs the `lambda` stage of the product image with its own handler, role and logs.
+
+    One image for all (and for the runner) keeps the handlers on exactly the code and pinned wheels the
+    runner uses. Each function has a role of its own holding only what its step does; S3 and Athena
+    access is granted by the stack, where storage and functions meet.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        results_bucket: s3.IBucket,
+        athena_database_name: str,
+        athena_workgroup_name: str,
+        max_concurrent_branches: int,
+        model_data_buckets: tuple[str, ...],
+        log_retention: logs.RetentionDays,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.image = build_image(self, "Image", target=LAMBDA_TARGET)
+        self.sagemaker_role = self._sagemaker_execution_role(model_data_buckets)
+        self.environment = FunctionEnvironment(
+            results_bucket=results_bucket.bucket_name,
+            sagemaker_role_arn=self.sagemaker_role.role_arn,
+            max_concurrent_branches=max_concurrent_branches,
+            athena_database=athena_database_name,
+            athena_workgroup=athena_workgroup_name,
+        )
+
+        self.plan = self._function("Plan", FUNCTION_SIZING["plan"], log_retention)
+        self.deploy = self._function("Deploy", FUNCTION_SIZING["deploy"], log_retention)
+        self.endpoint_status = self._function(
+            "EndpointStatus", FUNCTION_SIZING["endpoint_status"], log_retention
+        )
+        self.teardown = self._function("Teardown", FUNCTION_SIZING["teardown"], log_retention)
+        self.render = self._function("Render", FUNCTION_SIZING["render"], log_retention)
+
+        self._allow_deploying()
+        self._allow_describing(self.endpoint_status, ["endpoint"])
+        self._allow_tearing_down()
+
+    @property
+    def all(self) -> list[lambda_.DockerImageFunction]:
+        return [self.plan, self.deploy, self.endpoint_status, self.teardown, self.render]
+
+    def _function(
+        self, construct_id: str, sizing: FunctionSizing, log_retention: logs.RetentionDays
+    ) -> lambda_.DockerImageFunction:
+        role = iam.Role(
+            self,
+            f"{construct_id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"FMBench {construct_id} function: {sizing.description}",
+        )
+        log_group = logs.LogGroup(
+            self, f"{construct_id}LogGroup", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+        )
+        # Granted here because the role is not Lambda's default one (which would bring the broad
+        # AWSLambdaBasicExecutionRole managed policy): write to this function's log group only.
+        log_group.grant_write(role)
+        acknowledge_wildcard_resources(
+            role,
+            ["*"],
+            reason="Active X-Ray tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no "
+            "resource-level permissions (CDK adds them with tracing).",
+        )
+        return lambda_.DockerImageFunction(
+            self,
+            construct_id,
+            code=lambda_.DockerImageCode.from_ecr(
+                self.image.repository, tag_or_digest=self.image.image_tag, cmd=[sizing.handler]
+            ),
+            description=sizing.description,
+            architecture=lambda_.Architecture.X86_64,
+            memory_size=sizing.memory_mib,
+            timeout=sizing.timeout,
+            role=role,
+            log_group=log_group,
+            tracing=lambda_.Tracing.ACTIVE,
+            environment={
+                name: value
+                for name, value in self.environment.as_variables().items()
+                if name in sizing.environment
+            },
+        )
+
+    def _sagemaker_execution_role(self, model_data_buckets: tuple[str, ...]) -> iam.Role:
+        """The role SageMaker assumes for the product's endpoints: pull the serving image, read model
+        artifacts, write the endpoint's logs. Nothing else; the deploy function passes it and only it."""
+        role = iam.Role(
+            self,
+            "SageMakerExecutionRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="FMBench endpoints: pull serving images, read model artifacts, write endpoint logs",
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
+        )
+        acknowledge_wildcard_resources(
+            role, ["*"], reason="ecr:GetAuthorizationToken supports no resource-level permissions."
+        )
+        repositories = f"arn:{Aws.PARTITION}:ecr:*:*:repository/*"
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                ],
+                resources=[repositories],
+            )
+        )
+        acknowledge_wildcard_resources(
+            role,
+            [repositories],
+            reason="Serving images are AWS Deep Learning Containers in AWS-owned registries that differ by "
+            "region (763104351884 in most, others in opt-in regions), or a user's image_uri; pull actions "
+            "only, and cross-account pulls also need the repository's own policy.",
+        )
+        endpoint_logs = f"arn:{Aws.PARTITION}:logs:*:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/Endpoints/"
+        log_resources = [
+            f"{endpoint_logs}{SAGEMAKER_NAME_PREFIX}*",
+            f"{endpoint_logs}{SAGEMAKER_NAME_PREFIX}*:log-stream:*",
+        ]
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:DescribeLogStreams",
+                    "logs:PutLogEvents",
+                ],
+                resources=log_resources,
+            )
+        )
+        acknowledge_wildcard_resources(
+            role,
+            log_resources,
+            reason="SageMaker names an endpoint's log group after the endpoint; the product's endpoints "
+            "share the 'fmb-' prefix and each writes its own streams.",
+        )
+        if model_data_buckets:
+            artifacts = [f"arn:{Aws.PARTITION}:s3:::{name}/*" for name in model_data_buckets]
+            role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=artifacts))
+            acknowledge_wildcard_resources(
+                role,
+                artifacts,
+                reason="Model artifacts (model_data_s3_uri) in the buckets the operator listed in "
+                "fmbench:modelDataBuckets; read only.",
+            )
+            role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket"],
+                    resources=[f"arn:{Aws.PARTITION}:s3:::{name}" for name in model_data_buckets],
+                )
+            )
+        return role
+
+    def _allow_deploying(self) -> None:
+        self._allow_describing(self.deploy, ["model", "endpoint-config", "endpoint"])
+        # Creating is allowed only with the run-id tag: everything created is then findable by the
+        # cleanup outside the state machine. Tagging on create is authorized as AddTags.
+        self._allow_sagemaker(
+            self.deploy,
+            [
+                "sagemaker:CreateModel",
+                "sagemaker:CreateEndpointConfig",
+                "sagemaker:CreateEndpoint",
+                "sagemaker:AddTags",
+            ],
+            ["model", "endpoint-config", "endpoint"],
+            conditions={"Null": {f"aws:RequestTag/{TAG_RUN_ID}": "false"}},
+        )
+        # Values of the endpoint's environment written `secretsmanager:<arn>` are read at deploy time.
+        secrets = f"arn:{Aws.PARTITION}:secretsmanager:*:{Aws.ACCOUNT_ID}:secret:{SECRET_NAME_PREFIX}*"
+        _role_of(self.deploy).add_to_principal_policy(
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secrets])
+        )
+        acknowledge_wildcard_resources(
+            _role_of(self.deploy),
+            [secrets],
+            reason="Secrets an endpoint's environment refers to (e.g. a Hugging Face token) are named "
+            "under 'fmbench/' by convention (docs/architecture.md); Secrets Manager appends a random suffix "
+            "to every secret ARN, so a name needs a wildcard.",
+        )
+        # CreateModel hands SageMaker the execution role: this role, to this service, nothing else.
+        _role_of(self.deploy).add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[self.sagemaker_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+
+    def _allow_tearing_down(self) -> None:
+        self._allow_describing(self.teardown, ["model", "endpoint-config", "endpoint"])
+        # No tag condition: deleting what does not exist must answer "not found" (teardown is idempotent),
+        # and a condition on a missing resource's tags answers "access denied" instead.
+        self._allow_sagemaker(
+            self.teardown,
+            ["sagemaker:DeleteEndpoint", "sagemaker:DeleteEndpointConfig", "sagemaker:DeleteModel"],
+            ["model", "endpoint-config", "endpoint"],
+        )
+
+    def _allow_describing(self, function: lambda_.DockerImageFunction, kinds: list[str]) -> None:
+        describe = {
+            "model": "sagemaker:DescribeModel",
+            "endpoint-config": "sagemaker:DescribeEndpointConfig",
+            "endpoint": "sagemaker:DescribeEndpoint",
+        }
+        self._allow_sagemaker(function, [*(describe[kind] for kind in kinds), "sagemaker:ListTags"], kinds)
+
+    @staticmethod
+    def _allow_sagemaker(
+        function: lambda_.DockerImageFunction,
+        actions: list[str],
+        kinds: list[str],
+        conditions: dict[str, Any] | None = None,
+    ) -> None:
+        role = _role_of(function)
+        resources = _sagemaker_arns(kinds)
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=actions, resources=resources, conditions=conditions)
+        )
+        acknowledge_wildcard_resources(
+            role,
+            resources,
+            reason="The product's SageMaker resources only: names start with 'fmb-' and carry the run and "
+            "branch (so they cannot be listed ahead), in the region a target names.",
+        )
+
+
+def _role_of(function: lambda_.DockerImageFunction) -> iam.IRole:
+    role = function.role
+    assert role is not None  # every function here is given its own role
+    return role
+
+
+def _sagemaker_arns(kinds: list[str]) -> list[str]:
+    """Product resources of these kinds in any region of this account (a target may name its region)."""
+    return [
+        f"arn:{Aws.PARTITION}:sagemaker:*:{Aws.ACCOUNT_ID}:{kind}/{SAGEMAKER_NAME_PREFIX}*" for kind in kinds
+    ]

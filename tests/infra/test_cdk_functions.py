@@ -1,0 +1,298 @@
+"""The Lambda functions: one image, one handler, one role and log group each; IAM scoped to their step."""
+
+import re
+from typing import Any
+
+import pytest
+from template_queries import (
+    actions_of,
+    bucket_id,
+    canonical,
+    function_by_handler,
+    render,
+    resources,
+    role_id_of,
+    statement,
+    statements_of_role,
+)
+
+HANDLERS = {
+    "plan": "lambdas.plan.handler",
+    "deploy": "lambdas.deploy.handler",
+    "endpoint_status": "lambdas.endpoint_status.handler",
+    "teardown": "lambdas.teardown.handler",
+    "render": "lambdas.render.handler",
+}
+SAGEMAKER = "arn:${AWS::Partition}:sagemaker:*:${AWS::AccountId}"
+MODELS, CONFIGS, ENDPOINTS = (
+    f"{SAGEMAKER}:{kind}/fmb-*" for kind in ("model", "endpoint-config", "endpoint")
+)
+XRAY = statement(["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"])
+
+
+def _statements(template_json: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    _, function = function_by_handler(template_json, HANDLERS[name])
+    return statements_of_role(template_json, role_id_of(function["Role"]))
+
+
+def _sagemaker_role_id(template_json: dict[str, Any]) -> str:
+    (role_id,) = [
+        logical_id
+        for logical_id, props in resources(template_json, "AWS::IAM::Role").items()
+        if props["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+        == {"Service": "sagemaker.amazonaws.com"}
+    ]
+    return role_id
+
+
+def _own_log_group_writes(template_json: dict[str, Any], name: str) -> dict[str, Any]:
+    _, function = function_by_handler(template_json, HANDLERS[name])
+    log_group_id = function["LoggingConfig"]["LogGroup"]["Ref"]
+    return statement(["logs:CreateLogStream", "logs:PutLogEvents"], [f"${{{log_group_id}.Arn}}"])
+
+
+def _same(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    assert canonical(actual) == canonical(expected)
+
+
+def test_every_function_runs_its_handler_from_the_one_lambda_image(template_json: dict[str, Any]) -> None:
+    functions = resources(template_json, "AWS::Lambda::Function")
+    assert len(functions) == 5
+
+    assert sorted(f["ImageConfig"]["Command"][0] for f in functions.values()) == sorted(HANDLERS.values())
+    assert {f["PackageType"] for f in functions.values()} == {"Image"}
+    assert len({repr(f["Code"]["ImageUri"]) for f in functions.values()}) == 1
+    assert {tuple(f["Architectures"]) for f in functions.values()} == {("x86_64",)}
+
+
+@pytest.mark.parametrize(
+    ("name", "memory_mib", "timeout_s"),
+    [
+        ("plan", 1769, 180),
+        ("deploy", 512, 120),
+        ("endpoint_status", 512, 30),
+        ("teardown", 512, 120),
+        ("render", 3008, 600),
+    ],
+)
+def test_functions_are_sized_to_their_work(
+    template_json: dict[str, Any], name: str, memory_mib: int, timeout_s: int
+) -> None:
+    _, function = function_by_handler(template_json, HANDLERS[name])
+    assert (function["MemorySize"], function["Timeout"]) == (memory_mib, timeout_s)
+
+
+def test_functions_are_traced_and_log_to_their_own_group_with_retention(
+    template_json: dict[str, Any],
+) -> None:
+    functions = resources(template_json, "AWS::Lambda::Function").values()
+    log_groups = {f["LoggingConfig"]["LogGroup"]["Ref"] for f in functions}
+
+    assert {f["TracingConfig"]["Mode"] for f in functions} == {"Active"}
+    assert len(log_groups) == 5
+    assert {template_json["Resources"][g]["Properties"]["RetentionInDays"] for g in log_groups} == {30}
+
+
+def test_each_function_gets_only_the_variables_its_settings_model_reads(
+    template_json: dict[str, Any],
+) -> None:
+    bucket = f"${{{bucket_id(template_json)}}}"
+    environments = {
+        name: render(
+            function_by_handler(template_json, handler)[1].get("Environment", {}).get("Variables", {})
+        )
+        for name, handler in HANDLERS.items()
+    }
+    (database_id,) = resources(template_json, "AWS::Glue::Database")
+    (workgroup_id,) = resources(template_json, "AWS::Athena::WorkGroup")
+
+    assert environments == {
+        "plan": {"FMBENCH_RESULTS_BUCKET": bucket, "FMBENCH_MAX_CONCURRENT_BRANCHES": "10"},
+        "deploy": {"FMBENCH_SAGEMAKER_ROLE_ARN": f"${{{_sagemaker_role_id(template_json)}.Arn}}"},
+        "endpoint_status": {"FMBENCH_RESULTS_BUCKET": bucket},
+        "teardown": {},
+        "render": {
+            "FMBENCH_RESULTS_BUCKET": bucket,
+            "FMBENCH_ATHENA_DATABASE": f"${{{database_id}}}",
+            "FMBENCH_ATHENA_WORKGROUP": f"${{{workgroup_id}}}",
+        },
+    }
+
+
+def test_each_function_has_its_own_role_without_managed_policies(template_json: dict[str, Any]) -> None:
+    roles = {
+        role_id_of(function["Role"])
+        for function in resources(template_json, "AWS::Lambda::Function").values()
+    }
+
+    assert len(roles) == 5
+    for role_id in roles:
+        props = template_json["Resources"][role_id]["Properties"]
+        assert "ManagedPolicyArns" not in props
+        assert props["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+            "Service": "lambda.amazonaws.com"
+        }
+
+
+def test_deploy_may_create_tagged_product_resources_and_pass_only_the_endpoint_role(
+    template_json: dict[str, Any],
+) -> None:
+    bucket = f"${{{bucket_id(template_json)}.Arn}}"
+    sagemaker_role = f"${{{_sagemaker_role_id(template_json)}.Arn}}"
+
+    _same(
+        _statements(template_json, "deploy"),
+        [
+            _own_log_group_writes(template_json, "deploy"),
+            XRAY,
+            statement(
+                [
+                    "sagemaker:DescribeModel",
+                    "sagemaker:DescribeEndpointConfig",
+                    "sagemaker:DescribeEndpoint",
+                    "sagemaker:ListTags",
+                ],
+                [MODELS, CONFIGS, ENDPOINTS],
+            ),
+            statement(
+                [
+                    "sagemaker:CreateModel",
+                    "sagemaker:CreateEndpointConfig",
+                    "sagemaker:CreateEndpoint",
+                    "sagemaker:AddTags",
+                ],
+                [MODELS, CONFIGS, ENDPOINTS],
+                {"Null": {"aws:RequestTag/fmbench:run-id": "false"}},
+            ),
+            statement(
+                ["secretsmanager:GetSecretValue"],
+                ["arn:${AWS::Partition}:secretsmanager:*:${AWS::AccountId}:secret:fmbench/*"],
+            ),
+            statement(
+                ["iam:PassRole"],
+                [sagemaker_role],
+                {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            ),
+            statement(["s3:GetObject"], [f"{bucket}/specs/*"]),
+            statement(["s3:ListBucket"], [bucket], {"StringLike": {"s3:prefix": ["specs/*"]}}),
+        ],
+    )
+
+
+def test_teardown_may_only_describe_and_delete_product_resources(template_json: dict[str, Any]) -> None:
+    statements = _statements(template_json, "teardown")
+
+    assert actions_of(statements) - {"logs:CreateLogStream", "logs:PutLogEvents", *XRAY["Action"]} == {
+        "sagemaker:DescribeModel",
+        "sagemaker:DescribeEndpointConfig",
+        "sagemaker:DescribeEndpoint",
+        "sagemaker:ListTags",
+        "sagemaker:DeleteEndpoint",
+        "sagemaker:DeleteEndpointConfig",
+        "sagemaker:DeleteModel",
+    }
+    sagemaker_statements = [s for s in statements if s["Action"][0].startswith("sagemaker:")]
+    assert {tuple(s["Resource"]) for s in sagemaker_statements} == {
+        tuple(sorted([MODELS, CONFIGS, ENDPOINTS]))
+    }
+
+
+def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[str, Any]) -> None:
+    bucket = f"${{{bucket_id(template_json)}.Arn}}"
+
+    plan = _statements(template_json, "plan")
+    assert actions_of(plan) == {"logs:CreateLogStream", "logs:PutLogEvents", *XRAY["Action"]} | {
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListBucket",
+    }
+    assert {r for s in plan if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {f"{bucket}/specs/*"}
+
+    status = _statements(template_json, "endpoint_status")
+    assert statement(["sagemaker:DescribeEndpoint", "sagemaker:ListTags"], [ENDPOINTS]) in status
+    assert {r for s in status if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {
+        f"{bucket}/outcomes/*"
+    }
+
+    render_statements = _statements(template_json, "render")
+    assert not any(a.startswith(("sagemaker:", "iam:")) for a in actions_of(render_statements))
+    assert {r for s in render_statements if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {
+        f"{bucket}/reports/*",
+        f"{bucket}/athena-results/*",
+    }
+    # Listing the bucket lets render tell a branch without an outcome (404) from a denied read (403).
+    assert statement(["s3:ListBucket"], [bucket]) in render_statements
+
+
+def test_sagemaker_endpoints_role_pulls_images_and_writes_endpoint_logs_only(
+    template_json: dict[str, Any],
+) -> None:
+    role_id = _sagemaker_role_id(template_json)
+    logs = "arn:${AWS::Partition}:logs:*:${AWS::AccountId}:log-group:/aws/sagemaker/Endpoints/fmb-*"
+
+    _same(
+        statements_of_role(template_json, role_id),
+        [
+            statement(["ecr:GetAuthorizationToken"], ["*"]),
+            statement(
+                ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                ["arn:${AWS::Partition}:ecr:*:*:repository/*"],
+            ),
+            statement(
+                [
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:DescribeLogStreams",
+                    "logs:PutLogEvents",
+                ],
+                [logs, f"{logs}:log-stream:*"],
+            ),
+        ],
+    )
+
+
+def test_model_artifact_buckets_from_context_are_readable_by_the_endpoints(
+    custom_template_json: dict[str, Any],
+) -> None:
+    statements = statements_of_role(custom_template_json, _sagemaker_role_id(custom_template_json))
+
+    assert statement(["s3:GetObject"], ["arn:${AWS::Partition}:s3:::my-model-artifacts/*"]) in statements
+    assert statement(["s3:ListBucket"], ["arn:${AWS::Partition}:s3:::my-model-artifacts"]) in statements
+
+
+def test_no_policy_grants_every_action_or_every_action_of_a_service(template_json: dict[str, Any]) -> None:
+    wildcard = re.compile(r"^(\*|[a-z0-9-]+:\*)$")
+    for policy_id, policy in resources(template_json, "AWS::IAM::Policy").items():
+        for each in policy["PolicyDocument"]["Statement"]:
+            actions = each["Action"] if isinstance(each["Action"], list) else [each["Action"]]
+            assert not [a for a in actions if wildcard.match(a)], policy_id
+            assert each["Effect"] == "Allow"
+
+
+def test_iam_pass_role_names_its_roles_and_only_the_deploy_function_passes_the_endpoint_role(
+    template_json: dict[str, Any],
+) -> None:
+    sagemaker_role = f"${{{_sagemaker_role_id(template_json)}.Arn}}"
+    passes = {
+        policy_id: [s for s in render(policy["PolicyDocument"]["Statement"]) if "iam:PassRole" in s["Action"]]
+        for policy_id, policy in resources(template_json, "AWS::IAM::Policy").items()
+    }
+    passes = {policy_id: found for policy_id, found in passes.items() if found}
+
+    assert all(s["Resource"] != "*" for found in passes.values() for s in found)
+    passing_sagemaker_role = [
+        policy_id
+        for policy_id, found in passes.items()
+        if any(
+            sagemaker_role in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+            for s in found
+        )
+    ]
+    (deploy_role,) = [
+        role_id_of(f["Role"])
+        for f in resources(template_json, "AWS::Lambda::Function").values()
+        if f["ImageConfig"]["Command"] == [HANDLERS["deploy"]]
+    ]
+    assert [template_json["Resources"][p]["Properties"]["Roles"] for p in passing_sagemaker_role] == [
+        [{"Ref": deploy_role}]
+    ]

@@ -1,0 +1,384 @@
+"""The state machine as synthesized: the phases of docs/workflow.md, their error handling, logs and IAM."""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk.assertions import Template
+from custom_context import SCHEDULED_SUITE
+from template_queries import (
+    actions_of,
+    bucket_id,
+    function_by_handler,
+    only,
+    render,
+    resources,
+    state_machine_definition,
+    statement,
+    statements_of_role,
+)
+
+from infra.app import BuiltApp, build_app
+from infra.settings import ContextError, FmbenchSettings
+
+LAMBDA_SERVICE_ERRORS = [
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+]
+LAMBDA_INVOKE = "arn:${AWS::Partition}:states:::lambda:invoke"
+
+
+@pytest.fixture(scope="module")
+def definition(template_json: dict[str, Any]) -> dict[str, Any]:
+    return state_machine_definition(template_json)
+
+
+@pytest.fixture(scope="module")
+def branch_states(definition: dict[str, Any]) -> dict[str, Any]:
+    states: dict[str, Any] = definition["States"]["Branches"]["ItemProcessor"]["States"]
+    return states
+
+
+def _function_arn(template_json: dict[str, Any], handler: str) -> str:
+    logical_id, _ = function_by_handler(template_json, handler)
+    return f"${{{logical_id}.Arn}}"
+
+
+def _tasks(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    return ((name, state) for name, state in states.items() if state["Type"] == "Task")
+
+
+def test_workflow_exposes_its_state_machine(built: BuiltApp) -> None:
+    assert isinstance(built.stack.workflow.state_machine, sfn.StateMachine)
+
+
+def test_phases_run_plan_branches_query_render_in_order(
+    definition: dict[str, Any], template_json: dict[str, Any]
+) -> None:
+    states = definition["States"]
+    path, name = [], definition["StartAt"]
+    while name is not None:
+        path.append(name)
+        name = states[name].get("Next")
+
+    assert path == ["Plan", "Branches", "Query", "Render", "Done"]
+    assert states["Done"]["Type"] == "Succeed"
+    plan = states["Plan"]
+    assert (plan["Resource"], plan["Parameters"]["FunctionName"]) == (
+        LAMBDA_INVOKE,
+        _function_arn(template_json, "lambdas.plan.handler"),
+    )
+    assert plan["Parameters"]["Payload"] == {"suite.$": "$", "execution_name.$": "$$.Execution.Name"}
+    assert (plan["ResultSelector"], plan["ResultPath"]) == ({"plan.$": "$.Payload"}, "$")
+    # An invalid suite fails the execution at Plan: nothing catches it there.
+    assert "Catch" not in plan
+
+
+def test_branches_map_takes_its_concurrency_from_the_plan(definition: dict[str, Any]) -> None:
+    branches = definition["States"]["Branches"]
+
+    assert branches["Type"] == "Map"
+    assert branches["ItemsPath"] == "$.plan.branches"
+    assert branches["MaxConcurrencyPath"] == "$.plan.max_concurrency"
+    assert "MaxConcurrency" not in branches
+    assert branches["ItemSelector"] == {"branch.$": "$$.Map.Item.Value", "polls": {"count": 0}, "failure": {}}
+    assert branches["ResultPath"] == "$.branch_results"
+
+
+def test_every_task_of_a_branch_catches_everything_into_the_teardown_path(
+    branch_states: dict[str, Any],
+) -> None:
+    tasks = dict(_tasks(branch_states))
+    assert set(tasks) == {"Deploy", "EndpointStatus", "RunLoad", "Teardown"}
+
+    for name, task in tasks.items():
+        (catch,) = task["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"], name
+        if name == "Teardown":
+            assert (catch["Next"], catch["ResultPath"]) == ("TeardownFailed", "$.teardown_error")
+        else:
+            assert (catch["Next"], catch["ResultPath"]) == ("Teardown", "$.failure.error"), name
+
+
+def test_every_branch_ends_in_a_result_and_never_fails_the_map(branch_states: dict[str, Any]) -> None:
+    ends = {name: state for name, state in branch_states.items() if state.get("End")}
+
+    assert set(ends) == {"BranchSucceeded", "BranchFailed", "TeardownFailed"}
+    assert {state["Type"] for state in ends.values()} == {"Pass"}
+    assert {name: state["Parameters"] for name, state in ends.items()} == {
+        "BranchSucceeded": {
+            "branch_id.$": "$.branch.branch_id",
+            "status": "succeeded",
+            "error.$": "States.StringToJson('null')",
+        },
+        "BranchFailed": {
+            "branch_id.$": "$.branch.branch_id",
+            "status": "failed",
+            "error.$": "$.failure.error",
+        },
+        "TeardownFailed": {
+            "branch_id.$": "$.branch.branch_id",
+            "status": "failed",
+            "error.$": "$.teardown_error",
+        },
+    }
+    assert not [s for s in branch_states.values() if s["Type"] == "Fail"]
+
+
+def test_teardown_always_follows_and_receives_the_item_with_the_error(branch_states: dict[str, Any]) -> None:
+    teardown = branch_states["Teardown"]
+
+    assert branch_states["RunLoad"]["Next"] == "Teardown"
+    assert branch_states["EndpointFailed"]["Next"] == branch_states["EndpointTimedOut"]["Next"] == "Teardown"
+    assert teardown["Parameters"]["Payload.$"] == "States.JsonMerge($.branch, $.failure, false)"
+    assert teardown["ResultPath"] is None  # a side effect: its result is discarded
+    result = branch_states[teardown["Next"]]
+    assert result["Choices"] == [{"Variable": "$.failure.error", "IsPresent": True, "Next": "BranchFailed"}]
+    assert result["Default"] == "BranchSucceeded"
+
+
+def test_only_branches_that_deploy_wait_for_an_endpoint(branch_states: dict[str, Any]) -> None:
+    needs_deploy = branch_states["NeedsDeploy"]
+
+    assert needs_deploy["Choices"] == [
+        {"Variable": "$.branch.needs_deploy", "BooleanEquals": True, "Next": "Deploy"}
+    ]
+    assert needs_deploy["Default"] == "RunLoad"
+    assert branch_states["Deploy"]["Parameters"]["Payload.$"] == "$.branch"
+    assert branch_states["Deploy"]["ResultPath"] is None
+
+
+def test_status_polling_is_wait_check_choice_with_a_counted_bound(branch_states: dict[str, Any]) -> None:
+    assert branch_states["Deploy"]["Next"] == "WaitForEndpoint"
+    assert branch_states["WaitForEndpoint"] == {"Type": "Wait", "Seconds": 60, "Next": "EndpointStatus"}
+    status = branch_states["EndpointStatus"]
+    assert (status["Next"], status["ResultPath"]) == ("CountStatusPoll", "$.endpoint")
+    assert branch_states["CountStatusPoll"]["Parameters"] == {"count.$": "States.MathAdd($.polls.count, 1)"}
+    assert branch_states["CountStatusPoll"]["ResultPath"] == "$.polls"
+
+    ready = branch_states["EndpointReady"]
+    assert ready["Choices"] == [
+        {"Variable": "$.endpoint.status", "StringEquals": "InService", "Next": "RunLoad"},
+        {"Variable": "$.endpoint.status", "StringEquals": "Failed", "Next": "EndpointFailed"},
+        {
+            "Variable": "$.polls.count",
+            "NumericGreaterThanEqualsPath": "$.branch.max_status_polls",
+            "Next": "EndpointTimedOut",
+        },
+    ]
+    assert ready["Default"] == "WaitForEndpoint"
+    assert branch_states["EndpointTimedOut"]["Parameters"]["Error"] == "EndpointTimeout"
+    assert branch_states["EndpointTimedOut"]["Parameters"]["Cause.$"].startswith("States.Format('timeout: ")
+    assert branch_states["EndpointFailed"]["Parameters"]["Error"] == "EndpointFailed"
+
+
+def test_run_load_is_a_fargate_task_waited_for_with_the_spec_uri_and_a_timeout(
+    branch_states: dict[str, Any], template_json: dict[str, Any]
+) -> None:
+    run_load = branch_states["RunLoad"]
+    cluster_id, _ = only(template_json, "AWS::ECS::Cluster")
+    _, task_definition = only(template_json, "AWS::ECS::TaskDefinition")
+    (container,) = task_definition["ContainerDefinitions"]
+
+    assert run_load["Resource"] == "arn:${AWS::Partition}:states:::ecs:runTask.sync"
+    assert run_load["TimeoutSeconds"] == 240 * 60
+    assert run_load["ResultPath"] is None
+    parameters = run_load["Parameters"]
+    assert (parameters["Cluster"], parameters["LaunchType"]) == (f"${{{cluster_id}.Arn}}", "FARGATE")
+    assert parameters["TaskDefinition"] == task_definition["Family"]
+    assert parameters["Overrides"] == {
+        "ContainerOverrides": [
+            {
+                "Name": container["Name"],
+                "Environment": [{"Name": "FMBENCH_BRANCH_SPEC_URI", "Value.$": "$.branch.spec_uri"}],
+            }
+        ]
+    }
+
+
+def test_lambda_service_errors_are_retried_with_backoff(
+    definition: dict[str, Any], branch_states: dict[str, Any]
+) -> None:
+    lambda_tasks = {
+        name: task
+        for name, task in [*_tasks(definition["States"]), *_tasks(branch_states)]
+        if task["Resource"] == LAMBDA_INVOKE
+    }
+    assert set(lambda_tasks) == {"Plan", "Render", "Deploy", "EndpointStatus", "Teardown"}
+
+    for name, task in lambda_tasks.items():
+        first = task["Retry"][0]
+        assert first["ErrorEquals"] == LAMBDA_SERVICE_ERRORS, name
+        assert (first["BackoffRate"], first["JitterStrategy"]) == (2, "FULL"), name
+    teardown_retries = [retry["ErrorEquals"] for retry in branch_states["Teardown"]["Retry"]]
+    assert teardown_retries == [LAMBDA_SERVICE_ERRORS, ["EndpointBusyError"], ["States.ALL"]]
+    # The runner is not retried: a second run of a branch would add its requests to the first's.
+    assert "Retry" not in branch_states["RunLoad"]
+
+
+def test_query_runs_the_plans_metrics_sql_in_the_workgroup_and_render_outputs_result_json(
+    definition: dict[str, Any], template_json: dict[str, Any]
+) -> None:
+    query, render_state = definition["States"]["Query"], definition["States"]["Render"]
+    (workgroup_id,) = resources(template_json, "AWS::Athena::WorkGroup")
+    (database_id,) = resources(template_json, "AWS::Glue::Database")
+
+    assert query["Resource"] == "arn:${AWS::Partition}:states:::athena:startQueryExecution.sync"
+    assert query["Parameters"] == {
+        "QueryString.$": "$.plan.metrics_query",
+        "WorkGroup": f"${{{workgroup_id}}}",
+        "QueryExecutionContext": {"Database": f"${{{database_id}}}"},
+    }
+    assert query["Retry"][0]["ErrorEquals"] == [
+        "Athena.TooManyRequestsException",
+        "Athena.InternalServerException",
+    ]
+    assert render_state["Parameters"] == {
+        "FunctionName": _function_arn(template_json, "lambdas.render.handler"),
+        "Payload": {
+            "run_id.$": "$.plan.run_id",
+            "query_execution_id.$": "$.query.query_execution_id",
+            "branch_results.$": "$.branch_results",
+        },
+    }
+    assert render_state["OutputPath"] == "$.Payload"
+
+
+def test_state_machine_logs_every_event_without_execution_data_traces_and_times_out(
+    template_json: dict[str, Any],
+) -> None:
+    state_machine_id, state_machine = only(template_json, "AWS::StepFunctions::StateMachine")
+    logging = render(state_machine["LoggingConfiguration"])
+    (destination,) = logging["Destinations"]
+    log_group_id = destination["CloudWatchLogsLogGroup"]["LogGroupArn"].strip("${}").removesuffix(".Arn")
+
+    assert (logging["Level"], logging["IncludeExecutionData"]) == ("ALL", False)
+    assert template_json["Resources"][log_group_id]["Properties"] == {
+        "LogGroupName": "/aws/vendedlogs/states/FmbenchFlow-workflow",
+        "RetentionInDays": 30,
+    }
+    assert state_machine["TracingConfiguration"] == {"Enabled": True}
+    assert state_machine_definition(template_json)["TimeoutSeconds"] == 24 * 60 * 60
+    assert template_json["Outputs"]["StateMachineArn"]["Value"] == {"Ref": state_machine_id}
+
+
+def test_state_machine_role_is_scoped_to_the_workflows_resources(template_json: dict[str, Any]) -> None:
+    _, state_machine = only(template_json, "AWS::StepFunctions::StateMachine")
+    statements = statements_of_role(template_json, state_machine["RoleArn"]["Fn::GetAtt"][0])
+    bucket = f"${{{bucket_id(template_json)}.Arn}}"
+    _, task_definition = only(template_json, "AWS::ECS::TaskDefinition")
+    (task_definition_id,) = resources(template_json, "AWS::ECS::TaskDefinition")
+    (workgroup_id,) = resources(template_json, "AWS::Athena::WorkGroup")
+
+    invokes = {r for s in statements if s["Action"] == ["lambda:InvokeFunction"] for r in s["Resource"]}
+    functions = [f"${{{logical_id}.Arn}}" for logical_id in resources(template_json, "AWS::Lambda::Function")]
+    assert invokes == {*functions, *(f"{arn}:*" for arn in functions)}
+    assert statement(["ecs:RunTask"], [f"${{{task_definition_id}}}"]) in statements
+    assert (
+        statement(
+            ["iam:PassRole"],
+            sorted(render([task_definition["TaskRoleArn"], task_definition["ExecutionRoleArn"]])),
+        )
+        in statements
+    )
+    workgroup = (
+        f"arn:${{AWS::Partition}}:athena:${{AWS::Region}}:${{AWS::AccountId}}:workgroup/${{{workgroup_id}}}"
+    )
+    assert (
+        statement(
+            [
+                "athena:StartQueryExecution",
+                "athena:GetQueryExecution",
+                "athena:GetQueryResults",
+                "athena:StopQueryExecution",
+            ],
+            [workgroup],
+        )
+        in statements
+    )
+    glue = [s for s in statements if s["Action"][0].startswith("glue:")]
+    assert [sorted(s["Action"]) for s in glue] == [
+        ["glue:GetDatabase", "glue:GetPartitions", "glue:GetTable"]
+    ]
+    s3_resources = {r for s in statements if s["Action"][0].startswith("s3:") for r in s["Resource"]}
+    assert s3_resources == {bucket, f"{bucket}/records/*", f"{bucket}/athena-results/*"}
+    assert {r for s in statements if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {
+        f"{bucket}/athena-results/*"
+    }
+    wildcard_only = {a for s in statements if s["Resource"] == ["*"] for a in s["Action"]}
+    assert wildcard_only == {
+        "ecs:StopTask",
+        "ecs:DescribeTasks",
+        "logs:CreateLogDelivery",
+        "logs:GetLogDelivery",
+        "logs:UpdateLogDelivery",
+        "logs:DeleteLogDelivery",
+        "logs:ListLogDeliveries",
+        "logs:PutResourcePolicy",
+        "logs:DescribeResourcePolicies",
+        "logs:DescribeLogGroups",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+    }
+    assert not any(a.startswith(("sagemaker:", "bedrock:")) for a in actions_of(statements))
+
+
+def test_no_schedule_by_default(template: Template) -> None:
+    template.resource_count_is("AWS::Scheduler::Schedule", 0)
+
+
+def test_a_scheduled_suite_starts_the_state_machine_with_that_suite(
+    custom_template_json: dict[str, Any],
+) -> None:
+    state_machine_id, _ = only(custom_template_json, "AWS::StepFunctions::StateMachine")
+    _, schedule = only(custom_template_json, "AWS::Scheduler::Schedule")
+    target = render(schedule["Target"])
+
+    assert schedule["ScheduleExpression"] == "cron(0 3 * * ? *)"
+    assert target["Arn"] == f"${{{state_machine_id}}}"
+    assert json.loads(target["Input"]) == SCHEDULED_SUITE
+    assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 3600, "MaximumRetryAttempts": 3}
+    (scheduler_role,) = [
+        logical_id
+        for logical_id, props in resources(custom_template_json, "AWS::IAM::Role").items()
+        if props["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+        == {"Service": "scheduler.amazonaws.com"}
+    ]
+    assert statements_of_role(custom_template_json, scheduler_role) == [
+        statement(["states:StartExecution"], [f"${{{state_machine_id}}}"])
+    ]
+
+
+def test_context_reaches_the_definition(custom_template_json: dict[str, Any]) -> None:
+    definition = state_machine_definition(custom_template_json)
+    branch_states = definition["States"]["Branches"]["ItemProcessor"]["States"]
+
+    assert branch_states["WaitForEndpoint"]["Seconds"] == 15
+    assert branch_states["RunLoad"]["TimeoutSeconds"] == 60 * 60
+    assert definition["TimeoutSeconds"] == 600 * 60
+
+
+def test_an_invalid_scheduled_suite_fails_synth_naming_the_field() -> None:
+    bad_suite = {**SCHEDULED_SUITE, "load": {"concurrency": [0], "requests_per_level": 10}}
+    context = {"fmbench:schedules": [{"name": "nightly", "expression": "rate(1 day)", "suite": bad_suite}]}
+
+    with pytest.raises(
+        ContextError, match=r"(?s)^fmbench:schedules\.0\.suite: invalid suite: .*load\.concurrency: "
+    ):
+        build_app(context)
+
+
+def test_a_runner_timeout_beyond_the_execution_timeout_is_refused() -> None:
+    from infra.app import cdk_json_context
+
+    context = {**cdk_json_context(), "fmbench:runnerTimeoutMinutes": 1440}
+
+    with pytest.raises(ContextError, match=r"^fmbench:executionTimeoutMinutes: must exceed"):
+        FmbenchSettings.from_context(context.get)

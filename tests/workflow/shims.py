@@ -1,0 +1,526 @@
+"""Shims that let moto 5.2's Step Functions interpreter run the product's state machine in-process.
+
+moto executes a state machine's ASL (``execute_state_machine``), but three things the workflow needs stop
+there: the Lambda backend without Docker answers every invoke with a canned payload, the optimized
+``ecs:runTask.sync`` integration would poll moto's ECS for a task nothing runs, and ``athena`` is on the
+interpreter's list of unsupported services (``.sync`` raises) while moto's Athena never executes SQL.
+Each shim replaces exactly that gap and nothing else; everything else (the ASL semantics: Map, Choice,
+Retry, Catch, intrinsics; and S3, SageMaker, Athena bookkeeping) is moto's own.
+
+- ``LambdaShim``: the simple Lambda backend's ``invoke`` runs the real handler named by the function's
+  image CMD (``lambdas.plan.handler``), in-process, with the function's environment; a raised exception
+  becomes Lambda's ``Unhandled`` function error (``errorType`` = the exception's class name).
+- ``EcsRunTaskShim``: ``ecs:runTask.sync`` runs ``python -m fmbench.runner_main`` as a subprocess with the
+  container overrides' environment, answers with an ECS-like stopped task and fails the state with
+  ``States.TaskFailed`` when the runner exits non-zero (as Step Functions does for a failed essential
+  container).
+- ``AthenaShim``: Athena's ``StartQueryExecution`` runs the query text (Trino, transpiled to DuckDB by
+  ``report.query``) over the records in moto's S3 and stores the rows for ``GetQueryResults``; the
+  interpreter gets an ``athena:startQueryExecution.sync`` integration that starts the query and waits for it.
+- ``SageMakerFaults``: endpoints of chosen branches end up ``Failed`` or stay ``Creating``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from unittest import mock
+
+import boto3
+import duckdb
+import pyarrow as pa
+from moto.athena.models import AthenaBackend, QueryResults
+from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.sagemaker.models import SageMakerModelBackend
+from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+    FailureEvent,
+    FailureEventException,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+    StatesErrorNameType,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
+    ResourceCondition,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
+    StateTaskServiceEcs,
+)
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
+
+from fmbench.records import PARTITION_COLUMNS, RECORD_SCHEMA
+from fmbench.storage import split_s3_uri
+from report.query import to_duckdb
+
+REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+RUNNER_TIMEOUT_S: Final = 120.0
+_DUCKDB_TO_ATHENA: Final = {
+    "VARCHAR": "varchar",
+    "BIGINT": "bigint",
+    "INTEGER": "integer",
+    "SMALLINT": "smallint",
+    "TINYINT": "tinyint",
+    "HUGEINT": "bigint",
+    "DOUBLE": "double",
+    "FLOAT": "real",
+    "BOOLEAN": "boolean",
+}
+
+
+def _task_failed(env: Any, *, resource_type: str, resource: str, cause: str) -> FailureEventException:
+    """The failure Step Functions reports for an optimized integration whose job failed."""
+    return FailureEventException(
+        failure_event=FailureEvent(
+            env=env,
+            error_name=StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
+            event_type=HistoryEventType.TaskFailed,
+            event_details=EventDetails(
+                taskFailedEventDetails=TaskFailedEventDetails(
+                    error=StatesErrorNameType.StatesTaskFailed.to_name(),
+                    cause=cause,
+                    resource=resource,
+                    resourceType=resource_type,
+                )
+            ),
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------- Lambda
+
+
+@dataclass(frozen=True)
+class LambdaInvocation:
+    function_name: str
+    handler: str
+    event: Any
+    result: Any = None
+    error_type: str | None = None
+
+
+@dataclass(frozen=True)
+class _LambdaContext:
+    """The parts of Lambda's context object a handler may read."""
+
+    function_name: str
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    memory_limit_in_mb: int = 1024
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+class LambdaShim:
+    """Runs the handler named by a function's image CMD, as the Lambda runtime interface client would.
+
+    Handlers run one at a time: each sees exactly its function's environment (os.environ is process-wide),
+    and concurrent Map branches only wait for each other's short Lambda calls, never for a runner.
+    """
+
+    def __init__(self) -> None:
+        self.invocations: list[LambdaInvocation] = []
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[LambdaShim]:
+        shim = self
+
+        def invoke(
+            backend: LambdaSimpleBackend,
+            function_name: str,
+            qualifier: str | None,
+            body: Any,
+            headers: Any,
+            response_headers: dict[str, str],
+        ) -> bytes:
+            function = backend.get_function(function_name, qualifier)
+            return shim._invoke(function, body, response_headers)
+
+        with mock.patch.object(LambdaSimpleBackend, "invoke", invoke):
+            yield self
+
+    def _invoke(self, function: Any, body: Any, response_headers: dict[str, str]) -> bytes:
+        (handler_path,) = function.image_config.cmd
+        module_name, _, attribute = handler_path.rpartition(".")
+        event = json.loads(body or b"{}")
+        environment = {
+            **function.environment_vars,
+            "AWS_LAMBDA_FUNCTION_NAME": function.function_name,
+        }
+        with self._lock, mock.patch.dict(os.environ, environment):
+            try:
+                handler: Callable[[Any, Any], Any] = getattr(importlib.import_module(module_name), attribute)
+                result = handler(event, _LambdaContext(function_name=function.function_name))
+            except Exception as exc:  # noqa: BLE001 - whatever a handler raises, Lambda reports it so
+                self.invocations.append(
+                    LambdaInvocation(
+                        function.function_name, handler_path, event, error_type=type(exc).__name__
+                    )
+                )
+                response_headers["x-amz-function-error"] = "Unhandled"
+                return json.dumps(
+                    {
+                        "errorMessage": str(exc),
+                        "errorType": type(exc).__name__,
+                        "stackTrace": traceback.format_exception(exc),
+                    }
+                ).encode()
+        self.invocations.append(LambdaInvocation(function.function_name, handler_path, event, result=result))
+        return json.dumps(result).encode()
+
+    def calls_of(self, handler: str) -> list[LambdaInvocation]:
+        return [call for call in self.invocations if call.handler == handler]
+
+
+# ------------------------------------------------------------------------------------------------- ECS
+
+
+@dataclass(frozen=True)
+class RunnerRun:
+    spec_uri: str
+    exit_code: int
+    log: str
+
+
+class EcsRunTaskShim:
+    """``ecs:runTask.sync`` as a local subprocess of the runner image's entry point.
+
+    ``break_spec_of(branch_prefix)`` makes the runner of matching branches look for a spec that does not
+    exist, so the real runner fails (exit 2, nothing written) rather than a stand-in.
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.runs: list[RunnerRun] = []
+        self._broken_prefixes: set[str] = set()
+
+    def break_spec_of(self, branch_prefix: str) -> None:
+        self._broken_prefixes.add(branch_prefix)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[EcsRunTaskShim]:
+        shim = self
+
+        def eval_service_task(
+            service: StateTaskServiceEcs,
+            env: Any,
+            resource_runtime_part: Any,
+            normalised_parameters: dict[str, Any],
+            state_credentials: Any,
+        ) -> None:
+            if service._get_boto_service_action() != "run_task":
+                raise NotImplementedError(f"the ECS shim runs tasks only, not {service.resource.api_action}")
+            ecs = boto_client_for(
+                region=resource_runtime_part.region, service="ecs", state_credentials=state_credentials
+            )
+            env.stack.append({"Tasks": [shim._run(ecs, normalised_parameters)]})
+
+        def build_sync_resolver(
+            service: StateTaskServiceEcs,
+            env: Any,
+            resource_runtime_part: Any,
+            normalised_parameters: dict[str, Any],
+            state_credentials: Any,
+        ) -> Callable[[], Any]:
+            (task,) = env.stack.pop()["Tasks"]
+
+            def resolve() -> dict[str, Any]:
+                if any(container.get("ExitCode") != 0 for container in task["Containers"]):
+                    raise _task_failed(
+                        env, resource_type="ecs", resource="runTask.sync", cause=json.dumps(task)
+                    )
+                return task
+
+            return resolve
+
+        with (
+            mock.patch.object(StateTaskServiceEcs, "_eval_service_task", eval_service_task),
+            mock.patch.object(StateTaskServiceEcs, "_build_sync_resolver", build_sync_resolver),
+        ):
+            yield self
+
+    def _run(self, ecs: Any, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Run the task's only container as the state asked, and describe the stopped task."""
+        task_definition = ecs.describe_task_definition(taskDefinition=parameters["TaskDefinition"])[
+            "taskDefinition"
+        ]
+        containers = {container["name"] for container in task_definition["containerDefinitions"]}
+        overrides = parameters.get("Overrides", {}).get("ContainerOverrides", [])
+        unknown = {override["Name"] for override in overrides} - containers
+        if unknown:
+            raise ValueError(f"container overrides name {sorted(unknown)}, the task has {sorted(containers)}")
+        (override,) = overrides
+        environment = {variable["Name"]: variable["Value"] for variable in override.get("Environment", [])}
+        spec_uri = environment.get("FMBENCH_BRANCH_SPEC_URI", "")
+        if any(f"branch_id={prefix}" in spec_uri for prefix in self._broken_prefixes):
+            environment["FMBENCH_BRANCH_SPEC_URI"] = spec_uri.replace(".json", "-missing.json")
+        log_path = self.log_dir / f"runner-{len(self.runs)}.log"
+        with log_path.open("wb") as log:
+            completed = subprocess.run(
+                [sys.executable, "-m", "fmbench.runner_main"],
+                cwd=REPO_ROOT,
+                env={**os.environ, **environment},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=RUNNER_TIMEOUT_S,
+                check=False,
+            )
+        self.runs.append(RunnerRun(spec_uri, completed.returncode, log_path.read_text(errors="replace")))
+        task_arn = f"{parameters['Cluster'].replace(':cluster/', ':task/')}/{uuid.uuid4().hex}"
+        return {
+            "ClusterArn": parameters["Cluster"],
+            "TaskArn": task_arn,
+            "TaskDefinitionArn": task_definition["taskDefinitionArn"],
+            "LaunchType": parameters.get("LaunchType", "FARGATE"),
+            "StartedBy": parameters.get("StartedBy"),
+            "Overrides": parameters.get("Overrides", {}),
+            "LastStatus": "STOPPED",
+            "DesiredStatus": "STOPPED",
+            "StopCode": "EssentialContainerExited",
+            "StoppedReason": "Essential container in task exited",
+            "Containers": [
+                {
+                    "Name": override["Name"],
+                    "TaskArn": task_arn,
+                    "LastStatus": "STOPPED",
+                    "ExitCode": completed.returncode,
+                }
+            ],
+        }
+
+
+# ---------------------------------------------------------------------------------------------- Athena
+
+
+class _AthenaStartQueryExecutionSync(state_task_service_callback.StateTaskServiceCallback):
+    """The optimized ``athena:startQueryExecution(.sync)`` integration that moto lists as unsupported."""
+
+    def __init__(self) -> None:
+        # WaitForTaskToken is listed because the base class sets up its callback endpoint for every
+        # integration pattern of a service that supports it (as moto's ECS integration does).
+        super().__init__(
+            supported_integration_patterns={ResourceCondition.WaitForTaskToken, ResourceCondition.Sync}
+        )
+
+    def _get_supported_parameters(self) -> set[str] | None:
+        if self.resource.api_action.lower() != "startqueryexecution":
+            return None
+        return {
+            "QueryString",
+            "ClientRequestToken",
+            "QueryExecutionContext",
+            "ResultConfiguration",
+            "WorkGroup",
+            "ExecutionParameters",
+            "ResultReuseConfiguration",
+        }
+
+    def _eval_service_task(
+        self,
+        env: Any,
+        resource_runtime_part: Any,
+        normalised_parameters: dict[str, Any],
+        state_credentials: Any,
+    ) -> None:
+        athena = boto_client_for(
+            region=resource_runtime_part.region, service="athena", state_credentials=state_credentials
+        )
+        started = athena.start_query_execution(**normalised_parameters)
+        env.stack.append({"QueryExecutionId": started["QueryExecutionId"]})
+
+    def _build_sync_resolver(
+        self,
+        env: Any,
+        resource_runtime_part: Any,
+        normalised_parameters: dict[str, Any],
+        state_credentials: Any,
+    ) -> Callable[[], Any]:
+        athena = boto_client_for(
+            region=resource_runtime_part.region, service="athena", state_credentials=state_credentials
+        )
+        query_execution_id = env.stack.pop()["QueryExecutionId"]
+
+        def resolve() -> dict[str, Any] | None:
+            described = athena.get_query_execution(QueryExecutionId=query_execution_id)
+            described.pop("ResponseMetadata", None)
+            described = json.loads(json.dumps(described, default=str))
+            state = described["QueryExecution"]["Status"]["State"]
+            if state == "SUCCEEDED":
+                return described
+            if state in ("FAILED", "CANCELLED"):
+                raise _task_failed(
+                    env,
+                    resource_type="athena",
+                    resource="startQueryExecution.sync",
+                    cause=json.dumps(described),
+                )
+            return None
+
+        return resolve
+
+
+class AthenaShim:
+    """Athena that runs its queries: DuckDB over the Parquet records of the results bucket in moto's S3."""
+
+    def __init__(self, results_bucket: str) -> None:
+        self.results_bucket = results_bucket
+        self.queries: list[str] = []
+        self.failures: dict[str, str] = {}
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[AthenaShim]:
+        shim = self
+        original_start = AthenaBackend.start_query_execution
+        original_factory = state_task_factory.state_task_service_for
+
+        def start_query_execution(backend: AthenaBackend, query: str, *args: Any, **kwargs: Any) -> str:
+            query_execution_id: str = original_start(backend, query, *args, **kwargs)
+            execution = backend.executions[query_execution_id]
+            shim.queries.append(query)
+            try:
+                backend.query_results[query_execution_id] = shim._run(query)
+                execution.status = "SUCCEEDED"
+            except Exception as exc:  # noqa: BLE001 - a query that cannot run is a FAILED query
+                shim.failures[query_execution_id] = f"{type(exc).__name__}: {exc}"
+                execution.status = "FAILED"
+            return query_execution_id
+
+        def state_task_service_for(service_name: str) -> Any:
+            if service_name == "athena":
+                return _AthenaStartQueryExecutionSync()
+            return original_factory(service_name=service_name)
+
+        with (
+            mock.patch.object(AthenaBackend, "start_query_execution", start_query_execution),
+            mock.patch.object(state_task_factory, "state_task_service_for", state_task_service_for),
+        ):
+            yield self
+
+    def _run(self, query: str) -> QueryResults:
+        s3 = boto3.client("s3")
+        with tempfile.TemporaryDirectory(prefix="athena-shim-") as folder, duckdb.connect(":memory:") as db:
+            parts = []
+            paginator = s3.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.results_bucket, Prefix="records/"):
+                for item in page.get("Contents", []):
+                    if item["Key"].endswith(".parquet"):
+                        local = Path(folder) / item["Key"]
+                        local.parent.mkdir(parents=True, exist_ok=True)
+                        s3.download_file(self.results_bucket, item["Key"], str(local))
+                        parts.append(local)
+            if parts:
+                glob = str(Path(folder) / "records" / "*" / "*" / "*.parquet")
+                db.execute(
+                    f"CREATE VIEW records AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
+                    "union_by_name = true, hive_types = {'run_id': VARCHAR, 'branch_id': VARCHAR})"
+                )
+            else:
+                empty = pa.schema(
+                    [*RECORD_SCHEMA, *(pa.field(name, pa.string()) for name in PARTITION_COLUMNS)]
+                ).empty_table()
+                db.register("records", empty)
+            result = db.execute(to_duckdb(query))
+            names = [column[0] for column in result.description]
+            types = [_athena_type(str(column[1])) for column in result.description]
+            rows = result.fetchall()
+        header = {"Data": [{"VarCharValue": name} for name in names]}
+        return QueryResults(
+            rows=[header, *({"Data": [_cell(value) for value in row]} for row in rows)],
+            column_info=[
+                {"Name": name, "Label": name, "Type": kind, "Nullable": "UNKNOWN"}
+                for name, kind in zip(names, types, strict=True)
+            ],
+        )
+
+
+def _athena_type(duckdb_type: str) -> str:
+    if duckdb_type.endswith("[]"):
+        return "array"
+    if duckdb_type.startswith("DECIMAL"):
+        return "decimal"
+    return _DUCKDB_TO_ATHENA.get(duckdb_type, "varchar")
+
+
+def _cell(value: Any) -> dict[str, str]:
+    """A GetQueryResults cell: everything as text, NULL as a cell without a value."""
+    if value is None:
+        return {}
+    if isinstance(value, bool):
+        return {"VarCharValue": "true" if value else "false"}
+    if isinstance(value, float):
+        return {"VarCharValue": repr(value) if value == value else "NaN"}
+    return {"VarCharValue": str(value)}
+
+
+# ------------------------------------------------------------------------------------------- SageMaker
+
+
+class SageMakerFaults:
+    """Endpoints of the branches whose id starts with a given prefix never serve: Failed, or Creating."""
+
+    def __init__(self) -> None:
+        self._statuses: dict[str, tuple[str, str | None]] = {}
+
+    def fail(self, branch_prefix: str, reason: str) -> None:
+        self._statuses[branch_prefix] = ("Failed", reason)
+
+    def never_in_service(self, branch_prefix: str) -> None:
+        self._statuses[branch_prefix] = ("Creating", None)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[SageMakerFaults]:
+        faults = self
+        original = SageMakerModelBackend.create_endpoint
+
+        def create_endpoint(backend: SageMakerModelBackend, *args: Any, **kwargs: Any) -> Any:
+            endpoint = original(backend, *args, **kwargs)
+            tags = {tag["Key"]: tag["Value"] for tag in endpoint.tags or []}
+            branch_id = tags.get("fmbench:branch-id", "")
+            for prefix, (status, reason) in faults._statuses.items():
+                if branch_id.startswith(prefix):
+                    endpoint.endpoint_status = status
+                    endpoint.failure_reason = reason
+            return endpoint
+
+        with mock.patch.object(SageMakerModelBackend, "create_endpoint", create_endpoint):
+            yield self
+
+
+# ----------------------------------------------------------------------------------------------- misc
+
+
+def wait_for_execution(sfn: Any, execution_arn: str, timeout_s: float) -> dict[str, Any]:
+    """The execution once it has left RUNNING (moto runs it on a thread of its own)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
+        if described["status"] != "RUNNING":
+            return described
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"execution {execution_arn} still RUNNING after {timeout_s:g} s")
+        time.sleep(0.2)
+
+
+def s3_object_keys(s3: Any, uri: str) -> list[str]:
+    bucket, prefix = split_s3_uri(uri)
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [item["Key"] for item in page.get("Contents", [])]
+    return keys

@@ -1,0 +1,200 @@
+"""The synthesized state machine, executed by moto: branches succeed, fail, time out, and always tear down.
+
+SageMaker targets are deployed and torn down through moto and invoked at the emulator (which speaks the
+SageMaker runtime API: ``endpoint_url``); 'openai' targets call the emulator directly. moto's SageMaker
+knows an older list of instance types, hence g4dn rather than g5 below.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+from harness import RESULTS_BUCKET, DeployedWorkflow, Execution
+from shims import s3_object_keys
+
+from fmbench.cloud import workflow as cloud_workflow
+
+DEPLOY = "lambdas.deploy.handler"
+STATUS = "lambdas.endpoint_status.handler"
+TEARDOWN = "lambdas.teardown.handler"
+NOTHING_LEFT: dict[str, list[str]] = {"models": [], "endpoint_configs": [], "endpoints": []}
+
+
+def sagemaker_target(name: str, emulator_url: str, instance_type: str = "ml.g4dn.xlarge") -> dict[str, Any]:
+    return {
+        "name": name,
+        "platform": "sagemaker",
+        "model": "served-model",
+        "container": "lmi",
+        "payload_format": "lmi",
+        "model_source": {"hf_model_id": "example-org/example-model"},
+        "instance_type": instance_type,
+        "endpoint_url": emulator_url,
+    }
+
+
+def openai_target(name: str, emulator_url: str) -> dict[str, Any]:
+    return {"name": name, "platform": "openai", "endpoint_url": f"{emulator_url}/v1", "model": "served-model"}
+
+
+def suite(name: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "targets": targets,
+        "workload": {
+            "dataset": {"source": "builtin:synthetic-qa"},
+            "bins": [{"min_tokens": 50, "max_tokens": 500}],
+            "max_prompts_per_bin": 4,
+            "inference": {"max_new_tokens": 6},
+        },
+        "load": {"concurrency": [1, 2], "requests_per_level": 4, "request_timeout_s": 10},
+        "slo": {"p95_latency_s": 5.0},
+        "execution": {"max_parallel_branches": 3},
+    }
+
+
+def by_target(execution: Execution) -> dict[str, dict[str, Any]]:
+    """result.json's branch entries by target name."""
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    return {branch["target_name"]: branch for branch in execution.output["branches"]}
+
+
+def statuses(branches: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Status per target, with the reason of each failed one (so that a failing assertion says why)."""
+    return {
+        name: branch["status"] if branch["status"] == "succeeded" else f"failed: {branch['reason']}"
+        for name, branch in branches.items()
+    }
+
+
+def sagemaker_leftovers() -> dict[str, list[str]]:
+    sagemaker = boto3.client("sagemaker")
+    return {
+        "models": [model["ModelName"] for model in sagemaker.list_models()["Models"]],
+        "endpoint_configs": [
+            config["EndpointConfigName"] for config in sagemaker.list_endpoint_configs()["EndpointConfigs"]
+        ],
+        "endpoints": [endpoint["EndpointName"] for endpoint in sagemaker.list_endpoints()["Endpoints"]],
+    }
+
+
+def teardown_event_of(workflow: DeployedWorkflow, branch_id: str) -> dict[str, Any]:
+    (call,) = [c for c in workflow.lambdas.calls_of(TEARDOWN) if c.event["branch_id"] == branch_id]
+    assert call.error_type is None
+    event: dict[str, Any] = call.event
+    return event
+
+
+def published_result(run_id: str) -> Any:
+    key = f"reports/run_id={run_id}/result.json"
+    return json.loads(boto3.client("s3").get_object(Bucket=RESULTS_BUCKET, Key=key)["Body"].read())
+
+
+def test_three_branches_succeed_and_everything_deployed_is_deleted(
+    workflow: DeployedWorkflow, emulator_url: str
+) -> None:
+    targets = [
+        sagemaker_target("sm-small", emulator_url, "ml.g4dn.xlarge"),
+        sagemaker_target("sm-large", emulator_url, "ml.g4dn.2xlarge"),
+        openai_target("byo", emulator_url),
+    ]
+
+    execution = workflow.run(suite("three-branches", targets), name="run-three")
+
+    branches = by_target(execution)
+    assert statuses(branches) == {
+        "sm-small": "succeeded",
+        "sm-large": "succeeded",
+        "byo": "succeeded",
+    }
+    assert all(branch["records_written"] == 8 for branch in branches.values())
+    # Only the two SageMaker targets deploy; every branch tears down, and nothing is left behind.
+    assert sorted(call.event["branch_id"] for call in workflow.lambdas.calls_of(DEPLOY)) == sorted(
+        branches[name]["branch_id"] for name in ("sm-small", "sm-large")
+    )
+    assert len(workflow.lambdas.calls_of(TEARDOWN)) == 3
+    assert all("error" not in call.event for call in workflow.lambdas.calls_of(TEARDOWN))
+    assert sagemaker_leftovers() == NOTHING_LEFT
+    assert sorted(run.exit_code for run in workflow.runner.runs) == [0, 0, 0]
+    records = s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/records/run_id=run-three/")
+    assert {key.split("/")[2] for key in records} == {
+        f"branch_id={b['branch_id']}" for b in branches.values()
+    }
+    # The metrics came through the Query state (Athena, run by the shim on DuckDB) into the report.
+    assert all(len(branch["load_points"]) == 2 for branch in branches.values())
+    assert execution.output == published_result("run-three")
+
+
+def test_a_failed_deployment_fails_its_branch_only_and_is_torn_down(
+    workflow: DeployedWorkflow, emulator_url: str
+) -> None:
+    workflow.sagemaker_faults.fail("sm-broken", "CannotStartContainerError: the container did not start")
+    targets = [
+        sagemaker_target("sm-ok", emulator_url),
+        sagemaker_target("sm-broken", emulator_url),
+        openai_target("byo", emulator_url),
+    ]
+
+    execution = workflow.run(suite("one-fails", targets), name="run-one-fails")
+
+    branches = by_target(execution)
+    assert statuses(branches) == {
+        "sm-ok": "succeeded",
+        "sm-broken": f"failed: {branches['sm-broken']['reason']}",
+        "byo": "succeeded",
+    }
+    broken = branches["sm-broken"]
+    assert broken["reason"].startswith("EndpointFailed: endpoint fmb-")
+    assert broken["reason"].endswith("failed: CannotStartContainerError: the container did not start")
+    assert teardown_event_of(workflow, broken["branch_id"])["error"]["Error"] == "EndpointFailed"
+    # No runner for the broken branch; its model, config and endpoint are gone like everyone else's.
+    assert len(workflow.runner.runs) == 2
+    assert sagemaker_leftovers() == NOTHING_LEFT
+    assert execution.output == published_result("run-one-fails")
+
+
+def test_a_failing_runner_task_is_caught_and_its_endpoint_torn_down(
+    workflow: DeployedWorkflow, emulator_url: str
+) -> None:
+    workflow.runner.break_spec_of("sm-crash")
+    targets = [sagemaker_target("sm-crash", emulator_url), openai_target("byo", emulator_url)]
+
+    execution = workflow.run(suite("runner-fails", targets), name="run-runner-fails")
+
+    branches = by_target(execution)
+    assert statuses(branches) == {
+        "sm-crash": f"failed: {branches['sm-crash']['reason']}",
+        "byo": "succeeded",
+    }
+    crashed = branches["sm-crash"]
+    # The runner exited 2 (its spec was not there): the ECS task failed, the Catch sent it to teardown.
+    assert sorted(run.exit_code for run in workflow.runner.runs) == [0, 2]
+    error = teardown_event_of(workflow, crashed["branch_id"])["error"]
+    assert error["Error"] == "States.TaskFailed"
+    (container,) = json.loads(error["Cause"])["Containers"]
+    assert (container["Name"], container["ExitCode"]) == ("runner", 2)
+    assert crashed["reason"].startswith("States.TaskFailed: ")
+    assert crashed["records_written"] == 0
+    assert sagemaker_leftovers() == NOTHING_LEFT
+
+
+def test_an_endpoint_that_never_serves_times_out_after_the_poll_bound_and_is_torn_down(
+    workflow: DeployedWorkflow, emulator_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The plan's bound (60 polls of the 60 s production wait) shrunk for the 1 s wait of this tier.
+    monkeypatch.setattr(cloud_workflow, "MAX_STATUS_POLLS", 3)
+    workflow.sagemaker_faults.never_in_service("sm-stuck")
+
+    execution = workflow.run(suite("stuck", [sagemaker_target("sm-stuck", emulator_url)]), name="run-stuck")
+
+    (stuck,) = by_target(execution).values()
+    assert stuck["status"] == "failed"
+    assert stuck["reason"].startswith("EndpointTimeout: timeout: endpoint fmb-")
+    assert stuck["reason"].endswith("not InService after 3 status polls")
+    assert [call.result["status"] for call in workflow.lambdas.calls_of(STATUS)] == ["Creating"] * 3
+    assert teardown_event_of(workflow, stuck["branch_id"])["error"]["Error"] == "EndpointTimeout"
+    assert workflow.runner.runs == []
+    assert sagemaker_leftovers() == NOTHING_LEFT
