@@ -23,6 +23,7 @@ from fmbench.config import (
     validate_suite_data,
     write_suite_schema,
 )
+from fmbench.estimate import BudgetExceededError, CostEstimate, check_budget, usd_text
 from fmbench.plan import RunPlan, plan_suite
 from fmbench.runner import ProgressEvent
 
@@ -67,6 +68,43 @@ def _plan_table(plan: RunPlan) -> Table:
     return table
 
 
+def _estimate_table(estimate: CostEstimate) -> Table:
+    total = usd_text(estimate.total_usd) + ("" if estimate.complete else " + unknown")
+    table = Table(title=f"Estimated cost, an upper bound: {total}")
+    for column in ("branch", "billed as", "bound", "USD"):
+        table.add_column(column)
+    for part in estimate.parts:
+        if part.billing == "instance":
+            bound = f"{part.lifetime_s / 3600:.2f} h x{part.instance_count or 1} {part.instance_type or ''}"
+        elif part.billing == "tokens":
+            bound = f"{part.input_tokens or 0:,} in + {part.output_tokens or 0:,} out tokens"
+        else:
+            bound = part.basis
+        billed = "emulated" if part.emulated else part.billing
+        table.add_row(
+            part.branch_id, billed, bound, usd_text(part.usd) if part.usd is not None else "unknown"
+        )
+    return table
+
+
+def _print_budget_error(error: BudgetExceededError) -> None:
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(f"over budget, nothing was run: {error}", markup=False)
+
+
+def _show_estimate(console: Console, plan: RunPlan) -> bool:
+    """Print the estimate; False (and why, on stderr) when it exceeds the suite's budget."""
+    if plan.cost_estimate is None:
+        return True
+    console.print(_estimate_table(plan.cost_estimate))
+    try:
+        check_budget(plan.cost_estimate, plan.suite.budget)
+    except BudgetExceededError as error:
+        _print_budget_error(error)
+        return False
+    return True
+
+
 def _timed_text(load: LoadPlan) -> str:
     """What a load point sends when some phase is timed, e.g. '5 + 60s + 10s each'."""
     parts = [
@@ -78,7 +116,9 @@ def _timed_text(load: LoadPlan) -> str:
 
 
 def _point_text(concurrency: int | None, rate_per_s: float | None) -> str:
-    return f"c={concurrency}" if concurrency is not None else f"{rate_per_s:g}/s"
+    if concurrency is not None:
+        return f"c={concurrency}"
+    return f"{rate_per_s:g}/s" if rate_per_s is not None else "-"  # branch events name no load point
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -88,8 +128,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         _print_problems(error)
         return EXIT_INVALID
     plan = plan_suite(suite, storage_root="(not written)", run_id="validate")
-    _console().print(_plan_table(plan))
-    return EXIT_OK
+    console = _console()
+    console.print(_plan_table(plan))
+    return EXIT_OK if _show_estimate(console, plan) else EXIT_INVALID
 
 
 class ProgressView:
@@ -188,8 +229,14 @@ def _run_and_report(suite: Suite, out: Path, suite_dir: Path | None, run_id: str
     console = _console()
     plan_preview = plan_suite(suite, storage_root=str(out), run_id=run_id or "preview")
     console.print(_plan_table(plan_preview))
-    with ProgressView(plan_preview, console, live=console.is_terminal) as view:
-        run = run_suite(suite, out, suite_dir=suite_dir, run_id=run_id, on_progress=view)
+    if not _show_estimate(console, plan_preview):
+        return EXIT_INVALID
+    try:
+        with ProgressView(plan_preview, console, live=console.is_terminal) as view:
+            run = run_suite(suite, out, suite_dir=suite_dir, run_id=run_id, on_progress=view)
+    except BudgetExceededError as error:
+        _print_budget_error(error)
+        return EXIT_INVALID
     _print_outcome(console, run)
     return EXIT_OK if run.result.status != "failed" else EXIT_FAILED
 
@@ -341,6 +388,28 @@ def _print_summary_table(out: Path) -> None:
             "so its figures show the runner's limit, not the endpoint's (see report.md).",
             markup=False,
         )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Render a local run's report again from its records, plan and outcomes; nothing runs again."""
+    from fmbench.local import SavedRunNotFoundError, report_saved_run
+    from report.render import REPORT_MD
+
+    console, err = _console(), Console(stderr=True, highlight=False, soft_wrap=True)
+    out = Path(args.out or args.root)
+    try:
+        result = report_saved_run(args.root, args.run_id, out)
+    except SavedRunNotFoundError as exc:
+        err.print(str(exc), markup=False)
+        return EXIT_FAILED
+    measured = sum(len(branch.load_points) for branch in result.branches)
+    missing = sum(len(branch.load_points_not_measured) for branch in result.branches)
+    console.print(
+        f"Run {result.run_id}: {result.status}; {measured} load point(s) measured, {missing} not measured",
+        markup=False,
+    )
+    console.print(f"Report: {out / REPORT_MD} (and report.html, result.json)", markup=False)
+    return EXIT_OK
 
 
 def cmd_emulator(args: argparse.Namespace, rest: list[str]) -> int:
@@ -533,6 +602,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output folder (records and report)")
     run.add_argument("--run-id", default=None, help="run id (default: time stamp and random suffix)")
     run.set_defaults(handler=cmd_run)
+
+    report = commands.add_parser(
+        "report", help="render a local run's report again from its records, plan and outcomes"
+    )
+    report.add_argument("run_id", metavar="RUN_ID", help="the run id (records/run_id=RUN_ID under --root)")
+    report.add_argument("--root", required=True, help="the folder the run wrote to (its --out)")
+    report.add_argument("--out", default=None, help="where the report goes (default: --root)")
+    report.set_defaults(handler=cmd_report)
 
     load = commands.add_parser("load", help="benchmark one OpenAI-compatible endpoint directly")
     load.add_argument("--url", required=True, help="base URL including /v1, e.g. http://127.0.0.1:8000/v1")

@@ -528,8 +528,33 @@ class ReportOptions(StrictModel):
     cost_per_transactions: int = Field(default=10_000, ge=1, description="Scale of the price chart.")
 
 
+# Longer than the longest branch the stack's defaults allow (1 h to deploy, the 4 h runner timeout, 10 min to
+# delete: 5.2 h); short enough that an endpoint leaked by every other safeguard costs hours, not days.
+DEFAULT_ENDPOINT_TTL_S = 6 * 3600
+
+
 class ExecutionOptions(StrictModel):
     max_parallel_branches: int = Field(default=4, ge=1, le=100)
+    endpoint_ttl_s: int = Field(
+        default=DEFAULT_ENDPOINT_TTL_S,
+        ge=900,
+        le=7 * 24 * 3600,
+        description="Seconds after its creation when a deployed endpoint may be deleted by the sweeper, "
+        "whether or not its run still goes on (tag fmbench:expires-at); the backstop for a run that "
+        "leaked it.",
+    )
+
+
+class Budget(StrictModel):
+    """The most a run may cost; checked against the cost estimate before anything is deployed."""
+
+    max_usd: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Refuse the suite when its estimated cost (an upper bound: see docs/operations.md) "
+        "exceeds this many USD; null: no limit.",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- suite
@@ -548,6 +573,7 @@ class Suite(StrictModel):
     pricing: Pricing = Field(default_factory=Pricing)
     report: ReportOptions = Field(default_factory=ReportOptions)
     execution: ExecutionOptions = Field(default_factory=ExecutionOptions)
+    budget: Budget = Field(default_factory=Budget)
 
     def expanded_targets(self) -> list[Any]:
         """Explicit targets followed by matrix combinations (already validated by ``load_suite``)."""

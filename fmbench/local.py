@@ -11,12 +11,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmbench import storage
 from fmbench.config import EmulatorTarget, Suite
-from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, plan_suite
+from fmbench.estimate import check_budget
+from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, outcome_uri, plan_suite, run_plan_uri
 from fmbench.runner import ProgressEvent, run_branch
 
 if TYPE_CHECKING:
     from fmbench.emulator.server import EmulatorSettings
+    from report.result import ResultDocument
+
+# Left as a branch's outcome until its run ends: a run interrupted (Ctrl-C, a crash) still accounts for it.
+NOT_FINISHED_REASON = (
+    "the local run did not finish (interrupted); the records of every load point it finished are kept"
+)
+
+
+class SavedRunNotFoundError(LookupError):
+    """No saved plan for the run id under the root: the id or the folder is wrong."""
+
+
+def save_plan(plan: RunPlan, storage_root: str) -> None:
+    """``specs/run_id=<run>/plan.json``, as the cloud plan step writes it: the run can be reported again."""
+    document = plan.model_dump_json(indent=2, exclude_unset=True) + "\n"
+    storage.write_bytes(run_plan_uri(storage_root, plan.run_id), document.encode(), "application/json")
+
+
+def save_outcome(spec: BranchSpec, outcome: BranchOutcome) -> None:
+    """``outcomes/run_id=<run>/branch_id=<branch>/outcome.json``, as the cloud runner writes it."""
+    data = (outcome.model_dump_json(indent=2) + "\n").encode()
+    storage.write_bytes(outcome_uri(spec.storage_root, spec.run_id, spec.branch_id), data, "application/json")
 
 
 def emulator_settings_for(target: EmulatorTarget) -> EmulatorSettings:
@@ -67,11 +91,19 @@ async def _run_one(
 ) -> BranchOutcome:
     async with gate:
         started = time.time()
+        placeholder = BranchOutcome(
+            branch_id=spec.branch_id,
+            status="failed",
+            reason=NOT_FINISHED_REASON,
+            load_points_planned=spec.load_point_count,
+            started_epoch_s=started,
+        )
+        await asyncio.to_thread(save_outcome, spec, placeholder)
         try:
             async with endpoint_for(spec) as url:
-                return await run_branch(spec, endpoint_url=url, on_progress=on_progress)
+                outcome = await run_branch(spec, endpoint_url=url, on_progress=on_progress)
         except Exception as exc:  # noqa: BLE001 - one broken branch must not take the others down
-            return BranchOutcome(
+            outcome = BranchOutcome(
                 branch_id=spec.branch_id,
                 status="failed",
                 reason=f"{type(exc).__name__}: {exc}",
@@ -79,6 +111,8 @@ async def _run_one(
                 started_epoch_s=started,
                 ended_epoch_s=time.time(),
             )
+        await asyncio.to_thread(save_outcome, spec, outcome)
+        return outcome
 
 
 async def run_branches(
@@ -108,20 +142,60 @@ def run_suite(
 ) -> LocalRun:
     """Plan, run every branch (bounded parallelism), compute the metrics and render the report into out_dir.
 
-    Records go to ``out_dir/records/run_id=.../branch_id=...`` (the storage layout); the report files go
-    straight into ``out_dir`` so that a local run's folder reads like one report.
+    Records go to ``out_dir/records/run_id=.../branch_id=...`` (the storage layout), the plan and the
+    branches' outcomes under ``specs/`` and ``outcomes/`` as in the cloud (``report_saved_run`` renders
+    the report again from them); the report files go straight into ``out_dir`` so that a local run's
+    folder reads like one report. A suite whose estimate exceeds its budget raises
+    ``BudgetExceededError`` before anything runs or is written.
     """
     from report.render import generate_report
 
     started = time.perf_counter()
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     plan = plan_suite(
         suite, storage_root=str(out), run_id=run_id, dataset_base_dir=str(suite_dir) if suite_dir else None
     )
+    if plan.cost_estimate is not None:
+        check_budget(plan.cost_estimate, suite.budget)
+    out.mkdir(parents=True, exist_ok=True)
+    save_plan(plan, str(out))
     outcomes = asyncio.run(run_branches(plan, suite.execution.max_parallel_branches, on_progress))
     result = generate_report(plan, outcomes, storage_root=str(out), report_dir=out)
     return LocalRun(plan, outcomes, result, out, time.perf_counter() - started)
+
+
+def read_saved_plan(storage_root: str, run_id: str) -> RunPlan:
+    try:
+        data = storage.read_bytes(run_plan_uri(storage_root, run_id))
+    except storage.StorageNotFoundError:
+        raise SavedRunNotFoundError(
+            f"no saved run {run_id!r} under {storage_root}: no {run_plan_uri(storage_root, run_id)}"
+        ) from None
+    return RunPlan.model_validate_json(data)
+
+
+def read_saved_outcomes(plan: RunPlan, storage_root: str) -> list[BranchOutcome]:
+    """The outcomes the run saved; a branch without one is left out (the report counts it as failed)."""
+    outcomes = []
+    for spec in plan.branches:
+        try:
+            data = storage.read_bytes(outcome_uri(storage_root, plan.run_id, spec.branch_id))
+        except storage.StorageNotFoundError:
+            continue
+        outcomes.append(BranchOutcome.model_validate_json(data))
+    return outcomes
+
+
+def report_saved_run(storage_root: str | Path, run_id: str, report_dir: str | Path) -> ResultDocument:
+    """The report of an earlier local run, rendered again from its records, plan and outcomes alone: after
+    a failed or interrupted report step, or with a newer renderer. Nothing is run again."""
+    from report.render import generate_report
+
+    root = str(Path(storage_root).resolve())
+    plan = read_saved_plan(root, run_id)
+    # The plan names the root it was run under; the records are read where they are now.
+    outcomes = read_saved_outcomes(plan, root)
+    return generate_report(plan, outcomes, storage_root=root, report_dir=report_dir)
 
 
 def is_interactive() -> bool:

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from fmbench.cloud.sagemaker import SageMakerDeployment, needs_deploy, resource_names
 from fmbench.config import LoadPlan, StrictModel, Suite, Target, Workload
+from fmbench.estimate import CostEstimate, EstimateSettings, estimate_branches
 from fmbench.pricing import instance_price_per_hour_usd
 
 
@@ -48,11 +49,25 @@ class BranchSpec(StrictModel):
     def load_point_count(self) -> int:
         return self.load.level_count * len(self.workload.bins)
 
+    def planned_load_points(self) -> list[tuple[int | None, float | None, str]]:
+        """(concurrency, rate per s, bin) of every load point, in the runner's order (fmbench.runner):
+        each concurrency level across the bins, then each rate across the bins."""
+        bins = [b.label for b in self.workload.bins]
+        closed: list[tuple[int | None, float | None, str]] = [
+            (level, None, label) for level in self.load.concurrency for label in bins
+        ]
+        return closed + [(None, rate, label) for rate in self.load.rates_per_s for label in bins]
+
 
 class RunPlan(StrictModel):
     run_id: str
     suite: Suite
     branches: list[BranchSpec]
+    cost_estimate: CostEstimate | None = Field(
+        default=None,
+        description="Upper bound of the run's cost, made before anything ran; result.json shows it beside "
+        "the actual cost.",
+    )
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -93,8 +108,14 @@ def resolve_instance(target: Any, suite: Suite) -> tuple[str | None, float | Non
 
 
 def plan_suite(
-    suite: Suite, storage_root: str, run_id: str | None = None, dataset_base_dir: str | None = None
+    suite: Suite,
+    storage_root: str,
+    run_id: str | None = None,
+    dataset_base_dir: str | None = None,
+    estimate_settings: EstimateSettings | None = None,
 ) -> RunPlan:
+    """Branch specs of every target, and the run's cost estimate (``estimate_settings``: the stack's bounds,
+    default none, as for a local run)."""
     run_id = run_id or new_run_id()
     branches = []
     for target in suite.expanded_targets():
@@ -117,7 +138,12 @@ def plan_suite(
                 ),
             )
         )
-    return RunPlan(run_id=run_id, suite=suite, branches=branches)
+    return RunPlan(
+        run_id=run_id,
+        suite=suite,
+        branches=branches,
+        cost_estimate=estimate_branches(branches, estimate_settings),
+    )
 
 
 class BranchOutcome(StrictModel):
@@ -132,6 +158,11 @@ class BranchOutcome(StrictModel):
     load_points_completed: int = Field(default=0, ge=0)
     started_epoch_s: float | None = None
     ended_epoch_s: float | None = None
+
+
+def run_plan_uri(storage_root: str, run_id: str) -> str:
+    """The whole plan (suite, every branch spec, the estimate): what a later report of the run starts from."""
+    return "/".join([storage_root.rstrip("/"), "specs", f"run_id={run_id}", "plan.json"])
 
 
 def outcome_uri(storage_root: str, run_id: str, branch_id: str) -> str:

@@ -1,13 +1,16 @@
 """The workflow's Lambda functions (plan, deploy, status, teardown, render) and the endpoints' role."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from fmbench.cloud.sagemaker import NAME_PREFIX as SAGEMAKER_NAME_PREFIX
@@ -24,6 +27,12 @@ SAGEMAKER_ROLE_ARN_ENV: Final = "FMBENCH_SAGEMAKER_ROLE_ARN"
 MAX_CONCURRENT_BRANCHES_ENV: Final = "FMBENCH_MAX_CONCURRENT_BRANCHES"
 ATHENA_DATABASE_ENV: Final = "FMBENCH_ATHENA_DATABASE"
 ATHENA_WORKGROUP_ENV: Final = "FMBENCH_ATHENA_WORKGROUP"
+# The stack's bounds on a branch, for the plan: how long the workflow waits for an endpoint (the plan turns it
+# into the item's max_status_polls) and the timeouts its cost estimate is bounded by.
+STATUS_POLL_SECONDS_ENV: Final = "FMBENCH_STATUS_POLL_SECONDS"
+MAX_DEPLOY_SECONDS_ENV: Final = "FMBENCH_MAX_DEPLOY_SECONDS"
+RUNNER_TIMEOUT_SECONDS_ENV: Final = "FMBENCH_RUNNER_TIMEOUT_SECONDS"
+EXECUTION_TIMEOUT_SECONDS_ENV: Final = "FMBENCH_EXECUTION_TIMEOUT_SECONDS"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +44,10 @@ class FunctionEnvironment:
     max_concurrent_branches: int
     athena_database: str
     athena_workgroup: str
+    status_poll_seconds: int
+    max_deploy_seconds: int
+    runner_timeout_seconds: int
+    execution_timeout_seconds: int
 
     def as_variables(self) -> dict[str, str]:
         return {
@@ -43,6 +56,10 @@ class FunctionEnvironment:
             MAX_CONCURRENT_BRANCHES_ENV: str(self.max_concurrent_branches),
             ATHENA_DATABASE_ENV: self.athena_database,
             ATHENA_WORKGROUP_ENV: self.athena_workgroup,
+            STATUS_POLL_SECONDS_ENV: str(self.status_poll_seconds),
+            MAX_DEPLOY_SECONDS_ENV: str(self.max_deploy_seconds),
+            RUNNER_TIMEOUT_SECONDS_ENV: str(self.runner_timeout_seconds),
+            EXECUTION_TIMEOUT_SECONDS_ENV: str(self.execution_timeout_seconds),
         }
 
 
@@ -65,8 +82,15 @@ FUNCTION_SIZING: Final[dict[str, FunctionSizing]] = {
         handler="lambdas.plan.handler",
         memory_mib=1769,
         timeout=Duration.minutes(3),
-        description="Validate the suite, plan the branches, write their specs.",
-        environment=(RESULTS_BUCKET_ENV, MAX_CONCURRENT_BRANCHES_ENV),
+        description="Validate the suite, check its cost and quotas, plan the branches, write their specs.",
+        environment=(
+            RESULTS_BUCKET_ENV,
+            MAX_CONCURRENT_BRANCHES_ENV,
+            STATUS_POLL_SECONDS_ENV,
+            MAX_DEPLOY_SECONDS_ENV,
+            RUNNER_TIMEOUT_SECONDS_ENV,
+            EXECUTION_TIMEOUT_SECONDS_ENV,
+        ),
     ),
     "deploy": FunctionSizing(
         handler="lambdas.deploy.handler",
@@ -87,7 +111,8 @@ FUNCTION_SIZING: Final[dict[str, FunctionSizing]] = {
         memory_mib=512,
         timeout=Duration.minutes(2),
         description="Delete a branch's endpoint, endpoint config and model (idempotent).",
-        environment=(),
+        # Where it records when the endpoint was deleted (outcomes/), for the run's actual cost.
+        environment=(RESULTS_BUCKET_ENV,),
     ),
     "render": FunctionSizing(
         handler="lambdas.render.handler",
@@ -97,6 +122,62 @@ FUNCTION_SIZING: Final[dict[str, FunctionSizing]] = {
         environment=(RESULTS_BUCKET_ENV, ATHENA_DATABASE_ENV, ATHENA_WORKGROUP_ENV),
     ),
 }
+
+
+def handler_function(
+    scope: Construct,
+    construct_id: str,
+    *,
+    image: ecr_assets.DockerImageAsset,
+    sizing: FunctionSizing,
+    environment: Mapping[str, str],
+    log_retention: logs.RetentionDays,
+    retry_attempts: int | None = None,
+    max_event_age: Duration | None = None,
+    dead_letter_queue: sqs.IQueue | None = None,
+) -> lambda_.DockerImageFunction:
+    """A function of the product image running `sizing.handler`, with a role and a log group of its own.
+
+    The role starts with nothing but this function's log group and X-Ray; the caller grants what the step
+    does. `retry_attempts`, `max_event_age` and `dead_letter_queue` shape asynchronous invocations (an
+    EventBridge target), which the workflow's synchronous tasks never make.
+    """
+    role = iam.Role(
+        scope,
+        f"{construct_id}Role",
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        description=f"FMBench {construct_id} function: {sizing.description}",
+    )
+    log_group = logs.LogGroup(
+        scope, f"{construct_id}LogGroup", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+    )
+    # Granted here because the role is not Lambda's default one (which would bring the broad
+    # AWSLambdaBasicExecutionRole managed policy): write to this function's log group only.
+    log_group.grant_write(role)
+    acknowledge_wildcard_resources(
+        role,
+        ["*"],
+        reason="Active X-Ray tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no "
+        "resource-level permissions (CDK adds them with tracing).",
+    )
+    return lambda_.DockerImageFunction(
+        scope,
+        construct_id,
+        code=lambda_.DockerImageCode.from_ecr(
+            image.repository, tag_or_digest=image.image_tag, cmd=[sizing.handler]
+        ),
+        description=sizing.description,
+        architecture=lambda_.Architecture.X86_64,
+        memory_size=sizing.memory_mib,
+        timeout=sizing.timeout,
+        role=role,
+        log_group=log_group,
+        tracing=lambda_.Tracing.ACTIVE,
+        environment=dict(environment),
+        retry_attempts=retry_attempts,
+        max_event_age=max_event_age,
+        dead_letter_queue=dead_letter_queue,
+    )
 
 
 class Functions(Construct):
@@ -116,6 +197,10 @@ class Functions(Construct):
         athena_database_name: str,
         athena_workgroup_name: str,
         max_concurrent_branches: int,
+        status_poll_interval: Duration,
+        max_deploy_wait: Duration,
+        runner_timeout: Duration,
+        execution_timeout: Duration,
         model_data_buckets: tuple[str, ...],
         log_retention: logs.RetentionDays,
     ) -> None:
@@ -128,6 +213,10 @@ class Functions(Construct):
             max_concurrent_branches=max_concurrent_branches,
             athena_database=athena_database_name,
             athena_workgroup=athena_workgroup_name,
+            status_poll_seconds=int(status_poll_interval.to_seconds()),
+            max_deploy_seconds=int(max_deploy_wait.to_seconds()),
+            runner_timeout_seconds=int(runner_timeout.to_seconds()),
+            execution_timeout_seconds=int(execution_timeout.to_seconds()),
         )
 
         self.plan = self._function("Plan", FUNCTION_SIZING["plan"], log_retention)
@@ -138,8 +227,9 @@ class Functions(Construct):
         self.teardown = self._function("Teardown", FUNCTION_SIZING["teardown"], log_retention)
         self.render = self._function("Render", FUNCTION_SIZING["render"], log_retention)
 
+        self._allow_reading_quotas()
         self._allow_deploying()
-        self._allow_describing(self.endpoint_status, ["endpoint"])
+        allow_describing(self.endpoint_status, ["endpoint"])
         self._allow_tearing_down()
 
     @property
@@ -149,42 +239,14 @@ class Functions(Construct):
     def _function(
         self, construct_id: str, sizing: FunctionSizing, log_retention: logs.RetentionDays
     ) -> lambda_.DockerImageFunction:
-        role = iam.Role(
-            self,
-            f"{construct_id}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"FMBench {construct_id} function: {sizing.description}",
-        )
-        log_group = logs.LogGroup(
-            self, f"{construct_id}LogGroup", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
-        )
-        # Granted here because the role is not Lambda's default one (which would bring the broad
-        # AWSLambdaBasicExecutionRole managed policy): write to this function's log group only.
-        log_group.grant_write(role)
-        acknowledge_wildcard_resources(
-            role,
-            ["*"],
-            reason="Active X-Ray tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no "
-            "resource-level permissions (CDK adds them with tracing).",
-        )
-        return lambda_.DockerImageFunction(
+        variables = self.environment.as_variables()
+        return handler_function(
             self,
             construct_id,
-            code=lambda_.DockerImageCode.from_ecr(
-                self.image.repository, tag_or_digest=self.image.image_tag, cmd=[sizing.handler]
-            ),
-            description=sizing.description,
-            architecture=lambda_.Architecture.X86_64,
-            memory_size=sizing.memory_mib,
-            timeout=sizing.timeout,
-            role=role,
-            log_group=log_group,
-            tracing=lambda_.Tracing.ACTIVE,
-            environment={
-                name: value
-                for name, value in self.environment.as_variables().items()
-                if name in sizing.environment
-            },
+            image=self.image,
+            sizing=sizing,
+            environment={name: variables[name] for name in sizing.environment},
+            log_retention=log_retention,
         )
 
     def _sagemaker_execution_role(self, model_data_buckets: tuple[str, ...]) -> iam.Role:
@@ -259,11 +321,28 @@ class Functions(Construct):
             )
         return role
 
+    def _allow_reading_quotas(self) -> None:
+        """The plan compares the instances a run may hold at once with the account's SageMaker quotas
+        (fmbench.cloud.quotas): the applied values, else the defaults. Read only."""
+        role = role_of(self.plan)
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"],
+                resources=["*"],
+            )
+        )
+        acknowledge_wildcard_resources(
+            role,
+            ["*"],
+            reason="servicequotas:ListServiceQuotas and servicequotas:ListAWSDefaultServiceQuotas support "
+            "no resource-level permissions; they only read quota values (the plan's SageMaker quota check).",
+        )
+
     def _allow_deploying(self) -> None:
-        self._allow_describing(self.deploy, ["model", "endpoint-config", "endpoint"])
+        allow_describing(self.deploy, ["model", "endpoint-config", "endpoint"])
         # Creating is allowed only with the run-id tag: everything created is then findable by the
         # cleanup outside the state machine. Tagging on create is authorized as AddTags.
-        self._allow_sagemaker(
+        allow_sagemaker(
             self.deploy,
             [
                 "sagemaker:CreateModel",
@@ -276,18 +355,18 @@ class Functions(Construct):
         )
         # Values of the endpoint's environment written `secretsmanager:<arn>` are read at deploy time.
         secrets = f"arn:{Aws.PARTITION}:secretsmanager:*:{Aws.ACCOUNT_ID}:secret:{SECRET_NAME_PREFIX}*"
-        _role_of(self.deploy).add_to_principal_policy(
+        role_of(self.deploy).add_to_principal_policy(
             iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secrets])
         )
         acknowledge_wildcard_resources(
-            _role_of(self.deploy),
+            role_of(self.deploy),
             [secrets],
             reason="Secrets an endpoint's environment refers to (e.g. a Hugging Face token) are named "
             "under 'fmbench/' by convention (docs/architecture.md); Secrets Manager appends a random suffix "
             "to every secret ARN, so a name needs a wildcard.",
         )
         # CreateModel hands SageMaker the execution role: this role, to this service, nothing else.
-        _role_of(self.deploy).add_to_principal_policy(
+        role_of(self.deploy).add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["iam:PassRole"],
                 resources=[self.sagemaker_role.role_arn],
@@ -296,50 +375,53 @@ class Functions(Construct):
         )
 
     def _allow_tearing_down(self) -> None:
-        self._allow_describing(self.teardown, ["model", "endpoint-config", "endpoint"])
+        allow_describing(self.teardown, ["model", "endpoint-config", "endpoint"])
         # No tag condition: deleting what does not exist must answer "not found" (teardown is idempotent),
         # and a condition on a missing resource's tags answers "access denied" instead.
-        self._allow_sagemaker(
+        allow_sagemaker(
             self.teardown,
             ["sagemaker:DeleteEndpoint", "sagemaker:DeleteEndpointConfig", "sagemaker:DeleteModel"],
             ["model", "endpoint-config", "endpoint"],
         )
 
-    def _allow_describing(self, function: lambda_.DockerImageFunction, kinds: list[str]) -> None:
-        describe = {
-            "model": "sagemaker:DescribeModel",
-            "endpoint-config": "sagemaker:DescribeEndpointConfig",
-            "endpoint": "sagemaker:DescribeEndpoint",
-        }
-        self._allow_sagemaker(function, [*(describe[kind] for kind in kinds), "sagemaker:ListTags"], kinds)
 
-    @staticmethod
-    def _allow_sagemaker(
-        function: lambda_.DockerImageFunction,
-        actions: list[str],
-        kinds: list[str],
-        conditions: dict[str, Any] | None = None,
-    ) -> None:
-        role = _role_of(function)
-        resources = _sagemaker_arns(kinds)
-        role.add_to_principal_policy(
-            iam.PolicyStatement(actions=actions, resources=resources, conditions=conditions)
-        )
-        acknowledge_wildcard_resources(
-            role,
-            resources,
-            reason="The product's SageMaker resources only: names start with 'fmb-' and carry the run and "
-            "branch (so they cannot be listed ahead), in the region a target names.",
-        )
+def allow_describing(function: lambda_.IFunction, kinds: list[str]) -> None:
+    """Describe and read the tags of the product's SageMaker resources of these kinds."""
+    describe = {
+        "model": "sagemaker:DescribeModel",
+        "endpoint-config": "sagemaker:DescribeEndpointConfig",
+        "endpoint": "sagemaker:DescribeEndpoint",
+    }
+    allow_sagemaker(function, [*(describe[kind] for kind in kinds), "sagemaker:ListTags"], kinds)
 
 
-def _role_of(function: lambda_.DockerImageFunction) -> iam.IRole:
+def allow_sagemaker(
+    function: lambda_.IFunction,
+    actions: list[str],
+    kinds: list[str],
+    conditions: dict[str, Any] | None = None,
+) -> None:
+    """SageMaker actions on the product's resources of these kinds only: names `fmb-*`, any region."""
+    role = role_of(function)
+    resources = sagemaker_arns(kinds)
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=actions, resources=resources, conditions=conditions)
+    )
+    acknowledge_wildcard_resources(
+        role,
+        resources,
+        reason="The product's SageMaker resources only: names start with 'fmb-' and carry the run and "
+        "branch (so they cannot be listed ahead), in the region a target names.",
+    )
+
+
+def role_of(function: lambda_.IFunction) -> iam.IRole:
     role = function.role
     assert role is not None  # every function here is given its own role
     return role
 
 
-def _sagemaker_arns(kinds: list[str]) -> list[str]:
+def sagemaker_arns(kinds: list[str]) -> list[str]:
     """Product resources of these kinds in any region of this account (a target may name its region)."""
     return [
         f"arn:{Aws.PARTITION}:sagemaker:*:{Aws.ACCOUNT_ID}:{kind}/{SAGEMAKER_NAME_PREFIX}*" for kind in kinds

@@ -1,12 +1,14 @@
 """Typed, validated view of the `fmbench:*` CDK context the app is built from."""
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from fmbench.config import SuiteValidationError, validate_suite_data
+from fmbench.cloud.workflow import MAX_STATUS_POLLS
+from fmbench.config import AWS_REGION_PATTERN, SuiteValidationError, validate_suite_data
 
 STACK_NAME_KEY: Final = "fmbench:stackName"
 RECORDS_RETENTION_DAYS_KEY: Final = "fmbench:recordsRetentionDays"
@@ -24,6 +26,9 @@ ASSIGN_PUBLIC_IP_KEY: Final = "fmbench:assignPublicIp"
 MODEL_DATA_BUCKETS_KEY: Final = "fmbench:modelDataBuckets"
 EXISTING_ENDPOINTS_KEY: Final = "fmbench:existingEndpointNames"
 SCHEDULES_KEY: Final = "fmbench:schedules"
+MAX_DEPLOY_MINUTES_KEY: Final = "fmbench:maxDeployMinutes"
+SWEEPER_INTERVAL_MINUTES_KEY: Final = "fmbench:sweeperIntervalMinutes"
+SWEEP_REGIONS_KEY: Final = "fmbench:sweepRegions"
 
 # The retention periods CloudWatch Logs accepts (anything else is rejected at deploy time, not at synth).
 LOG_RETENTION_DAYS: Final = frozenset(
@@ -51,6 +56,7 @@ _ENDPOINT_NAME_PATTERN: Final = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 # EventBridge Scheduler schedule names: letters, digits, '.', '_' and '-', at most 64.
 _SCHEDULE_NAME_PATTERN: Final = re.compile(r"[0-9A-Za-z_.-]{1,64}")
 _SCHEDULE_EXPRESSION_PATTERN: Final = re.compile(r"(rate|cron)\(.+\)")
+_REGION_PATTERN: Final = re.compile(AWS_REGION_PATTERN)
 
 
 class ContextError(ValueError):
@@ -93,6 +99,10 @@ class FmbenchSettings:
     model_data_buckets: tuple[str, ...] = ()
     existing_endpoint_names: tuple[str, ...] = ()
     schedules: tuple[ScheduleSettings, ...] = field(default=())
+    max_deploy_minutes: int = 60
+    # 0: no scheduled sweep (the cleanup after each execution still runs).
+    sweeper_interval_minutes: int = 60
+    sweep_regions: tuple[str, ...] = ()
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> "FmbenchSettings":
@@ -114,14 +124,29 @@ class FmbenchSettings:
                 f"({', '.join(map(str, sorted(LOG_RETENTION_DAYS)))}), got {log_retention_days}"
             )
         runner_timeout_minutes = _int_at_least(get, RUNNER_TIMEOUT_MINUTES_KEY, 1)
-        # An execution that times out stops where it is: no Catch runs, so no endpoint is torn down. The
-        # runner must therefore time out (and be caught into the teardown) well before the execution does.
+        status_poll_seconds = _int_at_least(get, STATUS_POLL_SECONDS_KEY, 1)
+        max_deploy_minutes = _int_at_least(get, MAX_DEPLOY_MINUTES_KEY, 1)
+        # The plan bounds a branch's status polls by the deployment wait over the poll interval, and caps
+        # them (every poll adds events to the execution's history, which Step Functions limits): a wait the
+        # cap would cut short is refused here rather than shortened without a word.
+        polls = math.ceil(max_deploy_minutes * 60 / status_poll_seconds)
+        if polls > MAX_STATUS_POLLS:
+            raise ContextError(
+                f"{MAX_DEPLOY_MINUTES_KEY}: {max_deploy_minutes} minutes at one status check every "
+                f"{status_poll_seconds} s ({STATUS_POLL_SECONDS_KEY}) takes {polls} checks, more than the "
+                f"{MAX_STATUS_POLLS} a branch may make; raise {STATUS_POLL_SECONDS_KEY} to "
+                f"{math.ceil(max_deploy_minutes * 60 / MAX_STATUS_POLLS)} or more, or shorten the wait"
+            )
+        # An execution that times out stops where it is: no Catch runs, so its Teardown does not either (the
+        # cleanup after the execution deletes the endpoint later). A branch's deployment wait and its runner
+        # must therefore end (and be caught into the teardown) well before the execution does.
         execution_timeout_minutes = _int_at_least(get, EXECUTION_TIMEOUT_MINUTES_KEY, 1)
-        if execution_timeout_minutes <= runner_timeout_minutes:
+        if execution_timeout_minutes <= runner_timeout_minutes + max_deploy_minutes:
             raise ContextError(
                 f"{EXECUTION_TIMEOUT_MINUTES_KEY}: must exceed {RUNNER_TIMEOUT_MINUTES_KEY} "
-                f"({runner_timeout_minutes}) so that a stuck runner is caught and its endpoint torn down "
-                f"before the execution itself times out, got {execution_timeout_minutes}"
+                f"({runner_timeout_minutes}) + {MAX_DEPLOY_MINUTES_KEY} ({max_deploy_minutes}) so that a "
+                "stuck deployment or runner is caught and its endpoint torn down before the execution "
+                f"itself times out, got {execution_timeout_minutes}"
             )
         runner_cpu, runner_memory_mib = _fargate_size(get)
         return cls(
@@ -132,7 +157,7 @@ class FmbenchSettings:
                 get, ATHENA_BYTES_SCANNED_CUTOFF_KEY, ATHENA_MIN_BYTES_SCANNED_CUTOFF
             ),
             log_retention_days=log_retention_days,
-            status_poll_seconds=_int_at_least(get, STATUS_POLL_SECONDS_KEY, 1),
+            status_poll_seconds=status_poll_seconds,
             runner_timeout_minutes=runner_timeout_minutes,
             execution_timeout_minutes=execution_timeout_minutes,
             runner_cpu=runner_cpu,
@@ -141,6 +166,9 @@ class FmbenchSettings:
             model_data_buckets=_bucket_names(get),
             existing_endpoint_names=_endpoint_names(get),
             schedules=_schedules(get),
+            max_deploy_minutes=max_deploy_minutes,
+            sweeper_interval_minutes=_int_at_least(get, SWEEPER_INTERVAL_MINUTES_KEY, 0),
+            sweep_regions=_regions(get),
         )
 
 
@@ -238,6 +266,16 @@ def _endpoint_names(get: Callable[[str], Any]) -> tuple[str, ...]:
                 f"{EXISTING_ENDPOINTS_KEY}.{index}: must be a SageMaker endpoint name, got {name!r}"
             )
     return tuple(names)
+
+
+def _regions(get: Callable[[str], Any]) -> tuple[str, ...]:
+    regions = _json_list(get, SWEEP_REGIONS_KEY)
+    for index, region in enumerate(regions):
+        if not isinstance(region, str) or not _REGION_PATTERN.fullmatch(region):
+            raise ContextError(
+                f"{SWEEP_REGIONS_KEY}.{index}: must be an AWS region (us-west-2), got {region!r}"
+            )
+    return tuple(sorted(set(regions)))
 
 
 def _schedules(get: Callable[[str], Any]) -> tuple[ScheduleSettings, ...]:

@@ -6,6 +6,7 @@ from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from infra.cleanup import Cleanup
 from infra.functions import Functions
 from infra.runner import Runner
 from infra.schedules import Schedules
@@ -90,6 +91,10 @@ class FmbenchStack(Stack):
             athena_database_name=self.storage.database.database_name,
             athena_workgroup_name=self.storage.workgroup.ref,
             max_concurrent_branches=settings.max_concurrent_branches,
+            status_poll_interval=Duration.seconds(settings.status_poll_seconds),
+            max_deploy_wait=Duration.minutes(settings.max_deploy_minutes),
+            runner_timeout=Duration.minutes(settings.runner_timeout_minutes),
+            execution_timeout=Duration.minutes(settings.execution_timeout_minutes),
             model_data_buckets=settings.model_data_buckets,
             log_retention=log_retention,
         )
@@ -108,6 +113,19 @@ class FmbenchStack(Stack):
         self.schedules = Schedules(
             self, "Schedules", state_machine=self.workflow.state_machine, schedules=settings.schedules
         )
+        self.cleanup = Cleanup(
+            self,
+            "Cleanup",
+            image=self.functions.image,
+            state_machine=self.workflow.state_machine,
+            sweeper_interval=(
+                Duration.minutes(settings.sweeper_interval_minutes)
+                if settings.sweeper_interval_minutes
+                else None
+            ),
+            sweep_regions=settings.sweep_regions,
+            log_retention=log_retention,
+        )
 
         storage = self.storage
         storage.grant_prefixes(
@@ -115,16 +133,20 @@ class FmbenchStack(Stack):
             read=[SPECS_PREFIX, RECORDS_PREFIX],
             write=[RECORDS_PREFIX, OUTCOMES_PREFIX],
         )
-        storage.grant_prefixes(self.functions.plan, write=[SPECS_PREFIX])
+        # A report-only execution re-reads the plan.json of the run it reports on.
+        storage.grant_prefixes(self.functions.plan, read=[SPECS_PREFIX], write=[SPECS_PREFIX])
         storage.grant_prefixes(self.functions.deploy, read=[SPECS_PREFIX])
         # Once an endpoint is in service, the status step records how long deployment took.
         storage.grant_prefixes(self.functions.endpoint_status, write=[OUTCOMES_PREFIX])
+        # ... and Teardown when the endpoint was deleted, for the run's actual cost.
+        storage.grant_prefixes(self.functions.teardown, write=[OUTCOMES_PREFIX])
         # Render tells a branch without an outcome (failed before its runner wrote one) from a read it may
-        # not make, so it may list the bucket.
+        # not make, so it may list the bucket. It saves the Map's results beside the outcomes, from which a
+        # report-only execution renders the run again with each branch's reason.
         storage.grant_prefixes(
             self.functions.render,
             read=[SPECS_PREFIX, OUTCOMES_PREFIX],
-            write=[REPORTS_PREFIX],
+            write=[REPORTS_PREFIX, OUTCOMES_PREFIX],
             list_any_prefix=True,
         )
         # Render reads the Query state's result and runs one more query of its own (the TTFT samples).
@@ -161,6 +183,12 @@ class FmbenchStack(Stack):
             "RecordsTableName",
             value=self.storage.records_table.table_name,
             description="Glue table over records/ (partition projection on run_id and branch_id).",
+        )
+        CfnOutput(
+            self,
+            "CleanupDeadLetterQueueUrl",
+            value=self.cleanup.dead_letter_queue.queue_url,
+            description="Ended executions whose cleanup did not finish; the sweeper deletes what they left.",
         )
         CfnOutput(
             self,

@@ -24,6 +24,11 @@ LAMBDA_TRANSIENT_ERRORS: Final = [
     "Lambda.TooManyRequestsException",
 ]
 ATHENA_TRANSIENT_ERRORS: Final = ["Athena.TooManyRequestsException", "Athena.InternalServerException"]
+# RunTask refusing to start the runner: throttling ("Rate exceeded"), Fargate capacity not available, ECS
+# server errors. Step Functions raises them from the RunTask call itself, before any task exists, so a retry
+# cannot start a second runner beside a first. A runner that started and then failed or timed out ends as
+# States.TaskFailed or States.Timeout, which are never retried: its requests are already in the records.
+ECS_TASK_NOT_STARTED_ERRORS: Final = ["ECS.AmazonECSException", "ECS.ServerException"]
 # Error names a branch reports when its endpoint never served (the Cause says why).
 ENDPOINT_FAILED_ERROR: Final = "EndpointFailed"
 ENDPOINT_TIMEOUT_ERROR: Final = "EndpointTimeout"
@@ -274,6 +279,16 @@ class Workflow(Construct):
             # A stuck runner is stopped and caught into the teardown long before the execution times out.
             task_timeout=sfn.Timeout.duration(self._runner_timeout),
             result_path=sfn.JsonPath.DISCARD,
+        )
+        # The deployed endpoint is billed while RunTask waits for Fargate capacity: a few minutes at most,
+        # then the Catch tears it down.
+        run_load.add_retry(
+            errors=ECS_TASK_NOT_STARTED_ERRORS,
+            interval=Duration.seconds(15),
+            max_attempts=5,
+            backoff_rate=2,
+            max_delay=Duration.minutes(2),
+            jitter_strategy=sfn.JitterType.FULL,
         )
         return _catch_into(run_load, teardown).next(teardown)
 

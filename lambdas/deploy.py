@@ -10,6 +10,9 @@ from fmbench.cloud.settings import DeploySettings
 from fmbench.cloud.workflow import BranchItem, deploy_branch
 
 logging.getLogger().setLevel(logging.INFO)
+# At DEBUG, botocore logs request parameters and response bodies: CreateModel's container environment and
+# GetSecretValue's answer, i.e. the secret. Pinned, so that no log level set for the root reaches them.
+logging.getLogger("botocore").setLevel(logging.INFO)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Lambda handler of the Plan state: validate the suite, write the branch specs, return the Map's items."""
+"""Lambda handler of the Plan state: check suite, cost and quotas, write the specs, return the Map's items."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ logging.getLogger().setLevel(logging.INFO)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = PlanSettings.from_environ()
     result = plan_run(
-        PlanEvent.model_validate(event), settings, client("s3", settings.region), athena_metrics_query
+        PlanEvent.model_validate(event),
+        settings,
+        client("s3", settings.region),
+        athena_metrics_query,
+        client_factory=client,
     )
     return result.model_dump(mode="json")

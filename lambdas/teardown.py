@@ -16,4 +16,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = TeardownSettings.from_environ()
     teardown_event = TeardownEvent.model_validate(event)
     sagemaker = client("sagemaker", teardown_event.endpoint_region(settings.region))
-    return teardown_branch(teardown_event, sagemaker).model_dump(mode="json")
+    s3 = client("s3", settings.region) if settings.results_bucket else None
+    return teardown_branch(teardown_event, sagemaker, settings, s3).model_dump(mode="json")

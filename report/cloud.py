@@ -6,6 +6,7 @@ only fetches its inputs from Athena and S3 and publishes its files under ``repor
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -24,12 +25,17 @@ from fmbench.cloud.workflow import (
     BranchResultItem,
     DeploymentRecord,
     RenderEvent,
+    RunPlanNotFoundError,  # noqa: F401 - re-exported: callers of read_plan catch it from here
+    TeardownRecord,
+    branch_results_uri,
     deployment_record_uri,
-    plan_uri,
+    read_run_plan,
     records_uri,
     reports_uri,
+    teardown_record_uri,
 )
 from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, outcome_uri
+from report.costs import EndpointLifetime
 from report.query import (
     METRIC_COLUMNS,
     SORT_COLUMNS,
@@ -52,10 +58,6 @@ _FLOAT_TYPES: Final = frozenset({"double", "real", "float", "decimal"})
 
 class AthenaQueryError(RuntimeError):
     """An Athena query the render step started failed, was cancelled or did not finish in time."""
-
-
-class RunPlanNotFoundError(LookupError):
-    """The run's plan.json is not in S3: the run id is wrong, or the plan step never ran."""
 
 
 # ----------------------------------------------------------------------------------------- Athena
@@ -164,11 +166,7 @@ def ttft_samples_frame(
 
 
 def read_plan(s3_client: Any, storage_root: str, run_id: str) -> RunPlan:
-    uri = plan_uri(storage_root, run_id)
-    data = s3_objects.get_bytes(s3_client, uri)
-    if data is None:
-        raise RunPlanNotFoundError(f"no plan at {uri}")
-    return RunPlan.model_validate_json(data)
+    return read_run_plan(s3_client, storage_root, run_id)
 
 
 def read_outcome(s3_client: Any, spec: BranchSpec, branch_result: BranchResultItem | None) -> BranchOutcome:
@@ -190,6 +188,49 @@ def read_deployment(s3_client: Any, spec: BranchSpec) -> DeploymentRecord | None
         s3_client, deployment_record_uri(spec.storage_root, spec.run_id, spec.branch_id)
     )
     return DeploymentRecord.model_validate_json(data) if data is not None else None
+
+
+def read_teardown(s3_client: Any, spec: BranchSpec) -> TeardownRecord | None:
+    uri = teardown_record_uri(spec.storage_root, spec.run_id, spec.branch_id)
+    data = s3_objects.get_bytes(s3_client, uri)
+    return TeardownRecord.model_validate_json(data) if data is not None else None
+
+
+def endpoint_lifetimes(
+    s3_client: Any, plan: RunPlan, deployments: dict[str, DeploymentRecord]
+) -> dict[str, EndpointLifetime]:
+    """Creation and deletion of each deployed endpoint: Teardown's record, else creation alone (from the
+    status step's record), from which the actual cost is a lower bound up to the end of the load."""
+    lifetimes = {}
+    for spec in plan.branches:
+        if not needs_deploy(spec.target):
+            continue
+        teardown = read_teardown(s3_client, spec)
+        if teardown is not None:
+            lifetimes[spec.branch_id] = EndpointLifetime(teardown.created_epoch_s, teardown.deleted_epoch_s)
+        elif spec.branch_id in deployments:
+            lifetimes[spec.branch_id] = EndpointLifetime(deployments[spec.branch_id].created_epoch_s)
+    return lifetimes
+
+
+def branch_results_for(s3_client: Any, storage_root: str, event: RenderEvent) -> list[BranchResultItem]:
+    """The Map's results, saved before anything else so that a re-render keeps each branch's reason.
+
+    A report-only execution's Map runs no branch: its (empty) results are replaced by the saved ones.
+    Saving is best-effort: without it only a later re-render loses the reasons, not this report.
+    """
+    uri = branch_results_uri(storage_root, event.run_id)
+    if event.branch_results:
+        document = [item.model_dump(mode="json") for item in event.branch_results]
+        try:
+            s3_objects.put_json(s3_client, uri, document)
+        except ClientError as exc:
+            logger.warning("run %s: branch results not saved: %s", event.run_id, error_message(exc))
+        return list(event.branch_results)
+    data = s3_objects.get_bytes(s3_client, uri)
+    if data is None:
+        return []
+    return [BranchResultItem.model_validate(item) for item in json.loads(data)]
 
 
 def with_deployment_times(
@@ -218,13 +259,14 @@ def render_run(
     """Build the run's report from Athena and S3 and publish it to ``reports/run_id=<run>/``."""
     storage_root = s3_objects.s3_uri(settings.results_bucket)
     plan = read_plan(s3_client, storage_root, event.run_id)
-    by_branch = {item.branch_id: item for item in event.branch_results}
+    by_branch = {item.branch_id: item for item in branch_results_for(s3_client, storage_root, event)}
     outcomes = [read_outcome(s3_client, spec, by_branch.get(spec.branch_id)) for spec in plan.branches]
     deployments = {
         spec.branch_id: record
         for spec in plan.branches
         if needs_deploy(spec.target) and (record := read_deployment(s3_client, spec)) is not None
     }
+    lifetimes = endpoint_lifetimes(s3_client, plan, deployments)
     metrics = metrics_frame(athena_client, event.query_execution_id)
     branch_ids = [spec.branch_id for spec in plan.branches]
     samples = ttft_samples_frame(athena_client, settings, event.run_id, branch_ids, **ttft_wait)
@@ -239,6 +281,7 @@ def render_run(
             report_dir,
             records_location=records_uri(storage_root, event.run_id),
             publish_uri=publish_uri,
+            endpoint_lifetimes=lifetimes,
         )
         if deployments:
             document = with_deployment_times(document, deployments)

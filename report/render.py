@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import posixpath
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ import markdown
 import pandas as pd
 
 from fmbench.config import Slo, Suite
+from fmbench.estimate import usd_text
 from fmbench.plan import BranchOutcome, BranchSpec, RunPlan
 from report import charts
 from report.analysis import (
@@ -28,12 +30,15 @@ from report.analysis import (
     python_value,
     select_best,
 )
+from report.costs import EndpointLifetime, cost_summary
 from report.query import compute_metrics, ttft_samples
 from report.result import (
     Artifacts,
     BestConfiguration,
     BranchResult,
+    CostSummary,
     LoadPointSummary,
+    PlannedLoadPoint,
     ResultDocument,
     SloSummary,
     overall_status,
@@ -47,6 +52,8 @@ SUMMARY_PARQUET = "summary.parquet"
 RESULT_JSON = "result.json"
 NOT_AVAILABLE = "n/a"
 CLIENT_BOUND_MARK = "†"
+INCOMPLETE_MARK = "‡"
+NOT_MEASURED = "not measured"
 NO_OUTCOME_REASON = "no outcome was reported for this branch"
 
 
@@ -201,7 +208,26 @@ def _ordered_points(metrics: pd.DataFrame, bins: Sequence[str]) -> pd.DataFrame:
     return ranked.drop(columns="_bin_rank")
 
 
-def _load_point_summary(row: pd.Series, qualifies: bool) -> LoadPointSummary:
+LoadPointKey = tuple[int | None, float | None, str]
+
+
+def _row_key(row: pd.Series) -> LoadPointKey:
+    concurrency, rate_per_s = python_value(row["concurrency"]), python_value(row["request_rate_per_s"])
+    if concurrency is not None:
+        return int(concurrency), None, str(row["payload_bin"])
+    return None, None if rate_per_s is None else float(rate_per_s), str(row["payload_bin"])
+
+
+def _display_order(key: LoadPointKey, bins: Sequence[str]) -> tuple[int, int, float]:
+    """The per-load-point table's order: bins as the suite lists them, levels before rates, ascending."""
+    concurrency, rate_per_s, label = key
+    bin_rank = bins.index(label) if label in bins else len(bins)
+    if concurrency is not None:
+        return bin_rank, 0, float(concurrency)
+    return bin_rank, 1, rate_per_s if rate_per_s is not None else math.inf
+
+
+def _load_point_summary(row: pd.Series, qualifies: bool, completed: bool = True) -> LoadPointSummary:
     def get(column: str) -> Any:
         return python_value(row[column])
 
@@ -222,11 +248,35 @@ def _load_point_summary(row: pd.Series, qualifies: bool) -> LoadPointSummary:
         client_bound=bool(get("client_bound")),
         schedule_lag_p99_s=get("schedule_lag_p99_s"),
         runner_cpu_fraction=get("runner_cpu_fraction"),
+        completed=completed,
     )
 
 
 def _branch_result(branch: BranchSpec, outcome: BranchOutcome, points: pd.DataFrame) -> BranchResult:
+    """The branch's account, with each planned load point either measured or listed as not measured.
+
+    The runner sweeps the load points in order, so every measured point before the last measured one was
+    finished; the last is finished only if the runner counted it (a sweep stopped mid-point keeps the
+    records of that point, flagged, and it is marked as not completed).
+    """
     target = branch.target
+    planned = branch.planned_load_points()
+    position = {key: index for index, key in enumerate(planned)}
+    keys = [_row_key(row) for _, row in points.iterrows()]
+    measured_positions = [position[key] for key in keys if key in position]
+    finished = len(planned) if outcome.status == "succeeded" else outcome.load_points_completed
+    if measured_positions:
+        finished = max(finished, max(measured_positions))
+    summaries = [
+        _load_point_summary(row, bool(row["meets_slo"]), position.get(key, -1) < finished)
+        for key, (_, row) in zip(keys, points.iterrows(), strict=True)
+    ]
+    measured = set(keys)
+    not_measured = [
+        PlannedLoadPoint(concurrency=concurrency, request_rate_per_s=rate_per_s, payload_bin=label)
+        for concurrency, rate_per_s, label in planned
+        if (concurrency, rate_per_s, label) not in measured
+    ]
     return BranchResult(
         branch_id=branch.branch_id,
         target_name=target.name,
@@ -242,7 +292,8 @@ def _branch_result(branch: BranchSpec, outcome: BranchOutcome, points: pd.DataFr
         records_written=outcome.records_written,
         load_points_planned=outcome.load_points_planned or branch.load_point_count,
         load_points_completed=outcome.load_points_completed,
-        load_points=[_load_point_summary(row, bool(row["meets_slo"])) for _, row in points.iterrows()],
+        load_points=summaries,
+        load_points_not_measured=not_measured,
     )
 
 
@@ -340,12 +391,18 @@ def _branch_rows(results: list[BranchResult]) -> list[list[str]]:
     ]
 
 
-def _load_point_rows(points: pd.DataFrame) -> list[list[str]]:
+def _load_point_rows(
+    points: pd.DataFrame, branch: BranchResult | None = None, bins: Sequence[str] = ()
+) -> list[list[str]]:
+    """One row per measured load point; with ``branch``, also one per planned point that has no measured
+    request ("not measured"), each in its place, and an incomplete point marked."""
     bound = is_client_bound(points).tolist()
-    return [
+    completed = [summary.completed for summary in branch.load_points] if branch else [True] * len(points)
+    rows = [
         [
             _load_label(row["concurrency"], row["request_rate_per_s"])
-            + (f" {CLIENT_BOUND_MARK}" if bound[position] else ""),
+            + (f" {CLIENT_BOUND_MARK}" if bound[position] else "")
+            + ("" if completed[position] else f" {INCOMPLETE_MARK}"),
             md(row["payload_bin"]),
             str(python_value(row["requests"])),
             _percent(row["error_rate"]),
@@ -364,6 +421,70 @@ def _load_point_rows(points: pd.DataFrame) -> list[list[str]]:
         ]
         for position, (_, row) in enumerate(points.iterrows())
     ]
+    if branch is None or not branch.load_points_not_measured:
+        return rows
+    keyed = [
+        (_display_order(_row_key(row), bins), cells)
+        for (_, row), cells in zip(points.iterrows(), rows, strict=True)
+    ]
+    for point in branch.load_points_not_measured:
+        key = (point.concurrency, point.request_rate_per_s, point.payload_bin)
+        cells = [_load_label(point.concurrency, point.request_rate_per_s), md(point.payload_bin)]
+        keyed.append((_display_order(key, bins), [*cells, f"**{NOT_MEASURED}**", *[""] * 13]))
+    return [cells for _, cells in sorted(keyed, key=lambda item: item[0])]
+
+
+def _not_measured_lines(results: list[BranchResult]) -> list[str]:
+    """Under the Branches table: which planned load points of a branch have no measured request."""
+    lines = []
+    for branch in results:
+        missing = branch.load_points_not_measured
+        if not missing:
+            continue
+        points = ", ".join(
+            f"{_load_label(p.concurrency, p.request_rate_per_s)} on bin {md(p.payload_bin)}" for p in missing
+        )
+        lines.append(
+            f"**{md(branch.target_name)}** (`{branch.branch_id}`): {len(missing)} of "
+            f"{branch.load_points_planned} planned load point(s) {NOT_MEASURED}: {points}."
+        )
+    return lines
+
+
+def _cost_rows(cost: CostSummary) -> list[list[str]]:
+    actual = {part.branch_id: part for part in cost.actual_parts}
+    rows = []
+    for part in cost.estimate_parts:
+        spent = actual.get(part.branch_id)
+        rows.append(
+            [
+                md(part.target_name),
+                f"`{part.branch_id}`",
+                _money(part.usd) + (" (emulated)" if part.emulated else ""),
+                _money(spent.usd if spent else None),
+                md(spent.basis if spent else NOT_AVAILABLE),
+            ]
+        )
+    estimate_total = _money(cost.estimate_usd) + ("" if cost.estimate_complete else " + unknown")
+    actual_total = _money(cost.actual_usd) + ("" if cost.actual_complete else " + unknown")
+    rows.append(["**Total**", "", f"**{estimate_total}**", f"**{actual_total}**", ""])
+    return rows
+
+
+def _money(value: float | None) -> str:
+    return NOT_AVAILABLE if value is None else usd_text(value)
+
+
+def _cost_text(cost: CostSummary) -> str:
+    text = (
+        "The estimate is an upper bound made before anything ran (every request running into its timeout, "
+        "every endpoint using its whole deployment allowance; the bounds are in docs/operations.md), and "
+        "the suite's budget is checked against it. The actual cost counts instance seconds from endpoint "
+        "creation to deletion x the hourly price, and for Bedrock the tokens of the measured requests."
+    )
+    if cost.emulated:
+        text += " This run is emulated: the figures use the emulated instances' prices; nothing is billed."
+    return text
 
 
 def _client_bound_text(points: pd.DataFrame, suite: Suite) -> str:
@@ -441,6 +562,7 @@ def render_markdown(
     if not document.branches:
         status_text = f"**{document.status}** (no branches)"
     tables = []
+    bins = [b.label for b in suite.workload.bins]
     for branch in document.branches:
         points = metrics[metrics["branch_id"] == branch.branch_id]
         title = f"{md(branch.target_name)} (`{branch.branch_id}`)"
@@ -449,7 +571,11 @@ def render_markdown(
             if branch.status != "succeeded"
             else "the branch wrote no measured requests."
         )
-        tables.append({"title": title, "rows": _load_point_rows(points), "empty_reason": empty_reason})
+        if branch.load_points_not_measured:
+            empty_reason += f" None of its {branch.load_points_planned} planned load point(s) was measured."
+        rows = _load_point_rows(points, branch, bins) if not points.empty else []
+        tables.append({"title": title, "rows": rows, "empty_reason": empty_reason})
+    incomplete = any(not point.completed for branch in document.branches for point in branch.load_points)
     bin_text = md(document.headline_bin or NOT_AVAILABLE)
     chart_entries = [
         {
@@ -474,6 +600,15 @@ def render_markdown(
         "best_per_bin_rows": _best_per_bin_rows(selection),
         "selection_rule": document.selection_rule,
         "branch_rows": _branch_rows(document.branches),
+        "not_measured_lines": _not_measured_lines(document.branches),
+        "cost_text": _cost_text(document.cost) if document.cost is not None else "",
+        "cost_rows": _cost_rows(document.cost) if document.cost is not None else [],
+        "incomplete_text": (
+            f"**{INCOMPLETE_MARK} Not completed**: the branch's sweep stopped during or right after this "
+            "load point (see the branch's reason), so it may hold fewer requests than planned."
+            if incomplete
+            else ""
+        ),
         "load_point_tables": tables,
         "client_bound_text": _client_bound_text(metrics, suite),
         "token_rows": _token_rows(metrics),
@@ -556,12 +691,14 @@ def build_report(
     records_location: str,
     publish_uri: str | None = None,
     generated_at: datetime | None = None,
+    endpoint_lifetimes: Mapping[str, EndpointLifetime] | None = None,
 ) -> ResultDocument:
     """Everything after the query: the same for DuckDB locally and Athena in the cloud.
 
     ``metrics`` has the columns of ``report.query.METRIC_COLUMNS``, ``samples`` those of
     ``TTFT_SAMPLE_COLUMNS``. ``publish_uri`` is where ``report_dir``'s files will be published (e.g. the
     run's s3:// reports prefix); artifact locations in result.json use it, else the local paths.
+    ``endpoint_lifetimes`` (deployed branches: creation and deletion) make the actual cost.
     """
     suite = plan.suite
     out = Path(report_dir)
@@ -593,6 +730,7 @@ def build_report(
         best=selection.best,
         best_per_bin=selection.found,
         branches=branches,
+        cost=cost_summary(plan, by_id, metrics, endpoint_lifetimes),
         artifacts=Artifacts(
             report_md=_join_location(base, REPORT_MD),
             report_html=_join_location(base, REPORT_HTML),

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fmbench.estimate import CostPart
+
 SCHEMA_VERSION: Literal["1"] = "1"
 BranchStatus = Literal["succeeded", "partial", "failed"]
 
@@ -105,6 +107,19 @@ class LoadPointSummary(_ResultModel):
     runner_cpu_fraction: float | None = Field(
         description="Runner process CPU time / wall time over the load point (1.0 = one core busy)."
     )
+    completed: bool = Field(
+        default=True,
+        description="False when the branch's sweep stopped during (or right after) this load point: it may "
+        "hold fewer requests than planned.",
+    )
+
+
+class PlannedLoadPoint(_ResultModel):
+    """A load point of the plan, named by its level and bin."""
+
+    concurrency: int | None
+    request_rate_per_s: float | None
+    payload_bin: str
 
 
 class BranchResult(_ResultModel):
@@ -123,11 +138,41 @@ class BranchResult(_ResultModel):
     load_points_planned: int = Field(ge=0)
     load_points_completed: int = Field(ge=0)
     load_points: list[LoadPointSummary]
+    load_points_not_measured: list[PlannedLoadPoint] = Field(
+        default_factory=list,
+        description="Planned load points without a measured request (the sweep stopped before them, or "
+        "every request of theirs was warm-up or cool-down), in sweep order.",
+    )
     deployment_s: float | None = Field(
         default=None,
         description="Seconds from endpoint creation to InService, for endpoints the workflow deployed; "
         "null otherwise (existing endpoints, Bedrock, local runs).",
     )
+
+
+class ActualCostPart(_ResultModel):
+    """What one branch cost, as far as the run's records tell."""
+
+    branch_id: str
+    target_name: str
+    usd: float | None = Field(description="USD; null when the run recorded too little to tell.")
+    instance_seconds: float | None = Field(
+        default=None, description="Instance seconds billed (endpoint creation to deletion x instance count)."
+    )
+    emulated: bool = Field(default=False, description="A local emulator's stand-in price: nothing is billed.")
+    basis: str = Field(description="How the figure was counted, in words.")
+
+
+class CostSummary(_ResultModel):
+    """The estimate made before the run (an upper bound) beside what the run cost."""
+
+    estimate_usd: float | None = Field(description="Upper bound made at planning; null without an estimate.")
+    estimate_complete: bool = Field(description="Every part of the estimate had a price.")
+    estimate_parts: list[CostPart]
+    actual_usd: float | None = Field(description="Sum of the known actual parts, USD.")
+    actual_complete: bool = Field(description="Every part of the actual cost is known.")
+    actual_parts: list[ActualCostPart]
+    emulated: bool = Field(description="Every billed part is emulated: a local run that cost nothing.")
 
 
 class Artifacts(_ResultModel):
@@ -162,6 +207,7 @@ class ResultDocument(_ResultModel):
         description="Best configuration of each payload bin that has one, in the suite's bin order."
     )
     branches: list[BranchResult]
+    cost: CostSummary | None = Field(default=None, description="Estimated and actual cost of the run.")
     artifacts: Artifacts
 
     @field_validator("generated_at")

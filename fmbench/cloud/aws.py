@@ -9,7 +9,8 @@ if TYPE_CHECKING:
     from botocore.config import Config
 
 # Throttling and 5xx answers of control-plane APIs (CreateEndpoint, StartExecution, ...) are transient: the
-# 'standard' mode retries them with jittered backoff, and five attempts outlast a short burst.
+# 'standard' mode retries them with jittered backoff, and five attempts outlast a short burst. (botocore's
+# "max_attempts" counts retries only; "total_max_attempts" counts what the name says.)
 RETRY_MODE: Final = "standard"
 RETRY_MAX_ATTEMPTS: Final = 5
 
@@ -17,7 +18,7 @@ RETRY_MAX_ATTEMPTS: Final = 5
 def retry_config() -> Config:
     from botocore.config import Config
 
-    return Config(retries={"mode": RETRY_MODE, "max_attempts": RETRY_MAX_ATTEMPTS})
+    return Config(retries={"mode": RETRY_MODE, "total_max_attempts": RETRY_MAX_ATTEMPTS})
 
 
 def client(service: str, region: str | None = None, session: boto3.Session | None = None) -> Any:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from botocore.exceptions import ClientError
 from pydantic import Field
 
 from fmbench.cloud.aws import error_code, error_message
-from fmbench.config import SageMakerTarget, StrictModel
+from fmbench.config import DEFAULT_ENDPOINT_TTL_S, SageMakerTarget, StrictModel
 
 if TYPE_CHECKING:
     from fmbench.plan import BranchSpec
@@ -33,6 +34,10 @@ NAME_PATTERN: Final = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 TAG_SUITE: Final = "fmbench:suite"
 TAG_RUN_ID: Final = "fmbench:run-id"
 TAG_BRANCH_ID: Final = "fmbench:branch-id"
+# When the sweeper may delete the resource whatever its run's state (UTC, EXPIRES_AT_FORMAT): the backstop
+# for an endpoint whose run ended without a teardown and without a cleanup.
+TAG_EXPIRES_AT: Final = "fmbench:expires-at"
+EXPIRES_AT_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 
 VARIANT_NAME: Final = "AllTraffic"
 # SageMaker's defaults are sized for small models; an LLM may download tens of GB and load for many minutes.
@@ -323,9 +328,16 @@ class SageMakerDeployment(StrictModel):
     environment: dict[str, str] = Field(
         description="Container environment; secrets stay references (secretsmanager:<arn>) until deploy."
     )
+    endpoint_ttl_s: int = Field(
+        default=DEFAULT_ENDPOINT_TTL_S,
+        ge=1,
+        description="Seconds after creation when the sweeper may delete the resources (fmbench:expires-at).",
+    )
 
 
-def plan_deployment(target: Any, default_region: str) -> SageMakerDeployment:
+def plan_deployment(
+    target: Any, default_region: str, endpoint_ttl_s: int = DEFAULT_ENDPOINT_TTL_S
+) -> SageMakerDeployment:
     """Image and container environment of a target to deploy.
 
     The model location goes into the variable the container reads (``HF_MODEL_ID``, or ``SM_VLLM_MODEL``
@@ -347,7 +359,9 @@ def plan_deployment(target: Any, default_region: str) -> SageMakerDeployment:
         if gpus is not None:
             environment[container.gpu_count_env_var] = str(gpus)
     environment.update(target.environment)
-    return SageMakerDeployment(region=region, image_uri=image_uri, environment=environment)
+    return SageMakerDeployment(
+        region=region, image_uri=image_uri, environment=environment, endpoint_ttl_s=endpoint_ttl_s
+    )
 
 
 # -------------------------------------------------------------------------------------- API calls
@@ -386,6 +400,18 @@ def _epoch_s(value: Any) -> float | None:
     return value.timestamp() if isinstance(value, datetime) else None
 
 
+def expires_at_text(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).strftime(EXPIRES_AT_FORMAT)
+
+
+def parse_expires_at(text: str) -> float | None:
+    """The epoch seconds of an ``fmbench:expires-at`` value; None for a value this product did not write."""
+    try:
+        return datetime.strptime(text, EXPIRES_AT_FORMAT).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
 def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
 
@@ -422,19 +448,22 @@ def deploy(
     execution_role_arn: str,
     tags: Mapping[str, str] | None = None,
     read_secret: Callable[[str], str] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> DeployResult:
     """Create (or find) the model, endpoint config and endpoint of a branch; never a second of any.
 
     Each resource is looked up by its derived name first and created only when missing, so a Deploy that
     is retried after a timeout or a throttled call picks up where the first attempt stopped. The standard
-    tags (``branch_tags``) are always set; ``tags`` adds more (e.g. a cost-allocation tag).
+    tags (``branch_tags``) and ``fmbench:expires-at`` (now + the deployment's ``endpoint_ttl_s``) are always
+    set; ``tags`` adds more (e.g. a cost-allocation tag).
     """
     deployment = spec.sagemaker_deployment
     target = spec.target
     if deployment is None or not isinstance(target, SageMakerTarget) or not needs_deploy(target):
         raise DeploymentSpecError(f"branch {spec.branch_id} has no SageMaker deployment to create")
     names = resource_names(spec.run_id, spec.branch_id)
-    tag_list = _tag_list({**(tags or {}), **branch_tags(spec)})
+    expires_at = expires_at_text(clock() + deployment.endpoint_ttl_s)
+    tag_list = _tag_list({**(tags or {}), TAG_EXPIRES_AT: expires_at, **branch_tags(spec)})
     created: list[str] = []
     reused: list[str] = []
 
@@ -561,6 +590,37 @@ def _delete(call: Callable[..., Any], **kwargs: Any) -> bool:
     return True
 
 
+def delete_endpoint(sm_client: Any, endpoint_name: str) -> bool:
+    """Delete one endpoint: True when this call deleted it, False when it is gone or already being deleted.
+
+    Raises ``EndpointBusyError`` when SageMaker will not delete it yet (still Creating or Updating).
+    """
+    try:
+        return _delete(sm_client.delete_endpoint, EndpointName=endpoint_name)
+    except ClientError as exc:
+        if error_code(exc) != "ValidationException":
+            raise
+        described = _describe(sm_client.describe_endpoint, EndpointName=endpoint_name) or {}
+        status = str(described.get("EndpointStatus", ""))
+        if status in _BUSY_STATUSES:
+            raise EndpointBusyError(
+                f"endpoint {endpoint_name} is {status} and cannot be deleted yet: {error_message(exc)}"
+            ) from exc
+        if status != "Deleting":
+            raise
+        return False
+
+
+def delete_endpoint_config(sm_client: Any, endpoint_config_name: str) -> bool:
+    """True when this call deleted the endpoint config, False when it was already gone."""
+    return _delete(sm_client.delete_endpoint_config, EndpointConfigName=endpoint_config_name)
+
+
+def delete_model(sm_client: Any, model_name: str) -> bool:
+    """True when this call deleted the model, False when it was already gone."""
+    return _delete(sm_client.delete_model, ModelName=model_name)
+
+
 def teardown(sm_client: Any, run_id: str, branch_id: str) -> list[str]:
     """Delete the endpoint, endpoint config and model of one branch; returns what this call deleted.
 
@@ -570,22 +630,10 @@ def teardown(sm_client: Any, run_id: str, branch_id: str) -> list[str]:
     """
     names = resource_names(run_id, branch_id)
     deleted: list[str] = []
-    try:
-        if _delete(sm_client.delete_endpoint, EndpointName=names.endpoint):
-            deleted.append(f"endpoint/{names.endpoint}")
-    except ClientError as exc:
-        if error_code(exc) != "ValidationException":
-            raise
-        described = _describe(sm_client.describe_endpoint, EndpointName=names.endpoint) or {}
-        status = str(described.get("EndpointStatus", ""))
-        if status in _BUSY_STATUSES:
-            raise EndpointBusyError(
-                f"endpoint {names.endpoint} is {status} and cannot be deleted yet: {error_message(exc)}"
-            ) from exc
-        if status != "Deleting":
-            raise
-    if _delete(sm_client.delete_endpoint_config, EndpointConfigName=names.endpoint_config):
+    if delete_endpoint(sm_client, names.endpoint):
+        deleted.append(f"endpoint/{names.endpoint}")
+    if delete_endpoint_config(sm_client, names.endpoint_config):
         deleted.append(f"endpoint-config/{names.endpoint_config}")
-    if _delete(sm_client.delete_model, ModelName=names.model):
+    if delete_model(sm_client, names.model):
         deleted.append(f"model/{names.model}")
     return deleted

@@ -6,13 +6,15 @@ the CDK stack) stays as small as its permissions.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fmbench.config import AWS_REGION_PATTERN
+from fmbench.config import AWS_REGION_PATTERN, DEFAULT_ENDPOINT_TTL_S
+from fmbench.estimate import DEFAULT_MAX_DEPLOY_S, DEFAULT_STATUS_POLL_S, EstimateSettings
 
 BUCKET_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$"
@@ -41,6 +43,24 @@ class _EnvironmentSettings(BaseModel):
 class PlanSettings(_EnvironmentSettings):
     results_bucket: str = Field(alias="FMBENCH_RESULTS_BUCKET", pattern=BUCKET_NAME_PATTERN)
     max_concurrent_branches: int = Field(alias="FMBENCH_MAX_CONCURRENT_BRANCHES", ge=1, le=1000)
+    # The stack's bounds on a branch's life, for the cost estimate (fmbench.estimate); the defaults are
+    # cdk.json's poll interval and no cap, so an older stack's plan still estimates, only less tightly.
+    status_poll_s: float = Field(default=DEFAULT_STATUS_POLL_S, alias="FMBENCH_STATUS_POLL_SECONDS", gt=0)
+    max_deploy_s: float = Field(default=DEFAULT_MAX_DEPLOY_S, alias="FMBENCH_MAX_DEPLOY_SECONDS", gt=0)
+    runner_timeout_s: float | None = Field(default=None, alias="FMBENCH_RUNNER_TIMEOUT_SECONDS", gt=0)
+    execution_timeout_s: float | None = Field(default=None, alias="FMBENCH_EXECUTION_TIMEOUT_SECONDS", gt=0)
+
+    def max_status_polls(self, cap: int) -> int:
+        """Status polls that cover the deployment allowance, at most ``cap`` (the Map item's bound)."""
+        return max(1, min(cap, math.ceil(self.max_deploy_s / self.status_poll_s)))
+
+    def estimate_settings(self, max_status_polls: int) -> EstimateSettings:
+        return EstimateSettings(
+            status_poll_s=self.status_poll_s,
+            max_status_polls=max_status_polls,
+            runner_timeout_s=self.runner_timeout_s,
+            execution_timeout_s=self.execution_timeout_s,
+        )
 
 
 class DeploySettings(_EnvironmentSettings):
@@ -52,10 +72,40 @@ class StatusSettings(_EnvironmentSettings):
 
 
 class TeardownSettings(_EnvironmentSettings):
-    pass
+    # Optional: with it, Teardown records when it deleted the endpoint (result.json's actual cost).
+    results_bucket: str | None = Field(
+        default=None, alias="FMBENCH_RESULTS_BUCKET", pattern=BUCKET_NAME_PATTERN
+    )
 
 
 class RenderSettings(_EnvironmentSettings):
     results_bucket: str = Field(alias="FMBENCH_RESULTS_BUCKET", pattern=BUCKET_NAME_PATTERN)
     athena_database: str = Field(alias="FMBENCH_ATHENA_DATABASE", min_length=1)
     athena_workgroup: str = Field(alias="FMBENCH_ATHENA_WORKGROUP", min_length=1)
+
+
+class CleanupSettings(_EnvironmentSettings):
+    """The cleanup function reads the state machine and the regions from each event's plan."""
+
+
+class SweeperSettings(_EnvironmentSettings):
+    state_machine_arn: str = Field(
+        alias="FMBENCH_STATE_MACHINE_ARN",
+        pattern=r"^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:\S+$",
+    )
+    default_ttl_s: float = Field(
+        default=DEFAULT_ENDPOINT_TTL_S,
+        alias="FMBENCH_DEFAULT_ENDPOINT_TTL_SECONDS",
+        gt=0,
+        description="Time-to-live from creation of a product resource without an fmbench:expires-at tag.",
+    )
+    sweep_regions: str = Field(
+        default="",
+        alias="FMBENCH_SWEEP_REGIONS",
+        pattern=r"^([a-z]{2}(-[a-z]+)+-\d{1,2})?(,[a-z]{2}(-[a-z]+)+-\d{1,2})*$",
+        description="Comma-separated regions where suites deploy endpoints, besides the function's own.",
+    )
+
+    @property
+    def regions(self) -> list[str]:
+        return sorted({self.region, *(r for r in self.sweep_regions.split(",") if r)})

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from itertools import product
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fmbench.cloud import s3 as s3_objects
+from fmbench.cloud.quotas import ClientFactory, check_endpoint_quotas, instances_needed_at_once
 from fmbench.cloud.sagemaker import (
     FAILED,
     IN_SERVICE,
@@ -34,28 +36,34 @@ from fmbench.cloud.sagemaker import (
     secrets_manager_reader,
     teardown,
 )
-from fmbench.cloud.settings import DeploySettings, PlanSettings, StatusSettings
+from fmbench.cloud.settings import DeploySettings, PlanSettings, StatusSettings, TeardownSettings
 from fmbench.config import (
     BUILTIN_DATASET_PREFIX,
     StrictModel,
     Suite,
     SuiteProblem,
     SuiteValidationError,
+    problems_from_validation_error,
     validate_suite_data,
 )
-from fmbench.plan import BranchSpec, RunPlan, new_run_id, plan_suite
+from fmbench.estimate import check_budget, endpoint_ttl_problems, estimate_branches
+from fmbench.plan import BranchSpec, RunPlan, new_run_id, plan_suite, run_plan_uri
 
 logger = logging.getLogger(__name__)
 
 RUN_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-# Bound of the Wait -> EndpointStatus loop. With the stack's default 30 s Wait (fmbench:statusPollSeconds)
-# this is an hour: the 30-minute model download plus the 30-minute startup health check Deploy allows.
-MAX_STATUS_POLLS: Final = 120
+# Cap of the Wait -> EndpointStatus loop, whatever the deployment allowance: it bounds the state
+# transitions (and their cost) of one branch. The bound itself is the stack's deployment allowance
+# (fmbench:maxDeployMinutes, 60: the 30-minute model download plus the 30-minute startup health check
+# Deploy allows) over its poll interval (fmbench:statusPollSeconds, 60): 60 polls.
+MAX_STATUS_POLLS = 120
 EXECUTION_INPUT_SOURCE: Final = "execution input"
+# The state whose output carries the run id (docs/workflow.md); the cleanup reads it from the history.
+PLAN_STATE_NAME: Final = "Plan"
+# The execution input that re-renders a finished run's report instead of running a suite.
+REPORT_ONLY_KEY: Final = "report_only"
 
 MetricsQueryBuilder = Callable[[str, list[str]], str]
-# (service, region) -> a boto3 client; see fmbench.cloud.aws.client
-ClientFactory = Callable[[str, str], Any]
 
 
 # ------------------------------------------------------------------------------------ storage layout
@@ -67,7 +75,7 @@ def _run_folder(storage_root: str, kind: str, run_id: str) -> str:
 
 def plan_uri(storage_root: str, run_id: str) -> str:
     """The whole plan (suite and every branch spec), for the render step."""
-    return f"{_run_folder(storage_root, 'specs', run_id)}/plan.json"
+    return run_plan_uri(storage_root, run_id)
 
 
 def spec_uri(storage_root: str, run_id: str, branch_id: str) -> str:
@@ -78,6 +86,16 @@ def spec_uri(storage_root: str, run_id: str, branch_id: str) -> str:
 def deployment_record_uri(storage_root: str, run_id: str, branch_id: str) -> str:
     """Beside the runner's outcome.json: how long the branch's endpoint took to come into service."""
     return f"{_run_folder(storage_root, 'outcomes', run_id)}/branch_id={branch_id}/deployment.json"
+
+
+def teardown_record_uri(storage_root: str, run_id: str, branch_id: str) -> str:
+    """Beside deployment.json: when Teardown deleted the endpoint, for the run's actual cost."""
+    return f"{_run_folder(storage_root, 'outcomes', run_id)}/branch_id={branch_id}/teardown.json"
+
+
+def branch_results_uri(storage_root: str, run_id: str) -> str:
+    """The Map's results as Render received them, so a report-only re-render keeps each branch's reason."""
+    return f"{_run_folder(storage_root, 'outcomes', run_id)}/branch_results.json"
 
 
 def reports_uri(storage_root: str, run_id: str) -> str:
@@ -100,8 +118,17 @@ class ResultModel(BaseModel):
 
 
 class PlanEvent(EventModel):
-    suite: Any = Field(description="The execution input: a suite as JSON.")
+    suite: Any = Field(
+        description='The execution input: a suite as JSON, or {"report_only": {"run_id": ...}} to render '
+        "the report of a run again."
+    )
     execution_name: str | None = Field(default=None, description="$$.Execution.Name")
+
+
+class ReportOnlyRequest(StrictModel):
+    """Render an earlier run's report again from its records, plan and outcomes; nothing is deployed."""
+
+    run_id: str = Field(pattern=RUN_ID_PATTERN.pattern)
 
 
 class BranchItem(EventModel):
@@ -128,7 +155,19 @@ class PlanResult(ResultModel):
     storage_root: str
     max_concurrency: int = Field(ge=1)
     metrics_query: str
-    branches: list[BranchItem]
+    branches: list[BranchItem] = Field(description="The Map's items; empty for a report-only execution.")
+    report_only: bool = Field(
+        default=False, description="Render the saved run again: the Map has no items, Query and Render run."
+    )
+    report_branches: list[BranchItem] = Field(
+        default_factory=list, description="Report-only: the saved plan's branches (the Map runs none)."
+    )
+    cost_estimate_usd: float | None = Field(
+        default=None, description="Upper bound of the run's cost (details in plan.json and result.json)."
+    )
+    quota_check: list[str] = Field(
+        default_factory=list, description="Per instance type and region: instances at once vs quota."
+    )
 
 
 class DeployOutput(ResultModel):
@@ -149,6 +188,16 @@ class TeardownEvent(BranchItem):
 
 class TeardownOutput(ResultModel):
     deleted: list[str]
+
+
+class TeardownRecord(StrictModel):
+    """When a branch's endpoint was created and when Teardown deleted it (result.json: actual cost)."""
+
+    run_id: str
+    branch_id: str
+    endpoint_name: str
+    created_epoch_s: float
+    deleted_epoch_s: float
 
 
 class BranchResultItem(EventModel):
@@ -280,7 +329,7 @@ def run_id_for(execution_name: str | None) -> str:
     return new_run_id()
 
 
-def branch_item(spec: BranchSpec, uri: str) -> BranchItem:
+def branch_item(spec: BranchSpec, uri: str, max_status_polls: int = MAX_STATUS_POLLS) -> BranchItem:
     target = spec.target
     endpoint_name = spec.sagemaker_endpoint_name
     if target.platform == "sagemaker" and endpoint_name is None:
@@ -294,7 +343,7 @@ def branch_item(spec: BranchSpec, uri: str) -> BranchItem:
         needs_deploy=needs_deploy(target),
         endpoint_name=endpoint_name,
         region=region,
-        max_status_polls=MAX_STATUS_POLLS,
+        max_status_polls=max_status_polls,
     )
 
 
@@ -305,39 +354,125 @@ def _document(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_unset=True)
 
 
-def plan_run(
-    event: PlanEvent, settings: PlanSettings, s3_client: Any, metrics_query: MetricsQueryBuilder
+class RunPlanNotFoundError(LookupError):
+    """The run's plan.json is not in S3: the run id is wrong, or the plan step never ran."""
+
+
+def read_run_plan(s3_client: Any, storage_root: str, run_id: str) -> RunPlan:
+    uri = plan_uri(storage_root, run_id)
+    data = s3_objects.get_bytes(s3_client, uri)
+    if data is None:
+        raise RunPlanNotFoundError(f"no plan at {uri}")
+    return RunPlan.model_validate_json(data)
+
+
+def report_only_request(execution_input: Any) -> ReportOnlyRequest | None:
+    """The report-only request of an execution input, None for a suite; a malformed one is a suite error."""
+    if not isinstance(execution_input, dict) or REPORT_ONLY_KEY not in execution_input:
+        return None
+    problems = [
+        SuiteProblem(
+            path=key, reason=f"not allowed beside {REPORT_ONLY_KEY} (a report-only input has no suite)"
+        )
+        for key in execution_input
+        if key != REPORT_ONLY_KEY
+    ]
+    request = None
+    try:
+        request = ReportOnlyRequest.model_validate(execution_input[REPORT_ONLY_KEY])
+    except ValidationError as exc:
+        problems += problems_from_validation_error(exc, prefix=REPORT_ONLY_KEY)
+    if problems or request is None:
+        raise SuiteValidationError(problems, EXECUTION_INPUT_SOURCE)
+    return request
+
+
+def plan_report_only(
+    request: ReportOnlyRequest, settings: PlanSettings, s3_client: Any, metrics_query: MetricsQueryBuilder
 ) -> PlanResult:
-    """Validate, plan, write the specs; nothing is written when the suite has a problem.
+    """A plan that runs no branch: Query and Render run again over the saved run's records and plan."""
+    storage_root = s3_objects.s3_uri(settings.results_bucket)
+    plan = read_run_plan(s3_client, storage_root, request.run_id)
+    polls = settings.max_status_polls(MAX_STATUS_POLLS)
+    items = [branch_item(s, spec_uri(storage_root, plan.run_id, s.branch_id), polls) for s in plan.branches]
+    logger.info("report-only run %s: %d branch(es) to report", plan.run_id, len(items))
+    return PlanResult(
+        run_id=plan.run_id,
+        suite_name=plan.suite.name,
+        storage_root=storage_root,
+        max_concurrency=1,
+        metrics_query=metrics_query(plan.run_id, [spec.branch_id for spec in plan.branches]),
+        branches=[],
+        report_only=True,
+        report_branches=items,
+        cost_estimate_usd=plan.cost_estimate.total_usd if plan.cost_estimate is not None else None,
+    )
+
+
+def plan_run(
+    event: PlanEvent,
+    settings: PlanSettings,
+    s3_client: Any,
+    metrics_query: MetricsQueryBuilder,
+    client_factory: ClientFactory | None = None,
+) -> PlanResult:
+    """Validate, estimate, check budget and quotas, plan, write the specs; nothing is written (or deployed)
+    when any check fails.
 
     ``metrics_query`` builds the Athena text for the run's branches (``report.query.athena_metrics_query``;
-    passed in because fmbench does not import report).
+    passed in because fmbench does not import report). ``client_factory`` makes the Service Quotas client
+    of each region a branch deploys to; without it the quota check is skipped. An execution input
+    ``{"report_only": {"run_id": ...}}`` plans no branch and lets Query and Render run again.
     """
+    request = report_only_request(event.suite)
+    if request is not None:
+        return plan_report_only(request, settings, s3_client, metrics_query)
     suite = validate_cloud_suite(event.suite, settings.region)
     run_id = run_id_for(event.execution_name)
     storage_root = s3_objects.s3_uri(settings.results_bucket)
     plan = plan_suite(suite, storage_root=storage_root, run_id=run_id)
+    ttl_s = suite.execution.endpoint_ttl_s
     specs = [
-        spec.model_copy(update={"sagemaker_deployment": plan_deployment(spec.target, settings.region)})
+        spec.model_copy(update={"sagemaker_deployment": plan_deployment(spec.target, settings.region, ttl_s)})
         if needs_deploy(spec.target)
         else spec
         for spec in plan.branches
     ]
-    plan = RunPlan(run_id=run_id, suite=suite, branches=specs)
+    max_status_polls = settings.max_status_polls(MAX_STATUS_POLLS)
+    estimate = estimate_branches(specs, settings.estimate_settings(max_status_polls))
+    if settings.runner_timeout_s is not None:
+        ttl_problems = endpoint_ttl_problems(estimate, ttl_s)
+        if ttl_problems:
+            raise SuiteValidationError(ttl_problems, EXECUTION_INPUT_SOURCE)
+    check_budget(estimate, suite.budget)
+    max_concurrency = min(suite.execution.max_parallel_branches, settings.max_concurrent_branches)
+    quota_notes: list[str] = []
+    if client_factory is not None:
+        needs = instances_needed_at_once(specs, max_concurrency, settings.region)
+        quota_notes = check_endpoint_quotas(needs, client_factory, max_concurrency)
+    plan = RunPlan(run_id=run_id, suite=suite, branches=specs, cost_estimate=estimate)
     items = []
     for spec in specs:
         uri = spec_uri(storage_root, run_id, spec.branch_id)
         s3_objects.put_json(s3_client, uri, _document(spec))
-        items.append(branch_item(spec, uri))
+        items.append(branch_item(spec, uri, max_status_polls))
     s3_objects.put_json(s3_client, plan_uri(storage_root, run_id), _document(plan))
-    logger.info("planned run %s: %d branch(es)", run_id, len(items))
+    logger.info(
+        "planned run %s: %d branch(es), cost at most $%.2f%s",
+        run_id,
+        len(items),
+        estimate.total_usd,
+        "" if estimate.complete else " plus parts of unknown price",
+    )
     return PlanResult(
         run_id=run_id,
         suite_name=suite.name,
         storage_root=storage_root,
-        max_concurrency=min(suite.execution.max_parallel_branches, settings.max_concurrent_branches),
+        max_concurrency=max_concurrency,
         metrics_query=metrics_query(run_id, [spec.branch_id for spec in specs]),
         branches=items,
+        cost_estimate_usd=estimate.total_usd,
+        quota_check=quota_notes,
     )
 
 
@@ -415,12 +550,45 @@ def check_endpoint(
     )
 
 
-def teardown_branch(event: TeardownEvent, sm_client: Any) -> TeardownOutput:
-    """Delete what the branch deployed; a branch that deployed nothing has nothing to delete."""
+def teardown_branch(
+    event: TeardownEvent,
+    sm_client: Any,
+    settings: TeardownSettings | None = None,
+    s3_client: Any = None,
+    clock: Callable[[], float] = time.time,
+) -> TeardownOutput:
+    """Delete what the branch deployed; a branch that deployed nothing has nothing to delete.
+
+    With a results bucket in ``settings``, the endpoint's creation time is read before it is deleted and
+    ``teardown.json`` records both, from which Render counts the branch's instance seconds.
+    """
     if not event.needs_deploy:
         return TeardownOutput(deleted=[])
     if event.error:
         logger.info("branch %s: tearing down after %s", event.branch_id, event.error.get("Error"))
+    created_epoch_s = None
+    record_to = settings.results_bucket if settings is not None and s3_client is not None else None
+    if record_to and event.endpoint_name:
+        created_epoch_s = endpoint_status(sm_client, event.endpoint_name).created_epoch_s
     deleted = teardown(sm_client, event.run_id, event.branch_id)
+    deleted_epoch_s = clock()
     logger.info("branch %s: deleted %s", event.branch_id, ", ".join(deleted) or "nothing (already gone)")
+    if (
+        record_to
+        and event.endpoint_name
+        and created_epoch_s is not None
+        and f"endpoint/{event.endpoint_name}" in deleted
+    ):
+        record = TeardownRecord(
+            run_id=event.run_id,
+            branch_id=event.branch_id,
+            endpoint_name=event.endpoint_name,
+            created_epoch_s=created_epoch_s,
+            deleted_epoch_s=deleted_epoch_s,
+        )
+        s3_objects.put_json(
+            s3_client,
+            teardown_record_uri(s3_objects.s3_uri(record_to), event.run_id, event.branch_id),
+            record.model_dump(mode="json"),
+        )
     return TeardownOutput(deleted=deleted)

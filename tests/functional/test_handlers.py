@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,18 +18,27 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.athena.models import QueryResults, athena_backends
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto_service_quotas import sagemaker_endpoint_quotas
 from sqlglot import exp
 
 from fmbench.cloud.sagemaker import (
     TAG_BRANCH_ID,
+    TAG_EXPIRES_AT,
     TAG_RUN_ID,
     TAG_SUITE,
     EndpointBusyError,
+    parse_expires_at,
     resource_names,
     teardown,
 )
 from fmbench.cloud.settings import RenderSettings, SettingsError, StatusSettings
-from fmbench.cloud.workflow import DeploymentRecord, deployment_record_uri, plan_uri
+from fmbench.cloud.workflow import (
+    DeploymentRecord,
+    TeardownRecord,
+    deployment_record_uri,
+    plan_uri,
+    teardown_record_uri,
+)
 from fmbench.config import SuiteValidationError
 from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, outcome_uri
 from lambdas import deploy, endpoint_status, plan, render
@@ -96,7 +107,7 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def mocked_aws() -> Iterator[None]:
-    with mock_aws():
+    with mock_aws(), sagemaker_endpoint_quotas({"ml.g4dn.xlarge": 4}):
         yield
 
 
@@ -162,7 +173,7 @@ def test_plan_writes_every_spec_and_returns_the_map_items(s3: Any) -> None:
     deployed = items["sagemaker-deploy"]
     assert deployed["endpoint_name"] == resource_names(RUN_ID, deployed["branch_id"]).endpoint
     assert deployed["region"] == REGION
-    assert deployed["max_status_polls"] == 120
+    assert deployed["max_status_polls"] == 60  # the 60-minute deployment allowance at 60 s per poll
     assert items["sagemaker"]["endpoint_name"] == "my-own-endpoint"
     assert items["bedrock"]["endpoint_name"] is None
 
@@ -265,6 +276,7 @@ def test_deploy_creates_the_three_resources_with_tags_and_is_idempotent(s3: Any,
     result = planned(s3)
     item = deploy_item(result)
 
+    before_epoch_s = time.time()
     first = deploy.handler(item, None)
     second = deploy.handler(item, None)
 
@@ -291,7 +303,11 @@ def test_deploy_creates_the_three_resources_with_tags_and_is_idempotent(s3: Any,
     )
     endpoint_arn = sagemaker.describe_endpoint(EndpointName=names.endpoint)["EndpointArn"]
     tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=endpoint_arn)["Tags"]}
+    expires_epoch_s = parse_expires_at(tags.pop(TAG_EXPIRES_AT))
     assert tags == {TAG_SUITE: "cloud-suite", TAG_RUN_ID: RUN_ID, TAG_BRANCH_ID: item["branch_id"]}
+    # the suite's default time-to-live (6 h) after the deploy, to the second
+    assert expires_epoch_s is not None
+    assert int(before_epoch_s) + 6 * 3600 <= expires_epoch_s <= time.time() + 6 * 3600
 
 
 def test_a_hugging_face_token_is_read_from_secrets_manager_at_deploy_time(
@@ -608,3 +624,140 @@ def test_a_ttft_query_that_does_not_finish_is_stopped_and_only_that_chart_is_los
         run_athena_query(
             athena, "SELECT 1", workgroup="w", database="d", timeout_s=10, sleep=sleep, clock=lambda: now[0]
         )
+
+
+# ------------------------------------------------------------------------- cost and report-only render
+
+
+def test_teardown_records_when_it_deleted_the_endpoint(s3: Any, sagemaker: Any) -> None:
+    item = deploy_item(planned(s3))
+    deploy.handler(item, None)
+    created = sagemaker.describe_endpoint(EndpointName=item["endpoint_name"])["CreationTime"].timestamp()
+    key = f"outcomes/run_id={RUN_ID}/branch_id={item['branch_id']}/teardown.json"
+
+    teardown_lambda.handler(item, None)
+    first = read_json(s3, key)
+    teardown_lambda.handler(item, None)  # deletes nothing: the record of the deletion stays as it was
+
+    assert read_json(s3, key) == first
+    assert (first["endpoint_name"], first["created_epoch_s"]) == (item["endpoint_name"], created)
+    assert created <= first["deleted_epoch_s"] <= time.time()
+
+
+def put_model(s3: Any, uri: str, model: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key=uri.removeprefix(f"s3://{BUCKET}/"), Body=model.model_dump_json())
+
+
+def test_render_puts_the_actual_cost_beside_the_estimate_and_a_report_only_render_keeps_the_reasons(
+    s3: Any, athena: Any
+) -> None:
+    result = planned(s3, pricing={"instance_price_per_hour_usd": {"ml.g4dn.xlarge": 0.736}})
+    by_platform = {item["platform"] + str(item["needs_deploy"]): item for item in result["branches"]}
+    deployed, existing, bedrock = (
+        by_platform[k] for k in ("sagemakerTrue", "sagemakerFalse", "bedrockFalse")
+    )
+    root = f"s3://{BUCKET}"
+    for branch_id in (deployed["branch_id"], existing["branch_id"]):
+        outcome = BranchOutcome(
+            branch_id=branch_id, status="succeeded", load_points_planned=4, load_points_completed=4
+        )
+        put_model(s3, outcome_uri(root, RUN_ID, branch_id), outcome)
+    put_model(
+        s3,
+        teardown_record_uri(root, RUN_ID, deployed["branch_id"]),
+        TeardownRecord(
+            run_id=RUN_ID,
+            branch_id=deployed["branch_id"],
+            endpoint_name=deployed["endpoint_name"],
+            created_epoch_s=1_700_000_000.0,
+            deleted_epoch_s=1_700_003_600.0,
+        ),
+    )
+    metrics = synthetic_metrics([deployed["branch_id"], existing["branch_id"]])
+    queue = athena_backends[DEFAULT_ACCOUNT_ID][REGION].query_results_queue
+    failure = {"Error": "States.TaskFailed", "Cause": json.dumps({"errorMessage": "model access denied"})}
+    branch_results = [
+        {"branch_id": deployed["branch_id"], "status": "succeeded", "error": None},
+        {"branch_id": existing["branch_id"], "status": "succeeded", "error": None},
+        {"branch_id": bedrock["branch_id"], "status": "failed", "error": failure},
+    ]
+
+    queue.extend([athena_result(metrics), athena_result(metrics.iloc[:0][["branch_id"]])])
+    first = ResultDocument.model_validate(
+        render.handler(
+            {
+                "run_id": RUN_ID,
+                "query_execution_id": finished_query(athena, result["metrics_query"]),
+                "branch_results": branch_results,
+            },
+            None,
+        )
+    )
+    report_only = plan.handler(
+        {"suite": {"report_only": {"run_id": RUN_ID}}, "execution_name": "rerender"}, None
+    )
+    queue.extend([athena_result(metrics), athena_result(metrics.iloc[:0][["branch_id"]])])
+    again = ResultDocument.model_validate(
+        render.handler(
+            {
+                "run_id": report_only["run_id"],
+                "query_execution_id": finished_query(athena, report_only["metrics_query"]),
+                "branch_results": [],  # the report-only execution's Map ran nothing
+            },
+            None,
+        )
+    )
+
+    assert first.cost is not None
+    assert first.cost.estimate_usd == result["cost_estimate_usd"]
+    actual = {part.branch_id: part for part in first.cost.actual_parts}
+    assert actual[deployed["branch_id"]].usd == pytest.approx(0.736)
+    assert actual[deployed["branch_id"]].instance_seconds == 3600
+    assert actual[deployed["branch_id"]].basis == "endpoint creation to deletion"
+    assert (actual[existing["branch_id"]].usd, actual[existing["branch_id"]].basis) == (
+        0.0,
+        "not billed by this run",
+    )
+    assert actual[bedrock["branch_id"]].usd is None  # the suite gives no token prices
+    assert (first.cost.actual_usd, first.cost.actual_complete) == (pytest.approx(0.736), False)
+    report = s3.get_object(Bucket=BUCKET, Key=f"reports/run_id={RUN_ID}/report.md")["Body"].read().decode()
+    assert "## Cost" in report and "| **Total** |" in report
+    reasons = {branch.branch_id: branch.reason for branch in again.branches}
+    assert reasons[bedrock["branch_id"]] == "States.TaskFailed: model access denied"
+    assert again.model_dump(exclude={"generated_at"}) == first.model_dump(exclude={"generated_at"})
+
+
+# ------------------------------------------------------------------------------------------ secrets
+
+
+def test_a_secret_stays_a_reference_in_the_plan_output_specs_logs_and_report(
+    s3: Any, sagemaker: Any, secretsmanager: Any, athena: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Resolved only where the model is created: never in the execution history (the handlers' outputs),
+    the specs in S3, any log line (botocore's DEBUG included), result.json or the report."""
+    arn = secretsmanager.create_secret(Name="fmbench/hf-token", SecretString=HF_TOKEN)["ARN"]
+    reference = f"secretsmanager:{arn}"
+    data = suite_data()
+    data["targets"][0]["environment"] = {"HF_TOKEN": reference}
+    caplog.set_level(logging.DEBUG)
+
+    planned_run = plan.handler({"suite": data, "execution_name": RUN_ID}, None)
+    item = deploy_item(planned_run)
+    outputs = [planned_run, deploy.handler(item, None), endpoint_status.handler(item, None)]
+    outputs.append(teardown_lambda.handler(item, None))
+    queue = athena_backends[DEFAULT_ACCOUNT_ID][REGION].query_results_queue
+    empty = typed_frame(pd.DataFrame(), METRIC_COLUMNS)
+    queue.extend([athena_result(empty), athena_result(empty[["branch_id"]])])
+    query_id = finished_query(athena, planned_run["metrics_query"])
+    outputs.append(render.handler({"run_id": RUN_ID, "query_execution_id": query_id}, None))
+
+    spec_key = f"specs/run_id={RUN_ID}/branch_id={item['branch_id']}.json"
+    assert read_json(s3, spec_key)["sagemaker_deployment"]["environment"]["HF_TOKEN"] == reference
+    assert reference in json.dumps(read_json(s3, f"specs/run_id={RUN_ID}/plan.json"))
+    for key in keys(s3):
+        assert HF_TOKEN.encode() not in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read(), key
+    assert HF_TOKEN not in json.dumps(outputs)
+    assert f"endpoint {item['endpoint_name']} (created model/" in caplog.text  # the deploy did log
+    assert HF_TOKEN not in caplog.text
+    with pytest.raises(ClientError):  # the model that held it was deleted at teardown
+        sagemaker.describe_model(ModelName=resource_names(RUN_ID, item["branch_id"]).model)

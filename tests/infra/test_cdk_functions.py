@@ -22,6 +22,8 @@ HANDLERS = {
     "endpoint_status": "lambdas.endpoint_status.handler",
     "teardown": "lambdas.teardown.handler",
     "render": "lambdas.render.handler",
+    "cleanup": "lambdas.cleanup.handler",
+    "sweeper": "lambdas.sweeper.handler",
 }
 SAGEMAKER = "arn:${AWS::Partition}:sagemaker:*:${AWS::AccountId}"
 MODELS, CONFIGS, ENDPOINTS = (
@@ -57,7 +59,7 @@ def _same(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
 
 def test_every_function_runs_its_handler_from_the_one_lambda_image(template_json: dict[str, Any]) -> None:
     functions = resources(template_json, "AWS::Lambda::Function")
-    assert len(functions) == 5
+    assert len(functions) == 7
 
     assert sorted(f["ImageConfig"]["Command"][0] for f in functions.values()) == sorted(HANDLERS.values())
     assert {f["PackageType"] for f in functions.values()} == {"Image"}
@@ -73,6 +75,8 @@ def test_every_function_runs_its_handler_from_the_one_lambda_image(template_json
         ("endpoint_status", 512, 30),
         ("teardown", 512, 120),
         ("render", 3008, 600),
+        ("cleanup", 512, 300),
+        ("sweeper", 512, 600),
     ],
 )
 def test_functions_are_sized_to_their_work(
@@ -89,7 +93,7 @@ def test_functions_are_traced_and_log_to_their_own_group_with_retention(
     log_groups = {f["LoggingConfig"]["LogGroup"]["Ref"] for f in functions}
 
     assert {f["TracingConfig"]["Mode"] for f in functions} == {"Active"}
-    assert len(log_groups) == 5
+    assert len(log_groups) == 7
     assert {template_json["Resources"][g]["Properties"]["RetentionInDays"] for g in log_groups} == {30}
 
 
@@ -105,17 +109,43 @@ def test_each_function_gets_only_the_variables_its_settings_model_reads(
     }
     (database_id,) = resources(template_json, "AWS::Glue::Database")
     (workgroup_id,) = resources(template_json, "AWS::Athena::WorkGroup")
+    (state_machine_id,) = resources(template_json, "AWS::StepFunctions::StateMachine")
 
     assert environments == {
-        "plan": {"FMBENCH_RESULTS_BUCKET": bucket, "FMBENCH_MAX_CONCURRENT_BRANCHES": "10"},
+        # cdk.json: 60 s between status polls, at most 60 minutes of deployment, a 240-minute runner
+        # timeout inside a 1440-minute execution.
+        "plan": {
+            "FMBENCH_RESULTS_BUCKET": bucket,
+            "FMBENCH_MAX_CONCURRENT_BRANCHES": "10",
+            "FMBENCH_STATUS_POLL_SECONDS": "60",
+            "FMBENCH_MAX_DEPLOY_SECONDS": "3600",
+            "FMBENCH_RUNNER_TIMEOUT_SECONDS": "14400",
+            "FMBENCH_EXECUTION_TIMEOUT_SECONDS": "86400",
+        },
         "deploy": {"FMBENCH_SAGEMAKER_ROLE_ARN": f"${{{_sagemaker_role_id(template_json)}.Arn}}"},
         "endpoint_status": {"FMBENCH_RESULTS_BUCKET": bucket},
-        "teardown": {},
+        "teardown": {"FMBENCH_RESULTS_BUCKET": bucket},
         "render": {
             "FMBENCH_RESULTS_BUCKET": bucket,
             "FMBENCH_ATHENA_DATABASE": f"${{{database_id}}}",
             "FMBENCH_ATHENA_WORKGROUP": f"${{{workgroup_id}}}",
         },
+        "cleanup": {},
+        # The state machine does not refer to the sweeper, so this reference makes no dependency cycle.
+        "sweeper": {"FMBENCH_STATE_MACHINE_ARN": f"${{{state_machine_id}}}"},
+    }
+
+
+def test_context_reaches_the_plans_bounds(custom_template_json: dict[str, Any]) -> None:
+    _, plan = function_by_handler(custom_template_json, HANDLERS["plan"])
+    variables = plan["Environment"]["Variables"]
+
+    # 15 s polls, 30 minutes of deployment, a 60-minute runner inside a 600-minute execution.
+    assert {name: value for name, value in variables.items() if name.endswith("_SECONDS")} == {
+        "FMBENCH_STATUS_POLL_SECONDS": "15",
+        "FMBENCH_MAX_DEPLOY_SECONDS": "1800",
+        "FMBENCH_RUNNER_TIMEOUT_SECONDS": "3600",
+        "FMBENCH_EXECUTION_TIMEOUT_SECONDS": "36000",
     }
 
 
@@ -125,7 +155,7 @@ def test_each_function_has_its_own_role_without_managed_policies(template_json: 
         for function in resources(template_json, "AWS::Lambda::Function").values()
     }
 
-    assert len(roles) == 5
+    assert len(roles) == 7
     for role_id in roles:
         props = template_json["Resources"][role_id]["Properties"]
         assert "ManagedPolicyArns" not in props
@@ -179,7 +209,10 @@ def test_deploy_may_create_tagged_product_resources_and_pass_only_the_endpoint_r
     )
 
 
-def test_teardown_may_only_describe_and_delete_product_resources(template_json: dict[str, Any]) -> None:
+def test_teardown_may_only_describe_and_delete_product_resources_and_record_when(
+    template_json: dict[str, Any],
+) -> None:
+    bucket = f"${{{bucket_id(template_json)}.Arn}}"
     statements = _statements(template_json, "teardown")
 
     assert actions_of(statements) - {"logs:CreateLogStream", "logs:PutLogEvents", *XRAY["Action"]} == {
@@ -190,10 +223,18 @@ def test_teardown_may_only_describe_and_delete_product_resources(template_json: 
         "sagemaker:DeleteEndpoint",
         "sagemaker:DeleteEndpointConfig",
         "sagemaker:DeleteModel",
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListBucket",
     }
     sagemaker_statements = [s for s in statements if s["Action"][0].startswith("sagemaker:")]
     assert {tuple(s["Resource"]) for s in sagemaker_statements} == {
         tuple(sorted([MODELS, CONFIGS, ENDPOINTS]))
+    }
+    # teardown.json, beside the branch's outcome: nothing else in the bucket.
+    assert {r for s in statements if s["Action"][0].startswith("s3:") for r in s["Resource"]} == {
+        bucket,
+        f"{bucket}/outcomes/*",
     }
 
 
@@ -202,11 +243,23 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
 
     plan = _statements(template_json, "plan")
     assert actions_of(plan) == {"logs:CreateLogStream", "logs:PutLogEvents", *XRAY["Action"]} | {
+        "s3:GetObject",
         "s3:PutObject",
         "s3:AbortMultipartUpload",
         "s3:ListBucket",
+        "servicequotas:ListServiceQuotas",
+        "servicequotas:ListAWSDefaultServiceQuotas",
+    }
+    # A report-only execution reads the plan.json of an earlier run; the plan writes specs/ only.
+    assert {r for s in plan if s["Action"][0].startswith("s3:Get") for r in s["Resource"]} == {
+        f"{bucket}/specs/*"
     }
     assert {r for s in plan if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {f"{bucket}/specs/*"}
+    # The quota check reads quota values; Service Quotas has no resource to scope listing to.
+    assert (
+        statement(["servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"], ["*"])
+        in plan
+    )
 
     status = _statements(template_json, "endpoint_status")
     assert statement(["sagemaker:DescribeEndpoint", "sagemaker:ListTags"], [ENDPOINTS]) in status
@@ -216,8 +269,10 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
 
     render_statements = _statements(template_json, "render")
     assert not any(a.startswith(("sagemaker:", "iam:")) for a in actions_of(render_statements))
+    # outcomes/: the Map's results (branch_results.json), which a report-only execution renders again.
     assert {r for s in render_statements if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {
         f"{bucket}/reports/*",
+        f"{bucket}/outcomes/*",
         f"{bucket}/athena-results/*",
     }
     # Listing the bucket lets render tell a branch without an outcome (404) from a denied read (403).

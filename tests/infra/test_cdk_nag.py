@@ -11,11 +11,15 @@ from infra.app import BuiltApp
 
 # Every acknowledged finding as (construct path, rule id). Adding one is a reviewed change to this set.
 # All are IAM5 (wildcard resources), each for one resource: key prefixes of the results bucket, the
-# product's `fmb-` SageMaker names, Bedrock model families, and the actions that have no resource at all.
+# product's `fmb-` SageMaker names, Bedrock model families, the executions of this stack's state machine,
+# and the actions that have no resource at all (X-Ray; Service Quotas and SageMaker listing; ECR tokens).
 # Hashed logical ids are written without their hash (`<StorageResultsBucket.Arn>`).
 BUCKET = "<StorageResultsBucket.Arn>"
 SAGEMAKER = "arn:<AWS::Partition>:sagemaker:*:<AWS::AccountId>"
 SAGEMAKER_ARNS = {f"{SAGEMAKER}:{kind}/fmb-*" for kind in ("model", "endpoint-config", "endpoint")}
+EXECUTIONS = (
+    "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<WorkflowStateMachine.Name>:*"
+)
 ENDPOINT_LOGS = "arn:<AWS::Partition>:logs:*:<AWS::AccountId>:log-group:/aws/sagemaker/Endpoints/fmb-*"
 _WILDCARDS: dict[str, set[str]] = {
     "Runner/TaskDefinition/TaskRole": {
@@ -41,11 +45,13 @@ _WILDCARDS: dict[str, set[str]] = {
         f"{BUCKET}/specs/*",
     },
     "Functions/EndpointStatusRole": {"*", f"{SAGEMAKER}:endpoint/fmb-*", f"{BUCKET}/outcomes/*"},
-    "Functions/TeardownRole": {"*", *SAGEMAKER_ARNS},
+    "Functions/TeardownRole": {"*", *SAGEMAKER_ARNS, f"{BUCKET}/outcomes/*"},
     "Functions/RenderRole": {
         "*",
         *(f"{BUCKET}/{prefix}/*" for prefix in ("specs", "outcomes", "reports", "records", "athena-results")),
     },
+    "Cleanup/CleanupRole": {"*", *SAGEMAKER_ARNS, EXECUTIONS},
+    "Cleanup/SweeperRole": {"*", *SAGEMAKER_ARNS, EXECUTIONS},
     "Workflow/StateMachine/Role": {
         "*",
         *(f"<Functions{name}.Arn>:*" for name in ("Plan", "Deploy", "EndpointStatus", "Teardown", "Render")),

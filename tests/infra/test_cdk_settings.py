@@ -16,10 +16,12 @@ VALID: dict[str, Any] = {
     "fmbench:athenaBytesScannedCutoff": 10 * 1024**3,
     "fmbench:logRetentionDays": 30,
     "fmbench:statusPollSeconds": 60,
+    "fmbench:maxDeployMinutes": 60,
     "fmbench:runnerTimeoutMinutes": 240,
     "fmbench:executionTimeoutMinutes": 1440,
     "fmbench:runnerCpu": 2048,
     "fmbench:runnerMemoryMiB": 4096,
+    "fmbench:sweeperIntervalMinutes": 60,
 }
 
 
@@ -41,6 +43,9 @@ def test_cdk_json_defaults() -> None:
         model_data_buckets=(),
         existing_endpoint_names=(),
         schedules=(),
+        max_deploy_minutes=60,
+        sweeper_interval_minutes=60,
+        sweep_regions=(),
     )
 
 
@@ -70,6 +75,14 @@ def test_cli_string_values_are_parsed_as_integers() -> None:
         ("fmbench:logRetentionDays", 10),
         ("fmbench:statusPollSeconds", 0),
         ("fmbench:executionTimeoutMinutes", 240),
+        # The runner's 240 minutes plus the 60 of the deployment wait do not fit.
+        ("fmbench:executionTimeoutMinutes", 300),
+        ("fmbench:maxDeployMinutes", 0),
+        # 121 checks of the 60 s default interval: more than the plan's cap of 120.
+        ("fmbench:maxDeployMinutes", 121),
+        ("fmbench:sweeperIntervalMinutes", -1),
+        ("fmbench:sweeperIntervalMinutes", None),
+        ("fmbench:sweepRegions", ["us-west"]),
         ("fmbench:runnerCpu", 3000),
         ("fmbench:runnerMemoryMiB", 2048),
         ("fmbench:runnerMemoryMiB", 4500),
@@ -88,6 +101,31 @@ def test_invalid_context_fails_naming_the_key(key: str, value: Any) -> None:
     # The message starts with the key (or an item of it: `fmbench:schedules.0.expression: ...`).
     with pytest.raises(ContextError, match=f"^{re.escape(key)}[.:]"):
         FmbenchSettings.from_context(context.get)
+
+
+def test_a_sweeper_interval_of_zero_turns_the_sweep_off_and_regions_are_deduplicated() -> None:
+    context = {
+        **VALID,
+        "fmbench:sweeperIntervalMinutes": "0",
+        "fmbench:sweepRegions": '["us-west-2", "eu-west-1", "us-west-2"]',
+    }
+
+    settings = FmbenchSettings.from_context(context.get)
+
+    assert (settings.sweeper_interval_minutes, settings.sweep_regions) == (0, ("eu-west-1", "us-west-2"))
+
+
+def test_a_deployment_wait_beyond_the_plans_status_checks_names_the_interval_that_would_fit() -> None:
+    context = {**VALID, "fmbench:statusPollSeconds": "15", "fmbench:maxDeployMinutes": "45"}
+
+    with pytest.raises(ContextError) as raised:
+        FmbenchSettings.from_context(context.get)
+
+    assert str(raised.value) == (
+        "fmbench:maxDeployMinutes: 45 minutes at one status check every 15 s (fmbench:statusPollSeconds) "
+        "takes 180 checks, more than the 120 a branch may make; raise fmbench:statusPollSeconds to 23 or "
+        "more, or shorten the wait"
+    )
 
 
 def test_an_existing_vpc_is_named_by_ids() -> None:

@@ -31,6 +31,18 @@ LAMBDA_SERVICE_ERRORS = [
     "Lambda.TooManyRequestsException",
 ]
 LAMBDA_INVOKE = "arn:${AWS::Partition}:states:::lambda:invoke"
+WORKFLOW_FUNCTIONS = ["plan", "deploy", "endpoint_status", "teardown", "render"]
+ECS_NOT_STARTED_ERRORS = ["ECS.AmazonECSException", "ECS.ServerException"]
+ATHENA_SERVICE_ERRORS = ["Athena.TooManyRequestsException", "Athena.InternalServerException"]
+# Per integration: the errors that mean the service throttled or failed the call, not that the work failed.
+THROTTLING_AND_SERVICE_ERRORS = {
+    LAMBDA_INVOKE: {"Lambda.TooManyRequestsException", "Lambda.ServiceException"},
+    "arn:${AWS::Partition}:states:::ecs:runTask.sync": {"ECS.AmazonECSException", "ECS.ServerException"},
+    "arn:${AWS::Partition}:states:::athena:startQueryExecution.sync": {
+        "Athena.TooManyRequestsException",
+        "Athena.InternalServerException",
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +229,36 @@ def test_lambda_service_errors_are_retried_with_backoff(
         assert (first["BackoffRate"], first["JitterStrategy"]) == (2, "FULL"), name
     teardown_retries = [retry["ErrorEquals"] for retry in branch_states["Teardown"]["Retry"]]
     assert teardown_retries == [LAMBDA_SERVICE_ERRORS, ["EndpointBusyError"], ["States.ALL"]]
-    # The runner is not retried: a second run of a branch would add its requests to the first's.
-    assert "Retry" not in branch_states["RunLoad"]
+
+
+def test_every_task_retries_throttling_and_service_errors_with_bounded_backoff(
+    definition: dict[str, Any], branch_states: dict[str, Any]
+) -> None:
+    tasks = dict([*_tasks(definition["States"]), *_tasks(branch_states)])
+    assert set(tasks) == {"Plan", "Query", "Render", "Deploy", "EndpointStatus", "RunLoad", "Teardown"}
+
+    for name, task in tasks.items():
+        wanted = THROTTLING_AND_SERVICE_ERRORS[task["Resource"]]
+        (retry,) = [r for r in task.get("Retry", []) if wanted <= set(r["ErrorEquals"])]
+        assert retry["BackoffRate"] > 1, name
+        assert 2 <= retry["MaxAttempts"] <= 10, name
+        assert retry["IntervalSeconds"] >= 1, name
+
+
+def test_the_runner_is_retried_only_when_its_task_never_started(branch_states: dict[str, Any]) -> None:
+    """A second runner of a branch would add its requests to the first's records: only errors of the
+    RunTask call itself (throttled, no Fargate capacity, ECS server error) are retried, never a task that
+    ran and failed (States.TaskFailed) or outlived its timeout (States.Timeout)."""
+    (retry,) = branch_states["RunLoad"]["Retry"]
+
+    assert retry == {
+        "ErrorEquals": ECS_NOT_STARTED_ERRORS,
+        "IntervalSeconds": 15,
+        "MaxAttempts": 5,
+        "BackoffRate": 2,
+        "MaxDelaySeconds": 120,
+        "JitterStrategy": "FULL",
+    }
 
 
 def test_query_runs_the_plans_metrics_sql_in_the_workgroup_and_render_outputs_result_json(
@@ -234,10 +274,7 @@ def test_query_runs_the_plans_metrics_sql_in_the_workgroup_and_render_outputs_re
         "WorkGroup": f"${{{workgroup_id}}}",
         "QueryExecutionContext": {"Database": f"${{{database_id}}}"},
     }
-    assert query["Retry"][0]["ErrorEquals"] == [
-        "Athena.TooManyRequestsException",
-        "Athena.InternalServerException",
-    ]
+    assert query["Retry"][0]["ErrorEquals"] == ATHENA_SERVICE_ERRORS
     assert render_state["Parameters"] == {
         "FunctionName": _function_arn(template_json, "lambdas.render.handler"),
         "Payload": {
@@ -276,7 +313,8 @@ def test_state_machine_role_is_scoped_to_the_workflows_resources(template_json: 
     (workgroup_id,) = resources(template_json, "AWS::Athena::WorkGroup")
 
     invokes = {r for s in statements if s["Action"] == ["lambda:InvokeFunction"] for r in s["Resource"]}
-    functions = [f"${{{logical_id}.Arn}}" for logical_id in resources(template_json, "AWS::Lambda::Function")]
+    # The workflow's five functions; not the cleanup and the sweeper, which EventBridge invokes.
+    functions = [_function_arn(template_json, f"lambdas.{name}.handler") for name in WORKFLOW_FUNCTIONS]
     assert invokes == {*functions, *(f"{arn}:*" for arn in functions)}
     assert statement(["ecs:RunTask"], [f"${{{task_definition_id}}}"]) in statements
     assert (

@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fmbench.config import Suite, SuiteValidationError, parse_suite_text, validate_suite_data
+from fmbench.estimate import BudgetExceededError, check_budget
+from fmbench.plan import plan_suite
 
 VALID: dict[str, Any] = {
     "name": "fuzz",
@@ -20,6 +22,8 @@ VALID: dict[str, Any] = {
     "workload": {"bins": [{"min_tokens": 50, "max_tokens": 500}], "inference": {"max_new_tokens": 16}},
     "load": {"concurrency": [1, 4], "requests_per_level": 10},
     "slo": {"p95_latency_s": 5},
+    "budget": {"max_usd": 25.0},
+    "execution": {"max_parallel_branches": 2, "endpoint_ttl_s": 7200},
 }
 
 scalars = st.one_of(
@@ -117,3 +121,24 @@ def test_hostile_yaml_is_refused_cleanly() -> None:
             assert error.problems
             continue
         assert_clear_outcome(data)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(max_usd=json_values)
+def test_any_budget_is_refused_clearly_or_checked_against_the_estimate(max_usd: Any) -> None:
+    """NaN, infinities, negatives, strings, nesting: a clear problem at budget.max_usd, or a budget the
+    estimate is checked against without a crash."""
+    data = {**copy.deepcopy(VALID), "budget": {"max_usd": max_usd}}
+    try:
+        suite = validate_suite_data(data)
+    except SuiteValidationError as error:
+        assert [problem.path for problem in error.problems] == ["budget.max_usd"]
+        return
+    assert suite.budget.max_usd is None or (0 <= suite.budget.max_usd < float("inf"))
+    estimate = plan_suite(suite, storage_root="(not written)", run_id="fuzz").cost_estimate
+    assert estimate is not None
+    try:
+        check_budget(estimate, suite.budget)
+    except BudgetExceededError as error:
+        assert suite.budget.max_usd is not None and estimate.total_usd > suite.budget.max_usd
+        assert str(error).splitlines()[0].startswith("the estimated cost")

@@ -23,13 +23,23 @@ os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 from harness import REGION, RESULTS_BUCKET, DeployedWorkflow, deploy
 from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
-from shims import AthenaShim, EcsRunTaskShim, LambdaShim, SageMakerFaults
+from shims import (
+    AthenaShim,
+    EcsRunTaskShim,
+    LambdaShim,
+    SageMakerFaults,
+    ServiceQuotasShim,
+    StopExecutionShim,
+)
 
 from fmbench.emulator.process import EmulatorProcess
 from fmbench.emulator.server import EmulatorSettings
 
-# Tiny waits keep the tier fast; the bound of the status polling stays the plan's (or a test's) own.
-WORKFLOW_CONTEXT: Final = {"fmbench:statusPollSeconds": 1}
+# Tiny waits keep the tier fast: a status check every second, for at most two minutes (120 checks, the
+# plan's cap) unless a test lowers the cap.
+WORKFLOW_CONTEXT: Final = {"fmbench:statusPollSeconds": 1, "fmbench:maxDeployMinutes": 2}
+# The account's SageMaker endpoint quotas for the instance types the tests deploy.
+ENDPOINT_QUOTAS: Final = {"ml.g4dn.xlarge": 4.0, "ml.g4dn.2xlarge": 4.0}
 EMULATOR_TIMING: Final = {"ttft_ms": 5, "itl_ms": 1, "output_tokens": 6}
 
 
@@ -96,7 +106,14 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def workflow(aws: str, workflow_template: dict[str, Any], tmp_path: Path) -> Iterator[DeployedWorkflow]:
     """The template deployed into moto with every shim installed."""
     lambdas, runner = LambdaShim(), EcsRunTaskShim(tmp_path)
-    athena, faults = AthenaShim(RESULTS_BUCKET), SageMakerFaults()
-    with lambdas.installed(), runner.installed(), athena.installed(), faults.installed():
-        state_machine_arn = deploy(workflow_template)
-        yield DeployedWorkflow(state_machine_arn, RESULTS_BUCKET, lambdas, runner, athena, faults)
+    athena, faults, quotas = AthenaShim(RESULTS_BUCKET), SageMakerFaults(), ServiceQuotasShim(ENDPOINT_QUOTAS)
+    with (
+        lambdas.installed(),
+        runner.installed(),
+        athena.installed(),
+        faults.installed(),
+        quotas.installed(),
+        StopExecutionShim().installed(),
+    ):
+        deployment = deploy(workflow_template)
+        yield DeployedWorkflow(deployment, RESULTS_BUCKET, lambdas, runner, athena, faults)

@@ -3,22 +3,31 @@
 Deploying creates, in an empty moto, what the state machine refers to: the results bucket, the Lambda
 functions (with the image CMD and environment the template gives them), the ECS cluster and task
 definition, the Athena workgroup; then the state machine itself, whose definition is the template's
-``DefinitionString`` with its references resolved to those resources.
+``DefinitionString`` with its references resolved to those resources; then what refers to the state
+machine: the functions whose environment names it, and the EventBridge rules with their targets.
+
+moto's EventBridge stores rules but delivers nothing to Lambda, and Step Functions sends it no events, so
+``DeployedWorkflow.deliver`` plays EventBridge: it matches an event, built as AWS sends it, against every
+deployed rule's pattern (with moto's own matcher) and invokes each matching rule's Lambda targets.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import boto3
+from moto.events.models import EventPattern
 from shims import AthenaShim, EcsRunTaskShim, LambdaShim, SageMakerFaults, wait_for_execution
 
 REGION: Final = "us-east-1"
 ACCOUNT: Final = "123456789012"
 RESULTS_BUCKET: Final = "fmbench-results-workflow"
 EXECUTION_TIMEOUT_S: Final = 90.0
+STATE_MACHINE_NAME: Final = "FmbenchFlowWorkflow"
 
 
 @dataclass
@@ -30,20 +39,50 @@ class Execution:
     history: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class Invocation:
+    """What a Lambda invocation answered: the handler's result, or its error type and message."""
+
+    function_arn: str
+    payload: Any
+    function_error: str | None
+
+    @property
+    def error_type(self) -> str | None:
+        return str(self.payload["errorType"]) if self.function_error else None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What `deploy` created that the tests address: the state machine and the functions by handler."""
+
+    state_machine_arn: str
+    function_names: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class DeployedWorkflow:
-    state_machine_arn: str
+    deployment: Deployment
     results_bucket: str
     lambdas: LambdaShim
     runner: EcsRunTaskShim
     athena: AthenaShim
     sagemaker_faults: SageMakerFaults
 
-    def run(self, suite: dict[str, Any], name: str) -> Execution:
-        sfn = boto3.client("stepfunctions")
-        started = sfn.start_execution(
+    @property
+    def state_machine_arn(self) -> str:
+        return self.deployment.state_machine_arn
+
+    def start(self, suite: dict[str, Any], name: str) -> str:
+        """Start an execution and return its ARN without waiting for it."""
+        started = boto3.client("stepfunctions").start_execution(
             stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(suite)
         )
+        return str(started["executionArn"])
+
+    def run(self, suite: dict[str, Any], name: str) -> Execution:
+        sfn = boto3.client("stepfunctions")
+        started = {"executionArn": self.start(suite, name)}
         described = wait_for_execution(sfn, started["executionArn"], EXECUTION_TIMEOUT_S)
         history = sfn.get_execution_history(executionArn=started["executionArn"], maxResults=1000)["events"]
         output = described.get("output")
@@ -54,6 +93,85 @@ class DeployedWorkflow:
             cause=described.get("cause"),
             history=history,
         )
+
+    def invoke(self, function_arn: str, event: Any) -> Invocation:
+        """Invoke as EventBridge's target does, but wait for the answer (the shim runs the handler either
+        way; waiting lets a test see what the handler returned or raised)."""
+        answer = boto3.client("lambda").invoke(FunctionName=function_arn, Payload=json.dumps(event).encode())
+        return Invocation(function_arn, json.loads(answer["Payload"].read()), answer.get("FunctionError"))
+
+    def deliver(self, event: dict[str, Any]) -> list[Invocation]:
+        """EventBridge's default bus: each enabled rule whose pattern matches sends the event on."""
+        events = boto3.client("events")
+        invocations = []
+        for rule in events.list_rules()["Rules"]:
+            pattern = rule.get("EventPattern")
+            if (
+                rule["State"] != "ENABLED"
+                or not pattern
+                or not EventPattern.load(pattern).matches_event(event)
+            ):
+                continue
+            for target in events.list_targets_by_rule(Rule=rule["Name"])["Targets"]:
+                invocations.append(self.invoke(target["Arn"], event))
+        return invocations
+
+    def tick(self) -> list[Invocation]:
+        """Every scheduled rule fires once, with the event EventBridge sends for a schedule."""
+        events = boto3.client("events")
+        invocations = []
+        for rule in events.list_rules()["Rules"]:
+            if rule["State"] != "ENABLED" or not rule.get("ScheduleExpression"):
+                continue
+            event = {
+                "version": "0",
+                "id": str(uuid.uuid4()),
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "account": ACCOUNT,
+                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "region": REGION,
+                "resources": [rule["Arn"]],
+                "detail": {},
+            }
+            for target in events.list_targets_by_rule(Rule=rule["Name"])["Targets"]:
+                invocations.append(self.invoke(target["Arn"], event))
+        return invocations
+
+
+def execution_status_change_event(execution_arn: str) -> dict[str, Any]:
+    """The "Step Functions Execution Status Change" event EventBridge receives for this execution's
+    current status, field for field as Step Functions sends it (input and output as JSON text)."""
+    described = boto3.client("stepfunctions").describe_execution(executionArn=execution_arn)
+
+    def epoch_ms(value: datetime | None) -> int | None:
+        return int(value.timestamp() * 1000) if value is not None else None
+
+    stop_date = described.get("stopDate")
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": ACCOUNT,
+        "time": (stop_date or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [execution_arn],
+        "detail": {
+            "executionArn": execution_arn,
+            "stateMachineArn": described["stateMachineArn"],
+            "name": described["name"],
+            "status": described["status"],
+            "startDate": epoch_ms(described["startDate"]),
+            "stopDate": epoch_ms(stop_date),
+            "input": described.get("input"),
+            "output": described.get("output"),
+            "inputDetails": {"included": True},
+            "outputDetails": {"included": True} if described.get("output") is not None else None,
+            "error": described.get("error"),
+            "cause": described.get("cause"),
+        },
+    }
 
 
 # ------------------------------------------------------------------------------------------ deploying
@@ -125,8 +243,8 @@ def _only(resources: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     return item
 
 
-def deploy(template: dict[str, Any]) -> str:
-    """Create what the state machine refers to, then the state machine; its ARN."""
+def deploy(template: dict[str, Any]) -> Deployment:
+    """Create what the state machine refers to, the state machine, then what refers to it."""
     refs = _References(template)
     iam, s3 = boto3.client("iam"), boto3.client("s3")
 
@@ -175,26 +293,71 @@ def deploy(template: dict[str, Any]) -> str:
     )["taskDefinition"]
     refs.set(task_definition_id, None, registered["taskDefinitionArn"])
 
-    lambda_client = boto3.client("lambda")
-    lambda_role = _role(iam, "fmbench-functions", "lambda.amazonaws.com")
-    for function_id, function in _resources_of(template, "AWS::Lambda::Function").items():
-        created = lambda_client.create_function(
-            FunctionName=function_id,
-            Role=lambda_role,
-            PackageType=function["PackageType"],
-            Code={"ImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/fmbench-lambda:latest"},
-            ImageConfig=refs.resolve(function["ImageConfig"]),
-            Environment=refs.resolve(function.get("Environment", {"Variables": {}})),
-            Timeout=function["Timeout"],
-            MemorySize=function["MemorySize"],
-        )
-        refs.set(function_id, "Arn", created["FunctionArn"])
+    # What the rules fall back to when a delivery fails; nothing here reads it.
+    for queue_id in _resources_of(template, "AWS::SQS::Queue"):
+        queue_url = boto3.client("sqs").create_queue(QueueName=queue_id)["QueueUrl"]
+        attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        refs.set(queue_id, "Arn", attributes["Attributes"]["QueueArn"])
+        refs.set(queue_id, None, queue_url)
 
+    # The workflow's functions first (the state machine refers to them), those that refer to the state
+    # machine (the sweeper's environment) after it.
+    lambda_role = _role(iam, "fmbench-functions", "lambda.amazonaws.com")
+    functions = _resources_of(template, "AWS::Lambda::Function")
     _, state_machine = _only(_resources_of(template, "AWS::StepFunctions::StateMachine"))
+    state_machine_id, _ = _only(_resources_of(template, "AWS::StepFunctions::StateMachine"))
+    after_state_machine = {
+        function_id for function_id, function in functions.items() if state_machine_id in json.dumps(function)
+    }
+    function_names: dict[str, str] = {}
+    for function_id, function in functions.items():
+        if function_id not in after_state_machine:
+            function_names.update(_create_function(refs, lambda_role, function_id, function))
+
     definition = refs.resolve(state_machine["DefinitionString"])
     created_machine = boto3.client("stepfunctions").create_state_machine(
-        name="FmbenchFlowWorkflow",
+        name=STATE_MACHINE_NAME,
         definition=definition,
         roleArn=_role(iam, "fmbench-workflow", "states.amazonaws.com"),
     )
-    return str(created_machine["stateMachineArn"])
+    state_machine_arn = str(created_machine["stateMachineArn"])
+    refs.set(state_machine_id, None, state_machine_arn)
+    refs.set(state_machine_id, "Arn", state_machine_arn)
+    refs.set(state_machine_id, "Name", STATE_MACHINE_NAME)
+
+    for function_id in sorted(after_state_machine):
+        function_names.update(_create_function(refs, lambda_role, function_id, functions[function_id]))
+    _create_rules(template, refs)
+    return Deployment(state_machine_arn, function_names)
+
+
+def _create_function(
+    refs: _References, role_arn: str, function_id: str, function: dict[str, Any]
+) -> dict[str, str]:
+    """Create the function as the template defines it; its handler -> its name."""
+    created = boto3.client("lambda").create_function(
+        FunctionName=function_id,
+        Role=role_arn,
+        PackageType=function["PackageType"],
+        Code={"ImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/fmbench-lambda:latest"},
+        ImageConfig=refs.resolve(function["ImageConfig"]),
+        Environment=refs.resolve(function.get("Environment", {"Variables": {}})),
+        Timeout=function["Timeout"],
+        MemorySize=function["MemorySize"],
+    )
+    refs.set(function_id, "Arn", created["FunctionArn"])
+    (handler,) = function["ImageConfig"]["Command"]
+    return {handler: function_id}
+
+
+def _create_rules(template: dict[str, Any], refs: _References) -> None:
+    """The template's EventBridge rules with their patterns, schedules and targets, references resolved."""
+    events = boto3.client("events")
+    for rule_id, rule in _resources_of(template, "AWS::Events::Rule").items():
+        settings: dict[str, Any] = {"Name": rule_id, "State": rule.get("State", "ENABLED")}
+        if "EventPattern" in rule:
+            settings["EventPattern"] = json.dumps(refs.resolve(rule["EventPattern"]))
+        if "ScheduleExpression" in rule:
+            settings["ScheduleExpression"] = rule["ScheduleExpression"]
+        refs.set(rule_id, "Arn", events.put_rule(**settings)["RuleArn"])
+        events.put_targets(Rule=rule_id, Targets=refs.resolve(rule["Targets"]))

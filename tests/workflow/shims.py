@@ -17,7 +17,14 @@ Retry, Catch, intrinsics; and S3, SageMaker, Athena bookkeeping) is moto's own.
 - ``AthenaShim``: Athena's ``StartQueryExecution`` runs the query text (Trino, transpiled to DuckDB by
   ``report.query``) over the records in moto's S3 and stores the rows for ``GetQueryResults``; the
   interpreter gets an ``athena:startQueryExecution.sync`` integration that starts the query and waits for it.
-- ``SageMakerFaults``: endpoints of chosen branches end up ``Failed`` or stay ``Creating``.
+- ``SageMakerFaults``: endpoints of chosen branches end up ``Failed`` or stay ``Creating``, and SageMaker's
+  refusal to delete an endpoint that is still ``Creating`` (moto deletes it), where a test asks for it.
+- ``StopExecutionShim``: stopping an execution while its Map runs makes moto's Map state fail on the
+  aborted iteration, and the failure overwrites the stop: the execution ends FAILED (States.Runtime) where
+  Step Functions ends it ABORTED. The shim keeps a stopped execution stopped.
+- ``ServiceQuotasShim``: moto's Service Quotas has no ``ListServiceQuotas`` (the plan's quota check calls it,
+  and an HTTP 500 would be retried with backoff for seconds); it lists the account's SageMaker endpoint
+  quotas given here.
 """
 
 from __future__ import annotations
@@ -44,7 +51,9 @@ import duckdb
 import pyarrow as pa
 from moto.athena.models import AthenaBackend, QueryResults
 from moto.awslambda_simple.models import LambdaSimpleBackend
-from moto.sagemaker.models import SageMakerModelBackend
+from moto.sagemaker.exceptions import ValidationError
+from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend
+from moto.servicequotas.responses import ServiceQuotasResponse
 from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
 from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
     FailureEvent,
@@ -62,7 +71,9 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resou
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
     StateTaskServiceEcs,
 )
+from moto.stepfunctions.parser.asl.eval.environment import Environment
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 
 from fmbench.records import PARTITION_COLUMNS, RECORD_SCHEMA
@@ -473,10 +484,16 @@ def _cell(value: Any) -> dict[str, str]:
 
 
 class SageMakerFaults:
-    """Endpoints of the branches whose id starts with a given prefix never serve: Failed, or Creating."""
+    """Endpoints of the branches whose id starts with a given prefix never serve: Failed, or Creating.
+
+    With ``refuse_deleting_creating_endpoints``, DeleteEndpoint answers an endpoint still ``Creating``
+    the way SageMaker does (a ValidationException) instead of deleting it as moto does; ``finish_creating``
+    then lets such an endpoint fail, as SageMaker's own timeouts eventually make it.
+    """
 
     def __init__(self) -> None:
         self._statuses: dict[str, tuple[str, str | None]] = {}
+        self.refuse_deleting_creating_endpoints = False
 
     def fail(self, branch_prefix: str, reason: str) -> None:
         self._statuses[branch_prefix] = ("Failed", reason)
@@ -484,10 +501,33 @@ class SageMakerFaults:
     def never_in_service(self, branch_prefix: str) -> None:
         self._statuses[branch_prefix] = ("Creating", None)
 
+    @staticmethod
+    def finish_creating(endpoint_name: str, reason: str) -> None:
+        """The endpoint leaves Creating for Failed (in every account and region moto holds it)."""
+        from moto.sagemaker.models import sagemaker_backends
+
+        for regions in sagemaker_backends.values():
+            for backend in regions.values():
+                endpoint = backend.endpoints.get(endpoint_name)
+                if endpoint is not None and endpoint.endpoint_status == "Creating":
+                    endpoint.endpoint_status, endpoint.failure_reason = "Failed", reason
+
     @contextlib.contextmanager
     def installed(self) -> Iterator[SageMakerFaults]:
         faults = self
         original = SageMakerModelBackend.create_endpoint
+        original_delete = SageMakerModelBackend.delete_endpoint
+
+        def delete_endpoint(backend: SageMakerModelBackend, endpoint_name: str) -> Any:
+            endpoint = backend.endpoints.get(endpoint_name)
+            if (
+                faults.refuse_deleting_creating_endpoints
+                and endpoint is not None
+                and endpoint.endpoint_status == "Creating"
+            ):
+                arn = FakeEndpoint.arn_formatter(endpoint_name, backend.account_id, backend.region_name)
+                raise ValidationError(message=f'Cannot update in-progress endpoint "{arn}".')
+            return original_delete(backend, endpoint_name)
 
         def create_endpoint(backend: SageMakerModelBackend, *args: Any, **kwargs: Any) -> Any:
             endpoint = original(backend, *args, **kwargs)
@@ -499,7 +539,63 @@ class SageMakerFaults:
                     endpoint.failure_reason = reason
             return endpoint
 
-        with mock.patch.object(SageMakerModelBackend, "create_endpoint", create_endpoint):
+        with (
+            mock.patch.object(SageMakerModelBackend, "create_endpoint", create_endpoint),
+            mock.patch.object(SageMakerModelBackend, "delete_endpoint", delete_endpoint),
+        ):
+            yield self
+
+
+# ---------------------------------------------------------------------------------------- StopExecution
+
+
+class StopExecutionShim:
+    """A stop is final, as in Step Functions: no later failure of a state turns ABORTED into FAILED."""
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopExecutionShim]:
+        original = Environment.set_error
+
+        def set_error(env: Environment, error: Any) -> None:
+            if isinstance(env._program_state, ProgramStopped):
+                return
+            original(env, error)
+
+        with mock.patch.object(Environment, "set_error", set_error):
+            yield self
+
+
+# ----------------------------------------------------------------------------------------- Service Quotas
+
+
+class ServiceQuotasShim:
+    """``ListServiceQuotas`` for SageMaker's "<instance type> for endpoint usage" quotas, by instance type."""
+
+    def __init__(self, endpoint_instances: dict[str, float]) -> None:
+        self.endpoint_instances = endpoint_instances
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[ServiceQuotasShim]:
+        shim = self
+
+        def list_service_quotas(response: ServiceQuotasResponse) -> str:
+            if json.loads(response.body).get("ServiceCode") != "sagemaker":
+                return json.dumps({"Quotas": []})
+            quotas = [
+                {
+                    "ServiceCode": "sagemaker",
+                    "QuotaCode": f"L-{index:08X}",
+                    "QuotaName": f"{instance_type} for endpoint usage",
+                    "Value": value,
+                    "Adjustable": True,
+                }
+                for index, (instance_type, value) in enumerate(sorted(shim.endpoint_instances.items()))
+            ]
+            return json.dumps({"Quotas": quotas})
+
+        with mock.patch.object(
+            ServiceQuotasResponse, "list_service_quotas", list_service_quotas, create=True
+        ):
             yield self
 
 

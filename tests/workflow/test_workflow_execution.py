@@ -184,7 +184,7 @@ def test_a_failing_runner_task_is_caught_and_its_endpoint_torn_down(
 def test_an_endpoint_that_never_serves_times_out_after_the_poll_bound_and_is_torn_down(
     workflow: DeployedWorkflow, emulator_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The plan's bound (60 polls of the 60 s production wait) shrunk for the 1 s wait of this tier.
+    # This tier's two-minute deployment wait (120 checks, one a second) cut to 3 by the plan's cap.
     monkeypatch.setattr(cloud_workflow, "MAX_STATUS_POLLS", 3)
     workflow.sagemaker_faults.never_in_service("sm-stuck")
 
@@ -198,3 +198,26 @@ def test_an_endpoint_that_never_serves_times_out_after_the_poll_bound_and_is_tor
     assert teardown_event_of(workflow, stuck["branch_id"])["error"]["Error"] == "EndpointTimeout"
     assert workflow.runner.runs == []
     assert sagemaker_leftovers() == NOTHING_LEFT
+
+
+def test_a_report_only_execution_renders_a_run_again_without_running_a_branch(
+    workflow: DeployedWorkflow, emulator_url: str
+) -> None:
+    workflow.sagemaker_faults.fail("sm-broken", "CannotStartContainerError: the container did not start")
+    targets = [sagemaker_target("sm-broken", emulator_url), openai_target("byo", emulator_url)]
+    first = by_target(workflow.run(suite("rendered-twice", targets), name="run-rendered"))
+    calls_before, runners_before = len(workflow.lambdas.invocations), len(workflow.runner.runs)
+
+    again = workflow.run({"report_only": {"run_id": "run-rendered"}}, name="run-rendered-again")
+
+    # The Map had no item: no deploy, no status check, no runner, no teardown; Plan and Render ran.
+    handlers = [call.handler for call in workflow.lambdas.invocations[calls_before:]]
+    assert handlers == ["lambdas.plan.handler", "lambdas.render.handler"]
+    assert len(workflow.runner.runs) == runners_before
+    rendered = by_target(again)
+    assert again.output["run_id"] == "run-rendered"
+    # The same branches with the same metrics, and the failed one keeps its reason.
+    assert statuses(rendered) == statuses(first)
+    assert rendered["sm-broken"]["reason"] == first["sm-broken"]["reason"]
+    assert rendered["byo"]["load_points"] == first["byo"]["load_points"]
+    assert again.output == published_result("run-rendered")
