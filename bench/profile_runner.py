@@ -1,15 +1,10 @@
-"""Where the runner's CPU goes per request, and what a cheaper stream reader would save (evidence only).
+"""Where the runner's CPU goes per request, beside the reference client (evidence only).
 
-Against the zero-delay emulator, the runner, a candidate hot path and the reference client of
-bench.throughput take turns (A B C, C B A, ...), each reporting its client CPU per request; then one
-runner run is profiled with cProfile (main thread only, so the records written by the worker thread are
-not in it) and its own time is grouped by where it is spent.
-
-The candidate (``BlockReadClient``) changes only ``OpenAIClient._read_stream``: it takes whatever bytes
-have arrived (``readany``) and splits them into lines itself, instead of one ``readline`` per SSE line
-(half of which are blank separators), and it decodes each event with ``JSONDecoder.raw_decode`` on the
-decoded text instead of ``json.loads`` on bytes (which sniffs the encoding and wraps the same call). Every
-content chunk that arrived in one read gets that read's time, which is when it arrived.
+Against the zero-delay emulator, the runner and the reference client of bench.throughput take turns
+(A B, B A, ...), each reporting its client CPU per request; then one runner run is profiled with cProfile
+(main thread only, so the records written by the worker thread are not in it) and its own time is grouped
+by where it is spent. This is how the block reader now in ``OpenAIClient._read_stream`` was found: the
+earlier line-by-line reader spent most of its time in aiohttp's ``readline`` and ``json.loads``.
 
     python -m bench.profile_runner [--concurrency 64] [--duration-s 4]
 """
@@ -20,27 +15,19 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import json
 import pstats
 import statistics
 import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from time import perf_counter
 from typing import Any
-
-import aiohttp
 
 from bench.common import BENCH_MODEL, bench_prompts, chat_body, describe_machine, format_table, run_metadata
 from bench.throughput import RunSettings, measure_reference, measure_runner
 from fmbench.emulator import EmulatorProcess, EmulatorSettings
-from fmbench.endpoints.base import MALFORMED_RESPONSE, STREAM_CUT, InvocationResult
-from fmbench.endpoints.openai import OpenAIClient, _error_text, _take_usage
+from fmbench.endpoints.openai import OpenAIClient
 
-_MAX_SSE_LINE_BYTES = 1 << 20
-_DECODER = json.JSONDecoder()
-_DONE_LINES = (b"data: [DONE]", b"data:[DONE]")
 # Profile rows are grouped by the first of these fragments found in their file name.
 _GROUPS = (
     ("aiohttp/streams.py", "aiohttp line reading (StreamReader)"),
@@ -50,68 +37,6 @@ _GROUPS = (
     ("fmbench/loadgen/", "load engine (LoadPointRun, ClosedLoop)"),
     ("asyncio/", "asyncio event loop"),
 )
-
-
-class BlockReadClient(OpenAIClient):
-    """A candidate ``_read_stream``: one read per arrival, lines split in bulk, a lighter JSON decode."""
-
-    async def _read_stream(
-        self, response: aiohttp.ClientResponse, result: InvocationResult, parts: list[str]
-    ) -> None:
-        content = response.content
-        chunk_perf_s = result.chunk_perf_s
-        is_chat = self._is_chat
-        raw_decode = _DECODER.raw_decode
-        data_lines = 0
-        finished = False
-        pending = b""
-        while True:
-            block = await content.readany()
-            now_s = perf_counter()
-            if not block:
-                break
-            lines = (pending + block if pending else block).split(b"\n")
-            pending = lines.pop()  # an incomplete last line waits for the rest of its bytes
-            if len(pending) > _MAX_SSE_LINE_BYTES:
-                result.fail(MALFORMED_RESPONSE, f"an SSE line longer than {_MAX_SSE_LINE_BYTES} bytes")
-                return
-            for line in lines:
-                if not line.startswith(b"data:"):
-                    continue
-                if line.startswith(_DONE_LINES):
-                    result.end_perf_s = now_s
-                    await self._drain(content)
-                    return
-                data_lines += 1
-                text = line.decode()
-                event = raw_decode(text, 6 if text.startswith(" ", 5) else 5)[0]
-                choices = event.get("choices")
-                if choices:
-                    choice = choices[0]
-                    if is_chat:
-                        delta = choice.get("delta")
-                        piece = delta.get("content") if delta else None
-                    else:
-                        piece = choice.get("text")
-                    if piece:
-                        chunk_perf_s.append(now_s)
-                        parts.append(piece)
-                    if choice.get("finish_reason"):
-                        finished = True
-                usage = event.get("usage")
-                if usage:
-                    _take_usage(result, usage)
-                elif "error" in event:
-                    result.fail(STREAM_CUT, self._redact(f"error event in stream: {_error_text(event)}"))
-                    return
-                if finished:
-                    result.end_perf_s = now_s
-        if finished:
-            return
-        if data_lines == 0:
-            result.fail(MALFORMED_RESPONSE, "no SSE data lines in the response")
-        else:
-            result.fail(STREAM_CUT, f"stream ended without [DONE] or finish_reason after {data_lines} events")
 
 
 def _group_profile(stats: pstats.Stats) -> list[tuple[str, float]]:
@@ -133,7 +58,7 @@ async def compare_and_profile(
     bodies = [chat_body(p.text, args.output_tokens) for p in prompts]
     cpu_ms: dict[str, list[float]] = defaultdict(list)
     rates: dict[str, list[float]] = defaultdict(list)
-    names = ["runner", "candidate", "reference"]
+    names = ["runner", "reference"]
     await measure_runner(base_url, 4, -1, RunSettings(0.5, 1, args.output_tokens), prompts, pid, storage_root)
     for repetition in range(args.repetitions):
         for name in names if repetition % 2 == 0 else names[::-1]:
@@ -142,9 +67,8 @@ async def compare_and_profile(
             if name == "reference":
                 m = await measure_reference(base_url, args.concurrency, repetition, settings, bodies, pid)
             else:
-                client_class = BlockReadClient if name == "candidate" else OpenAIClient
                 m = await measure_runner(
-                    base_url, args.concurrency, repetition, settings, prompts, pid, storage_root, client_class
+                    base_url, args.concurrency, repetition, settings, prompts, pid, storage_root, OpenAIClient
                 )
             cpu_ms[name].append(m.client_cpu_ms_per_request)
             rates[name].append(m.request_rate_per_s)
@@ -199,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{statistics.median(cpu_ms[name]) / reference_cpu:.2f}x",
             max(rates[name]),
         ]
-        for name in ("runner", "candidate", "reference")
+        for name in ("runner", "reference")
     ]
     print()
     print(
