@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from time import perf_counter
 
 from fmbench.config import Arrival
+from fmbench.deadlines import DeadlineTimer
 from fmbench.endpoints.base import EndpointClient
 from fmbench.loadgen.engine import LoadEngine
 from fmbench.loadgen.points import LoadPoint, LoadPointError, Phase, PhaseTracker
@@ -44,12 +45,13 @@ def schedule_s(arrival: Arrival, rate_per_s: float, count: int, seed: int = 0) -
 class OpenLoop(LoadEngine):
     """Sends each request at its arrival time, measured from the arrival, not from when it could go.
 
-    The dispatcher sleeps to absolute deadlines on the event loop's clock, so lateness never
-    accumulates into drift. A late arrival (the loop was busy) is sent at once, never skipped. With
-    ``max_in_flight``, an arrival that finds the cap reached waits for a free slot; arrivals keep their
-    order and their scheduled time stays the arrival time, so the wait shows as schedule lag and in the
-    latency from schedule (no coordinated omission). Phases follow the arrival times, so they are the
-    same on every run whatever the endpoint does.
+    The dispatcher sleeps to absolute deadlines on the event loop's clock (with a ``DeadlineTimer``, so
+    to tens of microseconds where the OS allows), so lateness never accumulates into drift. A late
+    arrival (the loop was busy) is sent at once, never skipped. With ``max_in_flight``, an arrival that
+    finds the cap reached waits for a free slot; arrivals keep their order and their scheduled time
+    stays the arrival time, so the wait shows as schedule lag and in the latency from schedule (no
+    coordinated omission). Phases follow the arrival times, so they are the same on every run whatever
+    the endpoint does.
     """
 
     def __init__(
@@ -76,17 +78,16 @@ class OpenLoop(LoadEngine):
         slots = asyncio.Semaphore(cap) if cap is not None else None
         start_loop_s = loop.time()
         start_perf_s = self.start_perf_s = perf_counter()
-        async with asyncio.TaskGroup() as group:
-            for seq, offset_s in enumerate(self._offsets_s):
-                phase = phases.classify(offset_s)
-                if phase is None:
-                    break
-                deadline_s = start_loop_s + offset_s
-                while (delay_s := deadline_s - loop.time()) > 0:
-                    await asyncio.sleep(delay_s)
-                if slots is not None:
-                    await slots.acquire()
-                group.create_task(self._send_in_slot(seq, phase, start_perf_s + offset_s, slots))
+        with DeadlineTimer(loop) as timer:
+            async with asyncio.TaskGroup() as group:
+                for seq, offset_s in enumerate(self._offsets_s):
+                    phase = phases.classify(offset_s)
+                    if phase is None:
+                        break
+                    await timer.sleep_until(start_loop_s + offset_s)
+                    if slots is not None:
+                        await slots.acquire()
+                    group.create_task(self._send_in_slot(seq, phase, start_perf_s + offset_s, slots))
         return self.attempts
 
     async def _send_in_slot(
