@@ -7,6 +7,7 @@ import itertools
 import json
 import socket
 import statistics
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter
 from typing import Any
@@ -71,6 +72,21 @@ async def test_streaming_timings_match_the_emulator_schedule(api: str) -> None:
             gaps_ms += [(b - a) * 1000 for a, b in itertools.pairwise(chunks)]
     assert statistics.median(ttfts_ms) == pytest.approx(TTFT_MS, abs=15)
     assert statistics.median(gaps_ms) == pytest.approx(ITL_MS, abs=3)
+
+
+async def test_the_send_time_is_when_the_request_went_out_not_when_it_was_started() -> None:
+    # While the request is under way to the wire (here: connecting), the loop is held up elsewhere for
+    # 200 ms. That wait is the client's, not the endpoint's: it must not be counted into the TTFT.
+    async with emulator() as url, OpenAIClient(url + "/v1", max_connections=1) as client:
+        started_s = perf_counter()
+        task = asyncio.create_task(client.invoke(PROMPT, STREAM, 5.0))
+        await asyncio.sleep(0)  # the request has started and waits for its connection
+        time.sleep(0.2)  # deliberately blocks the loop
+        result = await task
+    assert result.status == "ok", result.error_message
+    assert result.first_token_perf_s is not None
+    assert result.send_perf_s - started_s >= 0.2
+    assert (result.first_token_perf_s - result.send_perf_s) * 1000 == pytest.approx(TTFT_MS, abs=15)
 
 
 @pytest.mark.parametrize("api", ["chat", "completions"])
