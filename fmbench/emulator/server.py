@@ -338,11 +338,28 @@ async def _serve_generation(
         feed.close()
 
 
+def _arrival_s(request: web.Request, state: _EmulatorState) -> float:
+    """When the request had arrived: the emulator's time zero for its answer.
+
+    That is the last read of the request's bytes off its connection (with its body read in full), not when
+    its handler started: between the two the loop may serve other connections, which a server with a known
+    TTFT must not add to it. Falls back to now where reads are not stamped (another runner, a test clock).
+    """
+    now_s = state.clock.now_s()
+    protocol = request.protocol
+    if isinstance(protocol, _ReadStampingHandler) and isinstance(state.clock, LoopClock):
+        read_s = protocol.last_read_s
+        if read_s is not None and read_s <= now_s:
+            return read_s
+    return now_s
+
+
 async def _generate(request: web.Request, kind: ApiKind) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    start_s = state.clock.now_s()
     try:
-        parsed = parse_request(kind, await request.read())
+        body = await request.read()
+        start_s = _arrival_s(request, state)
+        parsed = parse_request(kind, body)
     except InvalidRequestError as exc:
         return _json_error(400, str(exc), "invalid_request_error")
     state.requests_total += 1
@@ -409,9 +426,14 @@ def build_app(settings: EmulatorSettings, *, profile: EmulatorProfile | None = N
     that disconnects while waiting for a non-streaming answer frees its batch slot at once.
     """
     resolved = profile or settings.resolved_profile
-    engine = None if settings.fixed_timing else BatchEngine(resolved, seed=settings.seed)
+    clock = LoopClock()
+    engine = None if settings.fixed_timing else BatchEngine(resolved, seed=settings.seed, clock=clock)
     state = _EmulatorState(
-        settings=settings, profile=resolved, engine=engine, fault_rng=random.Random(settings.seed)
+        settings=settings,
+        profile=resolved,
+        engine=engine,
+        fault_rng=random.Random(settings.seed),
+        clock=clock,
     )
     app = web.Application(client_max_size=_CLIENT_MAX_SIZE_BYTES)
     app[STATE_KEY] = state
@@ -422,6 +444,7 @@ def build_app(settings: EmulatorSettings, *, profile: EmulatorProfile | None = N
         yield
         if engine is not None:
             await engine.stop()
+        state.clock.close()
 
     async def on_shutdown(_app: web.Application) -> None:
         # Without this, aiohttp would wait for every streaming response (and every hang) to finish.
@@ -448,12 +471,46 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+class _ReadStampingHandler(web.RequestHandler):
+    """aiohttp's per-connection protocol, noting when the loop last read bytes off the connection.
+
+    HTTP/1.1 clients send a request only once the previous answer on the connection is complete, so the
+    last read before a handler has read its body is when that request arrived.
+    """
+
+    __slots__ = ("last_read_s",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_read_s: float | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read_s = asyncio.get_running_loop().time()
+        super().data_received(data)
+
+
+class _ReadStampingServer(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return _ReadStampingHandler(self, loop=self._loop, **self._kwargs)
+
+
+class EmulatorAppRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections stamp their reads, so answers are timed from arrival."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # aiohttp builds its Server inside AppRunner; only the protocol factory differs, so the class is
+        # swapped rather than the construction copied. Tests check that reads are stamped.
+        server.__class__ = _ReadStampingServer
+        return server
+
+
 @contextlib.asynccontextmanager
 async def running_emulator(
     settings: EmulatorSettings, *, profile: EmulatorProfile | None = None
 ) -> AsyncIterator[str]:
     """Serve the emulator in this event loop; yields its base URL, e.g. ``http://127.0.0.1:PORT``."""
-    runner = web.AppRunner(
+    runner = EmulatorAppRunner(
         build_app(settings, profile=profile),
         handler_cancellation=True,
         access_log=None,

@@ -441,3 +441,34 @@ def test_module_lists_profiles() -> None:
     )
     assert completed.returncode == 0
     assert "ml.g5.2xlarge" in completed.stdout
+
+
+async def test_fixed_timing_counts_from_the_requests_arrival_not_its_handler_start() -> None:
+    # The handler starts once the headers are in; a body that comes 300 ms later is when the request
+    # arrived. The first token must come TTFT after the body, neither at once nor 300 ms early.
+    settings = EmulatorSettings(ttft_ms=50, itl_ms=5, output_tokens=4)
+    body = json.dumps({**_chat(), "stream": True}).encode()
+    async with running_emulator(settings) as url:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            head = (
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            writer.write(head.encode())
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.write(body)
+            await writer.drain()
+            body_sent_s = time.perf_counter()
+            received = b""
+            while b"data: {" not in received:
+                chunk = await asyncio.wait_for(reader.read(4096), timeout=5)
+                assert chunk, "the emulator closed the connection before the first token"
+                received += chunk
+            first_token_s = time.perf_counter() - body_sent_s
+        finally:
+            writer.close()
+    assert received.startswith(b"HTTP/1.1 200")
+    assert 0.05 <= first_token_s < 0.2, first_token_s
