@@ -11,9 +11,9 @@ the request's prompt text, and forgets them.
 It runs as a child process (``InstrumentedEmulatorProcess``) with the emulator's own command line.
 Bench-only code: it patches ``StreamResponse.write`` in its own process, which the product never does.
 
-On the client side, ``HeaderStampingClient`` is ``OpenAIClient`` plus an aiohttp trace hook that notes
-when each request's headers were handed to the socket, which splits the send path into the client's own
-request preparation and what follows (loopback, the emulator's intake of requests that arrive together).
+On the client side, ``CallStampingClient`` is ``OpenAIClient`` noting when each ``invoke`` began, so the
+client's request preparation (before its send stamp, which is when the bytes go to the connection) can be
+shown apart from what follows (loopback, the emulator's intake of requests that arrive together).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from pathlib import Path
 from time import perf_counter
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -35,7 +34,7 @@ from aiohttp import web
 from fmbench.config import InferenceParameters
 from fmbench.emulator.cli import READY_PREFIX, build_parser, settings_from_args, settings_to_argv
 from fmbench.emulator.process import EmulatorProcess
-from fmbench.emulator.server import EmulatorSettings, build_app
+from fmbench.emulator.server import EmulatorAppRunner, EmulatorSettings, build_app
 from fmbench.endpoints.base import InvocationResult
 from fmbench.endpoints.openai import OpenAIClient
 
@@ -88,8 +87,11 @@ def instrument(app: web.Application, timings: dict[str, list[Any]]) -> None:
         finally:
             _WRITES_S.reset(token)
         key = _prompt_key(await request.read())  # read by the handler already: aiohttp returns its copy
+        # The emulator times its answer from the request's arrival (the last read of its bytes, stamped by
+        # EmulatorAppRunner's connections), so that is the server's time zero here too.
+        arrived_s = getattr(request.protocol, "last_read_s", None)
         if key is not None:
-            timings[key] = [received_s, writes_s]
+            timings[key] = [received_s if arrived_s is None else arrived_s, writes_s]
         return response
 
     async def hand_over(_request: web.Request) -> web.Response:
@@ -106,7 +108,7 @@ async def serve(settings: EmulatorSettings) -> None:
     timings: dict[str, list[Any]] = {}
     app = build_app(settings)
     instrument(app, timings)
-    runner = web.AppRunner(
+    runner = EmulatorAppRunner(
         app, handler_cancellation=True, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S
     )
     stop = asyncio.Event()
@@ -150,44 +152,22 @@ async def fetch_server_timings(base_url: str) -> dict[str, tuple[float, list[flo
     return {key: (float(value[0]), [float(t) for t in value[1]]) for key, value in raw.items()}
 
 
-# The prompt text of the request the current task is sending (the key of the header stamps).
-_SENDING_PROMPT: ContextVar[str | None] = ContextVar("bench_sending_prompt", default=None)
+class CallStampingClient(OpenAIClient):
+    """``OpenAIClient`` that also notes, per prompt text, when ``invoke`` was called.
 
-
-class HeaderStampingClient(OpenAIClient):
-    """``OpenAIClient`` that also notes, per prompt text, when the request's headers reached the socket.
-
-    Costs one trace callback and one context variable per request; ``timing_accuracy --stock-emulator``
-    runs the plain client, for comparison.
+    The product's client stamps a request as sent when its bytes go to the connection; this adds the
+    moment before, so the client's own preparation (which the runner counts as schedule lag, not into
+    TTFT) can be shown beside the rest. One dictionary write per request.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.headers_sent_s: dict[str, float] = {}
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            stamps = self.headers_sent_s
-
-            async def on_headers_sent(
-                _session: aiohttp.ClientSession, _ctx: SimpleNamespace, _params: Any
-            ) -> None:
-                prompt_text = _SENDING_PROMPT.get()
-                if prompt_text is not None:
-                    stamps[prompt_text] = perf_counter()
-
-            trace = aiohttp.TraceConfig()
-            trace.on_request_headers_sent.append(on_headers_sent)
-            # As OpenAIClient builds its session, plus the trace hook.
-            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
-            timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=None, sock_read=None)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, trace_configs=[trace])
-        return self._session
+        self.call_start_s: dict[str, float] = {}
 
     async def invoke(
         self, prompt_text: str, params: InferenceParameters, timeout_s: float
     ) -> InvocationResult:
-        _SENDING_PROMPT.set(prompt_text)  # the engine sends each request from a task with no other in flight
+        self.call_start_s[prompt_text] = perf_counter()
         return await super().invoke(prompt_text, params, timeout_s)
 
 
