@@ -45,7 +45,11 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
-def _libc_timerfd() -> tuple[Callable[[], int], Callable[[int, float], None]] | None:
+# (open a timerfd, make a function that arms one for an absolute CLOCK_MONOTONIC time or disarms it at 0)
+_TimerfdApi = tuple[Callable[[], int], Callable[[], Callable[[int, float], None]]]
+
+
+def _libc_timerfd() -> _TimerfdApi | None:
     """timerfd through libc (Python before 3.13 has no os.timerfd_*), on 64-bit Linux only."""
     if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_long) != 8:
         return None
@@ -66,22 +70,31 @@ def _libc_timerfd() -> tuple[Callable[[], int], Callable[[int, float], None]] | 
             raise OSError(errno, f"timerfd_create: {os.strerror(errno)}")
         return fd
 
-    def arm(fd: int, deadline_s: float) -> None:
+    def make_arm() -> Callable[[int, float], None]:
+        # One argument buffer per timer, filled in place: building a struct per call cost more than the
+        # call itself. Per timer, not shared: ctypes lets other threads run during the call.
         spec = _Itimerspec()
-        if deadline_s > 0:
-            seconds = math.floor(deadline_s)
-            nanos = math.ceil((deadline_s - seconds) * 1e9)  # never before the deadline
-            seconds, nanos = seconds + nanos // 1_000_000_000, nanos % 1_000_000_000
-            spec.it_value.tv_sec, spec.it_value.tv_nsec = seconds, nanos
-        # An all-zero it_value disarms the timer.
-        if settime(fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"timerfd_settime: {os.strerror(errno)}")
+        value = spec.it_value
+        spec_ref = ctypes.byref(spec)
 
-    return open_fd, arm
+        def arm(fd: int, deadline_s: float) -> None:
+            seconds = nanos = 0  # an all-zero it_value disarms the timer
+            if deadline_s > 0:
+                seconds = math.floor(deadline_s)
+                nanos = math.ceil((deadline_s - seconds) * 1e9)  # never before the deadline
+                seconds, nanos = seconds + nanos // 1_000_000_000, nanos % 1_000_000_000
+            value.tv_sec = seconds
+            value.tv_nsec = nanos
+            if settime(fd, _TFD_TIMER_ABSTIME, spec_ref, None) != 0:
+                errno = ctypes.get_errno()
+                raise OSError(errno, f"timerfd_settime: {os.strerror(errno)}")
+
+        return arm
+
+    return open_fd, make_arm
 
 
-def _os_timerfd() -> tuple[Callable[[], int], Callable[[int, float], None]] | None:
+def _os_timerfd() -> _TimerfdApi | None:
     """The standard library's timerfd (Python 3.13 and later)."""
     create = getattr(os, "timerfd_create", None)
     settime = getattr(os, "timerfd_settime", None)
@@ -94,7 +107,7 @@ def _os_timerfd() -> tuple[Callable[[], int], Callable[[int, float], None]] | No
     def arm(fd: int, deadline_s: float) -> None:
         settime(fd, flags=os.TFD_TIMER_ABSTIME, initial=max(deadline_s, 0.0))  # type: ignore[attr-defined]
 
-    return open_fd, arm
+    return open_fd, lambda: arm
 
 
 _TIMERFD = _os_timerfd() or _libc_timerfd()
@@ -111,14 +124,14 @@ class DeadlineTimer:
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = loop or asyncio.get_running_loop()
-        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []  # (fire at, order, waiter)
         self._order = itertools.count()
         self._armed_s: float | None = None  # when the timerfd is set to fire, None when disarmed
         self._lead_s = 0.0
         self._fd: int | None = None
         self._arm: Callable[[int, float], None] | None = None
         if _TIMERFD is not None and abs(self.loop.time() - time.monotonic()) < _CLOCK_AGREEMENT_S:
-            open_fd, arm = _TIMERFD
+            open_fd, make_arm = _TIMERFD
             with contextlib.suppress(OSError, NotImplementedError):
                 fd = open_fd()
                 try:
@@ -126,7 +139,7 @@ class DeadlineTimer:
                 except (NotImplementedError, RuntimeError, ValueError):
                     os.close(fd)  # a loop that cannot watch file descriptors (e.g. Windows' proactor)
                 else:
-                    self._fd, self._arm = fd, arm
+                    self._fd, self._arm = fd, make_arm()
 
     @property
     def precise(self) -> bool:
@@ -138,21 +151,28 @@ class DeadlineTimer:
         """How long before a deadline the timer is armed now (the wake-up latency it has learnt)."""
         return self._lead_s
 
-    async def sleep_until(self, deadline_s: float) -> None:
-        """Return once ``loop.time()`` has reached ``deadline_s`` (at once, after one yield, if it has)."""
+    async def sleep_until(self, deadline_s: float, *, exact: bool = True) -> None:
+        """Return once ``loop.time()`` has reached ``deadline_s`` (at once, after one yield, if it has).
+
+        ``exact`` waits are woken the learnt lead early and yield to the loop until the deadline: tens of
+        microseconds late. Others are woken at the deadline, so late by the OS's wake-up latency (about
+        0.1-0.2 ms on a small VM), and cost no yielding: for waits whose lateness averages out.
+        """
         loop = self.loop
         if self._fd is None:
             delay_s = deadline_s - loop.time()
             await asyncio.sleep(delay_s if delay_s > 0 else 0)
             return
-        if deadline_s - loop.time() > self._lead_s:
+        lead_s = self._lead_s if exact else 0.0
+        if deadline_s - loop.time() > lead_s:
             waiter: asyncio.Future[None] = loop.create_future()
-            heapq.heappush(self._waiters, (deadline_s, next(self._order), waiter))
-            fire_s = deadline_s - self._lead_s
+            fire_s = deadline_s - lead_s
+            heapq.heappush(self._waiters, (fire_s, next(self._order), waiter))
             if self._armed_s is None or fire_s < self._armed_s:
                 self._arm_at(fire_s)
             await waiter  # a cancelled waiter stays in the heap until it is due and is skipped then
-            self._learn(loop.time() - deadline_s)
+            if exact:
+                self._learn(loop.time() - deadline_s)
         else:
             await asyncio.sleep(0)
         while loop.time() < deadline_s:  # at most the lead: yield, never block the loop
@@ -176,11 +196,11 @@ class DeadlineTimer:
             os.read(self._fd, 8)  # the expiration count; reading it clears readiness
         now_s = self.loop.time()
         waiters = self._waiters
-        while waiters and waiters[0][0] - now_s <= self._lead_s:
+        while waiters and waiters[0][0] <= now_s:
             _, _, waiter = heapq.heappop(waiters)
             if not waiter.done():
                 waiter.set_result(None)
-        self._arm_at(waiters[0][0] - self._lead_s if waiters else None)
+        self._arm_at(waiters[0][0] if waiters else None)
 
     def close(self) -> None:
         """Stop watching the timer; waiters still waiting are cancelled."""

@@ -42,6 +42,7 @@ from fmbench.emulator.protocol import (
 from fmbench.emulator.server import (
     STATE_KEY,
     EmulatorSettings,
+    _arrival_s,
     _drop_connection,
     _EmulatorState,
     _Fault,
@@ -552,9 +553,10 @@ async def _serve(
     request: web.Request, build: Callable[[bytes, _EmulatorState], _Dialect], streaming: bool
 ) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    start_s = state.clock.now_s()
     try:
-        dialect = build(await request.read(), state)
+        body = await request.read()
+        start_s = _arrival_s(request, state)
+        dialect = build(body, state)
     except _RejectedRequestError as exc:
         return exc.response
     state.requests_total += 1

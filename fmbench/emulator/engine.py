@@ -23,7 +23,7 @@ class Clock(Protocol):
 
     def now_s(self) -> float: ...
 
-    async def sleep_until(self, deadline_s: float) -> None: ...
+    async def sleep_until(self, deadline_s: float, *, exact: bool = False) -> None: ...
 
 
 class LoopClock:
@@ -41,12 +41,12 @@ class LoopClock:
     def now_s(self) -> float:
         return asyncio.get_running_loop().time()
 
-    async def sleep_until(self, deadline_s: float) -> None:
+    async def sleep_until(self, deadline_s: float, *, exact: bool = False) -> None:
         timer = self._timer
         if timer is None or timer.loop is not asyncio.get_running_loop():
             self.close()
             timer = self._timer = DeadlineTimer()
-        await timer.sleep_until(deadline_s)
+        await timer.sleep_until(deadline_s, exact=exact)
 
     def close(self) -> None:
         timer, self._timer = self._timer, None
@@ -63,7 +63,7 @@ class VirtualClock:
     def now_s(self) -> float:
         return self._now_s
 
-    async def sleep_until(self, deadline_s: float) -> None:
+    async def sleep_until(self, deadline_s: float, *, exact: bool = False) -> None:
         self._now_s = max(self._now_s, deadline_s)
         await asyncio.sleep(0)
 

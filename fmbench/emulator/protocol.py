@@ -47,6 +47,15 @@ def generated_token(index: int) -> str:
     return " " + _VOCABULARY[index % len(_VOCABULARY)]
 
 
+_TEMPLATE_MARKER = "\x00token\x00"  # no generated token contains it
+_ENCODED_TOKENS = tuple(json.dumps(" " + word).encode() for word in _VOCABULARY)
+
+
+def _encoded_token(index: int) -> bytes:
+    """``generated_token(index)`` as a JSON string, encoded."""
+    return _ENCODED_TOKENS[index % len(_ENCODED_TOKENS)]
+
+
 def _content_text(content: Any, where: str) -> str:
     if content is None:
         return ""
@@ -153,6 +162,7 @@ class ResponseWriter:
         prefix = "chatcmpl" if request.kind == "chat" else "cmpl"
         self.completion_id = f"{prefix}-{uuid.uuid4().hex}"
         self.created = int(time.time())
+        self._token_template: tuple[bytes, bytes] | None = None
 
     def _envelope(self) -> dict[str, Any]:
         chat = self.request.kind == "chat"
@@ -169,7 +179,23 @@ class ResponseWriter:
         return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
     def token_chunk(self, index: int) -> bytes:
-        text = generated_token(index)
+        """The SSE event of token ``index``; after the first, from a template (the hot path at load)."""
+        if index == 0:
+            return self.token_chunk_encoded(index)
+        template = self._token_template
+        if template is None:
+            # Encoded once per response with a marker for the text, so every chunk has the same layout
+            # as the fully encoded one (a test compares them) at the cost of one join.
+            marker = json.dumps(_TEMPLATE_MARKER).encode()
+            head, tail = self._sse_for(index, _TEMPLATE_MARKER).split(marker)
+            template = self._token_template = (head, tail)
+        return template[0] + _encoded_token(index) + template[1]
+
+    def token_chunk_encoded(self, index: int) -> bytes:
+        """Token ``index``'s event, encoded in full."""
+        return self._sse_for(index, generated_token(index))
+
+    def _sse_for(self, index: int, text: str) -> bytes:
         choice: dict[str, Any]
         if self.request.kind == "chat":
             # The role rides on the first token rather than on an empty chunk of its own, so that a client

@@ -36,6 +36,7 @@ from fmbench.endpoints.base import (
     MALFORMED_RESPONSE,
     STREAM_CUT,
     TIMEOUT,
+    mark_sent,
 )
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -166,6 +167,11 @@ def resolve_region(region: str | None) -> str | None:
     return region or os.environ.get("AWS_REGION") or None
 
 
+def _mark_sent_before_send(**_kwargs: Any) -> None:
+    """botocore's ``before-send`` handler: stamps the send time, and lets the request go (returns None)."""
+    mark_sent()
+
+
 class AwsRuntimeClient:
     """One aiobotocore client per branch, built on first use and closed by ``aclose``.
 
@@ -214,7 +220,7 @@ class AwsRuntimeClient:
         if self._client is None:
             async with self._lock:
                 if self._client is None:
-                    self._client = await self._exit_stack.enter_async_context(
+                    client = await self._exit_stack.enter_async_context(
                         self._session.create_client(
                             self.service_name,
                             region_name=self.region,
@@ -222,6 +228,10 @@ class AwsRuntimeClient:
                             config=self._config,
                         )
                     )
+                    # A request is sent when the SDK hands it, built and signed, to its HTTP session.
+                    service_id = client.meta.service_model.service_id.hyphenize()
+                    client.meta.events.register(f"before-send.{service_id}", _mark_sent_before_send)
+                    self._client = client
         return self._client
 
     async def aclose(self) -> None:

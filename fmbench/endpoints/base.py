@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Literal, Protocol
 
 from fmbench.config import InferenceParameters
@@ -65,6 +69,33 @@ def shorten(message: str, limit: int = ERROR_MESSAGE_MAX_CHARS) -> str:
     """Error messages end up in Parquet rows and reports: keep them to one short line."""
     one_line = " ".join(message.split())
     return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
+
+
+# The result of the request the current task is sending: where a client's transport hook notes the moment
+# the request leaves for the endpoint. Set around one request by ``sending``; hooks call ``mark_sent``.
+_SENDING: ContextVar[InvocationResult | None] = ContextVar("fmbench_sending", default=None)
+
+
+@contextlib.contextmanager
+def sending(result: InvocationResult) -> Iterator[InvocationResult]:
+    """While the current task sends the request of ``result``, let ``mark_sent`` stamp its send time.
+
+    A request is *sent* when it leaves the client: a stamp taken when the client is called would count the
+    client's own preparation (building, signing, waiting for a connection or for the event loop) into the
+    endpoint's TTFT and latency. Until a hook fires, the send time stays the one ``result`` was made with.
+    """
+    token = _SENDING.set(result)
+    try:
+        yield result
+    finally:
+        _SENDING.reset(token)
+
+
+def mark_sent() -> None:
+    """Stamp the send time of the request the current task is sending (no-op outside ``sending``)."""
+    result = _SENDING.get()
+    if result is not None:
+        result.send_perf_s = perf_counter()
 
 
 class EndpointClient(Protocol):

@@ -14,7 +14,14 @@ from fmbench.endpoints.aws import (
     MalformedEventError,
     classify_failure,
 )
-from fmbench.endpoints.base import CLIENT_ERROR, MALFORMED_RESPONSE, STREAM_CUT, TIMEOUT, InvocationResult
+from fmbench.endpoints.base import (
+    CLIENT_ERROR,
+    MALFORMED_RESPONSE,
+    STREAM_CUT,
+    TIMEOUT,
+    InvocationResult,
+    sending,
+)
 
 
 class BedrockClient(AwsRuntimeClient):
@@ -71,29 +78,31 @@ class BedrockClient(AwsRuntimeClient):
             failed = InvocationResult(send_perf_s=now_s, end_perf_s=now_s)
             failed.fail(CLIENT_ERROR, f"cannot create the AWS client: {type(exc).__name__}: {exc}")
             return failed
+        # Until the SDK hands the signed request to its HTTP session, the send time is the call's.
         result = InvocationResult(send_perf_s=perf_counter())
-        try:
-            async with asyncio.timeout(timeout_s):
-                if params.stream:
-                    await self._converse_stream(client, request, result, pieces)
-                else:
-                    await self._converse(client, request, result, pieces)
-        except TimeoutError:
-            if not result.end_perf_s:
-                result.fail(TIMEOUT, f"no complete response within {timeout_s:g} s")
-        except Exception as exc:  # noqa: BLE001 - every failure must become a record, never a lost request
-            if not result.end_perf_s:
-                error_class, message, status = classify_failure(
-                    exc, response_started=result.http_status is not None
-                )
-                result.fail(error_class, message, http_status=status)
-        finally:
-            if not result.end_perf_s:
-                result.end_perf_s = perf_counter()
-            if pieces:
-                result.text = "".join(pieces)
-                if params.stream:
-                    result.first_token_perf_s = result.chunk_perf_s[0]
+        with sending(result):
+            try:
+                async with asyncio.timeout(timeout_s):
+                    if params.stream:
+                        await self._converse_stream(client, request, result, pieces)
+                    else:
+                        await self._converse(client, request, result, pieces)
+            except TimeoutError:
+                if not result.end_perf_s:
+                    result.fail(TIMEOUT, f"no complete response within {timeout_s:g} s")
+            except Exception as exc:  # noqa: BLE001 - every failure must become a record, never a lost request
+                if not result.end_perf_s:
+                    error_class, message, status = classify_failure(
+                        exc, response_started=result.http_status is not None
+                    )
+                    result.fail(error_class, message, http_status=status)
+            finally:
+                if not result.end_perf_s:
+                    result.end_perf_s = perf_counter()
+                if pieces:
+                    result.text = "".join(pieces)
+                    if params.stream:
+                        result.first_token_perf_s = result.chunk_perf_s[0]
         return result
 
     async def _converse_stream(

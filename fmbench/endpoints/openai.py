@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from contextvars import ContextVar
 from time import perf_counter
 from typing import Any, Literal
 
@@ -23,6 +22,8 @@ from fmbench.endpoints.base import (
     STREAM_CUT,
     TIMEOUT,
     InvocationResult,
+    mark_sent,
+    sending,
     shorten,
 )
 
@@ -33,9 +34,6 @@ _MAX_SSE_LINE_BYTES = 1 << 20
 _MAX_ERROR_BODY_BYTES = 4096
 _DEFAULT_PROBE_TIMEOUT_S = 5.0
 _DONE_LINES = (b"data: [DONE]", b"data:[DONE]")
-
-# The result of the request this task is sending: where _TimedRequest notes when its bytes went out.
-_SENDING: ContextVar[InvocationResult | None] = ContextVar("fmbench_sending", default=None)
 
 
 class _TimedRequest(aiohttp.ClientRequest):
@@ -49,9 +47,7 @@ class _TimedRequest(aiohttp.ClientRequest):
     """
 
     async def write_bytes(self, *args: Any, **kwargs: Any) -> None:
-        result = _SENDING.get()
-        if result is not None:
-            result.send_perf_s = perf_counter()
+        mark_sent()
         await super().write_bytes(*args, **kwargs)
 
 
@@ -168,46 +164,45 @@ class OpenAIClient:
         parts: list[str] = []
         # Until the bytes go out (or if they never do), the send time is when the request was started.
         result = InvocationResult(send_perf_s=perf_counter())
-        sending = _SENDING.set(result)
-        try:
-            async with (
-                asyncio.timeout(timeout_s),
-                session.post(self._url, data=data, headers=headers) as response,
-            ):
-                result.http_status = response.status
-                if not 200 <= response.status < 300:
-                    await self._read_error(response, result)
-                elif params.stream:
-                    await self._read_stream(response, result, parts)
-                else:
-                    await self._read_json(response, result, parts)
-        except TimeoutError:
-            if not result.end_perf_s:
-                result.fail(TIMEOUT, f"no complete response within {timeout_s:g} s")
-        except HttpProcessingError as exc:
-            # LineTooLong and HTTP parser errors: the bytes were not a response we can read.
-            result.fail(MALFORMED_RESPONSE, f"{type(exc).__name__}: {exc.message}")
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            if not result.end_perf_s:
-                if result.http_status is None:
-                    result.fail(CONNECTION_ERROR, self._redact(f"{type(exc).__name__}: {exc}"))
-                else:
-                    result.fail(STREAM_CUT, f"connection dropped mid-body: {type(exc).__name__}: {exc}")
-        except aiohttp.ClientResponseError as exc:
-            result.fail(MALFORMED_RESPONSE, f"{type(exc).__name__}: {exc.message}")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            # JSON that does not parse or does not have the OpenAI shape.
-            result.fail(MALFORMED_RESPONSE, f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - every failure must become a record, never a lost request
-            result.fail(CLIENT_ERROR, self._redact(f"{type(exc).__name__}: {exc}"))
-        finally:
-            _SENDING.reset(sending)
-            if not result.end_perf_s:
-                result.end_perf_s = perf_counter()
-            if parts:
-                result.text = "".join(parts)
-                if params.stream:
-                    result.first_token_perf_s = result.chunk_perf_s[0]
+        with sending(result):
+            try:
+                async with (
+                    asyncio.timeout(timeout_s),
+                    session.post(self._url, data=data, headers=headers) as response,
+                ):
+                    result.http_status = response.status
+                    if not 200 <= response.status < 300:
+                        await self._read_error(response, result)
+                    elif params.stream:
+                        await self._read_stream(response, result, parts)
+                    else:
+                        await self._read_json(response, result, parts)
+            except TimeoutError:
+                if not result.end_perf_s:
+                    result.fail(TIMEOUT, f"no complete response within {timeout_s:g} s")
+            except HttpProcessingError as exc:
+                # LineTooLong and HTTP parser errors: the bytes were not a response we can read.
+                result.fail(MALFORMED_RESPONSE, f"{type(exc).__name__}: {exc.message}")
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                if not result.end_perf_s:
+                    if result.http_status is None:
+                        result.fail(CONNECTION_ERROR, self._redact(f"{type(exc).__name__}: {exc}"))
+                    else:
+                        result.fail(STREAM_CUT, f"connection dropped mid-body: {type(exc).__name__}: {exc}")
+            except aiohttp.ClientResponseError as exc:
+                result.fail(MALFORMED_RESPONSE, f"{type(exc).__name__}: {exc.message}")
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                # JSON that does not parse or does not have the OpenAI shape.
+                result.fail(MALFORMED_RESPONSE, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - every failure must become a record, never a lost request
+                result.fail(CLIENT_ERROR, self._redact(f"{type(exc).__name__}: {exc}"))
+            finally:
+                if not result.end_perf_s:
+                    result.end_perf_s = perf_counter()
+                if parts:
+                    result.text = "".join(parts)
+                    if params.stream:
+                        result.first_token_perf_s = result.chunk_perf_s[0]
         return result
 
     async def _read_stream(

@@ -7,6 +7,7 @@ import itertools
 import socket
 import statistics
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from time import perf_counter
@@ -142,6 +143,21 @@ async def test_streaming_timings_text_and_usage_match_the_emulator(name: str) ->
             gaps_ms += [(b - a) * 1000 for a, b in itertools.pairwise(result.chunk_perf_s)]
     assert statistics.median(ttfts_ms) == pytest.approx(TTFT_MS, abs=15)
     assert statistics.median(gaps_ms) == pytest.approx(ITL_MS, abs=3)
+
+
+async def test_the_send_time_is_after_the_sdk_has_built_and_signed_the_request() -> None:
+    # A slow step inside the SDK before sending (here a 200 ms before-sign hook; in life credential
+    # refreshes, signing under load) is the client's time, not the endpoint's: not in the TTFT.
+    async with emulator() as url, client_for(url) as client:
+        assert await client.probe(2.0) is None
+        sdk = await client._get_client()
+        sdk.meta.events.register("before-sign.sagemaker-runtime", lambda **_: time.sleep(0.2))
+        started_s = perf_counter()
+        result = await client.invoke(PROMPT, STREAM, 5.0)
+    assert result.status == "ok", result.error_message
+    assert result.first_token_perf_s is not None
+    assert result.send_perf_s - started_s >= 0.2
+    assert (result.first_token_perf_s - result.send_perf_s) * 1000 == pytest.approx(TTFT_MS, abs=15)
 
 
 @pytest.mark.parametrize("name", list(CASES))

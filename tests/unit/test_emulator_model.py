@@ -19,7 +19,13 @@ from fmbench.emulator import (
 )
 from fmbench.emulator.cli import build_parser, main, settings_from_args, settings_to_argv
 from fmbench.emulator.engine import Sequence, fixed_token_times_s
-from fmbench.emulator.protocol import InvalidRequestError, generated_token, parse_request
+from fmbench.emulator.protocol import (
+    InvalidRequestError,
+    ParsedRequest,
+    ResponseWriter,
+    generated_token,
+    parse_request,
+)
 from fmbench.tokenizer import get_tokenizer
 
 # ------------------------------------------------------------------------------------------ profiles
@@ -328,3 +334,20 @@ async def test_stopped_engine_aborts_waiting_sequences() -> None:
 
 def test_fixed_timing_schedule() -> None:
     assert _ms(fixed_token_times_s(1.0, ttft_ms=50, itl_ms=10, output_tokens=4)) == [1050, 1060, 1070, 1080]
+
+
+@pytest.mark.parametrize("kind", ["chat", "completions"])
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_templated_token_chunks_are_the_fully_encoded_ones_byte_for_byte(
+    kind: str, include_usage: bool
+) -> None:
+    parsed = ParsedRequest(
+        kind=kind,  # type: ignore[arg-type]
+        model="m",
+        prompt_tokens=3,
+        max_tokens=400,
+        stream=True,
+        include_usage=include_usage,
+    )
+    writer = ResponseWriter(parsed, 'model "with" quotes')
+    assert [writer.token_chunk(i) for i in range(400)] == [writer.token_chunk_encoded(i) for i in range(400)]
