@@ -102,10 +102,12 @@ async def run_point_like_the_runner(
     attempts: list[Attempt] = []
     records: list[RequestRecord] = []
 
-    def write_part(part: PointPart) -> None:
-        built = build_records(part.attempts, point, BENCH_CONTEXT, clock, tokenizer, part.check)
+    def write_part(part: PointPart) -> None:  # as fmbench.runner._sweep's
+        pause_s = part.pause_s
+        check = part.check
+        built = build_records(part.attempts, point, BENCH_CONTEXT, clock, tokenizer, check, pause_s=pause_s)
         writer.extend(built)
-        writer.flush()
+        writer.flush(pause_s=pause_s)
         attempts.extend(part.attempts)
         records.extend(built)
 

@@ -15,6 +15,7 @@ from fmbench import storage
 from fmbench.config import EmulatorTarget, Suite
 from fmbench.estimate import check_budget
 from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, outcome_uri, plan_suite, run_plan_uri
+from fmbench.records import warm_up_conversion
 from fmbench.runner import ProgressEvent, run_branch
 
 if TYPE_CHECKING:
@@ -119,6 +120,8 @@ async def run_branches(
     plan: RunPlan, max_parallel: int, on_progress: Callable[[ProgressEvent], None] | None = None
 ) -> list[BranchOutcome]:
     gate = asyncio.Semaphore(max_parallel)
+    # Before any branch sends load: done later, in one branch's set-up, it would stall the others' loads.
+    await asyncio.to_thread(warm_up_conversion)
     return list(await asyncio.gather(*(_run_one(spec, gate, on_progress) for spec in plan.branches)))
 
 

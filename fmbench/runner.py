@@ -263,8 +263,10 @@ async def run_branch(
 
     progress.emit("branch_started", message=f"target {spec.target.name} ({spec.target.platform})")
     folder = base_dir or (Path(spec.dataset_base_dir) if spec.dataset_base_dir else None)
+    # Set-up work runs in a worker thread: in a local run with parallel branches, one event loop also
+    # times the other branches' requests, which a branch tokenizing its dataset would hold up.
     try:
-        prompts_by_bin = build_payloads(spec.workload, folder)
+        prompts_by_bin = await asyncio.to_thread(build_payloads, spec.workload, folder)
     except DatasetError as exc:
         return outcome(f"dataset: {exc}")
     empty = [label for label, prompts in prompts_by_bin.items() if not prompts]
@@ -279,7 +281,7 @@ async def run_branch(
         unreachable = await client.probe(PROBE_TIMEOUT_S)
         if unreachable is not None:
             return outcome(f"endpoint unreachable: {unreachable}")
-        writer = RecordWriter(spec.storage_root, spec.run_id, spec.branch_id)
+        writer = await asyncio.to_thread(RecordWriter, spec.storage_root, spec.run_id, spec.branch_id)
         tally = _Tally()
         try:
             failure = await _sweep(
@@ -347,11 +349,16 @@ async def _sweep(
     tokenizer = get_tokenizer(spec.workload.tokenizer)
     context = RecordContext.for_branch(spec)
     for index, point in enumerate(load_points(spec, prompts_by_bin)):
+        if point.concurrency is not None:  # before the point starts: connection set-up is not measured
+            await client.open_connections(point.concurrency, PROBE_TIMEOUT_S)
         progress.emit("load_point_started", point=point, index=index)
 
         def write_part(part: PointPart, point: LoadPoint = point) -> None:
-            writer.extend(build_records(part.attempts, point, context, clock, tokenizer, part.check))
-            writer.flush()
+            pause_s = part.pause_s
+            writer.extend(
+                build_records(part.attempts, point, context, clock, tokenizer, part.check, pause_s=pause_s)
+            )
+            writer.flush(pause_s=pause_s)
 
         point_run = LoadPointRun(
             client,

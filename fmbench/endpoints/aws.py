@@ -234,6 +234,9 @@ class AwsRuntimeClient:
                     self._client = client
         return self._client
 
+    async def open_connections(self, count: int, timeout_s: float = _DEFAULT_PROBE_TIMEOUT_S) -> None:
+        """Nothing: the SDK offers no request that opens a connection without invoking a model (billed)."""
+
     async def aclose(self) -> None:
         self._client = None
         await self._exit_stack.aclose()

@@ -112,4 +112,12 @@ class EndpointClient(Protocol):
         """None when the endpoint answers at all, else a human-readable reason."""
         ...
 
+    async def open_connections(self, count: int, timeout_s: float) -> None:
+        """Have ``count`` connections open and idle in the pool, as far as the protocol allows.
+
+        Called before a closed-loop load point, so that its first requests are not sent late by setting
+        up connections (a new connection cost 5 ms and more on a busy two-core machine). Never raises.
+        """
+        ...
+
     async def aclose(self) -> None: ...

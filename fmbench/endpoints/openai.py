@@ -131,6 +131,12 @@ class OpenAIClient:
             return self._redact(f"{url}: {type(exc).__name__}: {exc}")
         return None
 
+    async def open_connections(self, count: int, timeout_s: float = _DEFAULT_PROBE_TIMEOUT_S) -> None:
+        """``count`` probes at once: each needs a connection of its own, which stays in the pool after."""
+        count = min(count, self.max_connections)
+        if count > 1:
+            await asyncio.gather(*(self.probe(timeout_s) for _ in range(count)))
+
     # --------------------------------------------------------------------------------------- invoke
 
     def _encode(self, prompt_text: str, params: InferenceParameters) -> bytes:

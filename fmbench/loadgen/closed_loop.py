@@ -49,6 +49,15 @@ class ClosedLoop(LoadEngine):
                 group.create_task(self._worker(), name=f"fmbench-worker-{index}")
         return self.attempts
 
+    def shows_client_pace(self, attempt: Attempt) -> bool:
+        """Not a worker's first request: that one waited for the load point's start-up, once.
+
+        Its lag is recorded like any other, but the self-check's verdict is about keeping up with answers,
+        and a start-up that was held up (in a local run, by another branch's set-up on the shared event
+        loop) would otherwise mark a whole point client-bound by its first round alone.
+        """
+        return attempt.scheduled_perf_s != self._start_perf_s
+
     def _claim(self, now_s: float) -> tuple[int, Phase] | None:
         """The next sequence number and its phase, or None once the stop rule is met (no await)."""
         phase = self._phases.classify(now_s - self._start_perf_s)

@@ -42,6 +42,10 @@ class LoadEngine:
     async def run(self) -> list[Attempt]:
         raise NotImplementedError
 
+    def shows_client_pace(self, attempt: Attempt) -> bool:
+        """Whether the attempt's schedule lag says if the client keeps up (what the self-check judges)."""
+        return True
+
     def take_attempts(self) -> list[Attempt]:
         """The attempts kept since the last call; the engine forgets them, so memory stays bounded."""
         taken, self.attempts = self.attempts, []

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from fmbench.endpoints.base import InvocationResult
 from fmbench.loadgen.points import MEASURED, WARMUP, LoadPoint, Phase
 from fmbench.payloads import Prompt
-from fmbench.records import RequestRecord
+from fmbench.records import RequestRecord, paced_slices
 from fmbench.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -182,8 +182,15 @@ def build_records(
     clock: EpochClock,
     tokenizer: Tokenizer,
     check: SelfCheck | None = None,
+    *,
+    pause_s: float = 0.0,
 ) -> list[RequestRecord]:
-    return [build_record(attempt, point, context, clock, tokenizer, check) for attempt in attempts]
+    """Records of ``attempts``; ``pause_s`` paces the work beside a running load (see ``paced_slices``)."""
+    return [
+        build_record(attempt, point, context, clock, tokenizer, check)
+        for piece in paced_slices(attempts, pause_s)
+        for attempt in piece
+    ]
 
 
 @dataclass(frozen=True, slots=True)

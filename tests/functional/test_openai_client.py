@@ -157,6 +157,38 @@ async def test_concurrent_requests_share_one_pool_of_connections() -> None:
     assert max(r.end_perf_s for r in results) - min(r.send_perf_s for r in results) < 0.5
 
 
+async def test_open_connections_leaves_that_many_connections_for_the_requests_to_reuse() -> None:
+    transports: set[int] = set()
+
+    @web.middleware
+    async def note_connection(request: web.Request, handler: Handler) -> web.StreamResponse:
+        transports.add(id(request.transport))
+        return await handler(request)
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.05)  # long enough for all six to be in flight together
+        return web.json_response(
+            {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": None}
+        )
+
+    app = web.Application(middlewares=[note_connection])
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        async with OpenAIClient(f"http://{host}:{port}/v1", max_connections=8) as client:
+            await client.open_connections(6)  # /v1/models is a 404 here: still an answer on a connection
+            assert len(transports) == 6
+            results = await asyncio.gather(*(client.invoke(PROMPT, NO_STREAM, 5.0) for _ in range(6)))
+    finally:
+        await runner.cleanup()
+    assert [r.status for r in results] == ["ok"] * 6
+    assert len(transports) == 6  # the requests went out on the connections opened before
+
+
 # ------------------------------------------------------------------ a scripted server for the wire details
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -335,3 +335,50 @@ def test_load_point_rejects_impossible_plans(kwargs: dict[str, object], problem:
     }
     with pytest.raises(LoadPointError, match=problem):
         LoadPoint(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+async def test_a_held_up_start_is_recorded_but_does_not_make_a_closed_loop_client_bound() -> None:
+    import time
+
+    from fmbench.config import ClientCheck
+    from fmbench.loadgen.driver import LoadPointRun
+
+    parts: list[object] = []
+    run = LoadPointRun(
+        FakeClient(delay_s=0.01),
+        point(4, requests=40),
+        write_part=parts.append,
+        limits=ClientCheck(max_schedule_lag_p99_s=0.05, max_runner_cpu_fraction=100.0),
+    )
+    # Something else on the event loop holds it for 150 ms just as the load point starts.
+    asyncio.get_running_loop().call_soon(time.sleep, 0.15)
+    result = await run.run()
+    attempts = [a for part in parts for a in part.attempts]  # type: ignore[attr-defined]
+    first_round = sorted(attempts, key=lambda a: a.seq)[:4]
+    assert min(a.schedule_lag_s for a in first_round) >= 0.1  # recorded as it was
+    assert not result.client_bound, result.check.reasons
+    assert result.check.schedule_lag_p99_s is not None and result.check.schedule_lag_p99_s < 0.05
+
+
+async def test_a_closed_loop_that_falls_behind_between_answers_is_client_bound() -> None:
+    import time
+
+    from fmbench.config import ClientCheck
+    from fmbench.endpoints.base import InvocationResult as Result
+    from fmbench.loadgen.driver import LoadPointRun
+
+    class SlowToFollowUp(FakeClient):
+        async def invoke(self, prompt_text: str, params: InferenceParameters, timeout_s: float) -> Result:
+            answer = await super().invoke(prompt_text, params, timeout_s)
+            time.sleep(0.08)  # the client is busy for 80 ms after every answer, before the next request
+            return answer
+
+    run = LoadPointRun(
+        SlowToFollowUp(delay_s=0.005),
+        point(2, requests=12),
+        write_part=lambda part: None,
+        limits=ClientCheck(max_schedule_lag_p99_s=0.05, max_runner_cpu_fraction=100.0),
+    )
+    result = await run.run()
+    assert result.client_bound
+    assert result.reasons[0].startswith("schedule lag p99")
