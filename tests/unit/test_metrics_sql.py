@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlglot
+from record_factory import make_record
 from sqlglot import exp
 
 from fmbench.records import RecordWriter, RequestRecord
@@ -26,39 +27,6 @@ from report.query import (
 RUN_ID = "20250101T000000Z-abc123"
 KEY_COLUMNS = ["branch_id", "load_mode", "concurrency", "request_rate_per_s", "payload_bin"]
 QUANTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
-
-
-def make_record(**overrides: Any) -> RequestRecord:
-    fields: dict[str, Any] = {
-        "suite_name": "suite",
-        "target_name": "target",
-        "platform": "openai",
-        "model": "model",
-        "container": None,
-        "instance_type": "ml.g5.xlarge",
-        "instance_count": 1,
-        "instance_price_per_hour_usd": 3.6,
-        "api": "chat",
-        "load_mode": "concurrency",
-        "concurrency": 1,
-        "request_rate_per_s": None,
-        "payload_bin": "50-500",
-        "request_id": "r",
-        "prompt_id": None,
-        "phase": "measured",
-        "scheduled_epoch_s": 0.0,
-        "send_epoch_s": 0.0,
-        "first_token_epoch_s": None,
-        "end_epoch_s": 1.0,
-        "ttft_s": None,
-        "latency_s": 1.0,
-        "itl_s": [],
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "status": "ok",
-    }
-    fields.update(overrides)
-    return RequestRecord(**fields)
 
 
 # ------------------------------------------------------------------------------------- random records

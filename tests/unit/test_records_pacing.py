@@ -5,41 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from record_factory import make_record
 
 from fmbench import records
-from fmbench.records import PACED_SLICE, RequestRecord, paced_slices, records_to_table
-
-
-def make_record(**overrides: Any) -> RequestRecord:
-    fields: dict[str, Any] = {
-        "suite_name": "suite",
-        "target_name": "target",
-        "platform": "openai",
-        "model": "model",
-        "container": None,
-        "instance_type": None,
-        "instance_count": 1,
-        "instance_price_per_hour_usd": None,
-        "api": "chat",
-        "load_mode": "concurrency",
-        "concurrency": 1,
-        "request_rate_per_s": None,
-        "payload_bin": "50-500",
-        "request_id": "r",
-        "prompt_id": None,
-        "phase": "measured",
-        "scheduled_epoch_s": 0.0,
-        "send_epoch_s": 0.0,
-        "first_token_epoch_s": None,
-        "end_epoch_s": 1.0,
-        "ttft_s": None,
-        "latency_s": 1.0,
-    }
-    fields.update(overrides)
-    return RequestRecord(**fields)
+from fmbench.records import PACED_SLICE, paced_slices, records_to_table
 
 
 def test_unpaced_work_is_one_slice() -> None:
