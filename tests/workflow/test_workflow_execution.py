@@ -221,3 +221,26 @@ def test_a_report_only_execution_renders_a_run_again_without_running_a_branch(
     assert rendered["sm-broken"]["reason"] == first["sm-broken"]["reason"]
     assert rendered["byo"]["load_points"] == first["byo"]["load_points"]
     assert again.output == published_result("run-rendered")
+
+
+def test_a_run_over_its_budget_is_refused_at_plan_and_nothing_is_deployed(
+    workflow: DeployedWorkflow, emulator_url: str
+) -> None:
+    data = suite(
+        "over-budget", [sagemaker_target("sm-a", emulator_url), sagemaker_target("sm-b", emulator_url)]
+    )
+    data["pricing"] = {"instance_price_per_hour_usd": {"ml.g4dn.xlarge": 0.736}}
+    data["budget"] = {"max_usd": 0.1}
+
+    execution = workflow.run(data, name="run-over-budget")
+
+    assert execution.status == "FAILED"
+    assert execution.error == "BudgetExceededError"
+    message = json.loads(execution.cause or "{}")["errorMessage"]
+    assert message.startswith("the estimated cost $0.3255 (an upper bound) exceeds budget.max_usd"), message
+    assert "sm-a" in message and "sm-b" in message  # the estimate names each branch's share
+    # Refused before anything was created or spent: no deployment, no runner task, no endpoint, no records.
+    assert workflow.lambdas.calls_of(DEPLOY) == []
+    assert workflow.runner.runs == []
+    assert sagemaker_leftovers() == NOTHING_LEFT
+    assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/records/run_id=run-over-budget/") == []
