@@ -79,6 +79,7 @@ async def measure_level(
     emulator_pid: int | None,
     instrumented: bool,
     storage_root: Path,
+    ramp_up_s: float = 0.0,
 ) -> dict[str, Any]:
     # One distinct prompt per request (with room to spare), so the server's timings can be matched by text.
     expected_rounds = math.ceil(duration_s / truth.request_s) + 3
@@ -93,6 +94,7 @@ async def measure_level(
         timeout_s=REQUEST_TIMEOUT_S,
         warmup_requests=concurrency,
         duration_s=duration_s,
+        ramp_up_s=ramp_up_s,
     )
     if instrumented:
         await fetch_server_timings(base_url)  # forget whatever an earlier level left behind
@@ -302,6 +304,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="on a shared machine, wait up to this long before each run for other processes to use under "
         "0.25 core (default: 0, do not wait)",
     )
+    parser.add_argument(
+        "--spread-start",
+        action="store_true",
+        help="start the workers spread over one answer's time (load.ramp_up_s), not all at once",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run in under a minute: 3 s per level")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
@@ -328,6 +335,7 @@ async def sweep(
             emulator_pid,
             not args.stock_emulator,
             storage_root,
+            truth.request_s if args.spread_start else 0.0,
         )
         levels.append(figures)
         print(
@@ -351,9 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     process = EmulatorProcess(settings) if args.stock_emulator else InstrumentedEmulatorProcess(settings)
     print(f"timing accuracy: {describe_machine(meta)}")
     print(
-        f"truth: TTFT {truth.ttft_ms:g} ms from the emulator's handler start, "
+        f"truth: TTFT {truth.ttft_ms:g} ms from the request's arrival at the emulator, "
         f"inter-token {truth.itl_ms:g} ms, {truth.output_tokens} tokens; {args.duration_s:g} s per level; "
-        f"emulator {'stock' if args.stock_emulator else 'instrumented'} in a child process",
+        f"emulator {'stock' if args.stock_emulator else 'instrumented'} in a child process; workers "
+        + (f"spread over {truth.request_s * 1000:g} ms" if args.spread_start else "started together"),
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="fmbench-bench-") as storage, process:

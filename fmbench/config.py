@@ -428,6 +428,16 @@ class LoadPlan(StrictModel):
     warmup_s: float | None = Field(default=None, gt=0, description="Seconds before the window, per level.")
     cooldown_requests: int = Field(default=0, ge=0, description="Requests after the window, per level.")
     cooldown_s: float | None = Field(default=None, gt=0, description="Seconds after the window, per level.")
+    ramp_up_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description=(
+            "Closed loop: spread the workers' first requests evenly over this many seconds (worker i of N "
+            "starts i x ramp_up_s / N after the level's start); 0 starts them together. With answers of "
+            "equal length, workers that start together stay in step and reach the endpoint in bursts."
+        ),
+    )
     request_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     client_check: ClientCheck = Field(default_factory=ClientCheck)
 
@@ -457,6 +467,13 @@ class LoadPlan(StrictModel):
     def _open_loop_only(cls, value: Any, info: ValidationInfo) -> Any:
         if value not in (None, "poisson") and info.data.get("rates_per_s") == []:
             raise ValueError("applies to rates_per_s (open loop) only; a closed loop's cap is its level")
+        return value
+
+    @field_validator("ramp_up_s")
+    @classmethod
+    def _closed_loop_only(cls, value: float, info: ValidationInfo) -> float:
+        if value and info.data.get("concurrency") == []:
+            raise ValueError("applies to concurrency levels (closed loop) only")
         return value
 
     @field_validator("warmup_s")

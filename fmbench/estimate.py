@@ -5,9 +5,10 @@ the estimate takes the worst case the workflow allows (every request running int
 endpoint using its whole deployment allowance) and states each bound in ``basis``. The bounds are:
 
 - deploy: ``max_status_polls`` x the stack's status poll interval (the workflow gives up after that);
-- load: per load point, closed loop ``ceil(requests / concurrency) x (request_timeout_s + 1 s)``; open loop
-  the arrival span (Poisson: expected span plus three standard deviations) plus ``request_timeout_s + 1 s``,
-  or ``ceil(requests / max_in_flight)`` timeouts when capped; a timed phase its seconds plus one timeout;
+- load: per load point, closed loop ``ramp_up_s + ceil(requests / concurrency) x (request_timeout_s + 1 s)``;
+  open loop the arrival span (Poisson: expected span plus three standard deviations) plus
+  ``request_timeout_s + 1 s``, or ``ceil(requests / max_in_flight)`` timeouts when capped; a timed phase
+  its seconds plus one timeout;
   plus the probe; capped by the runner task's timeout in the cloud;
 - teardown: a fixed allowance (deletion is asynchronous and takes minutes);
 - Bedrock tokens: every request with a prompt at its bin's upper token bound and ``max_new_tokens``
@@ -208,7 +209,7 @@ def load_point_bound_s(
     counted = _counted_requests(load)
     timed_s = _timed_s(load)
     if concurrency is not None:
-        bound_s = math.ceil(counted / concurrency) * timeout_s
+        bound_s = load.ramp_up_s + math.ceil(counted / concurrency) * timeout_s
         return bound_s + (timed_s + timeout_s if timed_s else 0.0)
     assert rate_per_s is not None
     arrivals = counted + _arrivals_in(load, rate_per_s, timed_s)

@@ -324,6 +324,7 @@ def load_points(spec: BranchSpec, prompts_by_bin: dict[str, list[Prompt]]) -> li
             duration_s=load.duration_s,
             cooldown_requests=load.cooldown_requests,
             cooldown_s=load.cooldown_s,
+            ramp_up_s=load.ramp_up_s if concurrency is not None else 0.0,
         )
 
     closed = [point(level, None, b.label) for level in load.concurrency for b in bins]

@@ -35,6 +35,7 @@ class ClosedLoop(LoadEngine):
         self._phases = PhaseTracker(point)
         self._next_seq = 0
         self._start_perf_s = 0.0
+        self._first_seqs: set[int] = set()  # each worker's first request
 
     @property
     def window_start_perf_s(self) -> float | None:
@@ -44,9 +45,11 @@ class ClosedLoop(LoadEngine):
 
     async def run(self) -> list[Attempt]:
         self._start_perf_s = perf_counter()
+        workers = self.point.concurrency or 0
         async with asyncio.TaskGroup() as group:
-            for index in range(self.point.concurrency or 0):
-                group.create_task(self._worker(), name=f"fmbench-worker-{index}")
+            for index in range(workers):
+                start_s = index * self.point.ramp_up_s / workers
+                group.create_task(self._worker(start_s), name=f"fmbench-worker-{index}")
         return self.attempts
 
     def shows_client_pace(self, attempt: Attempt) -> bool:
@@ -56,7 +59,7 @@ class ClosedLoop(LoadEngine):
         and a start-up that was held up (in a local run, by another branch's set-up on the shared event
         loop) would otherwise mark a whole point client-bound by its first round alone.
         """
-        return attempt.scheduled_perf_s != self._start_perf_s
+        return attempt.seq not in self._first_seqs
 
     def _claim(self, now_s: float) -> tuple[int, Phase] | None:
         """The next sequence number and its phase, or None once the stop rule is met (no await)."""
@@ -67,13 +70,20 @@ class ClosedLoop(LoadEngine):
         self._next_seq = seq + 1
         return seq, phase
 
-    async def _worker(self) -> None:
-        free_since_perf_s = self._start_perf_s
+    async def _worker(self, start_s: float) -> None:
+        """One worker; with a ramp-up it starts ``start_s`` after the load point, and is due then."""
+        if start_s > 0:
+            await asyncio.sleep(start_s - (perf_counter() - self._start_perf_s))
+        free_since_perf_s = self._start_perf_s + start_s
+        first = True
         while True:
             claim = self._claim(perf_counter())
             if claim is None:
                 return
             seq, phase = claim
+            if first:
+                self._first_seqs.add(seq)
+                first = False
             result = (await self._send(seq, phase, free_since_perf_s)).result
             # A result without a plausible end (a client that never set it) must not read as huge lag.
             plausible = result.end_perf_s >= result.send_perf_s

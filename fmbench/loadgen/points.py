@@ -43,6 +43,7 @@ class LoadPoint:
     arrival: Arrival = "poisson"
     max_in_flight: int | None = None
     seed: int = 0
+    ramp_up_s: float = 0.0
 
     def __post_init__(self) -> None:
         if (self.concurrency is None) == (self.request_rate_per_s is None):
@@ -65,6 +66,8 @@ class LoadPoint:
             self.cooldown_s is not None and self.cooldown_requests
         ):
             raise LoadPointError("give a phase's length in requests or in seconds, not both")
+        if self.ramp_up_s < 0 or (self.ramp_up_s and self.concurrency is None):
+            raise LoadPointError("ramp_up_s must be at least 0, and only spreads a closed loop's workers")
         for seconds in (self.duration_s, self.warmup_s, self.cooldown_s):
             if seconds is not None and not seconds > 0:
                 raise LoadPointError("phase lengths in seconds must be above 0")

@@ -239,3 +239,11 @@ def test_a_load_plan_needs_levels_or_rates_and_sane_rates() -> None:
         load_with(rates_per_s=[5], arrival="bursty", client_check={"max_runner_cpu_fraction": -1})
     )
     assert set(problems) == {"load.arrival", "load.client_check.max_runner_cpu_fraction"}
+
+
+def test_a_ramp_up_spreads_closed_loop_workers_only() -> None:
+    assert problems_of(load_with(rates_per_s=[5], ramp_up_s=2)) == {
+        "load.ramp_up_s": "applies to concurrency levels (closed loop) only"
+    }
+    assert "load.ramp_up_s" in problems_of(load_with(concurrency=[4], ramp_up_s=-1))
+    assert validate_suite_data(load_with(concurrency=[4], ramp_up_s=2)).load.ramp_up_s == 2

@@ -87,6 +87,7 @@ def test_the_runner_and_execution_timeouts_cap_the_bound() -> None:
     [
         ({"concurrency": [4], "requests_per_level": 20}, 5 * 31),
         ({"concurrency": [4], "duration_s": 60, "warmup_s": 5}, 65 + 31),
+        ({"concurrency": [4], "requests_per_level": 20, "ramp_up_s": 8}, 8 + 5 * 31),
         ({"rates_per_s": [10], "arrival": "constant", "requests_per_level": 20}, 1.9 + 31),
         (
             {"rates_per_s": [10], "arrival": "constant", "requests_per_level": 20, "max_in_flight": 5},

@@ -382,3 +382,33 @@ async def test_a_closed_loop_that_falls_behind_between_answers_is_client_bound()
     result = await run.run()
     assert result.client_bound
     assert result.reasons[0].startswith("schedule lag p99")
+
+
+async def test_a_ramp_up_starts_workers_spread_and_due_at_their_own_start() -> None:
+    client = FakeClient(delay_s=0.3)  # longer than the ramp: the first four requests are the workers' first
+    loop = ClosedLoop(client, point(4, requests=8, ramp_up_s=0.2))
+    started_s = perf_counter()
+    await loop.run()
+    first_round = sorted(loop.attempts, key=lambda a: a.seq)[:4]
+    offsets_s = [a.result.send_perf_s - started_s for a in first_round]
+    # Worker i starts i x 0.2 s / 4 after the level's start: 0, 50, 100, 150 ms.
+    assert offsets_s == sorted(offsets_s)
+    for index, offset_s in enumerate(offsets_s):
+        assert index * 0.05 <= offset_s < index * 0.05 + 0.04, offsets_s
+    # Each is due at its own start, so the planned spread is not schedule lag.
+    assert all(a.schedule_lag_s < 0.03 for a in first_round), [a.schedule_lag_s for a in first_round]
+    assert client.max_in_flight == 4
+
+
+def test_a_ramp_up_is_for_closed_loops_only() -> None:
+    with pytest.raises(LoadPointError, match="ramp_up_s"):
+        LoadPoint(
+            concurrency=None,
+            request_rate_per_s=5.0,
+            payload_bin="small",
+            prompts=PROMPTS,
+            params=PARAMS,
+            timeout_s=5.0,
+            requests=4,
+            ramp_up_s=1.0,
+        )
