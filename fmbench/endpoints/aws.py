@@ -36,6 +36,7 @@ from fmbench.endpoints.base import (
     MALFORMED_RESPONSE,
     STREAM_CUT,
     TIMEOUT,
+    InvocationResult,
     mark_sent,
 )
 
@@ -120,6 +121,17 @@ def classify_client_error(exc: ClientError) -> tuple[str, str, int | None]:
     if lowered in _CLIENT_ERROR_CODES:
         return HTTP_4XX, text, status
     return _status_class(status if isinstance(status, int) else None), text, status
+
+
+def record_failure(result: InvocationResult, exc: BaseException, timeout_s: float) -> None:
+    """Mark ``result`` failed by what an aiobotocore call raised, unless its answer was already complete."""
+    if result.end_perf_s:
+        return  # a failure after the complete answer (draining the connection) does not undo it
+    if isinstance(exc, TimeoutError):
+        result.fail(TIMEOUT, f"no complete response within {timeout_s:g} s")
+        return
+    error_class, message, status = classify_failure(exc, response_started=result.http_status is not None)
+    result.fail(error_class, message, http_status=status)
 
 
 def classify_failure(exc: BaseException, *, response_started: bool) -> tuple[str, str, int | None]:

@@ -54,6 +54,16 @@ class InvocationResult:
     http_status: int | None = None
     error_message: str | None = None
 
+    def settle(self, pieces: list[str], *, streamed: bool) -> None:
+        """Complete the result once the request is over, whatever happened: its end time if none was
+        set, its text from the pieces that arrived, and (streamed) its first token's time."""
+        if not self.end_perf_s:
+            self.end_perf_s = perf_counter()
+        if pieces:
+            self.text = "".join(pieces)
+            if streamed:
+                self.first_token_perf_s = self.chunk_perf_s[0]
+
     def fail(self, error_class: str, message: str, http_status: int | None = None) -> None:
         """Mark the request failed; the first failure wins so a cascade cannot hide the cause."""
         if self.status == "error":

@@ -12,13 +12,12 @@ from fmbench.endpoints.aws import (
     DEFAULT_READ_TIMEOUT_S,
     AwsRuntimeClient,
     MalformedEventError,
-    classify_failure,
+    record_failure,
 )
 from fmbench.endpoints.base import (
     CLIENT_ERROR,
     MALFORMED_RESPONSE,
     STREAM_CUT,
-    TIMEOUT,
     InvocationResult,
     sending,
 )
@@ -87,22 +86,10 @@ class BedrockClient(AwsRuntimeClient):
                         await self._converse_stream(client, request, result, pieces)
                     else:
                         await self._converse(client, request, result, pieces)
-            except TimeoutError:
-                if not result.end_perf_s:
-                    result.fail(TIMEOUT, f"no complete response within {timeout_s:g} s")
             except Exception as exc:  # noqa: BLE001 - every failure must become a record, never a lost request
-                if not result.end_perf_s:
-                    error_class, message, status = classify_failure(
-                        exc, response_started=result.http_status is not None
-                    )
-                    result.fail(error_class, message, http_status=status)
+                record_failure(result, exc, timeout_s)
             finally:
-                if not result.end_perf_s:
-                    result.end_perf_s = perf_counter()
-                if pieces:
-                    result.text = "".join(pieces)
-                    if params.stream:
-                        result.first_token_perf_s = result.chunk_perf_s[0]
+                result.settle(pieces, streamed=params.stream)
         return result
 
     async def _converse_stream(

@@ -203,12 +203,7 @@ class OpenAIClient:
             except Exception as exc:  # noqa: BLE001 - every failure must become a record, never a lost request
                 result.fail(CLIENT_ERROR, self._redact(f"{type(exc).__name__}: {exc}"))
             finally:
-                if not result.end_perf_s:
-                    result.end_perf_s = perf_counter()
-                if parts:
-                    result.text = "".join(parts)
-                    if params.stream:
-                        result.first_token_perf_s = result.chunk_perf_s[0]
+                result.settle(parts, streamed=params.stream)
         return result
 
     async def _read_stream(

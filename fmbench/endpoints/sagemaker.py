@@ -11,13 +11,12 @@ from fmbench.endpoints.aws import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
     AwsRuntimeClient,
-    classify_failure,
+    record_failure,
 )
 from fmbench.endpoints.base import (
     CLIENT_ERROR,
     MALFORMED_RESPONSE,
     STREAM_CUT,
-    TIMEOUT,
     InvocationResult,
     sending,
 )
@@ -80,27 +79,15 @@ class SageMakerClient(AwsRuntimeClient):
                         await self._invoke_streaming(client, body, decoder, result, pieces)
                     else:
                         await self._invoke_once(client, body, result, pieces)
-            except TimeoutError:
-                if not result.end_perf_s:
-                    result.fail(TIMEOUT, f"no complete response within {timeout_s:g} s")
             except GenerationFailedError as exc:
                 # As for OpenAI endpoints: an error event ends a started stream early; an error inside a 200
                 # answer is not the answer the format promises.
                 error_class = STREAM_CUT if decoder is not None else MALFORMED_RESPONSE
                 result.fail(error_class, f"the container reported an error: {exc}")
             except Exception as exc:  # noqa: BLE001 - every failure must become a record, never a lost request
-                if not result.end_perf_s:
-                    error_class, message, status = classify_failure(
-                        exc, response_started=result.http_status is not None
-                    )
-                    result.fail(error_class, message, http_status=status)
+                record_failure(result, exc, timeout_s)
             finally:
-                if not result.end_perf_s:
-                    result.end_perf_s = perf_counter()
-                if pieces:
-                    result.text = "".join(pieces)
-                    if decoder is not None:
-                        result.first_token_perf_s = result.chunk_perf_s[0]
+                result.settle(pieces, streamed=decoder is not None)
                 if decoder is not None:
                     result.usage_prompt_tokens = decoder.prompt_tokens
                     result.usage_completion_tokens = decoder.completion_tokens
