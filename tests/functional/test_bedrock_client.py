@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import socket
 import statistics
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -42,21 +42,8 @@ ANSWER_WORDS = ["the", "of", "and", "to", "in", "is"]
 
 
 @pytest.fixture(autouse=True)
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Dummy credentials and no config files: nothing here may reach (or sign for) real AWS."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": "/nonexistent/fmbench-test-config",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/fmbench-test-credentials",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_REGION", "AWS_BEARER_TOKEN_BEDROCK"):
-        monkeypatch.delenv(name, raising=False)
-    yield
+def aws_credentials(offline_aws_credentials: None) -> None:
+    """Every test here runs offline (see conftest.offline_aws_credentials)."""
 
 
 def emulator(**faults: float) -> Any:
@@ -187,24 +174,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @pytest.fixture
-async def scripted() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
-    """Serves one handler on ConverseStream's route; yields a function that starts it and returns the URL."""
-    runners: list[web.AppRunner] = []
+def scripted(scripted_server: Callable[..., Awaitable[str]]) -> Callable[[Handler], Awaitable[str]]:
+    """Starts a scripted server for one handler on the generation route(s); returns its URL."""
 
     async def start(handler: Handler) -> str:
-        app = web.Application()
-        app.router.add_post("/model/{model_id}/converse-stream", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        host, port = runner.addresses[0][:2]
-        return f"http://{host}:{port}"
+        return await scripted_server(handler, "/model/{model_id}/converse-stream")
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    return start
 
 
 def stream_with(last: bytes, seen: list[dict[str, Any]] | None = None) -> Handler:

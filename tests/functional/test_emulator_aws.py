@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import boto3
@@ -30,21 +30,8 @@ T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Dummy credentials and no config files: nothing here may reach (or sign for) real AWS."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": "/nonexistent/fmbench-test-config",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/fmbench-test-credentials",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_REGION", "AWS_BEARER_TOKEN_BEDROCK"):
-        monkeypatch.delenv(name, raising=False)
-    yield
+def aws_credentials(offline_aws_credentials: None) -> None:
+    """Every test here runs offline (see conftest.offline_aws_credentials)."""
 
 
 def emulator(**settings: Any) -> Any:

@@ -8,7 +8,7 @@ import json
 import socket
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
@@ -195,25 +195,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @pytest.fixture
-async def scripted() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
-    """Serves one handler for both generation paths; yields a function that starts it and returns the URL."""
-    runners: list[web.AppRunner] = []
+def scripted(scripted_server: Callable[..., Awaitable[str]]) -> Callable[[Handler], Awaitable[str]]:
+    """Starts a scripted server for one handler on the generation route(s); returns its URL."""
 
     async def start(handler: Handler) -> str:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", handler)
-        app.router.add_post("/v1/completions", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        host, port = runner.addresses[0][:2]
-        return f"http://{host}:{port}/v1"
+        return await scripted_server(handler, "/v1/chat/completions", "/v1/completions") + "/v1"
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    return start
 
 
 async def sse(request: web.Request, lines: list[bytes]) -> web.StreamResponse:

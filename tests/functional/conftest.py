@@ -1,0 +1,52 @@
+"""Fixtures the functional tests share: offline AWS credentials and a scripted HTTP server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+StartScripted = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def offline_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Dummy credentials and no config files: nothing here may reach (or sign for) real AWS."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/nonexistent/fmbench-test-config",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/fmbench-test-credentials",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_REGION", "AWS_BEARER_TOKEN_BEDROCK"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+@pytest.fixture
+async def scripted_server() -> AsyncIterator[StartScripted]:
+    """``await start(handler, *paths)`` serves ``handler`` on those POST paths on 127.0.0.1 and returns the
+    server's base URL (``http://127.0.0.1:PORT``); every server started is stopped after the test."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Handler, *paths: str) -> str:
+        app = web.Application()
+        for path in paths:
+            app.router.add_post(path, handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
