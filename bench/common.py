@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
 import json
 import os
 import platform
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
@@ -32,6 +33,8 @@ from fmbench.loadgen import (
 from fmbench.payloads import Prompt
 from fmbench.records import RecordWriter, RequestRecord
 from fmbench.tokenizer import get_tokenizer
+
+T = TypeVar("T")
 
 BENCH_MODEL = "bench-model"
 # One request is bounded by this in the runner; far above any latency a benchmark level should see, so a
@@ -295,3 +298,37 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float | np.floating):
         return None if value != value else float(value)
     return value
+
+
+# ------------------------------------------------------------------------------------------- options
+
+
+def comma_separated(kind: Callable[[str], T]) -> Callable[[str], list[T]]:
+    """An argparse type for lists such as ``1,4,16``."""
+    return lambda text: [kind(part) for part in text.split(",")]
+
+
+def add_emulator_options(
+    parser: argparse.ArgumentParser, *, ttft_ms: float, itl_ms: float, output_tokens: int
+) -> None:
+    """The fixed timings of the benchmark's emulator, with this benchmark's defaults."""
+    parser.add_argument("--ttft-ms", type=float, default=ttft_ms, help="emulator TTFT (default: %(default)g)")
+    parser.add_argument(
+        "--itl-ms", type=float, default=itl_ms, help="emulator inter-token time (default: %(default)g)"
+    )
+    parser.add_argument(
+        "--output-tokens", type=int, default=output_tokens, help="tokens per answer (default: %(default)s)"
+    )
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, quick_help: str) -> None:
+    """What every benchmark takes: waiting for a quiet machine, a smoke run, and a JSON file of figures."""
+    parser.add_argument(
+        "--quiet-wait-s",
+        type=float,
+        default=0.0,
+        help="on a shared machine, wait up to this long before each run for other processes to use under "
+        "0.25 core (default: 0, do not wait)",
+    )
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", type=Path, metavar="OUT", help="also write every figure to this JSON file")

@@ -31,7 +31,10 @@ from bench.common import (
     BENCH_MODEL,
     REQUEST_TIMEOUT_S,
     MachineCpuMeter,
+    add_emulator_options,
+    add_run_options,
     bench_prompts,
+    comma_separated,
     describe_machine,
     format_table,
     percentile,
@@ -177,7 +180,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rates",
-        type=lambda text: [float(part) for part in text.split(",")],
+        type=comma_separated(float),
         default=list(DEFAULT_RATES_PER_S),
         help="comma-separated request rates per second (default: 5,20,50,100,200,400)",
     )
@@ -192,18 +195,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup-s", type=float, default=1.0, help="warm-up seconds per point (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the Poisson schedule (default: 0)")
-    parser.add_argument("--ttft-ms", type=float, default=20.0, help="emulator TTFT (default: 20)")
-    parser.add_argument("--itl-ms", type=float, default=5.0, help="emulator inter-token time (default: 5)")
-    parser.add_argument("--output-tokens", type=int, default=16, help="tokens per answer (default: 16)")
-    parser.add_argument(
-        "--quiet-wait-s",
-        type=float,
-        default=0.0,
-        help="on a shared machine, wait up to this long before each run for other processes to use under "
-        "0.25 core (default: 0, do not wait)",
-    )
-    parser.add_argument("--quick", action="store_true", help="smoke run in under a minute: 2 rates, 4 s each")
-    parser.add_argument("--json", type=Path, metavar="OUT", help="also write every figure to this JSON file")
+    add_emulator_options(parser, ttft_ms=20.0, itl_ms=5.0, output_tokens=16)
+    add_run_options(parser, quick_help="smoke run in under a minute: 2 rates, 4 s each")
     args = parser.parse_args(argv)
     unknown = [a for a in args.arrivals if a not in get_args(Arrival)]
     if unknown:

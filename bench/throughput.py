@@ -30,9 +30,12 @@ from bench.common import (
     REQUEST_TIMEOUT_S,
     CpuUsage,
     MachineCpuMeter,
+    add_emulator_options,
+    add_run_options,
     available_cores,
     bench_prompts,
     chat_body,
+    comma_separated,
     describe_machine,
     format_table,
     run_metadata,
@@ -471,7 +474,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--concurrency",
-        type=lambda text: [int(part) for part in text.split(",")],
+        type=comma_separated(int),
         default=list(DEFAULT_CONCURRENCY),
         help="comma-separated levels (default: 1,4,16,64,256,1024)",
     )
@@ -485,21 +488,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repetitions", type=int, default=3, help="runs per client and level, alternating (default: 3)"
     )
-    parser.add_argument("--output-tokens", type=int, default=64, help="tokens per answer (default: 64)")
-    parser.add_argument("--ttft-ms", type=float, default=0.0, help="emulator TTFT (default: 0, no delay)")
-    parser.add_argument("--itl-ms", type=float, default=0.0, help="emulator inter-token time (default: 0)")
-    parser.add_argument(
-        "--quiet-wait-s",
-        type=float,
-        default=0.0,
-        help="on a shared machine, wait up to this long before each run for other processes to use under "
-        "0.25 core (default: 0, do not wait)",
-    )
+    add_emulator_options(parser, ttft_ms=0.0, itl_ms=0.0, output_tokens=64)
     parser.add_argument("--target-ratio", type=float, default=TARGET_RATIO, help="default: %(default)s")
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run in under a minute: 1.5 s windows, one repetition"
-    )
-    parser.add_argument("--json", type=Path, metavar="OUT", help="also write every figure to this JSON file")
+    add_run_options(parser, quick_help="smoke run in under a minute: 1.5 s windows, one repetition")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration_s = 1.5

@@ -29,7 +29,10 @@ from bench.common import (
     BENCH_MODEL,
     REQUEST_TIMEOUT_S,
     MachineCpuMeter,
+    add_emulator_options,
+    add_run_options,
     bench_prompts,
+    comma_separated,
     describe_machine,
     format_table,
     percentile,
@@ -282,13 +285,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--concurrency",
-        type=lambda text: [int(part) for part in text.split(",")],
+        type=comma_separated(int),
         default=list(DEFAULT_CONCURRENCY),
         help="comma-separated levels (default: 1,4,16,64,128,256)",
     )
-    parser.add_argument("--ttft-ms", type=float, default=50.0, help="emulator TTFT (default: 50)")
-    parser.add_argument("--itl-ms", type=float, default=10.0, help="emulator inter-token time (default: 10)")
-    parser.add_argument("--output-tokens", type=int, default=32, help="tokens per answer (default: 32)")
+    add_emulator_options(parser, ttft_ms=50.0, itl_ms=10.0, output_tokens=32)
     parser.add_argument(
         "--duration-s", type=float, default=12.0, help="measured window per level (default: 12)"
     )
@@ -298,19 +299,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run python -m fmbench.emulator itself (no server timestamps, no decomposition)",
     )
     parser.add_argument(
-        "--quiet-wait-s",
-        type=float,
-        default=0.0,
-        help="on a shared machine, wait up to this long before each run for other processes to use under "
-        "0.25 core (default: 0, do not wait)",
-    )
-    parser.add_argument(
         "--spread-start",
         action="store_true",
         help="start the workers spread over one answer's time (load.ramp_up_s), not all at once",
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run in under a minute: 3 s per level")
-    parser.add_argument("--json", type=Path, metavar="OUT", help="also write every figure to this JSON file")
+    add_run_options(parser, quick_help="smoke run in under a minute: 3 s per level")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration_s = 3.0
