@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import os
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -182,6 +182,16 @@ def resolve_region(region: str | None) -> str | None:
 def _mark_sent_before_send(**_kwargs: Any) -> None:
     """botocore's ``before-send`` handler: stamps the send time, and lets the request go (returns None)."""
     mark_sent()
+
+
+class AwsClientOptions(TypedDict, total=False):
+    """How an AWS runtime client reaches its service; the same for SageMaker and Bedrock."""
+
+    region: str | None
+    endpoint_url: str | None
+    max_connections: int
+    connect_timeout_s: float
+    read_timeout_s: float
 
 
 class AwsRuntimeClient:

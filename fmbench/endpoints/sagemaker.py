@@ -6,10 +6,11 @@ import asyncio
 from time import perf_counter
 from typing import Any
 
+from typing_extensions import Unpack
+
 from fmbench.config import InferenceParameters
 from fmbench.endpoints.aws import (
-    DEFAULT_CONNECT_TIMEOUT_S,
-    DEFAULT_READ_TIMEOUT_S,
+    AwsClientOptions,
     AwsRuntimeClient,
     record_failure,
 )
@@ -38,20 +39,9 @@ class SageMakerClient(AwsRuntimeClient):
         self,
         endpoint_name: str,
         payload: PayloadFormat,
-        *,
-        region: str | None = None,
-        endpoint_url: str | None = None,
-        max_connections: int = 100,
-        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
-        read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+        **options: Unpack[AwsClientOptions],
     ) -> None:
-        super().__init__(
-            region=region,
-            endpoint_url=endpoint_url,
-            max_connections=max_connections,
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
-        )
+        super().__init__(**options)
         self.endpoint_name = endpoint_name
         self.payload = payload
 
