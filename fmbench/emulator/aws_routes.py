@@ -20,7 +20,6 @@ Bedrock: a frame with a bad CRC) or, when not streaming, a truncated body.
 from __future__ import annotations
 
 import abc
-import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -559,12 +558,7 @@ async def _serve(
         dialect = build(body, state)
     except _RejectedRequestError as exc:
         return exc.response
-    state.requests_total += 1
-    state.in_flight += 1
-    task = asyncio.current_task()
-    if task is not None:
-        state.handler_tasks.add(task)
-    try:
+    with state.serving():
         fault = state.draw_fault()
         if fault in (_Fault.ERROR_500, _Fault.ERROR_429):
             return dialect.error(fault)
@@ -587,10 +581,6 @@ async def _serve(
             return await _answer_once(request, dialect, feed, n_tokens, finish_reason, fault, latency_ms)
         finally:
             feed.close()
-    finally:
-        state.in_flight -= 1
-        if task is not None:
-            state.handler_tasks.discard(task)
 
 
 def _sagemaker_builder(request: web.Request) -> Callable[[bytes, _EmulatorState], _Dialect]:

@@ -8,7 +8,7 @@ import bisect
 import contextlib
 import enum
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
@@ -115,9 +115,26 @@ class _EmulatorState:
     fault_rng: random.Random
     clock: LoopClock = field(default_factory=LoopClock)
     in_flight: int = 0
+    peak_in_flight: int = 0
     requests_total: int = 0
     shutting_down: bool = False
     handler_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Count one request in flight (and its peak) while its handler runs; shutdown cancels the handler."""
+        self.requests_total += 1
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        task = asyncio.current_task()
+        if task is not None:
+            self.handler_tasks.add(task)
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if task is not None:
+                self.handler_tasks.discard(task)
 
     def draw_fault(self) -> _Fault:
         s = self.settings
@@ -364,17 +381,8 @@ async def _generate(request: web.Request, kind: ApiKind) -> web.StreamResponse:
         parsed = parse_request(kind, body)
     except InvalidRequestError as exc:
         return _json_error(400, str(exc), "invalid_request_error")
-    state.requests_total += 1
-    state.in_flight += 1
-    task = asyncio.current_task()
-    if task is not None:
-        state.handler_tasks.add(task)
-    try:
+    with state.serving():
         return await _serve_generation(request, state, parsed, start_s)
-    finally:
-        state.in_flight -= 1
-        if task is not None:
-            state.handler_tasks.discard(task)
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
@@ -403,6 +411,7 @@ def health_body(state: _EmulatorState) -> dict[str, Any]:
         "price_per_hour_usd": p.price_per_hour_usd,
         "max_batch": p.max_batch,
         "in_flight": state.in_flight,
+        "peak_in_flight": state.peak_in_flight,
         "requests_total": state.requests_total,
     }
     if state.engine is not None:

@@ -1,14 +1,18 @@
-"""Fixtures the functional tests share: offline AWS credentials and a scripted HTTP server on loopback."""
+"""Fixtures the functional tests share: offline AWS credentials, a scripted HTTP server on loopback and
+the emulator's own count of what it served."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 StartScripted = Callable[..., Awaitable[str]]
+EmulatorHealth = Callable[[str], Awaitable[dict[str, Any]]]
 
 
 @pytest.fixture
@@ -50,3 +54,18 @@ async def scripted_server() -> AsyncIterator[StartScripted]:
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def emulator_health() -> AsyncIterator[EmulatorHealth]:
+    """``await health(url)`` reads the emulator's ``/health``: among others ``in_flight`` and
+    ``peak_in_flight``, the most requests it served at once, seen from the server's side."""
+    async with aiohttp.ClientSession() as session:
+
+        async def health(url: str) -> dict[str, Any]:
+            async with session.get(url + "/health") as response:
+                response.raise_for_status()
+                body: dict[str, Any] = await response.json()
+                return body
+
+        yield health

@@ -306,7 +306,9 @@ async def test_requests_beyond_max_batch_queue(session: aiohttp.ClientSession) -
         await asyncio.sleep(0.15)
         health = await _health(session, url)
         results = await asyncio.gather(*pending)
+        after = await _health(session, url)
     assert (health["running"], health["waiting"]) == (4, 1)
+    assert (health["in_flight"], after["in_flight"], after["peak_in_flight"]) == (5, 0, 5)
     by_ttft = sorted(results, key=lambda r: r.ttft_s or 0.0)
     assert all(result.done for result in results)
     last, first_batch = by_ttft[-1], by_ttft[:4]

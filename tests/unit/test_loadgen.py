@@ -140,15 +140,12 @@ async def test_a_slow_request_holds_up_only_its_own_worker() -> None:
     # a closed loop lets the three free workers finish the rest while the slow request is still out.
     client = FakeClient(delay_s=0.01, delays_s={0: 0.3})
     loop = ClosedLoop(client, point(4, requests=60))
-    start_s = perf_counter()
     await loop.run()
-    elapsed_s = perf_counter() - start_s
     slow_end_s = client.ends_perf_s[0]
     finished_meanwhile = sum(
         1 for call, end_s in client.ends_perf_s.items() if call != 0 and end_s < slow_end_s
     )
-    assert finished_meanwhile == 59
-    assert elapsed_s < 0.4
+    assert finished_meanwhile == 59  # in lock-step waves of 4 it would be 3
     assert loop.max_in_flight == 4
 
 

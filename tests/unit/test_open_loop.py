@@ -210,7 +210,7 @@ async def test_max_in_flight_is_respected_and_the_wait_is_lag() -> None:
     # Request i waits for the slot freed at about 50 ms x (i // 2): lag >= 0.05 x (i // 2) - i / 200.
     for index in (10, 15, 19):
         expected_s = 0.05 * (index // 2) - index / 200
-        assert expected_s - 0.01 <= lags_s[index] <= expected_s + 0.1
+        assert expected_s - 0.01 <= lags_s[index] <= expected_s + 0.2  # late timers only add to it
     assert lags_s[19] > 0.3
     records = build_records(attempts, loop.point, CONTEXT, EpochClock.start(), get_tokenizer("simple"))
     for attempt, record in zip(attempts, records, strict=True):
