@@ -239,8 +239,29 @@ def test_a_run_over_its_budget_is_refused_at_plan_and_nothing_is_deployed(
     message = json.loads(execution.cause or "{}")["errorMessage"]
     assert message.startswith("the estimated cost $0.3255 (an upper bound) exceeds budget.max_usd"), message
     assert "sm-a" in message and "sm-b" in message  # the estimate names each branch's share
-    # Refused before anything was created or spent: no deployment, no runner task, no endpoint, no records.
+    assert_nothing_spent(workflow, "run-over-budget")
+
+
+def test_a_run_beyond_the_endpoint_quota_is_refused_at_plan_and_nothing_is_deployed(
+    workflow: DeployedWorkflow, emulator_url: str
+) -> None:
+    # Three instances each, up to three branches at once: 6 ml.g4dn.xlarge, where the account allows 4.
+    targets = [sagemaker_target(name, emulator_url) | {"instance_count": 3} for name in ("sm-a", "sm-b")]
+    data = suite("over-quota", targets)
+
+    execution = workflow.run(data, name="run-over-quota")
+
+    assert execution.status == "FAILED"
+    assert execution.error == "QuotaExceededError"
+    message = json.loads(execution.cause or "{}")["errorMessage"]
+    assert "SageMaker quota 'ml.g4dn.xlarge for endpoint usage' in us-east-1 is 4 instance(s)" in message
+    assert "may hold 6 at once" in message, message
+    assert_nothing_spent(workflow, "run-over-quota")
+
+
+def assert_nothing_spent(workflow: DeployedWorkflow, run_id: str) -> None:
+    """Refused before anything was created or spent: no deploy, no runner task, no endpoint, no records."""
     assert workflow.lambdas.calls_of(DEPLOY) == []
     assert workflow.runner.runs == []
     assert sagemaker_leftovers() == NOTHING_LEFT
-    assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/records/run_id=run-over-budget/") == []
+    assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/records/run_id={run_id}/") == []
