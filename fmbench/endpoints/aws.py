@@ -86,7 +86,8 @@ _CLIENT_ERROR_CODES = frozenset(
 
 
 class MalformedEventError(ValueError):
-    """An event that botocore parsed but that lacks what its type promises (a delta without its text)."""
+    """An answer or event that botocore parsed but that lacks what its type promises (a delta without its
+    text, a Converse answer without its content)."""
 
 
 def _status_class(status: int | None) -> str:

@@ -126,9 +126,13 @@ class BedrockClient(AwsRuntimeClient):
         response = await client.converse(**request)
         end_perf_s = perf_counter()
         result.http_status = response["ResponseMetadata"]["HTTPStatusCode"]
-        content = response["output"]["message"]["content"]
+        output = response.get("output")
+        message = output.get("message") if isinstance(output, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list) or not all(isinstance(block, dict) for block in content):
+            raise MalformedEventError("the Converse answer has no output.message.content list")
         pieces.extend(block["text"] for block in content if block.get("text"))
-        _take_usage(result, response["usage"])
+        _take_usage(result, response.get("usage") or {})
         result.end_perf_s = end_perf_s
 
 

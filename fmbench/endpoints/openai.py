@@ -194,7 +194,7 @@ class OpenAIClient:
                     if result.http_status is None:
                         result.fail(CONNECTION_ERROR, self._redact(f"{type(exc).__name__}: {exc}"))
                     else:
-                        result.fail(STREAM_CUT, f"connection dropped mid-body: {type(exc).__name__}: {exc}")
+                        result.fail(STREAM_CUT, f"connection lost mid-answer: {type(exc).__name__}: {exc}")
             except aiohttp.ClientResponseError as exc:
                 result.fail(MALFORMED_RESPONSE, f"{type(exc).__name__}: {exc.message}")
             except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
