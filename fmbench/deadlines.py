@@ -4,8 +4,8 @@
 in whole milliseconds and is rounded up. That is noise the emulator must not add to a known TTFT and the open
 loop must not add to its schedule. On Linux a :class:`DeadlineTimer` arms one ``timerfd`` (a nanosecond
 timer the loop watches as a file descriptor) for the earliest waiting deadline, so the loop wakes when it is
-due, not at the next whole millisecond. Elsewhere it falls back to ``asyncio.sleep``, with that loop's
-precision.
+due, not at the next whole millisecond. Elsewhere it falls back to the loop's own timers (``call_at`` the
+deadline), with that loop's precision.
 
 One timer serves any number of waiters on one loop; a waiter cancelled while it waits is simply dropped.
 """
@@ -143,7 +143,7 @@ class DeadlineTimer:
 
     @property
     def precise(self) -> bool:
-        """True when deadlines are kept by a timerfd, False when by asyncio.sleep."""
+        """True when deadlines are kept by a timerfd, False when by the loop's own timers."""
         return self._fd is not None
 
     @property
@@ -159,12 +159,20 @@ class DeadlineTimer:
         0.1-0.2 ms on a small VM), and cost no yielding: for waits whose lateness averages out.
         """
         loop = self.loop
-        if self._fd is None:
-            delay_s = deadline_s - loop.time()
-            await asyncio.sleep(delay_s if delay_s > 0 else 0)
-            return
         lead_s = self._lead_s if exact else 0.0
-        if deadline_s - loop.time() > lead_s:
+        if self._fd is None:
+            # The loop's own timers, at the absolute deadline: a relative asyncio.sleep would add whatever
+            # passed between reading the clock and arming it (a preemption on a busy machine: milliseconds).
+            if deadline_s > loop.time():
+                woken: asyncio.Future[None] = loop.create_future()
+                handle = loop.call_at(deadline_s, _wake, woken)
+                try:
+                    await woken
+                finally:
+                    handle.cancel()
+            else:
+                await asyncio.sleep(0)
+        elif deadline_s - loop.time() > lead_s:
             waiter: asyncio.Future[None] = loop.create_future()
             fire_s = deadline_s - lead_s
             heapq.heappush(self._waiters, (fire_s, next(self._order), waiter))
@@ -175,7 +183,7 @@ class DeadlineTimer:
                 self._learn(loop.time() - deadline_s)
         else:
             await asyncio.sleep(0)
-        while loop.time() < deadline_s:  # at most the lead: yield, never block the loop
+        while loop.time() < deadline_s:  # at most the lead (or the clock's resolution): yield, never block
             await asyncio.sleep(0)
 
     def _learn(self, overshoot_s: float) -> None:
@@ -221,3 +229,8 @@ class DeadlineTimer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # a cancelled wait leaves its future done
+        waiter.set_result(None)

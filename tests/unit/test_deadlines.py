@@ -13,9 +13,9 @@ from fmbench import deadlines
 from fmbench.deadlines import DeadlineTimer
 
 
-@pytest.fixture(params=["timerfd", "asyncio.sleep"])
+@pytest.fixture(params=["timerfd", "loop-timers"])
 def timer_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "asyncio.sleep":
+    if request.param == "loop-timers":
         monkeypatch.setattr(deadlines, "_TIMERFD", None)
     elif deadlines._TIMERFD is None:
         pytest.skip("no timerfd on this platform")
@@ -35,10 +35,14 @@ async def test_many_waiters_wake_in_deadline_order_and_never_early(timer_kind: s
     loop = asyncio.get_running_loop()
     rng = random.Random(7)
     start_s = loop.time()
-    deadlines_s = [start_s + 0.002 + rng.random() * 0.05 for _ in range(200)]
+    # Due from 20 ms on: time for all 200 to start waiting, even when the machine is busy.
+    deadlines_s = [start_s + 0.02 + rng.random() * 0.05 for _ in range(200)]
     woke: list[tuple[float, float]] = []
+    started_late: list[float] = []  # a waiter that starts after its deadline returns at once, out of turn
 
     async def wait(timer: DeadlineTimer, deadline_s: float) -> None:
+        if loop.time() >= deadline_s:
+            started_late.append(deadline_s)
         await timer.sleep_until(deadline_s, exact=exact)
         woke.append((deadline_s, loop.time()))
 
@@ -50,7 +54,8 @@ async def test_many_waiters_wake_in_deadline_order_and_never_early(timer_kind: s
     assert len(woke) == len(deadlines_s)
     assert all(now_s >= deadline_s for deadline_s, now_s in woke), "a waiter woke before its deadline"
     # In deadline order, except waiters due within the same instant (microseconds apart) that may swap.
-    woken_deadlines_s = [d for d, _ in woke]
+    woken_deadlines_s = [d for d, _ in woke if d not in started_late]
+    assert len(woken_deadlines_s) >= 100
     assert all(b > a - 0.002 for a, b in itertools.pairwise(woken_deadlines_s))
     # Late only by scheduling: a generous bound that still fails if a deadline is missed by far.
     assert max(now_s - deadline_s for deadline_s, now_s in woke) < 0.5
