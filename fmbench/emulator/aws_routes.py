@@ -22,7 +22,6 @@ from __future__ import annotations
 import abc
 import json
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -39,16 +38,13 @@ from fmbench.emulator.protocol import (
     parse_request,
 )
 from fmbench.emulator.server import (
-    STATE_KEY,
+    Build,
+    Dialect,
     EmulatorSettings,
-    _arrival_s,
-    _drop_connection,
+    RejectedRequestError,
     _EmulatorState,
     _Fault,
-    _hang,
-    _open_feed,
-    _ShutdownError,
-    _TokenFeed,
+    serve,
 )
 from fmbench.tokenizer import get_tokenizer
 
@@ -57,14 +53,6 @@ _MAX_NEW_TOKENS_LIMIT = 1_000_000
 _LOG_PROB = -0.25
 _TOKEN_ID_BASE = 1000
 _LOG_GROUP_ARN_PREFIX = "arn:aws:logs:us-east-1:000000000000:log-group:/aws/sagemaker/Endpoints"
-
-
-class _RejectedRequestError(Exception):
-    """A request the emulated service refuses; carries the error response to send."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.reason)
-        self.response = response
 
 
 def _aws_error(status: int, error_type: str, body: dict[str, Any]) -> web.Response:
@@ -282,42 +270,11 @@ def _container_style(raw: bytes, settings: EmulatorSettings) -> _ContainerStyle:
 # ------------------------------------------------------------------------------------------- dialects
 
 
-class _Dialect(abc.ABC):
-    """One AWS API's ways of answering: error shapes, a whole body, or event-stream frames."""
-
-    parsed: ParsedRequest
-    stream_headers: dict[str, str]
-    answer_headers: dict[str, str]
-
-    @abc.abstractmethod
-    def error(self, fault: _Fault) -> web.Response:
-        """The answer to an error_500 or error_429 fault."""
-
-    @abc.abstractmethod
-    def unavailable(self) -> web.Response:
-        """The answer while the emulator shuts down."""
-
-    @abc.abstractmethod
-    def body(self, n_tokens: int, finish_reason: str, latency_ms: int) -> tuple[bytes, str]:
-        """A non-streamed answer and its content type."""
-
-    def start_frames(self) -> bytes:
-        return b""
-
-    @abc.abstractmethod
-    def token_frames(self, start: int, stop: int, n_tokens: int, finish_reason: str) -> bytes: ...
-
-    @abc.abstractmethod
-    def end_frames(self, n_tokens: int, finish_reason: str, latency_ms: int) -> bytes: ...
-
-    @abc.abstractmethod
-    def malformed_frame(self) -> bytes: ...
-
-
-class _SageMakerDialect(_Dialect):
-    def __init__(self, style: _ContainerStyle, endpoint_name: str) -> None:
+class _SageMakerDialect(Dialect):
+    def __init__(self, style: _ContainerStyle, endpoint_name: str, streamed: bool) -> None:
         self.style = style
         self.parsed = style.parsed
+        self.streamed = streamed  # the route's choice: InvokeEndpointWithResponseStream or InvokeEndpoint
         self.endpoint_name = endpoint_name
         content_type = style.stream_content_type if style.parsed.stream else "application/json"
         common = {"x-Amzn-Invoked-Production-Variant": "AllTraffic", "x-amzn-RequestId": str(uuid.uuid4())}
@@ -369,9 +326,10 @@ def model_error(endpoint_name: str, container_status: int, container_message: st
     return _aws_error(424, "ModelError", body)
 
 
-class _BedrockDialect(_Dialect):
+class _BedrockDialect(Dialect):
     def __init__(self, parsed: ParsedRequest) -> None:
         self.parsed = parsed
+        self.streamed = parsed.stream
         self.answer_headers = {"x-amzn-RequestId": str(uuid.uuid4())}
         self.stream_headers = {"Content-Type": EVENTSTREAM_CONTENT_TYPE, **self.answer_headers}
 
@@ -479,132 +437,28 @@ def _converse_request(raw: bytes, model_id: str, stream: bool) -> ParsedRequest:
 # ------------------------------------------------------------------------------------------- serving
 
 
-async def _stream_frames(
-    request: web.Request,
-    dialect: _Dialect,
-    feed: _TokenFeed,
-    n_tokens: int,
-    finish_reason: str,
-    fault: _Fault,
-    latency_ms: Callable[[], int],
-) -> web.StreamResponse:
-    response = web.StreamResponse(status=200, headers=dialect.stream_headers)
-    await response.prepare(request)
-    start = dialect.start_frames()
-    if start:
-        await response.write(start)
-    cut = fault is _Fault.CUT_STREAM
-    limit = max(1, n_tokens // 2) if cut else n_tokens
-    malformed_at = max(1, n_tokens // 2) if fault is _Fault.MALFORMED else -1
-    sent = 0
-    try:
-        while sent < limit:
-            available = min(await feed.wait(sent), limit)
-            if sent <= malformed_at < available:
-                frames = b"".join(
-                    (
-                        dialect.token_frames(sent, malformed_at, n_tokens, finish_reason),
-                        dialect.malformed_frame(),
-                        dialect.token_frames(malformed_at, available, n_tokens, finish_reason),
-                    )
-                )
-            else:
-                frames = dialect.token_frames(sent, available, n_tokens, finish_reason)
-            if frames:
-                await response.write(frames)
-            sent = available
-    except _ShutdownError:
-        _drop_connection(request)
-        return response
-    if cut:
-        _drop_connection(request)
-        return response
-    await response.write(dialect.end_frames(n_tokens, finish_reason, latency_ms()))
-    await response.write_eof()
-    return response
-
-
-async def _answer_once(
-    request: web.Request,
-    dialect: _Dialect,
-    feed: _TokenFeed,
-    n_tokens: int,
-    finish_reason: str,
-    fault: _Fault,
-    latency_ms: Callable[[], int],
-) -> web.StreamResponse:
-    try:
-        if fault is _Fault.CUT_STREAM:
-            await feed.wait(max(1, n_tokens // 2) - 1)
-            _drop_connection(request)
-            return web.Response(status=500)
-        await feed.wait(n_tokens - 1)
-    except _ShutdownError:
-        _drop_connection(request)
-        return dialect.unavailable()
-    body, content_type = dialect.body(n_tokens, finish_reason, latency_ms())
-    if fault is _Fault.MALFORMED:
-        body = body[: max(1, len(body) // 2)]  # a 200 answer cut off half-way cannot be parsed
-    return web.Response(body=body, headers={"Content-Type": content_type, **dialect.answer_headers})
-
-
-async def _serve(
-    request: web.Request, build: Callable[[bytes, _EmulatorState], _Dialect], streaming: bool
-) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
-    try:
-        body = await request.read()
-        start_s = _arrival_s(request, state)
-        dialect = build(body, state)
-    except _RejectedRequestError as exc:
-        return exc.response
-    with state.serving():
-        fault = state.draw_fault()
-        if fault in (_Fault.ERROR_500, _Fault.ERROR_429):
-            return dialect.error(fault)
-        if fault is _Fault.HANG:
-            return await _hang(request, state)
-        n_tokens, finish_reason = state.output_plan(dialect.parsed)
-        try:
-            feed = _open_feed(state, dialect.parsed, start_s, n_tokens)
-        except _ShutdownError:
-            return dialect.unavailable()
-
-        def latency_ms() -> int:
-            return round((state.clock.now_s() - start_s) * 1000)
-
-        try:
-            if streaming:
-                return await _stream_frames(
-                    request, dialect, feed, n_tokens, finish_reason, fault, latency_ms
-                )
-            return await _answer_once(request, dialect, feed, n_tokens, finish_reason, fault, latency_ms)
-        finally:
-            feed.close()
-
-
-def _sagemaker_builder(request: web.Request) -> Callable[[bytes, _EmulatorState], _Dialect]:
+def _sagemaker_builder(request: web.Request, streamed: bool) -> Build:
     endpoint_name = request.match_info["endpoint_name"]
 
-    def build(raw: bytes, state: _EmulatorState) -> _Dialect:
+    def build(raw: bytes, state: _EmulatorState) -> Dialect:
         try:
             style = _container_style(raw, state.settings)
         except InvalidRequestError as exc:
             container_status = 422 if state.settings.sagemaker_format == "tgi" else 400
-            raise _RejectedRequestError(model_error(endpoint_name, container_status, str(exc))) from None
-        return _SageMakerDialect(style, endpoint_name)
+            raise RejectedRequestError(model_error(endpoint_name, container_status, str(exc))) from None
+        return _SageMakerDialect(style, endpoint_name, streamed)
 
     return build
 
 
-def _bedrock_builder(request: web.Request, stream: bool) -> Callable[[bytes, _EmulatorState], _Dialect]:
+def _bedrock_builder(request: web.Request, stream: bool) -> Build:
     model_id = request.match_info["model_id"]
 
-    def build(raw: bytes, state: _EmulatorState) -> _Dialect:
+    def build(raw: bytes, state: _EmulatorState) -> Dialect:
         try:
             return _BedrockDialect(_converse_request(raw, model_id, stream))
         except InvalidRequestError as exc:
-            raise _RejectedRequestError(
+            raise RejectedRequestError(
                 _aws_error(400, "ValidationException", {"message": str(exc)})
             ) from None
 
@@ -612,19 +466,19 @@ def _bedrock_builder(request: web.Request, stream: bool) -> Callable[[bytes, _Em
 
 
 async def _invocations(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, _sagemaker_builder(request), streaming=False)
+    return await serve(request, _sagemaker_builder(request, streamed=False))
 
 
 async def _invocations_response_stream(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, _sagemaker_builder(request), streaming=True)
+    return await serve(request, _sagemaker_builder(request, streamed=True))
 
 
 async def _converse(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, _bedrock_builder(request, stream=False), streaming=False)
+    return await serve(request, _bedrock_builder(request, stream=False))
 
 
 async def _converse_stream(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, _bedrock_builder(request, stream=True), streaming=True)
+    return await serve(request, _bedrock_builder(request, stream=True))
 
 
 def add_aws_routes(app: web.Application) -> None:

@@ -244,9 +244,3 @@ class ResponseWriter:
 DONE_EVENT = b"data: [DONE]\n\n"
 # What a server bug or a proxy that mangles a stream sends: a data line that is not JSON.
 MALFORMED_SSE_EVENT = b'data: {"choices": [{"delta": {"content": \n\n'
-
-
-def truncated_json(body: dict[str, Any]) -> bytes:
-    """A JSON answer cut off half-way: a 200 response that cannot be parsed."""
-    raw = json.dumps(body).encode()
-    return raw[: max(1, len(raw) // 2)]

@@ -7,8 +7,9 @@ import asyncio
 import bisect
 import contextlib
 import enum
+import json
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
@@ -27,7 +28,6 @@ from fmbench.emulator.protocol import (
     ResponseWriter,
     error_body,
     parse_request,
-    truncated_json,
 )
 
 HANG_CAP_S = 600.0
@@ -35,6 +35,7 @@ RETRY_AFTER_S = 1
 _HANG_POLL_S = 0.05
 _SHUTDOWN_TIMEOUT_S = 5.0
 _CLIENT_MAX_SIZE_BYTES = 16 * 1024 * 1024
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class EmulatorSettings(BaseModel):
@@ -257,31 +258,127 @@ async def _hang(request: web.Request, state: _EmulatorState) -> web.StreamRespon
     return web.Response(status=504)
 
 
-async def _stream(
+class Dialect(abc.ABC):
+    """One API's ways of answering a generation: its error shapes, a whole body, or stream frames.
+
+    The OpenAI API speaks Server-Sent Events; the AWS runtimes (``aws_routes``) event-stream frames. Timing,
+    faults and the order of what is sent are :func:`serve`'s, the same for every API.
+    """
+
+    parsed: ParsedRequest
+    streamed: bool  # answer in frames as tokens come (else one body once the last token is due)
+    stream_headers: dict[str, str]
+    answer_headers: dict[str, str]
+
+    @abc.abstractmethod
+    def error(self, fault: _Fault) -> web.Response:
+        """The answer to an error_500 or error_429 fault."""
+
+    @abc.abstractmethod
+    def unavailable(self) -> web.Response:
+        """The answer while the emulator shuts down."""
+
+    @abc.abstractmethod
+    def body(self, n_tokens: int, finish_reason: str, latency_ms: int) -> tuple[bytes, str]:
+        """A non-streamed answer and its content type."""
+
+    def start_frames(self) -> bytes:
+        return b""
+
+    @abc.abstractmethod
+    def token_frames(self, start: int, stop: int, n_tokens: int, finish_reason: str) -> bytes:
+        """The frames of tokens ``start`` to ``stop`` (b"" for none)."""
+
+    @abc.abstractmethod
+    def end_frames(self, n_tokens: int, finish_reason: str, latency_ms: int) -> bytes: ...
+
+    @abc.abstractmethod
+    def malformed_frame(self) -> bytes:
+        """One frame a client cannot parse, sent half-way by the malformed fault."""
+
+
+class RejectedRequestError(Exception):
+    """A request the emulated service refuses; carries the error response to send."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.reason)
+        self.response = response
+
+
+Build = Callable[[bytes, _EmulatorState], Dialect]
+
+
+async def serve(request: web.Request, build: Build) -> web.StreamResponse:
+    """Answer one generation request in the dialect ``build`` makes of its body (or the refusal it raises).
+
+    Timed from the request's arrival; draws the request's fault; streams frames as the tokens come due, or
+    answers once when the last is due.
+    """
+    state = request.app[STATE_KEY]
+    try:
+        body = await request.read()
+        start_s = _arrival_s(request, state)
+        dialect = build(body, state)
+    except RejectedRequestError as exc:
+        return exc.response
+    with state.serving():
+        fault = state.draw_fault()
+        if fault in (_Fault.ERROR_500, _Fault.ERROR_429):
+            return dialect.error(fault)
+        if fault is _Fault.HANG:
+            return await _hang(request, state)
+        n_tokens, finish_reason = state.output_plan(dialect.parsed)
+        try:
+            feed = _open_feed(state, dialect.parsed, start_s, n_tokens)
+        except _ShutdownError:
+            return dialect.unavailable()
+
+        def latency_ms() -> int:
+            return round((state.clock.now_s() - start_s) * 1000)
+
+        try:
+            if dialect.streamed:
+                return await _stream_frames(
+                    request, dialect, feed, n_tokens, finish_reason, fault, latency_ms
+                )
+            return await _answer_once(request, dialect, feed, n_tokens, finish_reason, fault, latency_ms)
+        finally:
+            feed.close()
+
+
+async def _stream_frames(
     request: web.Request,
-    parsed: ParsedRequest,
-    writer: ResponseWriter,
+    dialect: Dialect,
     feed: _TokenFeed,
     n_tokens: int,
     finish_reason: str,
-    cut: bool,
-    malformed: bool = False,
+    fault: _Fault,
+    latency_ms: Callable[[], int],
 ) -> web.StreamResponse:
-    response = web.StreamResponse(
-        status=200,
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    response = web.StreamResponse(status=200, headers=dialect.stream_headers)
     await response.prepare(request)
+    start = dialect.start_frames()
+    if start:
+        await response.write(start)
+    cut = fault is _Fault.CUT_STREAM
     limit = max(1, n_tokens // 2) if cut else n_tokens
-    malformed_at = max(1, n_tokens // 2) if malformed else -1
+    malformed_at = max(1, n_tokens // 2) if fault is _Fault.MALFORMED else -1
     sent = 0
     try:
         while sent < limit:
             available = min(await feed.wait(sent), limit)
-            chunks = [writer.token_chunk(i) for i in range(sent, available)]
             if sent <= malformed_at < available:
-                chunks.insert(malformed_at - sent, MALFORMED_SSE_EVENT)
-            await response.write(b"".join(chunks))
+                frames = b"".join(
+                    (
+                        dialect.token_frames(sent, malformed_at, n_tokens, finish_reason),
+                        dialect.malformed_frame(),
+                        dialect.token_frames(malformed_at, available, n_tokens, finish_reason),
+                    )
+                )
+            else:
+                frames = dialect.token_frames(sent, available, n_tokens, finish_reason)
+            if frames:
+                await response.write(frames)
             sent = available
     except _ShutdownError:
         _drop_connection(request)
@@ -289,72 +386,91 @@ async def _stream(
     if cut:
         _drop_connection(request)
         return response
-    tail = [writer.finish_chunk(finish_reason)]
-    if parsed.include_usage:
-        tail.append(writer.usage_chunk(sent))
-    tail.append(DONE_EVENT)
-    await response.write(b"".join(tail))
+    await response.write(dialect.end_frames(n_tokens, finish_reason, latency_ms()))
     await response.write_eof()
     return response
 
 
-async def _respond_once(
+async def _answer_once(
     request: web.Request,
-    writer: ResponseWriter,
+    dialect: Dialect,
     feed: _TokenFeed,
     n_tokens: int,
     finish_reason: str,
-    cut: bool,
-    malformed: bool = False,
+    fault: _Fault,
+    latency_ms: Callable[[], int],
 ) -> web.StreamResponse:
     try:
-        if cut:
+        if fault is _Fault.CUT_STREAM:
             await feed.wait(max(1, n_tokens // 2) - 1)
             _drop_connection(request)
             return web.Response(status=500)
         await feed.wait(n_tokens - 1)
     except _ShutdownError:
         _drop_connection(request)
-        return web.Response(status=503)
-    if malformed:
-        return web.Response(
-            body=truncated_json(writer.full_response(n_tokens, finish_reason)),
-            content_type="application/json",
-        )
-    return web.json_response(writer.full_response(n_tokens, finish_reason))
+        return dialect.unavailable()
+    body, content_type = dialect.body(n_tokens, finish_reason, latency_ms())
+    if fault is _Fault.MALFORMED:
+        body = body[: max(1, len(body) // 2)]  # a 200 answer cut off half-way cannot be parsed
+    return web.Response(body=body, headers={"Content-Type": content_type, **dialect.answer_headers})
 
 
-async def _serve_generation(
-    request: web.Request, state: _EmulatorState, parsed: ParsedRequest, start_s: float
-) -> web.StreamResponse:
-    fault = state.draw_fault()
-    if fault is _Fault.ERROR_500:
+class _OpenAIDialect(Dialect):
+    """The OpenAI API: JSON errors, a completion object, or Server-Sent Events ending in ``[DONE]``."""
+
+    def __init__(self, parsed: ParsedRequest, model: str) -> None:
+        self.parsed = parsed
+        self.streamed = parsed.stream
+        self.stream_headers = _SSE_HEADERS
+        self.answer_headers = {}
+        self.writer = ResponseWriter(parsed, parsed.model or model)
+
+    def error(self, fault: _Fault) -> web.Response:
+        if fault is _Fault.ERROR_429:
+            return _json_error(
+                429,
+                "emulated rate limit: too many requests, retry later",
+                "rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         return _json_error(500, "emulated internal server error", "server_error")
-    if fault is _Fault.ERROR_429:
-        return _json_error(
-            429,
-            "emulated rate limit: too many requests, retry later",
-            "rate_limit_error",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
-    if fault is _Fault.HANG:
-        return await _hang(request, state)
 
-    n_tokens, finish_reason = state.output_plan(parsed)
-    writer = ResponseWriter(parsed, parsed.model or state.settings.model)
-    cut = fault is _Fault.CUT_STREAM
-    malformed = fault is _Fault.MALFORMED
-    try:
-        feed = _open_feed(state, parsed, start_s, n_tokens)
-    except _ShutdownError:
+    def unavailable(self) -> web.Response:
         return _json_error(503, "the emulator is shutting down", "server_error")
-    try:
-        if parsed.stream:
-            return await _stream(request, parsed, writer, feed, n_tokens, finish_reason, cut, malformed)
-        return await _respond_once(request, writer, feed, n_tokens, finish_reason, cut, malformed)
-    finally:
-        feed.close()
+
+    def body(self, n_tokens: int, finish_reason: str, latency_ms: int) -> tuple[bytes, str]:
+        return json.dumps(self.writer.full_response(n_tokens, finish_reason)).encode(), "application/json"
+
+    def token_frames(self, start: int, stop: int, n_tokens: int, finish_reason: str) -> bytes:
+        token_chunk = self.writer.token_chunk
+        if stop == start + 1:  # the hot path: one token due at a time
+            return token_chunk(start)
+        return b"".join([token_chunk(i) for i in range(start, stop)])
+
+    def end_frames(self, n_tokens: int, finish_reason: str, latency_ms: int) -> bytes:
+        tail = [self.writer.finish_chunk(finish_reason)]
+        if self.parsed.include_usage:
+            tail.append(self.writer.usage_chunk(n_tokens))
+        tail.append(DONE_EVENT)
+        return b"".join(tail)
+
+    def malformed_frame(self) -> bytes:
+        return MALFORMED_SSE_EVENT
+
+
+def _openai_builder(kind: ApiKind) -> Build:
+    def build(raw: bytes, state: _EmulatorState) -> Dialect:
+        try:
+            return _OpenAIDialect(parse_request(kind, raw), state.settings.model)
+        except InvalidRequestError as exc:
+            raise RejectedRequestError(_json_error(400, str(exc), "invalid_request_error")) from None
+
+    return build
+
+
+_build_chat = _openai_builder("chat")
+_build_completion = _openai_builder("completions")
 
 
 def _arrival_s(request: web.Request, state: _EmulatorState) -> float:
@@ -373,24 +489,12 @@ def _arrival_s(request: web.Request, state: _EmulatorState) -> float:
     return now_s
 
 
-async def _generate(request: web.Request, kind: ApiKind) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
-    try:
-        body = await request.read()
-        start_s = _arrival_s(request, state)
-        parsed = parse_request(kind, body)
-    except InvalidRequestError as exc:
-        return _json_error(400, str(exc), "invalid_request_error")
-    with state.serving():
-        return await _serve_generation(request, state, parsed, start_s)
-
-
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
-    return await _generate(request, "chat")
+    return await serve(request, _build_chat)
 
 
 async def _completions(request: web.Request) -> web.StreamResponse:
-    return await _generate(request, "completions")
+    return await serve(request, _build_completion)
 
 
 async def _models(request: web.Request) -> web.Response:
