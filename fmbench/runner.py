@@ -210,6 +210,10 @@ class _Tally:
     load_points_completed: int = 0
 
 
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.2f} ms"
+
+
 def _failure_reason(point: LoadPoint, summary: LoadPointSummary) -> str:
     return (
         f"all {summary.measured} requests at {describe_load(point)}, bin {point.payload_bin} "
@@ -390,19 +394,19 @@ async def _sweep(
             message=message,
             client_bound=result.client_bound,
         )
-        lag_ms = "n/a" if check.schedule_lag_p99_s is None else f"{check.schedule_lag_p99_s * 1000:.2f} ms"
         logger.log(
             logging.WARNING if result.client_bound else logging.INFO,
             "branch %s: %s, bin %s: %d requests, %d errors, max in flight %d, schedule lag p99 %s, "
-            "runner CPU %.2f of a core%s",
+            "runner CPU %.2f of a core, event loop late p99 %s%s",
             spec.branch_id,
             describe_load(point),
             point.payload_bin,
             summary.attempts,
             summary.errors,
             result.max_in_flight,
-            lag_ms,
+            _ms(check.schedule_lag_p99_s),
             check.runner_cpu_fraction,
+            _ms(check.loop_lag_p99_s),
             f"; CLIENT-BOUND ({'; '.join(result.reasons)})" if result.client_bound else "",
         )
         if summary.all_measured_failed:

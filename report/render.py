@@ -509,8 +509,9 @@ def _client_bound_text(points: pd.DataFrame, suite: Suite) -> str:
         )
     return (
         f"**{CLIENT_BOUND_MARK} Client-bound** ({count} load point{'s' if count != 1 else ''}): the runner "
-        f"did not send its requests on schedule (p99 schedule lag above {check.max_schedule_lag_p99_s:g} s) "
-        f"or used more than {check.max_runner_cpu_fraction:g} of a CPU core, so these figures do not show "
+        f"did not send its requests on schedule (p99 schedule lag above {check.max_schedule_lag_p99_s:g} s), "
+        f"used more than {check.max_runner_cpu_fraction:g} of a CPU core, or waited for a core (its event "
+        f"loop late by more than {check.max_loop_lag_p99_s:g} s at p99), so these figures do not show "
         f"the endpoint's limit, and such a load point is never chosen as the best configuration. {remedy}"
     )
 

@@ -98,7 +98,8 @@ class LoadPointSummary(_ResultModel):
     price_per_txn_usd: float | None
     meets_slo: bool = Field(description="The load point's figures meet the SLO (client check aside).")
     client_bound: bool = Field(
-        description="The runner could not keep up (schedule lag or CPU over the suite's client_check): "
+        description="The runner could not keep up (schedule lag, CPU or event-loop lateness over the suite's "
+        "client_check): "
         "the figures describe the runner, not the endpoint, and the load point is never the best."
     )
     schedule_lag_p99_s: float | None = Field(

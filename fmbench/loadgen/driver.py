@@ -18,7 +18,14 @@ from fmbench.loadgen.engine import LoadEngine
 from fmbench.loadgen.open_loop import OpenLoop
 from fmbench.loadgen.points import LoadPoint
 from fmbench.loadgen.recording import Attempt, LoadPointSummary, LoadPointTally
-from fmbench.loadgen.selfcheck import CpuMeter, SelfCheck, judge, process_cpu_s, usable_cpu_count
+from fmbench.loadgen.selfcheck import (
+    CpuMeter,
+    LoopLagMeter,
+    SelfCheck,
+    judge,
+    process_cpu_s,
+    usable_cpu_count,
+)
 
 # A long load point is written in parts, so memory stays bounded and a killed runner keeps most of it.
 FLUSH_INTERVAL_S = 10.0
@@ -108,6 +115,7 @@ class LoadPointRun:
         self._cpu_clock = cpu_clock
         self._cpu_count = cpu_count if cpu_count is not None else usable_cpu_count()
         self._cpu: CpuMeter | None = None
+        self._loop_lag = LoopLagMeter()
         self._tally = LoadPointTally()
         self._measured_lags_s = array.array("d")
         self._wake = asyncio.Event()
@@ -119,6 +127,7 @@ class LoadPointRun:
         global _running_points
         started_s = perf_counter()
         self._cpu = CpuMeter(self._cpu_clock)
+        self._loop_lag.start()
         flusher = asyncio.create_task(self._flush_periodically(), name="fmbench-flusher")
         _running_points += 1
         try:
@@ -126,10 +135,12 @@ class LoadPointRun:
         except BaseException:
             _running_points -= 1
             flusher.cancel()
+            self._loop_lag.stop_now()
             # Also on cancellation or a crash: what was measured is kept (no await while cancelled).
             self._hand_over(self._cut(final=True))
             raise
         _running_points -= 1
+        await self._loop_lag.stop()
         self._stopping = True
         self._wake.set()
         try:
@@ -180,7 +191,13 @@ class LoadPointRun:
         paced = self.engine.shows_client_pace
         self._measured_lags_s.extend(a.schedule_lag_s for a in attempts if a.is_measured and paced(a))
         cpu_fraction = self._cpu.fraction() if self._cpu is not None else 0.0
-        check = judge(np.frombuffer(self._measured_lags_s), cpu_fraction, self._cpu_count, self._limits)
+        check = judge(
+            np.frombuffer(self._measured_lags_s),
+            cpu_fraction,
+            self._cpu_count,
+            self._limits,
+            self._loop_lag.p99_s(),
+        )
         if check.client_bound and self._first_bound is None:
             self._first_bound = check
         return PointPart(attempts, check, final)

@@ -45,7 +45,11 @@ def test_failing_and_unreachable_branches_do_not_stop_the_others(tmp_path: Path)
                 "request_timeout_s": 5,
                 # Points of 4 fast requests last milliseconds: on a busy machine their CPU share could
                 # read as saturated, and a client-bound point is never best. This test is about failures.
-                "client_check": {"max_schedule_lag_p99_s": 60, "max_runner_cpu_fraction": 64},
+                "client_check": {
+                    "max_schedule_lag_p99_s": 60,
+                    "max_runner_cpu_fraction": 64,
+                    "max_loop_lag_p99_s": 60,
+                },
             },
             "slo": {"p95_latency_s": 5},
         }

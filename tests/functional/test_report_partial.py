@@ -36,7 +36,11 @@ def test_a_stopped_runners_report_lists_the_load_points_not_measured(tmp_path: P
             "request_timeout_s": 10,
             # The point cut short lasts milliseconds, so its CPU share can read as saturated on a busy
             # machine and add the client-bound mark; this test is about the incomplete mark alone.
-            "client_check": {"max_schedule_lag_p99_s": 60, "max_runner_cpu_fraction": 64},
+            "client_check": {
+                "max_schedule_lag_p99_s": 60,
+                "max_runner_cpu_fraction": 64,
+                "max_loop_lag_p99_s": 60,
+            },
         },
     }
     plan = plan_suite(validate_suite_data(data), storage_root=str(tmp_path), run_id="run-p")

@@ -381,6 +381,54 @@ async def test_a_closed_loop_that_falls_behind_between_answers_is_client_bound()
     assert result.reasons[0].startswith("schedule lag p99")
 
 
+async def test_the_heartbeat_sees_a_loop_kept_from_running_and_judges_from_a_hundred_beats() -> None:
+    import time
+
+    from fmbench.loadgen.selfcheck import MIN_HEARTBEATS, LoopLagMeter
+
+    meter = LoopLagMeter(interval_s=0.002)
+    meter.start()
+    await asyncio.sleep(0.05)
+    assert meter.beats < MIN_HEARTBEATS and meter.p99_s() is None  # too few beats to judge
+    for _ in range(4):
+        time.sleep(0.06)  # the loop's thread does not run, as when other processes hold the cores
+        await asyncio.sleep(0.05)
+    while meter.beats < 2 * MIN_HEARTBEATS:
+        await asyncio.sleep(0.01)
+    await meter.stop()
+    p99_s = meter.p99_s()
+    # Four of some 200 beats woke about 60 ms late: the p99 is among them.
+    assert p99_s is not None and p99_s > 0.04
+
+
+async def test_a_runner_starved_of_cpu_is_client_bound_though_its_own_cpu_is_low() -> None:
+    import time
+
+    from fmbench.config import ClientCheck
+    from fmbench.loadgen.driver import LoadPointRun
+
+    async def other_processes() -> None:
+        # Every 200 ms the runner's thread gets no core for 80 ms (time.sleep burns no CPU of its own).
+        while True:
+            await asyncio.sleep(0.12)
+            time.sleep(0.08)
+
+    limits = ClientCheck(max_schedule_lag_p99_s=100.0, max_runner_cpu_fraction=0.9, max_loop_lag_p99_s=0.05)
+    run = LoadPointRun(
+        FakeClient(delay_s=0.01), point(2, duration_s=2.0), write_part=lambda part: None, limits=limits
+    )
+    starving = asyncio.ensure_future(other_processes())
+    try:
+        result = await run.run()
+    finally:
+        starving.cancel()
+    assert result.client_bound
+    assert result.check.runner_cpu_fraction < 0.9  # the CPU limit alone would not have seen it
+    assert [reason.split(" (")[0] for reason in result.reasons] == [
+        f"event loop late p99 {result.check.loop_lag_p99_s * 1000:.1f} ms > 50 ms"  # type: ignore[operator]
+    ]
+
+
 async def test_a_ramp_up_starts_workers_spread_and_due_at_their_own_start() -> None:
     client = FakeClient(delay_s=0.3)  # longer than the ramp: the first four requests are the workers' first
     loop = ClosedLoop(client, point(4, requests=8, ramp_up_s=0.2))

@@ -420,6 +420,12 @@ def test_the_verdict_names_each_limit_it_passed() -> None:
     assert [r.split(" ")[0] for r in check.reasons] == ["schedule", "runner"]
     assert not judge([0.001] * 100, 0.5, 2, limits).client_bound
     assert judge([], 0.95, 2, limits).reasons == ("runner CPU 0.95 > 0.9 of a core",)  # no measured: CPU only
+    starved = judge([0.001] * 100, 0.3, 2, limits, loop_lag_p99_s=0.12)
+    assert starved.client_bound and starved.loop_lag_p99_s == 0.12
+    assert starved.reasons == (
+        "event loop late p99 120.0 ms > 50 ms (the runner waited for a CPU core: its timestamps are late)",
+    )
+    assert not judge([0.001] * 100, 0.3, 2, limits, loop_lag_p99_s=0.002).client_bound
 
 
 def test_cpu_meter_is_cpu_time_over_wall_time() -> None:
