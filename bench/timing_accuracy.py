@@ -141,6 +141,9 @@ async def measure_level(
         "self_check_lag_p99_ms": None
         if run.result.check.schedule_lag_p99_s is None
         else run.result.check.schedule_lag_p99_s * 1000,
+        "self_check_loop_lag_p99_ms": None
+        if run.result.check.loop_lag_p99_s is None
+        else run.result.check.loop_lag_p99_s * 1000,
         "self_check_client_bound": run.result.check.client_bound,
     }
     figures["ttft_p50_error_ms"] = figures["ttft_p50_ms"] - truth.ttft_ms
@@ -254,11 +257,12 @@ def render_decomposition(levels: list[dict[str, Any]]) -> str:
         "server ITL p50/p95",
         "merged writes",
         "cores client/emulator/other",
-        "self-check (CPU, lag p99 ms, bound)",
+        "self-check (CPU, lag p99 ms, loop late p99 ms, bound)",
     ]
     rows = []
     for f in levels:
         lag = f["self_check_lag_p99_ms"]
+        loop_late = f["self_check_loop_lag_p99_ms"]
         rows.append(
             [
                 f["concurrency"],
@@ -271,6 +275,8 @@ def render_decomposition(levels: list[dict[str, Any]]) -> str:
                 f"{f['client_cores']:.2f}/{f['emulator_cores']:.2f}/{f['other_cores']:.2f}",
                 f"{f['self_check_cpu_fraction']:.2f}, "
                 + ("-" if lag is None else f"{lag:.2f}")
+                + ", "
+                + ("-" if loop_late is None else f"{loop_late:.2f}")
                 + f", {'yes' if f['self_check_client_bound'] else 'no'}",
             ]
         )

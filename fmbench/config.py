@@ -396,7 +396,7 @@ class ClientCheck(StrictModel):
         description="Highest runner process CPU time / wall time over the load point (1.0 = one core busy).",
     )
     max_loop_lag_p99_s: float = Field(
-        default=0.05,
+        default=0.02,
         ge=0,
         description="Highest p99 lateness of the runner's event loop (a heartbeat every 10 ms), s: above "
         "it the runner waited for a CPU core (other processes, or its own work), so its timestamps are late.",

@@ -203,6 +203,7 @@ def test_rates_and_concurrency_run_as_separate_sweeps() -> None:
     assert suite.load.connection_pool_size == 16  # the cap, above the highest concurrency
     assert suite.load.client_check.max_schedule_lag_p99_s == 0.05
     assert suite.load.client_check.max_runner_cpu_fraction == 0.9
+    assert suite.load.client_check.max_loop_lag_p99_s == 0.02
     rate_only = validate_suite_data(load_with(rates_per_s=[10], request_timeout_s=30)).load
     assert rate_only.concurrency == []
     assert rate_only.connection_pool_size == 600  # uncapped: twice the arrivals of one request timeout
