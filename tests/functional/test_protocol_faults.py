@@ -18,16 +18,8 @@ import pytest
 
 from fmbench.config import InferenceParameters
 from fmbench.emulator.server import EmulatorSettings, running_emulator
-from fmbench.endpoints.base import (
-    CONNECTION_ERROR,
-    HTTP_5XX,
-    HTTP_429,
-    MALFORMED_RESPONSE,
-    STREAM_CUT,
-    TIMEOUT,
-    EndpointClient,
-    InvocationResult,
-)
+from fmbench.endpoints import EndpointClient, InvocationResult
+from fmbench.endpoints import base as error_class  # the error classes every protocol shares
 from fmbench.endpoints.bedrock import BedrockClient
 from fmbench.endpoints.formats import LmiFormat
 from fmbench.endpoints.openai import OpenAIClient
@@ -115,7 +107,7 @@ async def test_a_server_error_is_http_5xx_with_the_services_message(
 ) -> None:
     result, requests = await invoke(params, error_500_rate=1.0)
     status, message = wire.server_error
-    assert observed(result) == ("error", HTTP_5XX, status)
+    assert observed(result) == ("error", error_class.HTTP_5XX, status)
     assert result.error_message is not None and result.error_message.startswith(message)
     assert requests == 1  # recorded as it came: no retry hides it
 
@@ -125,7 +117,7 @@ async def test_throttling_is_http_429_and_not_retried_by_the_client(
     wire: Wire, invoke: Callable[..., Any], params: InferenceParameters
 ) -> None:
     result, requests = await invoke(params, error_429_rate=1.0)
-    assert observed(result) == ("error", HTTP_429, 429)
+    assert observed(result) == ("error", error_class.HTTP_429, 429)
     assert result.error_message is not None and result.error_message.startswith(wire.throttled)
     assert requests == 1  # the SDKs retry throttling by default; a benchmark must see each 429
 
@@ -134,7 +126,7 @@ async def test_a_hung_answer_times_out_at_the_request_timeout(invoke: Callable[.
     started_s = perf_counter()
     result, _ = await invoke(STREAM, timeout_s=0.3, hang_rate=1.0)
     elapsed_s = perf_counter() - started_s
-    assert observed(result) == ("error", TIMEOUT, None)
+    assert observed(result) == ("error", error_class.TIMEOUT, None)
     assert result.error_message == "no complete response within 0.3 s"
     assert result.end_perf_s - result.send_perf_s == pytest.approx(0.3, abs=0.1)
     assert elapsed_s < 0.3 + 1.0  # emulator start, probe and stop included: not held past the timeout
@@ -142,7 +134,7 @@ async def test_a_hung_answer_times_out_at_the_request_timeout(invoke: Callable[.
 
 async def test_a_cut_stream_keeps_what_arrived_and_says_stream_cut(invoke: Callable[..., Any]) -> None:
     result, _ = await invoke(STREAM, cut_stream_rate=1.0)
-    assert observed(result) == ("error", STREAM_CUT, 200)
+    assert observed(result) == ("error", error_class.STREAM_CUT, 200)
     assert result.error_message is not None and result.error_message.startswith("connection lost mid-answer")
     assert result.text.split() == FIRST_HALF
     assert len(result.chunk_perf_s) == len(FIRST_HALF) and result.first_token_perf_s is not None
@@ -150,7 +142,7 @@ async def test_a_cut_stream_keeps_what_arrived_and_says_stream_cut(invoke: Calla
 
 async def test_a_connection_cut_before_the_answer_is_a_connection_error(invoke: Callable[..., Any]) -> None:
     result, _ = await invoke(ONCE, cut_stream_rate=1.0)  # no status line yet: nothing of an answer arrived
-    assert observed(result) == ("error", CONNECTION_ERROR, None)
+    assert observed(result) == ("error", error_class.CONNECTION_ERROR, None)
     assert result.text == ""
 
 
@@ -159,7 +151,7 @@ async def test_a_malformed_answer_is_a_malformed_response(
     invoke: Callable[..., Any], params: InferenceParameters
 ) -> None:
     result, _ = await invoke(params, malformed_event_rate=1.0)
-    assert observed(result) == ("error", MALFORMED_RESPONSE, 200)
+    assert observed(result) == ("error", error_class.MALFORMED_RESPONSE, 200)
     assert result.error_message  # what could not be read, for the record
     # A stream keeps the tokens before the bad event; an answer in one piece has none to keep.
     assert result.text.split() == (FIRST_HALF if params.stream else [])
@@ -172,5 +164,5 @@ async def test_a_closed_port_is_a_connection_error_and_fails_the_probe(wire: Wir
     async with wire.client(url) as client:
         result = await client.invoke(PROMPT, STREAM, 5.0)
         reason = await client.probe(1.0)
-    assert observed(result) == ("error", CONNECTION_ERROR, None)
+    assert observed(result) == ("error", error_class.CONNECTION_ERROR, None)
     assert reason is not None and reason.startswith(f"cannot connect to {wire.probed_url(url)}")
