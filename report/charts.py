@@ -1,12 +1,13 @@
-"""The report's charts: PNGs drawn with matplotlib's Agg backend from the metrics frames."""
+"""The report's charts: PNGs drawn with matplotlib's Agg backend from the view model's load points."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -17,7 +18,58 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from report.query import METRIC_COLUMNS, SORT_COLUMNS, typed_frame
+
+if TYPE_CHECKING:
+    from report.view import ReportView
+
 DPI = 110
+
+
+@dataclass(frozen=True, slots=True)
+class ChartSpec:
+    name: str
+    title: str
+    caption: str
+
+
+# Report order. Captions are one line each; the headline bin and cost scale are filled in at render time.
+CHARTS: tuple[ChartSpec, ...] = (
+    ChartSpec(
+        "price_performance",
+        "Price vs performance",
+        "p95 latency against cost per {cost:,} transactions on bin {bin}, one mark per branch and load "
+        "level; larger marks serve more transactions per minute; lower-left is better.",
+    ),
+    ChartSpec(
+        "latency_vs_prompt_tokens",
+        "Latency vs prompt length",
+        "p95 (solid) and mean (dotted) end-to-end latency against the mean prompt tokens of each bin, "
+        "one line per concurrency level, one panel per branch.",
+    ),
+    ChartSpec(
+        "throughput_vs_concurrency",
+        "Throughput vs concurrency",
+        "Transactions per minute and completion tokens per second against concurrency on bin {bin}, "
+        "one line per branch: where a line flattens, more concurrency no longer buys throughput.",
+    ),
+    ChartSpec(
+        "ttft_distribution",
+        "TTFT distribution",
+        "Empirical CDF of time to first token per branch, successful streamed requests of all load points.",
+    ),
+    ChartSpec(
+        "throughput_vs_rate",
+        "Throughput vs offered rate",
+        "Open loop, bin {bin}: successful requests per second achieved against the rate offered (dashed: "
+        "achieved = offered), and p95 latency from the scheduled time; hollow marks are client-bound.",
+    ),
+    ChartSpec(
+        "error_rate_vs_concurrency",
+        "Error rate vs concurrency",
+        "Share of measured requests that failed against concurrency on bin {bin}, one line per branch.",
+    ),
+)
 _PALETTE = matplotlib.colormaps["tab10"]
 _PALETTE_SIZE = 10
 
@@ -301,3 +353,47 @@ def error_rate_vs_concurrency_chart(
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize=8)
     return target
+
+
+def load_point_frame(view: ReportView) -> pd.DataFrame:
+    """The view's load points as the chart functions' frame: the summary's columns and dtypes, in the
+    summary's sort order whatever order the view was built from."""
+    records = [dict(point.figures) for point in view.load_points]
+    frame = typed_frame(pd.DataFrame.from_records(records, columns=list(METRIC_COLUMNS)), METRIC_COLUMNS)
+    return frame.sort_values(SORT_COLUMNS, kind="stable", na_position="last").reset_index(drop=True)
+
+
+def draw_charts(view: ReportView, samples: pd.DataFrame, report_dir: Path) -> dict[str, Path]:
+    """Chart name -> PNG for every chart that has data (others are left out, not drawn empty).
+
+    ``samples`` has the columns of ``report.query.TTFT_SAMPLE_COLUMNS`` (one row per request: the TTFT
+    chart's distribution is not in the view's per-load-point aggregates).
+    """
+    metrics = load_point_frame(view)
+    headline_bin = view.headline_bin
+    drawers: dict[str, Callable[[Path], Path | None]] = {
+        "price_performance": lambda path: price_performance_chart(
+            metrics,
+            headline_bin,
+            path,
+            cost_per_transactions=view.cost_per_transactions,
+            p95_latency_slo_s=view.slo.p95_latency_s,
+        ),
+        "latency_vs_prompt_tokens": lambda path: latency_vs_prompt_tokens_chart(metrics, path),
+        "throughput_vs_concurrency": lambda path: throughput_vs_concurrency_chart(
+            metrics, headline_bin, path
+        ),
+        "throughput_vs_rate": lambda path: throughput_vs_rate_chart(metrics, headline_bin, path),
+        "ttft_distribution": lambda path: ttft_distribution_chart(samples, path),
+        "error_rate_vs_concurrency": lambda path: error_rate_vs_concurrency_chart(
+            metrics, headline_bin, path
+        ),
+    }
+    drawn = {}
+    for spec in CHARTS:
+        path = report_dir / f"{spec.name}.png"
+        path.unlink(missing_ok=True)  # a chart from an earlier render must not outlive its data
+        written = drawers[spec.name](path)
+        if written is not None:
+            drawn[spec.name] = written
+    return drawn

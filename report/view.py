@@ -1,0 +1,303 @@
+"""The report's view model: a run's results, built once and frozen, that every output shows.
+
+Every load point is keyed by its branch id and ``LoadPointKey`` (level or rate, payload bin); outputs look
+figures up by key and never pair a summary row with a planned point or a table row by position, so the
+summary's row order cannot change what any output says.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import pandas as pd
+
+from fmbench.plan import BranchOutcome, BranchSpec, RunPlan
+from report.analysis import (
+    SELECTION_RULE,
+    headline_bin_label,
+    is_client_bound,
+    meets_slo,
+    python_value,
+    select_best,
+)
+from report.costs import EndpointLifetime, cost_summary
+from report.result import BestConfiguration, BranchStatus, CostSummary, SloSummary, overall_status
+
+NO_OUTCOME_REASON = "no outcome was reported for this branch"
+
+
+class ViewError(ValueError):
+    """The summary contradicts itself (e.g. two rows for one load point of one branch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPointKey:
+    """A load point of one branch: its level (closed loop) or rate (open loop), and its payload bin."""
+
+    concurrency: int | None
+    request_rate_per_s: float | None
+    payload_bin: str
+
+    @classmethod
+    def planned(cls, point: tuple[int | None, float | None, str]) -> LoadPointKey:
+        concurrency, rate_per_s, label = point
+        return cls(concurrency, rate_per_s, label)
+
+    def display_order(self, bins: Sequence[str]) -> tuple[int, int, float]:
+        """The per-load-point table's order: bins as the suite lists them, levels before rates, ascending."""
+        bin_rank = bins.index(self.payload_bin) if self.payload_bin in bins else len(bins)
+        if self.concurrency is not None:
+            return bin_rank, 0, float(self.concurrency)
+        return bin_rank, 1, self.request_rate_per_s if self.request_rate_per_s is not None else math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPointView:
+    """One row of the SQL summary: every figure as a plain Python value (None where the summary has none)."""
+
+    key: LoadPointKey
+    branch_id: str
+    target_name: str
+    figures: Mapping[str, Any]
+    meets_slo: bool
+    client_bound: bool
+    completed: bool = True
+
+    def __getitem__(self, column: str) -> Any:
+        return self.figures[column]
+
+    def report_order(self, bins: Sequence[str]) -> tuple[Any, ...]:
+        """Bins in the suite's order (not alphabetical: '1000-2000' would sort before '50-500'), then load
+        level, then rate; a missing level or rate sorts last."""
+        bin_rank = bins.index(self.key.payload_bin) if self.key.payload_bin in bins else len(bins)
+        concurrency, rate_per_s = self.key.concurrency, self.key.request_rate_per_s
+        return (
+            self.target_name,
+            self.branch_id,
+            bin_rank,
+            self.key.payload_bin,
+            concurrency is None,
+            concurrency if concurrency is not None else 0,
+            rate_per_s is None,
+            rate_per_s if rate_per_s is not None else 0.0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BranchView:
+    """A branch as planned and as it ended, with its measured load points by key and the planned ones
+    that have no measured request."""
+
+    branch_id: str
+    target_name: str
+    platform: str
+    model: str | None
+    container: str | None
+    instance_type: str | None
+    instance_count: int | None
+    instance_price_per_hour_usd: float | None
+    status: BranchStatus
+    reason: str | None
+    requests_attempted: int
+    records_written: int
+    load_points_planned: int
+    load_points_completed: int
+    measured: Mapping[LoadPointKey, LoadPointView]
+    not_measured: tuple[LoadPointKey, ...]
+
+    def table_rows(self, bins: Sequence[str]) -> tuple[LoadPointView | LoadPointKey, ...]:
+        """The branch's table: each measured point, and each planned but unmeasured one in its place."""
+        measured = tuple(self.measured.values())
+        if not self.not_measured:
+            return measured
+        rows: list[LoadPointView | LoadPointKey] = [*measured, *self.not_measured]
+        return tuple(
+            sorted(
+                rows, key=lambda row: (row.key if isinstance(row, LoadPointView) else row).display_order(bins)
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCheckView:
+    """The suite's client check, for the note under the tables when some load point was client-bound."""
+
+    max_schedule_lag_p99_s: float
+    max_runner_cpu_fraction: float
+    max_loop_lag_p99_s: float
+    open_loop_max_in_flight: int | None  # set only in an open loop with a cap on requests in flight
+
+
+@dataclass(frozen=True, slots=True)
+class ReportView:
+    run_id: str
+    suite_name: str
+    title: str
+    generated_at: datetime
+    status: BranchStatus
+    slo: SloSummary
+    selection_rule: str
+    bins: tuple[str, ...]
+    headline_bin: str | None
+    best: BestConfiguration | None
+    best_per_bin: Mapping[str, BestConfiguration | None]
+    branches: tuple[BranchView, ...]
+    load_points: tuple[LoadPointView, ...]  # every summary row, branches not in the plan too, report order
+    cost: CostSummary | None
+    cost_per_transactions: int
+    client_check: ClientCheckView
+
+    @property
+    def best_found(self) -> list[BestConfiguration]:
+        return [best for best in self.best_per_bin.values() if best is not None]
+
+    def in_bin(self, payload_bin: str | None) -> tuple[LoadPointView, ...]:
+        return tuple(point for point in self.load_points if point.key.payload_bin == payload_bin)
+
+
+# ------------------------------------------------------------------------------------------- builder
+
+
+def _outcome_for(branch: BranchSpec, outcomes: Mapping[str, BranchOutcome]) -> BranchOutcome:
+    """A branch the runner never reported on counts as failed, so it is never silently missing."""
+    return outcomes.get(branch.branch_id) or BranchOutcome(
+        branch_id=branch.branch_id,
+        status="failed",
+        reason=NO_OUTCOME_REASON,
+        load_points_planned=branch.load_point_count,
+    )
+
+
+def _row_key(row: Mapping[str, Any]) -> LoadPointKey:
+    concurrency, rate_per_s = row["concurrency"], row["request_rate_per_s"]
+    if concurrency is not None:
+        return LoadPointKey(int(concurrency), None, str(row["payload_bin"]))
+    return LoadPointKey(None, None if rate_per_s is None else float(rate_per_s), str(row["payload_bin"]))
+
+
+def _load_points(metrics: pd.DataFrame, plan: RunPlan, bins: Sequence[str]) -> tuple[LoadPointView, ...]:
+    qualifies = meets_slo(metrics, plan.suite.slo).tolist()
+    bound = is_client_bound(metrics).tolist()
+    points = []
+    for position, record in enumerate(metrics.to_dict(orient="records")):
+        figures = {str(column): python_value(value) for column, value in record.items()}
+        points.append(
+            LoadPointView(
+                key=_row_key(figures),
+                branch_id=str(figures["branch_id"]),
+                target_name=str(figures["target_name"]),
+                figures=MappingProxyType(figures),
+                meets_slo=bool(qualifies[position]),
+                client_bound=bool(bound[position]),
+            )
+        )
+    return tuple(sorted(points, key=lambda point: point.report_order(bins)))
+
+
+def _branch_view(
+    branch: BranchSpec, outcome: BranchOutcome, points: Sequence[LoadPointView]
+) -> tuple[BranchView, tuple[LoadPointView, ...]]:
+    """The branch's account, with each planned load point either measured or listed as not measured.
+
+    The runner sweeps the load points in order, so every measured point before the last measured one was
+    finished; the last is finished only if the runner counted it (a sweep stopped mid-point keeps the
+    records of that point, flagged, and it is marked as not completed).
+    """
+    planned = [LoadPointKey.planned(point) for point in branch.planned_load_points()]
+    position = {key: index for index, key in enumerate(planned)}
+    measured_positions = [position[point.key] for point in points if point.key in position]
+    finished = len(planned) if outcome.status == "succeeded" else outcome.load_points_completed
+    if measured_positions:
+        finished = max(finished, max(measured_positions))
+    measured: dict[LoadPointKey, LoadPointView] = {}
+    for point in points:
+        if point.key in measured:
+            raise ViewError(
+                f"summary: branch {branch.branch_id} has two rows for one load point (concurrency "
+                f"{point.key.concurrency}, rate {point.key.request_rate_per_s}, bin {point.key.payload_bin})"
+            )
+        completed = position.get(point.key, -1) < finished
+        measured[point.key] = LoadPointView(
+            key=point.key,
+            branch_id=point.branch_id,
+            target_name=point.target_name,
+            figures=point.figures,
+            meets_slo=point.meets_slo,
+            client_bound=point.client_bound,
+            completed=completed,
+        )
+    target = branch.target
+    view = BranchView(
+        branch_id=branch.branch_id,
+        target_name=target.name,
+        platform=target.platform,
+        model=target.model or None,
+        container=target.container or None,
+        instance_type=branch.instance_type,
+        instance_count=target.instance_count,
+        instance_price_per_hour_usd=branch.instance_price_per_hour_usd,
+        status=outcome.status,
+        reason=outcome.reason,
+        requests_attempted=outcome.requests_attempted,
+        records_written=outcome.records_written,
+        load_points_planned=outcome.load_points_planned or branch.load_point_count,
+        load_points_completed=outcome.load_points_completed,
+        measured=MappingProxyType(measured),
+        not_measured=tuple(key for key in planned if key not in measured),
+    )
+    return view, tuple(measured.values())
+
+
+def build_view(
+    plan: RunPlan,
+    outcomes: Sequence[BranchOutcome],
+    metrics: pd.DataFrame,
+    *,
+    generated_at: datetime | None = None,
+    endpoint_lifetimes: Mapping[str, EndpointLifetime] | None = None,
+) -> ReportView:
+    """The one view of a run: the SQL summary (columns ``report.query.METRIC_COLUMNS``, any row order),
+    the plan and the branches' outcomes."""
+    suite = plan.suite
+    bins = tuple(b.label for b in suite.workload.bins)
+    headline = headline_bin_label(suite)
+    selection = select_best(metrics, suite.slo, bins=bins, headline_bin=headline)
+    by_id = {outcome.branch_id: outcome for outcome in outcomes}
+    all_points = _load_points(metrics, plan, bins)
+    branches = []
+    placed: dict[tuple[str, LoadPointKey], LoadPointView] = {}
+    for spec in plan.branches:
+        own = [point for point in all_points if point.branch_id == spec.branch_id]
+        branch, measured = _branch_view(spec, _outcome_for(spec, by_id), own)
+        branches.append(branch)
+        placed.update({(point.branch_id, point.key): point for point in measured})
+    load = suite.load
+    check = load.client_check
+    return ReportView(
+        run_id=plan.run_id,
+        suite_name=suite.name,
+        title=suite.report.title or f"FMBench Flow benchmark: {suite.name}",
+        generated_at=(generated_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0),
+        status=overall_status([b.status for b in branches]),
+        slo=SloSummary(**suite.slo.model_dump()),
+        selection_rule=SELECTION_RULE,
+        bins=bins,
+        headline_bin=headline,
+        best=selection.best,
+        best_per_bin=MappingProxyType(dict(selection.best_per_bin)),
+        branches=tuple(branches),
+        load_points=tuple(placed.get((point.branch_id, point.key), point) for point in all_points),
+        cost=cost_summary(plan, by_id, metrics, endpoint_lifetimes),
+        cost_per_transactions=suite.report.cost_per_transactions,
+        client_check=ClientCheckView(
+            max_schedule_lag_p99_s=check.max_schedule_lag_p99_s,
+            max_runner_cpu_fraction=check.max_runner_cpu_fraction,
+            max_loop_lag_p99_s=check.max_loop_lag_p99_s,
+            open_loop_max_in_flight=load.max_in_flight if load.rates_per_s else None,
+        ),
+    )
