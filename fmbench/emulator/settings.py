@@ -138,14 +138,8 @@ def _option_type(annotation: Any) -> tuple[Any, tuple[str, ...] | None]:
     return annotation, None
 
 
-def cli_defaults() -> dict[str, Any]:
-    """The value of every settings field when its option is not given on the command line."""
-    fields = EmulatorSettings.model_fields
-    return {name: _CLI_DEFAULTS.get(name, info.default) for name, info in fields.items()}
-
-
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--field-name`` option per settings field; an option left out keeps the field's default."""
+    """One ``--field-name`` option per settings field; one left out keeps the field's default (port: 8080)."""
     fields = EmulatorSettings.model_fields
     adders: dict[OptionGroup | None, Callable[..., argparse.Action]] = {None: parser.add_argument}
     names = [*_CLI_ORDER, *(name for name in fields if name not in _CLI_ORDER)]
