@@ -8,7 +8,8 @@ middleware that notes when each generation handler started and when each body wr
 the readings of the two processes are on one time scale). ``GET /bench/timings`` hands them over, keyed by
 the request's prompt text, and forgets them.
 
-It runs as a child process (``InstrumentedEmulatorProcess``) with the emulator's own command line.
+It runs as a child process (``InstrumentedEmulatorProcess``) with the emulator's own command line (the
+settings as one JSON document, as ``EmulatorProcess`` hands them over).
 Bench-only code: it patches ``StreamResponse.write`` in its own process, which the product never does.
 
 On the client side, ``CallStampingClient`` is ``OpenAIClient`` noting when each ``invoke`` began, so the
@@ -32,9 +33,10 @@ import aiohttp
 from aiohttp import web
 
 from fmbench.config import InferenceParameters
-from fmbench.emulator.cli import READY_PREFIX, build_parser, settings_from_args, settings_to_argv
+from fmbench.emulator.cli import READY_PREFIX, build_parser, settings_from_args
 from fmbench.emulator.process import EmulatorProcess
-from fmbench.emulator.server import EmulatorAppRunner, EmulatorSettings, build_app
+from fmbench.emulator.server import EmulatorAppRunner, build_app
+from fmbench.emulator.settings import EmulatorSettings
 from fmbench.endpoints.base import InvocationResult
 from fmbench.endpoints.openai import OpenAIClient
 
@@ -141,7 +143,7 @@ class InstrumentedEmulatorProcess(EmulatorProcess):
     @property
     def argv(self) -> list[str]:
         # By path, so the child needs only fmbench on its import path, not the bench package.
-        return [sys.executable, str(Path(__file__).resolve()), *settings_to_argv(self.settings)]
+        return [sys.executable, str(Path(__file__).resolve()), *self.settings_argv]
 
 
 async def fetch_server_timings(base_url: str) -> dict[str, tuple[float, list[float]]]:

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from fmbench.emulator.settings import EmulatorBehaviour
 from fmbench.tokenizer import TokenizerError, check_tokenizer_spec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
@@ -76,49 +77,12 @@ class _TargetBase(StrictModel):
     environment: dict[str, str] = Field(default_factory=dict, description="Container environment.")
 
 
-class EmulatorOptions(StrictModel):
-    profile: str | None = Field(
-        default="g5-2xlarge",
-        description="Named performance profile (see `fmbench emulator --list-profiles`).",
-    )
-    ttft_ms: float | None = Field(default=None, gt=0)
-    itl_ms: float | None = Field(default=None, gt=0)
-    output_tokens: int | None = Field(default=None, ge=1)
-    error_500_rate: float = Field(default=0.0, ge=0, le=1)
-    error_429_rate: float = Field(default=0.0, ge=0, le=1)
-    hang_rate: float = Field(default=0.0, ge=0, le=1)
-    cut_stream_rate: float = Field(default=0.0, ge=0, le=1)
-    malformed_event_rate: float = Field(
-        default=0.0, ge=0, le=1, description="Fraction of answers with one unparsable event or body."
-    )
-    seed: int = 0
+class EmulatorOptions(StrictModel, EmulatorBehaviour):
+    """How fast a suite's emulator answers and how it fails: the options of `fmbench emulator`, in a suite."""
 
-    @model_validator(mode="after")
-    def _fixed_timing_is_all_or_nothing(self) -> EmulatorOptions:
-        fixed = [self.ttft_ms, self.itl_ms, self.output_tokens]
-        if any(v is not None for v in fixed) and not all(v is not None for v in fixed):
-            raise ValueError("fixed timing needs all of ttft_ms, itl_ms and output_tokens")
-        faults = (
-            self.error_500_rate
-            + self.error_429_rate
-            + self.hang_rate
-            + self.cut_stream_rate
-            + self.malformed_event_rate
-        )
-        if faults > 1:
-            raise ValueError(
-                f"fault rates add up to {faults:g}; one request gets at most one fault, so at most 1"
-            )
-        return self
-
-    @field_validator("profile")
-    @classmethod
-    def _known_profile(cls, value: str | None) -> str | None:
-        from fmbench.emulator.profiles import PROFILES
-
-        if value is not None and value not in PROFILES:
-            raise ValueError(f"unknown profile {value!r}; known: {', '.join(sorted(PROFILES))}")
-        return value
+    # A suite's endpoint takes time to answer; the zero-delay mode of the emulator is for benches.
+    ttft_ms: float | None = Field(default=None, gt=0, description="Time to first token of every request.")
+    itl_ms: float | None = Field(default=None, gt=0, description="Gap between consecutive tokens.")
 
 
 class EmulatorTarget(_TargetBase):

@@ -19,7 +19,6 @@ from fmbench.records import warm_up_conversion
 from fmbench.runner import ProgressEvent, run_branch
 
 if TYPE_CHECKING:
-    from fmbench.emulator.server import EmulatorSettings
     from report.result import ResultDocument
 
 # Left as a branch's outcome until its run ends: a run interrupted (Ctrl-C, a crash) still accounts for it.
@@ -44,29 +43,6 @@ def save_outcome(spec: BranchSpec, outcome: BranchOutcome) -> None:
     storage.write_bytes(outcome_uri(spec.storage_root, spec.run_id, spec.branch_id), data, "application/json")
 
 
-def emulator_settings_for(target: EmulatorTarget) -> EmulatorSettings:
-    """The emulator a target asks for, on a free loopback port."""
-    from fmbench.emulator.server import EmulatorSettings
-
-    options = target.emulator
-    fixed = options.ttft_ms is not None
-    return EmulatorSettings(
-        host="127.0.0.1",
-        port=0,
-        model=target.model or "emulated-model",
-        profile=None if fixed else options.profile,
-        ttft_ms=options.ttft_ms,
-        itl_ms=options.itl_ms,
-        output_tokens=options.output_tokens,
-        error_500_rate=options.error_500_rate,
-        error_429_rate=options.error_429_rate,
-        hang_rate=options.hang_rate,
-        cut_stream_rate=options.cut_stream_rate,
-        malformed_event_rate=options.malformed_event_rate,
-        seed=options.seed,
-    )
-
-
 @contextlib.asynccontextmanager
 async def endpoint_for(spec: BranchSpec) -> AsyncIterator[str | None]:
     """Start the branch's emulator as a child process, so it never shares the runner's event loop.
@@ -78,8 +54,9 @@ async def endpoint_for(spec: BranchSpec) -> AsyncIterator[str | None]:
         yield None
         return
     from fmbench.emulator.process import EmulatorProcess
+    from fmbench.emulator.settings import EmulatorSettings
 
-    process = EmulatorProcess(emulator_settings_for(spec.target))
+    process = EmulatorProcess(EmulatorSettings.for_target(spec.target))
     await asyncio.to_thread(process.__enter__)
     try:
         yield process.url

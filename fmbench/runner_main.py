@@ -341,9 +341,9 @@ async def endpoint_for(spec: BranchSpec, log: JsonLog) -> AsyncIterator[str | No
         yield None
         return
     from fmbench.emulator.process import EmulatorProcess
-    from fmbench.local import emulator_settings_for
+    from fmbench.emulator.settings import EmulatorSettings
 
-    process = EmulatorProcess(emulator_settings_for(spec.target))
+    process = EmulatorProcess(EmulatorSettings.for_target(spec.target))
     starting = asyncio.ensure_future(asyncio.to_thread(process.start))
     try:
         url = await asyncio.shield(starting)

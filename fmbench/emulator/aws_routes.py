@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from fmbench.emulator import eventstream
+from fmbench.emulator.generation import Build, Dialect, RejectedRequestError, serve
 from fmbench.emulator.protocol import (
     DONE_EVENT,
     MALFORMED_SSE_EVENT,
@@ -37,15 +38,8 @@ from fmbench.emulator.protocol import (
     generated_token,
     parse_request,
 )
-from fmbench.emulator.server import (
-    Build,
-    Dialect,
-    EmulatorSettings,
-    RejectedRequestError,
-    _EmulatorState,
-    _Fault,
-    serve,
-)
+from fmbench.emulator.settings import EmulatorSettings
+from fmbench.emulator.state import EmulatorState, Fault
 from fmbench.tokenizer import get_tokenizer
 
 EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
@@ -285,8 +279,8 @@ class _SageMakerDialect(Dialect):
         }
         self.answer_headers = common
 
-    def error(self, fault: _Fault) -> web.Response:
-        if fault is _Fault.ERROR_429:
+    def error(self, fault: Fault) -> web.Response:
+        if fault is Fault.ERROR_429:
             return _aws_error(429, "ThrottlingException", {"message": "emulated throttling: rate exceeded"})
         return model_error(self.endpoint_name, 500, "emulated internal server error")
 
@@ -333,8 +327,8 @@ class _BedrockDialect(Dialect):
         self.answer_headers = {"x-amzn-RequestId": str(uuid.uuid4())}
         self.stream_headers = {"Content-Type": EVENTSTREAM_CONTENT_TYPE, **self.answer_headers}
 
-    def error(self, fault: _Fault) -> web.Response:
-        if fault is _Fault.ERROR_429:
+    def error(self, fault: Fault) -> web.Response:
+        if fault is Fault.ERROR_429:
             message = "Too many requests, please wait before trying your request again. (emulated)"
             return _aws_error(429, "ThrottlingException", {"message": message})
         return _aws_error(500, "InternalServerException", {"message": "emulated internal server error"})
@@ -440,7 +434,7 @@ def _converse_request(raw: bytes, model_id: str, stream: bool) -> ParsedRequest:
 def _sagemaker_builder(request: web.Request, streamed: bool) -> Build:
     endpoint_name = request.match_info["endpoint_name"]
 
-    def build(raw: bytes, state: _EmulatorState) -> Dialect:
+    def build(raw: bytes, state: EmulatorState) -> Dialect:
         try:
             style = _container_style(raw, state.settings)
         except InvalidRequestError as exc:
@@ -454,7 +448,7 @@ def _sagemaker_builder(request: web.Request, streamed: bool) -> Build:
 def _bedrock_builder(request: web.Request, stream: bool) -> Build:
     model_id = request.match_info["model_id"]
 
-    def build(raw: bytes, state: _EmulatorState) -> Dialect:
+    def build(raw: bytes, state: EmulatorState) -> Dialect:
         try:
             return _BedrockDialect(_converse_request(raw, model_id, stream))
         except InvalidRequestError as exc:

@@ -11,8 +11,8 @@ import time
 from types import TracebackType
 from typing import IO, Self
 
-from fmbench.emulator.cli import READY_PREFIX, settings_to_argv
-from fmbench.emulator.server import EmulatorSettings
+from fmbench.emulator.cli import READY_PREFIX, SETTINGS_JSON_OPTION
+from fmbench.emulator.settings import EmulatorSettings
 
 _STDERR_TAIL_CHARS = 4000
 
@@ -61,7 +61,12 @@ class EmulatorProcess:
 
     @property
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "fmbench.emulator", *settings_to_argv(self.settings)]
+        return [sys.executable, "-m", "fmbench.emulator", *self.settings_argv]
+
+    @property
+    def settings_argv(self) -> list[str]:
+        """The child's settings as one JSON document: exact floats, and no second spelling of each field."""
+        return [SETTINGS_JSON_OPTION, self.settings.model_dump_json()]
 
     def _stderr_tail(self) -> str:
         if self._stderr is None:

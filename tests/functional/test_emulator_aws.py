@@ -16,8 +16,10 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from fmbench.config import EmulatorOptions, InferenceParameters
-from fmbench.emulator.cli import build_parser, settings_from_args, settings_to_argv
-from fmbench.emulator.server import EmulatorSettings, running_emulator
+from fmbench.emulator.cli import build_parser, settings_from_args
+from fmbench.emulator.process import EmulatorProcess
+from fmbench.emulator.server import running_emulator
+from fmbench.emulator.settings import EmulatorSettings
 from fmbench.endpoints.base import MALFORMED_RESPONSE
 from fmbench.endpoints.openai import OpenAIClient
 
@@ -312,15 +314,15 @@ async def test_malformed_answers_on_the_openai_api_are_malformed_responses() -> 
 
 
 def test_the_malformed_rate_shares_the_unit_interval_with_the_other_faults() -> None:
-    with pytest.raises(ValidationError, match="must not exceed 1"):
+    with pytest.raises(ValidationError, match="at most 1"):
         EmulatorSettings(cut_stream_rate=0.6, malformed_event_rate=0.6)
     with pytest.raises(ValidationError, match="at most 1"):
         EmulatorOptions(hang_rate=0.5, malformed_event_rate=0.6)
     assert EmulatorOptions(malformed_event_rate=0.25).malformed_event_rate == 0.25
 
 
-def test_cli_arguments_round_trip_the_aws_settings() -> None:
+def test_the_child_process_settings_carry_the_aws_settings() -> None:
     settings = EmulatorSettings(malformed_event_rate=0.125, sagemaker_format="tgi")
-    parsed = settings_from_args(build_parser().parse_args(settings_to_argv(settings)))
+    parsed = settings_from_args(build_parser().parse_args(EmulatorProcess(settings).settings_argv))
     assert parsed == settings
     assert parsed.sagemaker_format == "tgi"

@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 
 from fmbench.config import validate_suite_data
 from fmbench.emulator.process import EmulatorProcess
-from fmbench.emulator.server import EmulatorSettings
+from fmbench.emulator.settings import EmulatorSettings
 from fmbench.local import run_suite
 
 FAST = {"ttft_ms": 10, "itl_ms": 2, "output_tokens": 6}

@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 
 from fmbench.config import InferenceParameters
-from fmbench.emulator.server import EmulatorSettings, running_emulator
+from fmbench.emulator.server import running_emulator
+from fmbench.emulator.settings import EmulatorSettings
 from fmbench.endpoints.base import (
     HTTP_4XX,
     MALFORMED_RESPONSE,

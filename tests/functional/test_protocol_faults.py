@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from fmbench.config import InferenceParameters
-from fmbench.emulator.server import EmulatorSettings, running_emulator
+from fmbench.emulator.server import running_emulator
+from fmbench.emulator.settings import EmulatorSettings
 from fmbench.endpoints import EndpointClient, InvocationResult
 from fmbench.endpoints import base as error_class  # the error classes every protocol shares
 from fmbench.endpoints.bedrock import BedrockClient

@@ -13,7 +13,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from fmbench.config import validate_suite_data
-from fmbench.emulator.server import EmulatorSettings, running_emulator
+from fmbench.emulator.server import running_emulator
+from fmbench.emulator.settings import EmulatorSettings
 from fmbench.plan import BranchSpec, plan_suite
 from fmbench.records import RECORD_SCHEMA
 from fmbench.runner import (

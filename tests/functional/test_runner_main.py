@@ -24,7 +24,7 @@ from moto.server import ThreadedMotoServer
 from fmbench import runner_main
 from fmbench.config import validate_suite_data
 from fmbench.emulator.process import EmulatorProcess
-from fmbench.emulator.server import EmulatorSettings
+from fmbench.emulator.settings import EmulatorSettings
 from fmbench.plan import BranchSpec, plan_suite
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,8 @@ from aiohttp import web
 
 from fmbench.config import InferenceParameters, validate_suite_data
 from fmbench.emulator.eventstream import event_message, exception_message
-from fmbench.emulator.server import EmulatorSettings, running_emulator
+from fmbench.emulator.server import running_emulator
+from fmbench.emulator.settings import EmulatorSettings
 from fmbench.endpoints.base import (
     HTTP_4XX,
     HTTP_5XX,

@@ -17,8 +17,9 @@ from fmbench.emulator import (
     VirtualClock,
     get_profile,
 )
-from fmbench.emulator.cli import build_parser, main, settings_from_args, settings_to_argv
+from fmbench.emulator.cli import build_parser, main, settings_from_args
 from fmbench.emulator.engine import Sequence, fixed_token_times_s
+from fmbench.emulator.process import EmulatorProcess
 from fmbench.emulator.protocol import (
     InvalidRequestError,
     ParsedRequest,
@@ -101,8 +102,17 @@ def test_settings_reject_invalid_values(kwargs: dict[str, object]) -> None:
         EmulatorSettings(**kwargs)
 
 
-def test_cli_arguments_round_trip_the_settings() -> None:
-    settings = EmulatorSettings(
+def test_cli_options_set_every_settings_field() -> None:
+    argv = [
+        "--host", "::1", "--port", "0", "--model", "m", "--profile", "g5-xlarge",
+        "--ttft-ms", "12.5", "--itl-ms", "3", "--output-tokens", "7",
+        "--error-500-rate", "0.1", "--error-429-rate", "0.2", "--hang-rate", "0.05",
+        "--cut-stream-rate", "0.15", "--malformed-event-rate", "0.125",
+        "--sagemaker-format", "tgi", "--seed", "42",
+    ]  # fmt: skip
+    parsed = settings_from_args(build_parser().parse_args(argv))
+    assert parsed == EmulatorSettings(
+        host="::1",
         port=0,
         model="m",
         profile="g5-xlarge",
@@ -113,10 +123,26 @@ def test_cli_arguments_round_trip_the_settings() -> None:
         error_429_rate=0.2,
         hang_rate=0.05,
         cut_stream_rate=0.15,
+        malformed_event_rate=0.125,
+        sagemaker_format="tgi",
         seed=42,
     )
-    parsed = settings_from_args(build_parser().parse_args(settings_to_argv(settings)))
-    assert parsed == settings
+    # Each field is one option, so a knob added to the settings is on the command line at once.
+    assert set(EmulatorSettings.model_fields) <= set(vars(build_parser().parse_args([])))
+
+
+def test_cli_defaults_are_the_settings_defaults_but_a_known_port() -> None:
+    parsed = settings_from_args(build_parser().parse_args([]))
+    assert parsed == EmulatorSettings(port=8080)
+
+
+def test_the_child_process_gets_the_settings_as_one_json_document() -> None:
+    settings = EmulatorSettings(
+        model="m", ttft_ms=0.1 + 0.2, itl_ms=1 / 3, output_tokens=7, hang_rate=0.05, seed=42
+    )
+    argv = EmulatorProcess(settings).settings_argv
+    assert len(argv) == 2  # the option and the document, not one flag per field
+    assert settings_from_args(build_parser().parse_args(argv)) == settings
 
 
 def test_cli_rejects_invalid_settings_with_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:

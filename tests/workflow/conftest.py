@@ -33,7 +33,7 @@ from shims import (
 )
 
 from fmbench.emulator.process import EmulatorProcess
-from fmbench.emulator.server import EmulatorSettings
+from fmbench.emulator.settings import EmulatorSettings
 
 # Tiny waits keep the tier fast: a status check every second, for at most two minutes (120 checks, the
 # plan's cap) unless a test lowers the cap.

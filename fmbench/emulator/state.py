@@ -1,0 +1,93 @@
+"""What one running emulator shares between its routes: its settings, engine, counters and fault draws."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from fmbench.emulator.engine import BatchEngine, LoopClock
+from fmbench.emulator.profiles import EmulatorProfile
+from fmbench.emulator.protocol import DEFAULT_MAX_TOKENS, ParsedRequest
+from fmbench.emulator.settings import EmulatorSettings
+
+
+class Fault(enum.Enum):
+    """What goes wrong with one request (at most one thing), drawn when it arrives."""
+
+    NONE = "none"
+    ERROR_500 = "error_500"
+    ERROR_429 = "error_429"
+    HANG = "hang"
+    CUT_STREAM = "cut_stream"
+    MALFORMED = "malformed"
+
+
+@dataclass
+class EmulatorState:
+    """One emulator's shared state; ``/health`` reports its counters."""
+
+    settings: EmulatorSettings
+    profile: EmulatorProfile
+    engine: BatchEngine | None
+    fault_rng: random.Random
+    clock: LoopClock = field(default_factory=LoopClock)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    requests_total: int = 0
+    shutting_down: bool = False
+    handler_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Count one request in flight (and its peak) while its handler runs; shutdown cancels the handler."""
+        self.requests_total += 1
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        task = asyncio.current_task()
+        if task is not None:
+            self.handler_tasks.add(task)
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if task is not None:
+                self.handler_tasks.discard(task)
+
+    def draw_fault(self) -> Fault:
+        s = self.settings
+        if not (
+            s.error_500_rate or s.error_429_rate or s.hang_rate or s.cut_stream_rate or s.malformed_event_rate
+        ):
+            return Fault.NONE
+        draw = self.fault_rng.random()
+        for fault, rate in (
+            (Fault.ERROR_500, s.error_500_rate),
+            (Fault.ERROR_429, s.error_429_rate),
+            (Fault.HANG, s.hang_rate),
+            (Fault.CUT_STREAM, s.cut_stream_rate),
+            (Fault.MALFORMED, s.malformed_event_rate),
+        ):
+            if draw < rate:
+                return fault
+            draw -= rate
+        return Fault.NONE
+
+    def output_plan(self, parsed: ParsedRequest) -> tuple[int, str]:
+        """How many tokens to generate, and the finish_reason to report."""
+        s = self.settings
+        if s.output_tokens is not None:
+            if parsed.max_tokens is None:
+                return s.output_tokens, "stop"
+            n_tokens = min(parsed.max_tokens, s.output_tokens)
+            return n_tokens, "length" if n_tokens == parsed.max_tokens else "stop"
+        return parsed.max_tokens or DEFAULT_MAX_TOKENS, "length"
+
+
+STATE_KEY = web.AppKey("fmbench_emulator_state", EmulatorState)
