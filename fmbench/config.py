@@ -389,12 +389,12 @@ class NormalLength(StrictModel):
     distribution: Literal["normal"]
     mean_tokens: float = Field(gt=0)
     stddev_tokens: float = Field(ge=0)
-    min_tokens: int = Field(default=1, ge=1)
+    min_tokens: int | None = Field(default=None, ge=1, description="Default: one above the shared prefix.")
     max_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> NormalLength:
-        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+        if self.max_tokens is not None and (self.min_tokens or 1) > self.max_tokens:
             raise ValueError("min_tokens must not exceed max_tokens")
         return self
 
@@ -424,10 +424,9 @@ class SyntheticSpec(StrictModel):
 
     @model_validator(mode="after")
     def _prefix_fits(self) -> SyntheticSpec:
-        shortest = (
-            self.prompt_tokens if isinstance(self.prompt_tokens, int) else self.prompt_tokens.min_tokens
-        )
-        if self.shared_prefix_tokens and self.shared_prefix_tokens >= shortest:
+        lengths = self.prompt_tokens
+        shortest = lengths if isinstance(lengths, int) else lengths.min_tokens
+        if shortest is not None and self.shared_prefix_tokens and self.shared_prefix_tokens >= shortest:
             raise ValueError(
                 f"shared_prefix_tokens ({self.shared_prefix_tokens}) must be below the shortest prompt "
                 f"({shortest} tokens)"

@@ -69,8 +69,8 @@ class LoadedDataset:
     content_sha256: str = ""  # of the bytes of every file read, in order
 
 
-def file_format(name: str, given: str | None) -> tuple[str, bool]:
-    """(format, gzipped) of a file, from ``given`` or its name."""
+def file_format(name: str, given: str | None, shown: str | None = None) -> tuple[str, bool]:
+    """(format, gzipped) of a file, from ``given`` or its name; ``shown`` names it in an error."""
     lowered = name.lower()
     gzipped = lowered.endswith(".gz")
     if gzipped:
@@ -81,7 +81,7 @@ def file_format(name: str, given: str | None) -> tuple[str, bool]:
         if lowered.endswith(suffix):
             return fmt, gzipped
     raise DatasetError(
-        f"cannot tell the format of {name} from its name: set workload.dataset.format "
+        f"cannot tell the format of {shown or name} from its name: set workload.dataset.format "
         f"({', '.join(DATASET_FORMATS)})",
         "workload.dataset.format",
     )
@@ -220,7 +220,7 @@ def read_dataset(spec: DatasetSpec, base_dir: Path | None = None, token: str | N
     for name, data, fmt_name in _source_files(spec, base_dir, token, loaded):
         digest.update(data)
         loaded.files.append(name)
-        fmt, gzipped = file_format(fmt_name, spec.format)
+        fmt, gzipped = file_format(fmt_name, spec.format, name)
         if gzipped:
             try:
                 data = gzip.decompress(data)

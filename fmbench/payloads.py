@@ -152,27 +152,17 @@ class _PromptBuilder:
         if spec.system_prompt is not None:
             system_prompt = _text_value(record.get(spec.system_prompt))
             if system_prompt is None:
-                return MalformedRow(
-                    row.where, f"field {spec.system_prompt!r} (system_prompt) is missing or not text"
-                )
-        answers: tuple[str, ...] = ()
-        if self.ground_truth_field is not None:
-            found = _answers(record.get(self.ground_truth_field))
-            if found is None:
-                return MalformedRow(
-                    row.where, f"field {self.ground_truth_field!r} (ground_truth) is missing or not text"
-                )
-            answers = found
+                reason = f"field {spec.system_prompt!r} (system_prompt) is missing or not text"
+                return MalformedRow(row.where, reason)
         messages: tuple[ChatMessage, ...] | None = None
+        answer_after: str | None = None
         if spec.messages is not None:
             conversation = _conversation(record.get(spec.messages))
             if isinstance(conversation, str):
                 return MalformedRow(row.where, f"field {spec.messages!r} (messages) {conversation}")
-            messages, answer = conversation
+            messages, answer_after = conversation
             if system_prompt is not None and messages[0].role != "system":
                 messages = (ChatMessage("system", system_prompt), *messages)
-            if not answers and answer is not None:
-                answers = (answer,)
             text = "\n\n".join(m.content for m in messages if m.role != "system")
             tokens = sum(self.tokenizer.count(m.content) for m in messages)
         else:
@@ -181,14 +171,20 @@ class _PromptBuilder:
                 column = spec.fields.get(name, name)
                 value = _text_value(record.get(column))
                 if value is None:
-                    return MalformedRow(
-                        row.where, f"field {column!r} (prompt_template {{{name}}}) is missing or not text"
-                    )
+                    reason = f"field {column!r} (prompt_template {{{name}}}) is missing or not text"
+                    return MalformedRow(row.where, reason)
                 values[name] = value
             text = self.workload.prompt_template.format(**values)
-            tokens = self.tokenizer.count(text) + (
-                self.tokenizer.count(system_prompt) if system_prompt else 0
-            )
+            tokens = self.tokenizer.count(text)
+            if system_prompt:
+                tokens += self.tokenizer.count(system_prompt)
+        answers: tuple[str, ...] = (answer_after,) if answer_after is not None else ()
+        if self.ground_truth_field is not None:
+            found = _answers(record.get(self.ground_truth_field))
+            if found is None and spec.ground_truth is not None:  # only a field the suite named must be there
+                reason = f"field {self.ground_truth_field!r} (ground_truth) is missing or not text"
+                return MalformedRow(row.where, reason)
+            answers = found or answers
         record_id = _text_value(record.get(spec.id_field or "id"))
         return Prompt(
             record_id=record_id if record_id is not None else str(position),

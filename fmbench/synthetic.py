@@ -39,7 +39,8 @@ def length_bounds(spec: SyntheticSpec) -> tuple[int, float]:
         return lengths, lengths
     if isinstance(lengths, UniformLength):
         return lengths.min_tokens, lengths.max_tokens
-    return lengths.min_tokens, math.inf if lengths.max_tokens is None else lengths.max_tokens
+    shortest = lengths.min_tokens or spec.shared_prefix_tokens + 1
+    return shortest, math.inf if lengths.max_tokens is None else lengths.max_tokens
 
 
 def bin_probability(spec: SyntheticSpec, token_bin: TokenBin) -> float:
@@ -52,21 +53,21 @@ def bin_probability(spec: SyntheticSpec, token_bin: TokenBin) -> float:
     if isinstance(lengths, UniformLength):
         overlap = min(high, lengths.max_tokens) - max(low, lengths.min_tokens) + 1
         return max(0, overlap) / (lengths.max_tokens - lengths.min_tokens + 1)
-    return _normal_mass(lengths, low, high)
+    return _normal_mass(lengths, low, high, lengths.min_tokens or spec.shared_prefix_tokens + 1)
 
 
-def _normal_mass(lengths: NormalLength, low: int, high: int) -> float:
+def _normal_mass(lengths: NormalLength, low: int, high: int, shortest: int) -> float:
     def cdf(x: float) -> float:
         if lengths.stddev_tokens == 0:
             return 1.0 if x >= lengths.mean_tokens else 0.0
         return 0.5 * (1 + math.erf((x - lengths.mean_tokens) / (lengths.stddev_tokens * math.sqrt(2))))
 
     upper = high if lengths.max_tokens is None else min(high, lengths.max_tokens)
-    lower = max(low, lengths.min_tokens)
+    lower = max(low, shortest)
     if upper < lower:
         return 0.0
     bounds_upper = math.inf if lengths.max_tokens is None else lengths.max_tokens + 0.5
-    allowed = cdf(bounds_upper) - cdf(lengths.min_tokens - 0.5)
+    allowed = cdf(bounds_upper) - cdf(shortest - 0.5)
     if allowed <= 0:
         return 0.0
     return (cdf(upper + 0.5) - cdf(lower - 0.5)) / allowed
@@ -110,7 +111,7 @@ def draw_length(spec: SyntheticSpec, token_bin: TokenBin, rng: random.Random) ->
             length = rng.randint(max(low, lengths.min_tokens), min(high, lengths.max_tokens))
         else:
             length = round(rng.gauss(lengths.mean_tokens, lengths.stddev_tokens))
-            if length < lengths.min_tokens or (
+            if length < (lengths.min_tokens or 1) or (
                 lengths.max_tokens is not None and length > lengths.max_tokens
             ):
                 continue
