@@ -298,7 +298,14 @@ def _hub_files(
     names = hub_data_files(listing.files, listing.card_configs, spec.config, spec.split, spec.format)
     for name in names:
         try:
-            path = download(repo_id, name, repo_type="dataset", revision=listing.commit, token=token)
+            path = download(
+                repo_id,
+                name,
+                repo_type="dataset",
+                revision=listing.commit,
+                token=token,
+                asked_revision=spec.revision or "",
+            )
         except HubError as exc:
             raise DatasetError(str(exc)) from None
         try:

@@ -21,6 +21,18 @@ class HubError(ValueError):
     """A repository, revision or file of the Hub that cannot be had; the message says what to do."""
 
 
+def _quiet_client() -> None:
+    """Keep ``huggingface_hub`` to the requests a benchmark asks for.
+
+    With telemetry on, building request headers fetches a registry of "agent harnesses" from the endpoint
+    fixed at import time, which need not be the one ``HF_ENDPOINT`` names now: an extra request, perhaps
+    to the public Hub, from a run that was pointed elsewhere. The library reads this flag at call time.
+    """
+    from huggingface_hub import constants
+
+    constants.HF_HUB_DISABLE_TELEMETRY = True
+
+
 @dataclass(frozen=True, slots=True)
 class HubSettings:
     endpoint: str
@@ -96,6 +108,7 @@ def dataset_listing(repo_id: str, revision: str | None, token: str | None = None
     """The files of a dataset repository at a revision, the commit it resolves to and its card's configs."""
     from huggingface_hub import HfApi
 
+    _quiet_client()
     settings = hub_settings(token)
     api = HfApi(endpoint=settings.endpoint, token=settings.token)
     try:
@@ -111,11 +124,22 @@ def dataset_listing(repo_id: str, revision: str | None, token: str | None = None
 
 
 def download(
-    repo_id: str, filename: str, *, repo_type: str, revision: str | None, token: str | None = None
+    repo_id: str,
+    filename: str,
+    *,
+    repo_type: str,
+    revision: str | None,
+    token: str | None = None,
+    asked_revision: str | None = None,
 ) -> Path:
-    """A file of a repository in the local Hub cache (downloaded once; a later call reads the cache)."""
+    """A file of a repository in the local Hub cache (downloaded once; a later call reads the cache).
+
+    ``asked_revision`` is the one the suite named, for the error message, when ``revision`` is the
+    commit it resolved to.
+    """
     from huggingface_hub import hf_hub_download
 
+    _quiet_client()
     settings = hub_settings(token)
     try:
         path = hf_hub_download(
@@ -132,7 +156,8 @@ def download(
         if not _is_hub_failure(exc):
             raise
         kind = "dataset" if repo_type == "dataset" else "model"
-        raise HubError(_describe(exc, kind, repo_id, revision, settings)) from None
+        shown = asked_revision if asked_revision is not None else revision
+        raise HubError(_describe(exc, kind, repo_id, shown, settings)) from None
     return Path(path)
 
 
