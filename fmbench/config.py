@@ -459,13 +459,16 @@ class InferenceParameters(StrictModel):
     stream: bool = True
 
 
+DEFAULT_PROMPT_TEMPLATE = "{context}\n\nQuestion: {question}\nAnswer:"
+
+
 class Workload(StrictModel):
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     synthetic: SyntheticSpec | None = Field(
         default=None, description="Synthetic prompts of exact token lengths instead of a dataset."
     )
     prompt_template: str = Field(
-        default="{context}\n\nQuestion: {question}\nAnswer:",
+        default=DEFAULT_PROMPT_TEMPLATE,
         description="Python format string over the dataset record's fields.",
     )
     bins: list[TokenBin] = Field(min_length=1)
@@ -504,10 +507,12 @@ class Workload(StrictModel):
 
     @model_validator(mode="after")
     def _one_prompt_source(self) -> Workload:
-        given = self.model_fields_set
-        if self.synthetic is not None and "dataset" in given:
+        # Compared with the defaults rather than with the fields given, so that a dumped branch spec (all
+        # defaults written out) validates again unchanged.
+        if self.synthetic is not None and self.dataset != DatasetSpec():
             raise ValueError("give dataset or synthetic, not both")
-        if "prompt_template" in given and (self.synthetic is not None or self.dataset.messages is not None):
+        template_given = self.prompt_template != DEFAULT_PROMPT_TEMPLATE
+        if template_given and (self.synthetic is not None or self.dataset.messages is not None):
             where = "synthetic prompts" if self.synthetic is not None else "dataset.messages"
             raise ValueError(f"prompt_template does not apply to {where}")
         return self

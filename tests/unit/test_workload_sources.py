@@ -336,6 +336,15 @@ def test_synthetic_prompts_have_exact_lengths_and_a_shared_prefix_with_the_simpl
     assert len({p.text for p in deck.take(100)}) == 100 and deck.reused == 0
 
 
+def test_a_synthetic_workload_round_trips_through_json_with_all_its_defaults() -> None:
+    work = Workload.model_validate(
+        {"synthetic": {"prompt_tokens": 64, "shared_prefix_tokens": 8}, "bins": ALL_TOKENS, "repeat": "error"}
+    )
+    assert Workload.model_validate_json(work.model_dump_json()) == work
+    chat = workload({"source": "chat.jsonl", "messages": "conversations"})
+    assert Workload.model_validate_json(chat.model_dump_json()) == chat
+
+
 def test_synthetic_lengths_that_miss_a_bin_are_refused() -> None:
     spec = SyntheticSpec.model_validate(
         {"prompt_tokens": {"distribution": "uniform", "min_tokens": 10, "max_tokens": 20}}
