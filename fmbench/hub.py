@@ -47,7 +47,8 @@ def hub_settings(token: str | None = None, environ: dict[str, str] | None = None
     if env.get("HF_HUB_CACHE"):
         cache_dir = Path(env["HF_HUB_CACHE"])
     else:
-        home = Path(env["HF_HOME"]) if env.get("HF_HOME") else Path.home() / ".cache" / "huggingface"
+        cache_home = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+        home = Path(env["HF_HOME"]) if env.get("HF_HOME") else cache_home / "huggingface"
         cache_dir = home / "hub"
     return HubSettings(endpoint, cache_dir.expanduser(), token or env.get("HF_TOKEN") or None)
 

@@ -14,6 +14,7 @@ import pytest
 
 from fmbench.config import SuiteValidationError, SyntheticSpec, TokenBin, Workload, validate_suite_data
 from fmbench.datasets import DatasetError, hub_data_files
+from fmbench.hub import HubSettings, hub_settings
 from fmbench.payloads import (
     ChatMessage,
     PromptDeck,
@@ -436,3 +437,13 @@ def test_tokenizer_names_and_local_tokenizer_files(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("{}")
     with pytest.raises(TokenizerError, match=r"hf:./broken.json: not a valid tokenizer.json"):
         load_tokenizer("hf:./broken.json", base_dir=tmp_path)
+
+
+def test_hub_settings_are_read_from_the_environment_of_the_moment() -> None:
+    assert hub_settings(environ={"HF_ENDPOINT": "http://127.0.0.1:9/", "HF_HOME": "/h"}) == HubSettings(
+        "http://127.0.0.1:9", Path("/h/hub"), None
+    )
+    env = {"HF_HUB_CACHE": "/c", "HF_HOME": "/h", "HF_TOKEN": "hf_env"}
+    assert hub_settings(environ=env) == HubSettings("https://huggingface.co", Path("/c"), "hf_env")
+    assert hub_settings("hf_caller", environ=env).token == "hf_caller"
+    assert hub_settings(environ={"XDG_CACHE_HOME": "/x"}).cache_dir == Path("/x/huggingface/hub")
