@@ -29,6 +29,8 @@ from fmbench.tokenizer import TokenizerError, check_tokenizer_spec
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9-]+\.[a-z0-9]+$"
 BUILTIN_DATASET_PREFIX = "builtin:"
+HUB_DATASET_PREFIX = "hf:"
+HUB_REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
 
 
 def _check_name(value: str) -> str:
@@ -252,12 +254,148 @@ class MatrixSpec(StrictModel):
 # ------------------------------------------------------------------------------------------ workload
 
 
+DATASET_FORMATS = ("jsonl", "json", "csv", "parquet")
+
+
 class DatasetSpec(StrictModel):
+    """Where the records come from and which of their fields make a prompt."""
+
     source: str = Field(
         default="builtin:synthetic-qa",
-        description="'builtin:NAME' or a path to a JSONL file (relative to the suite file).",
+        min_length=1,
+        description="'builtin:NAME'; a JSONL, JSON, CSV or Parquet file (path relative to the suite file, "
+        "or s3://bucket/key); or 'hf:OWNER/NAME', a dataset on the Hugging Face Hub (its data files for "
+        "config and split are read; token from HF_TOKEN).",
+    )
+    format: Literal["jsonl", "json", "csv", "parquet"] | None = Field(
+        default=None, description="File format; default: from the file name (.jsonl, .json, .csv, .parquet)."
+    )
+    config: str | None = Field(default=None, min_length=1, description="Hub dataset: the config (subset).")
+    split: str | None = Field(
+        default=None, min_length=1, description="Hub dataset: the split; default: train."
+    )
+    revision: str | None = Field(
+        default=None, min_length=1, description="Hub dataset: branch, tag or commit; default: main."
+    )
+    records_key: str | None = Field(
+        default=None,
+        min_length=1,
+        description="JSON file holding an object: the key of its list of records; default: its only list.",
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Template field -> record field, for template fields named unlike the dataset's "
+        "(e.g. {question: input}); unmapped template fields read the record field of the same name.",
+    )
+    ground_truth: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Record field with the reference answer (a string or a list of strings), kept on "
+        "every prompt; default: the first of answer, answers, reference_answer, ground_truth, output.",
+    )
+    system_prompt: str | None = Field(
+        default=None, min_length=1, description="Record field with a system prompt sent before the prompt."
+    )
+    messages: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Record field with a chat conversation (a list of {role, content} or ShareGPT "
+        "{from, value}) sent as chat messages up to its last user turn; the prompt template is unused.",
+    )
+    id_field: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Record field with the record id; default: id, else its position.",
+    )
+    malformed_rows: Literal["error", "skip"] = Field(
+        default="error",
+        description="A row that is not an object or lacks a field: 'error' refuses the dataset naming the "
+        "rows (file, line); 'skip' leaves them out, counted and named.",
     )
     max_records: int | None = Field(default=None, ge=1, description="Read at most this many records.")
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value.startswith(HUB_DATASET_PREFIX):
+            repo_id = value[len(HUB_DATASET_PREFIX) :]
+            if not re.match(HUB_REPO_ID_PATTERN, repo_id):
+                raise ValueError("a Hub dataset is hf:OWNER/NAME (letters, digits, '-', '_', '.')")
+        elif "://" in value and not value.startswith(("s3://", "file://")):
+            raise ValueError(f"unsupported scheme {value.split('://', 1)[0]}://; give a path, s3:// or hf:")
+        return value
+
+    @model_validator(mode="after")
+    def _hub_options_need_a_hub_source(self) -> DatasetSpec:
+        hub_only = [name for name in ("config", "split", "revision") if getattr(self, name) is not None]
+        if hub_only and not self.source.startswith(HUB_DATASET_PREFIX):
+            raise ValueError(f"{', '.join(hub_only)} apply to Hub datasets (source: hf:OWNER/NAME) only")
+        return self
+
+
+class UniformLength(StrictModel):
+    """Every length in [min_tokens, max_tokens] equally likely."""
+
+    distribution: Literal["uniform"]
+    min_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformLength:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError("min_tokens must not exceed max_tokens")
+        return self
+
+
+class NormalLength(StrictModel):
+    """Lengths around mean_tokens, rounded; draws outside [min_tokens, max_tokens] are drawn again."""
+
+    distribution: Literal["normal"]
+    mean_tokens: float = Field(gt=0)
+    stddev_tokens: float = Field(ge=0)
+    min_tokens: int | None = Field(default=None, ge=1, description="Default: one above the shared prefix.")
+    max_tokens: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NormalLength:
+        if self.max_tokens is not None and (self.min_tokens or 1) > self.max_tokens:
+            raise ValueError("min_tokens must not exceed max_tokens")
+        return self
+
+
+LengthDistribution = Annotated[UniformLength | NormalLength, Field(discriminator="distribution")]
+
+
+class SyntheticSpec(StrictModel):
+    """Prompts of random words made to an exact length in the workload tokenizer's tokens."""
+
+    prompt_tokens: int | LengthDistribution = Field(
+        description="Prompt length in tokens: a number, or {distribution: uniform, min_tokens, max_tokens}, "
+        "or {distribution: normal, mean_tokens, stddev_tokens[, min_tokens, max_tokens]}."
+    )
+    shared_prefix_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Tokens every prompt starts with, identical across prompts (measures prefix caching).",
+    )
+
+    @field_validator("prompt_tokens")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @model_validator(mode="after")
+    def _prefix_fits(self) -> SyntheticSpec:
+        lengths = self.prompt_tokens
+        shortest = lengths if isinstance(lengths, int) else lengths.min_tokens
+        if shortest is not None and self.shared_prefix_tokens and self.shared_prefix_tokens >= shortest:
+            raise ValueError(
+                f"shared_prefix_tokens ({self.shared_prefix_tokens}) must be below the shortest prompt "
+                f"({shortest} tokens)"
+            )
+        return self
 
 
 class TokenBin(StrictModel):
@@ -285,15 +423,36 @@ class InferenceParameters(StrictModel):
     stream: bool = True
 
 
+DEFAULT_PROMPT_TEMPLATE = "{context}\n\nQuestion: {question}\nAnswer:"
+
+
 class Workload(StrictModel):
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    synthetic: SyntheticSpec | None = Field(
+        default=None, description="Synthetic prompts of exact token lengths instead of a dataset."
+    )
     prompt_template: str = Field(
-        default="{context}\n\nQuestion: {question}\nAnswer:",
+        default=DEFAULT_PROMPT_TEMPLATE,
         description="Python format string over the dataset record's fields.",
     )
     bins: list[TokenBin] = Field(min_length=1)
-    tokenizer: str = "simple"
-    max_prompts_per_bin: int = Field(default=50, ge=1)
+    tokenizer: str = Field(
+        default="simple",
+        description="'simple' (words and punctuation marks), or hf:MODEL_ID[@REVISION] (the model's "
+        "tokenizer.json from the Hub), hf:PATH (a tokenizer.json or a folder holding one) or "
+        "hf:s3://bucket/key.",
+    )
+    max_prompts_per_bin: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many prompts per bin (the first in dataset order); default: all.",
+    )
+    repeat: Literal["cycle", "error"] = Field(
+        default="cycle",
+        description="When a bin has fewer distinct prompts than requests: 'cycle' reuses them in the same "
+        "order (the reuse is counted and reported), 'error' refuses to send a prompt twice.",
+    )
+    seed: int = Field(default=0, description="Seed of the prompt order and of synthetic prompts.")
     inference: InferenceParameters = Field(default_factory=InferenceParameters)
 
     @field_validator("tokenizer")
@@ -309,6 +468,18 @@ class Workload(StrictModel):
     def _parsable_template(cls, value: str) -> str:
         template_fields(value)
         return value
+
+    @model_validator(mode="after")
+    def _one_prompt_source(self) -> Workload:
+        # Compared with the defaults rather than with the fields given, so that a dumped branch spec (all
+        # defaults written out) validates again unchanged.
+        if self.synthetic is not None and self.dataset != DatasetSpec():
+            raise ValueError("give dataset or synthetic, not both")
+        template_given = self.prompt_template != DEFAULT_PROMPT_TEMPLATE
+        if template_given and (self.synthetic is not None or self.dataset.messages is not None):
+            where = "synthetic prompts" if self.synthetic is not None else "dataset.messages"
+            raise ValueError(f"prompt_template does not apply to {where}")
+        return self
 
     @model_validator(mode="after")
     def _bins_disjoint(self) -> Workload:

@@ -77,7 +77,7 @@ def test_payloads_are_binned_by_the_rendered_prompt_token_count() -> None:
     assert set(by_bin) == {"50-500", "500-2000"}
     for label, (low, high) in {"50-500": (50, 500), "500-2000": (500, 2000)}.items():
         prompts = by_bin[label]
-        assert 10 <= len(prompts) <= suite.workload.max_prompts_per_bin
+        assert len(prompts) >= 10
         for prompt in prompts:
             assert low <= prompt.prompt_tokens < high
             assert prompt.prompt_tokens == tokenizer.count(prompt.text)
