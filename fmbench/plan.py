@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from fmbench.cloud.sagemaker import SageMakerDeployment, needs_deploy, resource_names
-from fmbench.config import LoadPlan, StrictModel, Suite, Target, Workload
+from fmbench.config import LoadPlan, PlannedPoint, StrictModel, Suite, Target, Workload
 from fmbench.estimate import CostEstimate, EstimateSettings, estimate_branches
 from fmbench.pricing import instance_price_per_hour_usd
 
@@ -49,14 +49,9 @@ class BranchSpec(StrictModel):
     def load_point_count(self) -> int:
         return self.load.level_count * len(self.workload.bins)
 
-    def planned_load_points(self) -> list[tuple[int | None, float | None, str]]:
-        """(concurrency, rate per s, bin) of every load point, in the runner's order (fmbench.runner):
-        each concurrency level across the bins, then each rate across the bins."""
-        bins = [b.label for b in self.workload.bins]
-        closed: list[tuple[int | None, float | None, str]] = [
-            (level, None, label) for level in self.load.concurrency for label in bins
-        ]
-        return closed + [(None, rate, label) for rate in self.load.rates_per_s for label in bins]
+    def planned_load_points(self) -> list[PlannedPoint]:
+        """Every load point in the runner's order (``LoadPlan.points``)."""
+        return self.load.points([b.label for b in self.workload.bins])
 
 
 class RunPlan(StrictModel):
