@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from fmbench.cloud.sagemaker import SageMakerDeployment, needs_deploy, resource_names
-from fmbench.config import LoadPlan, PlannedPoint, StrictModel, Suite, Target, Workload
+from fmbench.config import LoadPlan, StrictModel, Suite, Target, Workload
 from fmbench.estimate import CostEstimate, EstimateSettings, estimate_branches
 from fmbench.pricing import instance_price_per_hour_usd
 
@@ -49,9 +49,10 @@ class BranchSpec(StrictModel):
     def load_point_count(self) -> int:
         return self.load.level_count * len(self.workload.bins)
 
-    def planned_load_points(self) -> list[PlannedPoint]:
-        """Every load point in the runner's order (``LoadPlan.points``)."""
-        return self.load.points([b.label for b in self.workload.bins])
+    def planned_load_points(self) -> list[tuple[int | None, float | None, str]]:
+        """(concurrency, rate per s, bin) of every load point, in the runner's order (``LoadPlan.points``)."""
+        points = self.load.points([b.label for b in self.workload.bins])
+        return [(p.concurrency, p.request_rate_per_s, p.payload_bin) for p in points]
 
 
 class RunPlan(StrictModel):
