@@ -613,7 +613,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = commands.add_parser("load", help="benchmark one OpenAI-compatible endpoint directly")
     load.add_argument("--url", required=True, help="base URL including /v1, e.g. http://127.0.0.1:8000/v1")
-    load.add_argument("--api", choices=["openai"], default="openai", help="wire protocol")
     load.add_argument("--openai-api", choices=["chat", "completions"], default="chat")
     load.add_argument("--model", default=None, help="model id (default: the first one the server lists)")
     load.add_argument("--api-key-env", default=None, help="environment variable holding the API key")

@@ -6,9 +6,10 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -538,6 +539,21 @@ class ClientCheck(StrictModel):
     )
 
 
+class Level(NamedTuple):
+    """One step of a sweep: a closed-loop concurrency or an open-loop arrival rate (the other is None)."""
+
+    concurrency: int | None
+    request_rate_per_s: float | None
+
+
+class PlannedPoint(NamedTuple):
+    """One load point of a sweep: a level over the prompts of one bin."""
+
+    concurrency: int | None
+    request_rate_per_s: float | None
+    payload_bin: str
+
+
 class LoadPlan(StrictModel):
     """The sweep: closed-loop concurrency levels and/or open-loop request rates, each across every bin.
 
@@ -643,6 +659,16 @@ class LoadPlan(StrictModel):
     def level_count(self) -> int:
         return len(self.concurrency) + len(self.rates_per_s)
 
+    def levels(self) -> list[Level]:
+        """The sweep's order, written only here: every concurrency level, then every rate."""
+        return [Level(level, None) for level in self.concurrency] + [
+            Level(None, rate) for rate in self.rates_per_s
+        ]
+
+    def points(self, bin_labels: Sequence[str]) -> list[PlannedPoint]:
+        """Every load point in the order the runner sweeps them: each level across all the bins."""
+        return [PlannedPoint(*level, label) for level in self.levels() for label in bin_labels]
+
     @property
     def requests_per_point(self) -> int | None:
         """Requests one load point sends, all phases included; None when any phase is timed."""
@@ -735,8 +761,12 @@ class Suite(StrictModel):
 
     def expanded_targets(self) -> list[Any]:
         """Explicit targets followed by matrix combinations (already validated by ``load_suite``)."""
-        targets, _ = expand_targets(self)
-        return targets
+        return [expanded.target for expanded in self.expanded()]
+
+    def expanded(self) -> list[ExpandedTarget]:
+        """Every target with where the user wrote it (already validated by ``load_suite``)."""
+        expanded, _ = expand_targets(self)
+        return expanded
 
 
 def _slug(value: Any) -> str:
@@ -744,8 +774,31 @@ def _slug(value: Any) -> str:
     return text or "x"
 
 
-def expand_targets(suite: Suite) -> tuple[list[Any], list[SuiteProblem]]:
-    targets: list[Any] = list(suite.targets)
+@dataclass(frozen=True, slots=True)
+class ExpandedTarget:
+    """One target of the suite and where it is written: ``targets.N``, or ``matrix.N`` (which varies
+    ``varied`` over a base); a problem found later in one of its fields is reported at that place."""
+
+    target: Any
+    location: str
+    varied: frozenset[str] = frozenset()
+
+    @property
+    def from_matrix(self) -> bool:
+        return self.location.startswith("matrix.")
+
+    def field_path(self, field: str) -> str:
+        """Where the user wrote ``field`` (dotted) of this target."""
+        if not self.from_matrix:
+            return f"{self.location}.{field}"
+        part = "vary" if field.split(".", 1)[0] in self.varied else "base"
+        return f"{self.location}.{part}.{field}"
+
+
+def expand_targets(suite: Suite) -> tuple[list[ExpandedTarget], list[SuiteProblem]]:
+    """The suite's targets (explicit ones, then each matrix's combinations) and the problems of the
+    combinations that are not valid targets, each at the place it is written."""
+    expanded = [ExpandedTarget(t, f"targets.{index}") for index, t in enumerate(suite.targets)]
     problems: list[SuiteProblem] = []
     for m_index, spec in enumerate(suite.matrix):
         keys = list(spec.vary)
@@ -755,7 +808,7 @@ def expand_targets(suite: Suite) -> tuple[list[Any], list[SuiteProblem]]:
             candidate.update(zip(keys, values, strict=True))
             candidate["name"] = "-".join([base_name, *(_slug(v) for v in values)])[:63]
             try:
-                targets.append(TARGET_ADAPTER.validate_python(candidate))
+                target = TARGET_ADAPTER.validate_python(candidate)
             except ValidationError as exc:
                 for error in exc.errors():
                     loc = _strip_union_tags(error["loc"])
@@ -767,7 +820,9 @@ def expand_targets(suite: Suite) -> tuple[list[Any], list[SuiteProblem]]:
                     combo = ", ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
                     path = f"{prefix}.{rest}" if rest else prefix
                     problems.append(SuiteProblem(path=path, reason=f"{_reason(error)} (combination {combo})"))
-    return targets, problems
+            else:
+                expanded.append(ExpandedTarget(target, f"matrix.{m_index}", frozenset(keys)))
+    return expanded, problems
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -807,18 +862,19 @@ def problems_from_validation_error(exc: ValidationError, prefix: str = "") -> li
 
 def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]:
     """Checks that need the whole suite (and the dataset) rather than one field."""
-    targets, problems = expand_targets(suite)
-    if not targets and not problems:
+    expanded, problems = expand_targets(suite)
+    if not expanded and not problems:
         problems.append(
             SuiteProblem(path="targets", reason="the suite has no targets (give targets or matrix)")
         )
-    seen: dict[str, int] = {}
-    for index, target in enumerate(targets):
-        if target.name in seen:
+    seen: set[str] = set()
+    for each in expanded:
+        name = each.target.name
+        if name in seen:
             problems.append(
-                SuiteProblem(path=f"targets.{index}.name", reason=f"duplicate target name {target.name!r}")
+                SuiteProblem(path=each.field_path("name"), reason=f"duplicate target name {name!r}")
             )
-        seen.setdefault(target.name, index)
+        seen.add(name)
     labels = [b.label for b in suite.workload.bins]
     if suite.report.headline_bin is not None and suite.report.headline_bin not in labels:
         problems.append(

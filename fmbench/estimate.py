@@ -232,15 +232,11 @@ def load_point_requests_bound(
     return counted + _arrivals_in(load, rate_per_s, timed_s)
 
 
-def _levels(load: LoadPlan) -> list[tuple[int | None, float | None]]:
-    return [(level, None) for level in load.concurrency] + [(None, rate) for rate in load.rates_per_s]
-
-
 def branch_run_bound_s(spec: BranchSpec, runner_timeout_s: float | None = None) -> float:
     """The probe plus every load point of the branch (levels x bins), capped by the runner's timeout."""
     per_bin = sum(
         load_point_bound_s(spec.load, concurrency=level, rate_per_s=rate)
-        for level, rate in _levels(spec.load)
+        for level, rate in spec.load.levels()
     )
     bound_s = PROBE_BOUND_S + per_bin * len(spec.workload.bins)
     return min(bound_s, runner_timeout_s) if runner_timeout_s is not None else bound_s
@@ -293,8 +289,9 @@ def _instance_part(spec: BranchSpec, settings: EstimateSettings, *, deployed: bo
 def _token_part(spec: BranchSpec) -> CostPart:
     target = spec.target
     assert isinstance(target, BedrockTarget)
-    levels = _levels(spec.load)
-    per_bin = sum(load_point_requests_bound(spec.load, concurrency=c, rate_per_s=r) for c, r in levels)
+    per_bin = sum(
+        load_point_requests_bound(spec.load, concurrency=c, rate_per_s=r) for c, r in spec.load.levels()
+    )
     requests = per_bin * len(spec.workload.bins)
     input_tokens = per_bin * sum(b.max_tokens - 1 for b in spec.workload.bins)
     output_tokens = requests * spec.workload.inference.max_new_tokens

@@ -50,13 +50,9 @@ class BranchSpec(StrictModel):
         return self.load.level_count * len(self.workload.bins)
 
     def planned_load_points(self) -> list[tuple[int | None, float | None, str]]:
-        """(concurrency, rate per s, bin) of every load point, in the runner's order (fmbench.runner):
-        each concurrency level across the bins, then each rate across the bins."""
-        bins = [b.label for b in self.workload.bins]
-        closed: list[tuple[int | None, float | None, str]] = [
-            (level, None, label) for level in self.load.concurrency for label in bins
-        ]
-        return closed + [(None, rate, label) for rate in self.load.rates_per_s for label in bins]
+        """(concurrency, rate per s, bin) of every load point, in the runner's order (``LoadPlan.points``)."""
+        points = self.load.points([b.label for b in self.workload.bins])
+        return [(p.concurrency, p.request_rate_per_s, p.payload_bin) for p in points]
 
 
 class RunPlan(StrictModel):

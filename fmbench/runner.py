@@ -307,32 +307,12 @@ async def run_branch(
 
 
 def load_points(spec: BranchSpec, prompts_by_bin: dict[str, list[Prompt]]) -> list[LoadPoint]:
-    """The sweep in order: each concurrency level across the bins, then each rate across the bins."""
-    load = spec.load
-    bins = spec.workload.bins
-
-    def point(concurrency: int | None, rate_per_s: float | None, label: str) -> LoadPoint:
-        return LoadPoint(
-            concurrency=concurrency,
-            request_rate_per_s=rate_per_s,
-            arrival=load.arrival,
-            max_in_flight=None if rate_per_s is None else load.max_in_flight,
-            seed=load.seed,
-            payload_bin=label,
-            prompts=prompts_by_bin[label],
-            params=spec.workload.inference,
-            timeout_s=load.request_timeout_s,
-            warmup_requests=load.warmup_requests,
-            warmup_s=load.warmup_s,
-            requests=load.requests_per_level,
-            duration_s=load.duration_s,
-            cooldown_requests=load.cooldown_requests,
-            cooldown_s=load.cooldown_s,
-            ramp_up_s=load.ramp_up_s if concurrency is not None else 0.0,
-        )
-
-    closed = [point(level, None, b.label) for level in load.concurrency for b in bins]
-    return closed + [point(None, rate, b.label) for rate in load.rates_per_s for b in bins]
+    """The branch's sweep in its order (``LoadPlan.points``), each point ready for the load generator."""
+    labels = [b.label for b in spec.workload.bins]
+    return [
+        LoadPoint.of_plan(spec.load, planned, prompts_by_bin[planned.payload_bin], spec.workload.inference)
+        for planned in spec.load.points(labels)
+    ]
 
 
 async def _sweep(

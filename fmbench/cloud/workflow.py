@@ -13,7 +13,6 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from itertools import product
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -246,23 +245,6 @@ class DeploymentRecord(StrictModel):
 # ------------------------------------------------------------------------------------------ checks
 
 
-def _target_locations(suite: Suite) -> list[tuple[str, frozenset[str]]]:
-    """For each expanded target (same order): where it is written and which fields the matrix varies."""
-    locations = [(f"targets.{index}", frozenset[str]()) for index in range(len(suite.targets))]
-    for index, spec in enumerate(suite.matrix):
-        combinations = len(list(product(*spec.vary.values())))
-        locations += [(f"matrix.{index}", frozenset(spec.vary))] * combinations
-    return locations
-
-
-def _field_path(location: tuple[str, frozenset[str]], field: str) -> str:
-    prefix, varied = location
-    if not prefix.startswith("matrix."):
-        return f"{prefix}.{field}"
-    top = field.split(".", 1)[0]
-    return f"{prefix}.vary.{field}" if top in varied else f"{prefix}.base.{field}"
-
-
 def _deploy_target_problems(target: Any, region: str, resolve_images: bool) -> list[tuple[str, str]]:
     """(field, reason) for each way a target to deploy would fail once its endpoint is being paid for."""
     problems = [
@@ -300,12 +282,13 @@ def cloud_suite_problems(suite: Suite, region: str, *, resolve_images: bool = Tr
                 "uploaded with the suite",
             )
         )
-    for target, location in zip(suite.expanded_targets(), _target_locations(suite), strict=False):
+    for expanded in suite.expanded():
+        target = expanded.target
         if not needs_deploy(target):
             continue
-        note = f" (target {target.name})" if location[0].startswith("matrix.") else ""
+        note = f" (target {target.name})" if expanded.from_matrix else ""
         problems += [
-            SuiteProblem(path=_field_path(location, field), reason=reason + note)
+            SuiteProblem(path=expanded.field_path(field), reason=reason + note)
             for field, reason in _deploy_target_problems(target, region, resolve_images)
         ]
     return problems

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from fmbench.config import Arrival, InferenceParameters
+from fmbench.config import Arrival, InferenceParameters, LoadPlan, PlannedPoint
 from fmbench.payloads import Prompt
 
 Phase = Literal["warmup", "measured", "cooldown"]
@@ -46,31 +46,40 @@ class LoadPoint:
     ramp_up_s: float = 0.0
 
     def __post_init__(self) -> None:
+        # Only what the engines themselves rely on: which loop to run, prompts to cycle through, and when
+        # the measured window ends. The suite's rules (positive counts, one length per phase, settings
+        # that apply to one kind of loop) are LoadPlan's, checked once when the suite is validated.
         if (self.concurrency is None) == (self.request_rate_per_s is None):
             raise LoadPointError("give exactly one of concurrency or request_rate_per_s")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise LoadPointError("concurrency must be at least 1")
-        if self.request_rate_per_s is not None and not self.request_rate_per_s > 0:
-            raise LoadPointError("request_rate_per_s must be above 0")
-        if self.max_in_flight is not None and (self.max_in_flight < 1 or self.concurrency is not None):
-            raise LoadPointError("max_in_flight must be at least 1, and only caps an open loop")
         if not self.prompts:
             raise LoadPointError(f"bin {self.payload_bin} has no prompts")
         if (self.requests is None) == (self.duration_s is None):
             raise LoadPointError("give exactly one of requests or duration_s")
-        if self.warmup_requests < 0 or self.cooldown_requests < 0:
-            raise LoadPointError("request counts must be positive")
-        if self.requests is not None and self.requests < 1:
-            raise LoadPointError("request counts must be positive")
-        if (self.warmup_s is not None and self.warmup_requests) or (
-            self.cooldown_s is not None and self.cooldown_requests
-        ):
-            raise LoadPointError("give a phase's length in requests or in seconds, not both")
-        if self.ramp_up_s < 0 or (self.ramp_up_s and self.concurrency is None):
-            raise LoadPointError("ramp_up_s must be at least 0, and only spreads a closed loop's workers")
-        for seconds in (self.duration_s, self.warmup_s, self.cooldown_s):
-            if seconds is not None and not seconds > 0:
-                raise LoadPointError("phase lengths in seconds must be above 0")
+
+    @classmethod
+    def of_plan(
+        cls, load: LoadPlan, planned: PlannedPoint, prompts: Sequence[Prompt], params: InferenceParameters
+    ) -> LoadPoint:
+        """The runtime form of one point of a validated sweep (``LoadPlan.points``), in the engine's terms."""
+        closed = planned.concurrency is not None
+        return cls(
+            concurrency=planned.concurrency,
+            request_rate_per_s=planned.request_rate_per_s,
+            arrival=load.arrival,
+            max_in_flight=None if closed else load.max_in_flight,
+            seed=load.seed,
+            payload_bin=planned.payload_bin,
+            prompts=prompts,
+            params=params,
+            timeout_s=load.request_timeout_s,
+            warmup_requests=load.warmup_requests,
+            warmup_s=load.warmup_s,
+            requests=load.requests_per_level,
+            duration_s=load.duration_s,
+            cooldown_requests=load.cooldown_requests,
+            cooldown_s=load.cooldown_s,
+            ramp_up_s=load.ramp_up_s if closed else 0.0,
+        )
 
     @property
     def load_mode(self) -> str:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +128,20 @@ async def _wait_idle(session: aiohttp.ClientSession, url: str, timeout_s: float 
         if time.monotonic() > deadline_s:
             raise AssertionError(f"the emulator did not become idle: {health}")
         await asyncio.sleep(0.02)
+
+
+async def _wait_health(
+    session: aiohttp.ClientSession, url: str, what: str, holds: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The emulator's health once ``holds`` it (polled, not a fixed sleep: a busy machine is slower)."""
+    deadline_s = time.monotonic() + 10.0
+    while True:
+        health = await _health(session, url)
+        if holds(health):
+            return health
+        if time.monotonic() > deadline_s:
+            raise AssertionError(f"waited 10 s for {what}: {health}")
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -303,8 +317,10 @@ async def test_batched_latency_grows_with_concurrency(session: aiohttp.ClientSes
 async def test_requests_beyond_max_batch_queue(session: aiohttp.ClientSession) -> None:
     async with running_emulator(EmulatorSettings(profile="g5-xlarge")) as url:
         pending = [asyncio.ensure_future(_stream(session, url, _chat(max_tokens=8))) for _ in range(5)]
-        await asyncio.sleep(0.15)
-        health = await _health(session, url)
+        # All five are in the model (running or waiting) before anything is looked at.
+        health = await _wait_health(
+            session, url, "five in the model", lambda h: h.get("running", 0) + h.get("waiting", 0) >= 5
+        )
         results = await asyncio.gather(*pending)
         after = await _health(session, url)
     assert (health["running"], health["waiting"]) == (4, 1)
@@ -385,7 +401,7 @@ async def test_hang_times_out_and_server_stays_healthy(session: aiohttp.ClientSe
         assert health["status"] == "ok"
         # A hang in flight does not hold up shutdown.
         hanging = asyncio.ensure_future(session.post(url + "/v1/chat/completions", json=_chat()))
-        await asyncio.sleep(0.1)
+        await _wait_health(session, url, "the hanging request", lambda h: h["in_flight"] >= 1)
         stop_start_s = time.perf_counter()
     assert time.perf_counter() - stop_start_s < 1.0
     with pytest.raises(aiohttp.ClientError):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pyarrow.dataset as ds
 import pytest
 
@@ -50,6 +52,20 @@ def branch(tmp_path: Path, emulator: dict[str, Any] | None = None, **load: Any) 
 def emulator_for(spec: BranchSpec) -> Any:
     options = spec.target.emulator.model_dump()  # type: ignore[union-attr]
     return running_emulator(EmulatorSettings(**options))
+
+
+async def wait_for_in_flight(url: str, count: int, timeout_s: float = 20.0) -> None:
+    """Poll the emulator until ``count`` requests are in flight (a busy machine only makes this slower)."""
+    deadline_s = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(url + "/health") as response:
+                in_flight = (await response.json())["in_flight"]
+            if in_flight >= count:
+                return
+            if time.monotonic() > deadline_s:
+                raise AssertionError(f"{in_flight} of {count} requests in flight after {timeout_s:g} s")
+            await asyncio.sleep(0.02)
 
 
 def read_records(tmp_path: Path) -> Any:
@@ -173,7 +189,7 @@ async def test_a_cancelled_branch_flushes_the_requests_it_had_started(tmp_path: 
     spec = branch(tmp_path, {"hang_rate": 1.0}, concurrency=[3], request_timeout_s=60)
     async with emulator_for(spec) as url:
         task = asyncio.create_task(run_branch(spec, endpoint_url=url))
-        await asyncio.sleep(0.5)
+        await wait_for_in_flight(url, 3)  # every worker's first request has reached the emulator
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

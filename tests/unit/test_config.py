@@ -119,6 +119,13 @@ def test_duplicate_names_and_unknown_headline_bin() -> None:
     assert problems["report.headline_bin"] == "'huge' is not a bin; bins: 50-500"
 
 
+def test_a_duplicate_name_from_a_matrix_is_reported_where_the_matrix_is_written() -> None:
+    # "emu-a" is written as a target and comes out of the matrix too: the duplicate is the matrix's.
+    matrix = [{"base": {"name": "emu", "platform": "emulator"}, "vary": {"model": ["a"]}}]
+    problems = problems_of(suite_with(targets=[{"name": "emu-a", "platform": "emulator"}], matrix=matrix))
+    assert problems == {"matrix.0.base.name": "duplicate target name 'emu-a'"}
+
+
 def test_matrix_expands_into_named_targets_and_reports_bad_combinations() -> None:
     matrix = [
         {

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import statistics
-import time
 from collections import Counter
-from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
 import numpy as np
 import pytest
+from fakes import FakeClient, wait_until
 
 from fmbench.config import ClientCheck, InferenceParameters
 from fmbench.endpoints.base import CLIENT_ERROR, HTTP_5XX, TIMEOUT, InvocationResult
@@ -52,70 +51,6 @@ CONTEXT = RecordContext(
     api="chat",
 )
 RELAXED = ClientCheck(max_schedule_lag_p99_s=10.0, max_runner_cpu_fraction=100.0)
-
-
-@dataclass
-class FakeClient:
-    """Answers after ``delay_s``; can burn CPU, stall the event loop, fail, raise or ignore its timeout."""
-
-    delay_s: float = 0.001
-    busy_s: float = 0.0  # CPU burnt synchronously per call, as a slow client would
-    stall_calls: dict[int, float] = field(default_factory=dict)  # call -> seconds the loop is blocked
-    failing_calls: set[int] = field(default_factory=set)
-    raising_calls: set[int] = field(default_factory=set)
-    hanging_calls: set[int] = field(default_factory=set)  # never return, whatever the timeout
-    sends_perf_s: list[float] = field(default_factory=list)
-    in_flight: int = 0
-    max_in_flight: int = 0
-
-    async def invoke(
-        self, prompt_text: str, params: InferenceParameters, timeout_s: float
-    ) -> InvocationResult:
-        call = len(self.sends_perf_s)
-        send_perf_s = perf_counter()
-        self.sends_perf_s.append(send_perf_s)
-        if call in self.stall_calls:
-            time.sleep(self.stall_calls[call])  # blocks the whole event loop, like a GC pause or a busy CPU
-        if self.busy_s:
-            deadline_s = perf_counter() + self.busy_s
-            while perf_counter() < deadline_s:
-                pass
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            if call in self.hanging_calls:
-                await asyncio.sleep(3600)
-            await asyncio.sleep(self.delay_s)
-            if call in self.raising_calls:
-                raise RuntimeError("bug in a client")
-        finally:
-            self.in_flight -= 1
-        end_perf_s = perf_counter()
-        if call in self.failing_calls:
-            return InvocationResult(
-                send_perf_s=send_perf_s,
-                end_perf_s=end_perf_s,
-                status="error",
-                error_class=HTTP_5XX,
-                http_status=500,
-                error_message="HTTP 500: boom",
-            )
-        return InvocationResult(
-            send_perf_s=send_perf_s,
-            first_token_perf_s=send_perf_s + self.delay_s / 2,
-            end_perf_s=end_perf_s,
-            chunk_perf_s=[send_perf_s + self.delay_s / 2, end_perf_s],
-            text=" one two",
-            usage_prompt_tokens=9,
-            usage_completion_tokens=3,
-            http_status=200,
-        )
-
-    async def probe(self, timeout_s: float) -> str | None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 def rate_point(rate_per_s: float, requests: int | None = None, **kwargs: Any) -> LoadPoint:
@@ -183,14 +118,14 @@ def test_poisson_schedule_is_seeded_and_has_the_right_mean_gap() -> None:
 
 
 async def test_the_engine_sends_on_the_seeded_poisson_schedule() -> None:
-    loop = OpenLoop(FakeClient(), rate_point(400.0, requests=60, seed=3))
+    loop = OpenLoop(FakeClient(delay_s=0.001), rate_point(400.0, requests=60, seed=3))
     await loop.run()
     assert offsets_of(loop) == pytest.approx(schedule_s("poisson", 400.0, 60, seed=3), abs=1e-9)
 
 
 async def test_a_precomputed_schedule_is_followed() -> None:
     offsets_s = [0.0, 0.01, 0.011, 0.05]
-    loop = OpenLoop(FakeClient(), rate_point(1.0, requests=4), offsets_s=offsets_s)
+    loop = OpenLoop(FakeClient(delay_s=0.001), rate_point(1.0, requests=4), offsets_s=offsets_s)
     await loop.run()
     assert offsets_of(loop) == pytest.approx(offsets_s, abs=1e-9)
     assert all(a.schedule_lag_s < 0.02 for a in loop.attempts)
@@ -241,7 +176,7 @@ async def test_late_arrivals_are_sent_at_once_and_never_skipped() -> None:
 
 async def test_open_loop_phases_by_count() -> None:
     loop = OpenLoop(
-        FakeClient(),
+        FakeClient(delay_s=0.001),
         rate_point(500.0, requests=10, warmup_requests=3, cooldown_requests=2, arrival="constant"),
     )
     await loop.run()
@@ -252,7 +187,7 @@ async def test_open_loop_phases_by_count() -> None:
 async def test_open_loop_phases_by_seconds_follow_the_arrival_times() -> None:
     # 64 arrivals per second are 1/64 s apart, exactly representable: 8 in warm-up, 16 measured, 8 after.
     point = rate_point(64.0, duration_s=0.25, warmup_s=0.125, cooldown_s=0.125, arrival="constant")
-    loop = OpenLoop(FakeClient(), point)
+    loop = OpenLoop(FakeClient(delay_s=0.001), point)
     await loop.run()
     attempts = sorted(loop.attempts, key=lambda a: a.seq)
     assert [a.phase for a in attempts] == ["warmup"] * 8 + ["measured"] * 16 + ["cooldown"] * 8
@@ -340,7 +275,7 @@ async def test_a_cancelled_open_loop_keeps_its_in_flight_requests() -> None:
     parts: list[PointPart] = []
     run = LoadPointRun(client, rate_point(100.0, requests=1000), write_part=parts.append, limits=RELAXED)
     task = asyncio.create_task(run.run())
-    await asyncio.sleep(0.1)
+    await wait_until(lambda: len(client.sends_perf_s) >= 5, "five arrivals")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -356,7 +291,9 @@ async def test_a_cancelled_open_loop_keeps_its_in_flight_requests() -> None:
 async def test_a_lag_limit_of_zero_marks_the_load_point_client_bound() -> None:
     parts: list[PointPart] = []
     limits = ClientCheck(max_schedule_lag_p99_s=0.0, max_runner_cpu_fraction=100.0)
-    run = LoadPointRun(FakeClient(), rate_point(200.0, requests=20), write_part=parts.append, limits=limits)
+    run = LoadPointRun(
+        FakeClient(delay_s=0.001), rate_point(200.0, requests=20), write_part=parts.append, limits=limits
+    )
     result = await run.run()
     assert result.client_bound
     assert result.reasons and result.reasons[0].startswith("schedule lag p99")
