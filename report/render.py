@@ -17,6 +17,7 @@ import jinja2
 import markdown
 import pandas as pd
 
+from fmbench import layout
 from fmbench.config import Slo, Suite
 from fmbench.estimate import usd_text
 from fmbench.plan import BranchOutcome, BranchSpec, RunPlan
@@ -303,7 +304,7 @@ def _join_location(base: str, name: str) -> str:
 
 def run_records_prefix(storage_root: str, run_id: str) -> str:
     root = storage_root if "://" in storage_root else str(Path(storage_root).resolve())
-    return posixpath.join(root.rstrip("/"), "records", f"run_id={run_id}") + "/"
+    return layout.run_records_prefix(root, run_id)
 
 
 # ----------------------------------------------------------------------------------------- markdown

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
 
-from fmbench import runner_main
+from fmbench import branch, runner_main
 from fmbench.config import validate_suite_data
 from fmbench.emulator.process import EmulatorProcess
 from fmbench.emulator.server import EmulatorSettings
@@ -367,7 +367,7 @@ def test_a_crash_exits_1_and_still_leaves_a_failed_outcome(
     async def crash(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(runner_main, "run_branch", crash)
+    monkeypatch.setattr(branch, "run_branch", crash)
     spec = make_spec(str(tmp_path), openai_target(emulator_url))
 
     assert runner_main.main(["--spec-json", spec_json(spec)], environ={}) == 1

@@ -1,0 +1,326 @@
+"""The cloud workflow's steps (docs/workflow.md): plan a run (or a report-only re-render), deploy a branch's
+endpoint, check it, tear it down. Each is called by one Lambda handler in ``lambdas/``; the messages they
+exchange are in ``fmbench.cloud.events``, the paths they read and write in ``fmbench.layout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from fmbench import layout
+from fmbench.cloud import s3 as s3_objects
+from fmbench.cloud.checks import EXECUTION_INPUT_SOURCE, validate_cloud_suite
+from fmbench.cloud.events import (
+    MAX_STATUS_POLLS,
+    REPORT_ONLY_KEY,
+    RUN_ID_PATTERN,
+    BranchItem,
+    DeploymentRecord,
+    DeployOutput,
+    PlanEvent,
+    PlanResult,
+    ReportOnlyRequest,
+    StatusOutput,
+    TeardownEvent,
+    TeardownOutput,
+    TeardownRecord,
+)
+from fmbench.cloud.quotas import ClientFactory, check_endpoint_quotas, instances_needed_at_once
+from fmbench.cloud.sagemaker import (
+    FAILED,
+    IN_SERVICE,
+    deploy,
+    endpoint_status,
+    needs_deploy,
+    plan_deployment,
+    secret_references,
+    secrets_manager_reader,
+    teardown,
+)
+from fmbench.cloud.settings import DeploySettings, PlanSettings, StatusSettings, TeardownSettings
+from fmbench.config import SuiteProblem, SuiteValidationError, problems_from_validation_error
+from fmbench.estimate import check_budget, endpoint_ttl_problems, estimate_branches
+from fmbench.plan import BranchSpec, RunPlan, new_run_id, plan_suite
+
+logger = logging.getLogger(__name__)
+
+MetricsQueryBuilder = Callable[[str, list[str]], str]
+
+
+def run_id_for(execution_name: str | None) -> str:
+    if execution_name and RUN_ID_PATTERN.match(execution_name):
+        return execution_name
+    return new_run_id()
+
+
+def branch_item(spec: BranchSpec, uri: str, max_status_polls: int = MAX_STATUS_POLLS) -> BranchItem:
+    target = spec.target
+    endpoint_name = spec.sagemaker_endpoint_name
+    if target.platform == "sagemaker" and endpoint_name is None:
+        endpoint_name = target.endpoint_name
+    region = spec.sagemaker_deployment.region if spec.sagemaker_deployment is not None else None
+    return BranchItem(
+        run_id=spec.run_id,
+        branch_id=spec.branch_id,
+        spec_uri=uri,
+        platform=target.platform,
+        needs_deploy=needs_deploy(target),
+        endpoint_name=endpoint_name,
+        region=region,
+        max_status_polls=max_status_polls,
+    )
+
+
+def _document(model: BaseModel) -> dict[str, Any]:
+    """A spec or plan as JSON with only the fields that were given: some of the suite's checks flag a field
+    that is present but does not apply (an open-loop option in a closed loop), so a dump with every default
+    filled in would not validate again when the runner or the render step reads it."""
+    return model.model_dump(mode="json", exclude_unset=True)
+
+
+class RunPlanNotFoundError(LookupError):
+    """The run's plan.json is not in S3: the run id is wrong, or the plan step never ran."""
+
+
+def read_run_plan(s3_client: Any, storage_root: str, run_id: str) -> RunPlan:
+    uri = layout.run_plan_uri(storage_root, run_id)
+    data = s3_objects.get_bytes(s3_client, uri)
+    if data is None:
+        raise RunPlanNotFoundError(f"no plan at {uri}")
+    return RunPlan.model_validate_json(data)
+
+
+def report_only_request(execution_input: Any) -> ReportOnlyRequest | None:
+    """The report-only request of an execution input, None for a suite; a malformed one is a suite error."""
+    if not isinstance(execution_input, dict) or REPORT_ONLY_KEY not in execution_input:
+        return None
+    problems = [
+        SuiteProblem(
+            path=key, reason=f"not allowed beside {REPORT_ONLY_KEY} (a report-only input has no suite)"
+        )
+        for key in execution_input
+        if key != REPORT_ONLY_KEY
+    ]
+    request = None
+    try:
+        request = ReportOnlyRequest.model_validate(execution_input[REPORT_ONLY_KEY])
+    except ValidationError as exc:
+        problems += problems_from_validation_error(exc, prefix=REPORT_ONLY_KEY)
+    if problems or request is None:
+        raise SuiteValidationError(problems, EXECUTION_INPUT_SOURCE)
+    return request
+
+
+def plan_report_only(
+    request: ReportOnlyRequest, settings: PlanSettings, s3_client: Any, metrics_query: MetricsQueryBuilder
+) -> PlanResult:
+    """A plan that runs no branch: Query and Render run again over the saved run's records and plan."""
+    storage_root = s3_objects.s3_uri(settings.results_bucket)
+    plan = read_run_plan(s3_client, storage_root, request.run_id)
+    polls = settings.max_status_polls(MAX_STATUS_POLLS)
+    items = [
+        branch_item(s, layout.branch_spec_uri(storage_root, plan.run_id, s.branch_id), polls)
+        for s in plan.branches
+    ]
+    logger.info("report-only run %s: %d branch(es) to report", plan.run_id, len(items))
+    return PlanResult(
+        run_id=plan.run_id,
+        suite_name=plan.suite.name,
+        storage_root=storage_root,
+        max_concurrency=1,
+        metrics_query=metrics_query(plan.run_id, [spec.branch_id for spec in plan.branches]),
+        branches=[],
+        report_only=True,
+        report_branches=items,
+        cost_estimate_usd=plan.cost_estimate.total_usd if plan.cost_estimate is not None else None,
+    )
+
+
+def plan_run(
+    event: PlanEvent,
+    settings: PlanSettings,
+    s3_client: Any,
+    metrics_query: MetricsQueryBuilder,
+    client_factory: ClientFactory | None = None,
+) -> PlanResult:
+    """Validate, estimate, check budget and quotas, plan, write the specs; nothing is written (or deployed)
+    when any check fails.
+
+    ``metrics_query`` builds the Athena text for the run's branches (``report.query.athena_metrics_query``;
+    passed in because fmbench does not import report). ``client_factory`` makes the Service Quotas client
+    of each region a branch deploys to; without it the quota check is skipped. An execution input
+    ``{"report_only": {"run_id": ...}}`` plans no branch and lets Query and Render run again.
+    """
+    request = report_only_request(event.suite)
+    if request is not None:
+        return plan_report_only(request, settings, s3_client, metrics_query)
+    suite = validate_cloud_suite(event.suite, settings.region)
+    run_id = run_id_for(event.execution_name)
+    storage_root = s3_objects.s3_uri(settings.results_bucket)
+    plan = plan_suite(suite, storage_root=storage_root, run_id=run_id)
+    ttl_s = suite.execution.endpoint_ttl_s
+    specs = [
+        spec.model_copy(update={"sagemaker_deployment": plan_deployment(spec.target, settings.region, ttl_s)})
+        if needs_deploy(spec.target)
+        else spec
+        for spec in plan.branches
+    ]
+    max_status_polls = settings.max_status_polls(MAX_STATUS_POLLS)
+    estimate = estimate_branches(specs, settings.estimate_settings(max_status_polls))
+    if settings.runner_timeout_s is not None:
+        ttl_problems = endpoint_ttl_problems(estimate, ttl_s)
+        if ttl_problems:
+            raise SuiteValidationError(ttl_problems, EXECUTION_INPUT_SOURCE)
+    check_budget(estimate, suite.budget)
+    max_concurrency = min(suite.execution.max_parallel_branches, settings.max_concurrent_branches)
+    quota_notes: list[str] = []
+    if client_factory is not None:
+        needs = instances_needed_at_once(specs, max_concurrency, settings.region)
+        quota_notes = check_endpoint_quotas(needs, client_factory, max_concurrency)
+    plan = RunPlan(run_id=run_id, suite=suite, branches=specs, cost_estimate=estimate)
+    items = []
+    for spec in specs:
+        uri = layout.branch_spec_uri(storage_root, run_id, spec.branch_id)
+        s3_objects.put_json(s3_client, uri, _document(spec))
+        items.append(branch_item(spec, uri, max_status_polls))
+    s3_objects.put_json(s3_client, layout.run_plan_uri(storage_root, run_id), _document(plan))
+    logger.info(
+        "planned run %s: %d branch(es), cost at most $%.2f%s",
+        run_id,
+        len(items),
+        estimate.total_usd,
+        "" if estimate.complete else " plus parts of unknown price",
+    )
+    return PlanResult(
+        run_id=run_id,
+        suite_name=suite.name,
+        storage_root=storage_root,
+        max_concurrency=max_concurrency,
+        metrics_query=metrics_query(run_id, [spec.branch_id for spec in specs]),
+        branches=items,
+        cost_estimate_usd=estimate.total_usd,
+        quota_check=quota_notes,
+    )
+
+
+class BranchSpecNotFoundError(LookupError):
+    """The spec a branch item points to is not in S3 (the plan did not write it, or it was deleted)."""
+
+
+def read_spec(s3_client: Any, uri: str) -> BranchSpec:
+    data = s3_objects.get_bytes(s3_client, uri)
+    if data is None:
+        raise BranchSpecNotFoundError(f"no branch spec at {uri}")
+    return BranchSpec.model_validate_json(data)
+
+
+def deploy_branch(
+    item: BranchItem, settings: DeploySettings, s3_client: Any, client_factory: ClientFactory
+) -> DeployOutput:
+    """Create or find the branch's endpoint in its region; Secrets Manager is reached only when the spec
+    refers to a secret."""
+    spec = read_spec(s3_client, item.spec_uri)
+    deployment = spec.sagemaker_deployment
+    region = deployment.region if deployment is not None else item.endpoint_region(settings.region)
+    read_secret = None
+    if deployment is not None and secret_references(deployment.environment):
+        read_secret = secrets_manager_reader(client_factory("secretsmanager", region))
+    result = deploy(
+        client_factory("sagemaker", region), spec, settings.sagemaker_role_arn, read_secret=read_secret
+    )
+    logger.info(
+        "branch %s: endpoint %s (created %s, reused %s)",
+        item.branch_id,
+        result.endpoint_name,
+        ", ".join(result.created) or "nothing",
+        ", ".join(result.reused) or "nothing",
+    )
+    return DeployOutput(endpoint_name=result.endpoint_name, created_epoch_s=result.created_epoch_s)
+
+
+def check_endpoint(
+    item: BranchItem, settings: StatusSettings, sm_client: Any, s3_client: Any
+) -> StatusOutput:
+    """The endpoint's status; once in service, how long deployment took is recorded for the report."""
+    if not item.endpoint_name:
+        return StatusOutput(
+            status=FAILED,
+            failure_reason=f"branch {item.branch_id} has no endpoint to check",
+            sagemaker_status=None,
+            in_service_epoch_s=None,
+        )
+    state = endpoint_status(sm_client, item.endpoint_name)
+    if (
+        item.needs_deploy
+        and state.status == IN_SERVICE
+        and state.created_epoch_s is not None
+        and state.in_service_epoch_s is not None
+    ):
+        record = DeploymentRecord(
+            run_id=item.run_id,
+            branch_id=item.branch_id,
+            endpoint_name=item.endpoint_name,
+            created_epoch_s=state.created_epoch_s,
+            in_service_epoch_s=state.in_service_epoch_s,
+        )
+        root = s3_objects.s3_uri(settings.results_bucket)
+        s3_objects.put_json(
+            s3_client,
+            layout.deployment_record_uri(root, item.run_id, item.branch_id),
+            record.model_dump(mode="json"),
+        )
+    return StatusOutput(
+        status=state.status,
+        failure_reason=state.failure_reason,
+        sagemaker_status=state.sagemaker_status,
+        in_service_epoch_s=state.in_service_epoch_s,
+    )
+
+
+def teardown_branch(
+    event: TeardownEvent,
+    sm_client: Any,
+    settings: TeardownSettings | None = None,
+    s3_client: Any = None,
+    clock: Callable[[], float] = time.time,
+) -> TeardownOutput:
+    """Delete what the branch deployed; a branch that deployed nothing has nothing to delete.
+
+    With a results bucket in ``settings``, the endpoint's creation time is read before it is deleted and
+    ``teardown.json`` records both, from which Render counts the branch's instance seconds.
+    """
+    if not event.needs_deploy:
+        return TeardownOutput(deleted=[])
+    if event.error:
+        logger.info("branch %s: tearing down after %s", event.branch_id, event.error.get("Error"))
+    created_epoch_s = None
+    record_to = settings.results_bucket if settings is not None and s3_client is not None else None
+    if record_to and event.endpoint_name:
+        created_epoch_s = endpoint_status(sm_client, event.endpoint_name).created_epoch_s
+    deleted = teardown(sm_client, event.run_id, event.branch_id)
+    deleted_epoch_s = clock()
+    logger.info("branch %s: deleted %s", event.branch_id, ", ".join(deleted) or "nothing (already gone)")
+    if (
+        record_to
+        and event.endpoint_name
+        and created_epoch_s is not None
+        and f"endpoint/{event.endpoint_name}" in deleted
+    ):
+        record = TeardownRecord(
+            run_id=event.run_id,
+            branch_id=event.branch_id,
+            endpoint_name=event.endpoint_name,
+            created_epoch_s=created_epoch_s,
+            deleted_epoch_s=deleted_epoch_s,
+        )
+        s3_objects.put_json(
+            s3_client,
+            layout.teardown_record_uri(s3_objects.s3_uri(record_to), event.run_id, event.branch_id),
+            record.model_dump(mode="json"),
+        )
+    return TeardownOutput(deleted=deleted)
