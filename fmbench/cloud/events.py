@@ -120,7 +120,8 @@ class TeardownRecord(StrictModel):
 
 
 class BranchResultItem(EventModel):
-    """What the Map leaves per branch (the BranchResult Pass state)."""
+    """What the Map leaves per branch: the BranchFailed, BranchSucceeded or TeardownFailed Pass state's output
+    (docs/workflow.md)."""
 
     branch_id: str
     status: Literal["succeeded", "failed"]
