@@ -49,7 +49,7 @@ def make_spec(storage_root: str, target: dict[str, Any], run_id: str = "run-1", 
 
 
 def spec_json(spec: BranchSpec) -> str:
-    # As the plan step writes specs (fmbench.cloud.workflow): only the fields that were given, because the
+    # As the plan step writes specs (fmbench.cloud.steps): only the fields that were given, because the
     # suite's checks refuse an open-loop option that is present in a closed loop, even at its default.
     return spec.model_dump_json(exclude_unset=True)
 
