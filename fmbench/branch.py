@@ -142,7 +142,8 @@ async def live_branch(
         load_points_planned=spec.load_point_count,
         started_epoch_s=started_epoch_s,
     )
-    await asyncio.to_thread(branch_storage.prepare, placeholder)
+    # Only the placeholder: this process counts no records of its own (its sweep's verdict does).
+    await asyncio.to_thread(branch_storage.write_outcome, placeholder)
     try:
         outcome = await sweep_branch(spec, on_progress)
     except Exception as exc:  # noqa: BLE001 - the branch's failure is its outcome
