@@ -25,10 +25,10 @@ from fmbench.loadgen import (
     EpochClock,
     LoadPoint,
     LoadPointRun,
+    PartRecorder,
     PointPart,
     PointResult,
     RecordContext,
-    build_records,
 )
 from fmbench.payloads import Prompt
 from fmbench.records import RecordWriter, RequestRecord
@@ -105,14 +105,11 @@ async def run_point_like_the_runner(
     attempts: list[Attempt] = []
     records: list[RequestRecord] = []
 
-    def write_part(part: PointPart) -> None:  # as fmbench.runner._sweep's
-        pause_s = part.pause_s
-        check = part.check
-        built = build_records(part.attempts, point, BENCH_CONTEXT, clock, tokenizer, check, pause_s=pause_s)
-        writer.extend(built)
-        writer.flush(pause_s=pause_s)
+    record_part = PartRecorder(writer, point, BENCH_CONTEXT, clock, tokenizer)
+
+    def write_part(part: PointPart) -> None:
+        records.extend(record_part.record(part))
         attempts.extend(part.attempts)
-        records.extend(built)
 
     result = await LoadPointRun(client, point, write_part=write_part).run()
     return RunnerRun(attempts, records, result)

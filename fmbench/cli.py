@@ -491,8 +491,9 @@ def _print_result_summary(console: Console, document: dict[str, Any]) -> None:
 
 def cmd_start(args: argparse.Namespace) -> int:
     from fmbench.cloud.aws import client
+    from fmbench.cloud.checks import cloud_suite_problems
+    from fmbench.cloud.events import RUN_ID_PATTERN
     from fmbench.cloud.executions import StackLookupError, download_report, follow_run, start_run
-    from fmbench.cloud.workflow import RUN_ID_PATTERN, cloud_suite_problems
     from fmbench.plan import new_run_id
 
     console, err = _console(), Console(stderr=True, highlight=False, soft_wrap=True)

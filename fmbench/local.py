@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmbench import storage
-from fmbench.config import EmulatorTarget, Suite
+from fmbench.branch import live_branch
+from fmbench.config import Suite
 from fmbench.estimate import check_budget
-from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, outcome_uri, plan_suite, run_plan_uri
+from fmbench.layout import outcome_uri, run_plan_uri
+from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, plan_suite
 from fmbench.records import warm_up_conversion
-from fmbench.runner import ProgressEvent, run_branch
+from fmbench.runner import ProgressEvent
 
 if TYPE_CHECKING:
     from report.result import ResultDocument
@@ -37,60 +37,11 @@ def save_plan(plan: RunPlan, storage_root: str) -> None:
     storage.write_bytes(run_plan_uri(storage_root, plan.run_id), document.encode(), "application/json")
 
 
-def save_outcome(spec: BranchSpec, outcome: BranchOutcome) -> None:
-    """``outcomes/run_id=<run>/branch_id=<branch>/outcome.json``, as the cloud runner writes it."""
-    data = (outcome.model_dump_json(indent=2) + "\n").encode()
-    storage.write_bytes(outcome_uri(spec.storage_root, spec.run_id, spec.branch_id), data, "application/json")
-
-
-@contextlib.asynccontextmanager
-async def endpoint_for(spec: BranchSpec) -> AsyncIterator[str | None]:
-    """Start the branch's emulator as a child process, so it never shares the runner's event loop.
-
-    Starting and stopping block for a moment; they run in a thread so that the other branches' load,
-    timed on this event loop, is not disturbed.
-    """
-    if not isinstance(spec.target, EmulatorTarget):
-        yield None
-        return
-    from fmbench.emulator.process import EmulatorProcess
-    from fmbench.emulator.settings import EmulatorSettings
-
-    process = EmulatorProcess(EmulatorSettings.for_target(spec.target))
-    await asyncio.to_thread(process.__enter__)
-    try:
-        yield process.url
-    finally:
-        await asyncio.to_thread(process.__exit__, None, None, None)
-
-
 async def _run_one(
     spec: BranchSpec, gate: asyncio.Semaphore, on_progress: Callable[[ProgressEvent], None] | None
 ) -> BranchOutcome:
     async with gate:
-        started = time.time()
-        placeholder = BranchOutcome(
-            branch_id=spec.branch_id,
-            status="failed",
-            reason=NOT_FINISHED_REASON,
-            load_points_planned=spec.load_point_count,
-            started_epoch_s=started,
-        )
-        await asyncio.to_thread(save_outcome, spec, placeholder)
-        try:
-            async with endpoint_for(spec) as url:
-                outcome = await run_branch(spec, endpoint_url=url, on_progress=on_progress)
-        except Exception as exc:  # noqa: BLE001 - one broken branch must not take the others down
-            outcome = BranchOutcome(
-                branch_id=spec.branch_id,
-                status="failed",
-                reason=f"{type(exc).__name__}: {exc}",
-                load_points_planned=spec.load_point_count,
-                started_epoch_s=started,
-                ended_epoch_s=time.time(),
-            )
-        await asyncio.to_thread(save_outcome, spec, outcome)
-        return outcome
+        return await live_branch(spec, NOT_FINISHED_REASON, on_progress)
 
 
 async def run_branches(
@@ -109,7 +60,6 @@ class LocalRun:
     result: Any
     report_dir: Path
     elapsed_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_suite(
@@ -176,7 +126,3 @@ def report_saved_run(storage_root: str | Path, run_id: str, report_dir: str | Pa
     # The plan names the root it was run under; the records are read where they are now.
     outcomes = read_saved_outcomes(plan, root)
     return generate_report(plan, outcomes, storage_root=root, report_dir=report_dir)
-
-
-def is_interactive() -> bool:
-    return sys.stdout.isatty()

@@ -42,7 +42,7 @@ class BranchSpec(StrictModel):
     sagemaker_deployment: SageMakerDeployment | None = Field(
         default=None,
         description="Image and environment the deploy step creates the endpoint with; set by the cloud "
-        "planner (fmbench.cloud.workflow), None elsewhere.",
+        "planner (fmbench.cloud.steps), None elsewhere.",
     )
 
     @property
@@ -154,15 +154,3 @@ class BranchOutcome(StrictModel):
     load_points_completed: int = Field(default=0, ge=0)
     started_epoch_s: float | None = None
     ended_epoch_s: float | None = None
-
-
-def run_plan_uri(storage_root: str, run_id: str) -> str:
-    """The whole plan (suite, every branch spec, the estimate): what a later report of the run starts from."""
-    return "/".join([storage_root.rstrip("/"), "specs", f"run_id={run_id}", "plan.json"])
-
-
-def outcome_uri(storage_root: str, run_id: str, branch_id: str) -> str:
-    """Where a runner leaves its BranchOutcome, so a later step (report, state machine) can read it."""
-    return "/".join(
-        [storage_root.rstrip("/"), "outcomes", f"run_id={run_id}", f"branch_id={branch_id}", "outcome.json"]
-    )

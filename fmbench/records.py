@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from fmbench import storage
+from fmbench import layout, storage
 
 T = TypeVar("T")
 # Records built or converted per slice when pacing: about 1.5 ms of work each on the development VM.
@@ -69,7 +69,7 @@ _RECORD_FIELDS: list[pa.Field[Any]] = [
     pa.field("client_bound", pa.bool_(), nullable=False),
 ]
 RECORD_SCHEMA = pa.schema(_RECORD_FIELDS)
-PARTITION_COLUMNS = ("run_id", "branch_id")
+PARTITION_COLUMNS = layout.PARTITION_KEYS
 
 Status = Literal["ok", "error"]
 # Only 'measured' rows are in a load point's window; warm-up and cool-down rows are kept and flagged.
@@ -160,10 +160,6 @@ def warm_up_conversion() -> None:
     records_to_table([])
 
 
-def records_prefix(root: str, run_id: str, branch_id: str) -> str:
-    return posixpath.join(root.rstrip("/"), "records", f"run_id={run_id}", f"branch_id={branch_id}")
-
-
 def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem for a local folder or an ``s3://bucket/prefix`` URI, and the path within it."""
     return storage.resolve_filesystem(uri)
@@ -178,7 +174,7 @@ class RecordWriter:
     """
 
     def __init__(self, root: str, run_id: str, branch_id: str) -> None:
-        self.prefix = records_prefix(root, run_id, branch_id)
+        self.prefix = layout.records_prefix(root, run_id, branch_id)
         self._filesystem, self._path = resolve_filesystem(self.prefix)
         self._buffer: list[RequestRecord] = []
         self._lock = threading.Lock()
@@ -192,7 +188,7 @@ class RecordWriter:
     def _first_free_part(self) -> int:
         selector = pafs.FileSelector(self._path, allow_not_found=True)
         existing = [info.base_name for info in self._filesystem.get_file_info(selector)]
-        numbers = [int(name[5:10]) for name in existing if name.startswith("part-") and name[5:10].isdigit()]
+        numbers = [number for name in existing if (number := layout.part_number(name)) is not None]
         return max(numbers, default=-1) + 1
 
     def append(self, record: RequestRecord) -> None:
@@ -209,7 +205,7 @@ class RecordWriter:
             if not self._buffer:
                 return None
             batch, self._buffer = self._buffer, []
-            name = f"part-{self._next_part:05d}.parquet"
+            name = layout.part_name(self._next_part)
             self._next_part += 1
         table = records_to_table(batch, pause_s=pause_s)
         path = posixpath.join(self._path, name)

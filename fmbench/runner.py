@@ -24,9 +24,8 @@ from fmbench.loadgen import (
     LoadPoint,
     LoadPointRun,
     LoadPointSummary,
-    PointPart,
+    PartRecorder,
     RecordContext,
-    build_records,
 )
 from fmbench.payloads import DatasetError, Prompt, build_payloads
 from fmbench.plan import BranchOutcome, BranchSpec
@@ -338,17 +337,10 @@ async def _sweep(
             await client.open_connections(point.concurrency, PROBE_TIMEOUT_S)
         progress.emit("load_point_started", point=point, index=index)
 
-        def write_part(part: PointPart, point: LoadPoint = point) -> None:
-            pause_s = part.pause_s
-            writer.extend(
-                build_records(part.attempts, point, context, clock, tokenizer, part.check, pause_s=pause_s)
-            )
-            writer.flush(pause_s=pause_s)
-
         point_run = LoadPointRun(
             client,
             point,
-            write_part=write_part,
+            write_part=PartRecorder(writer, point, context, clock, tokenizer),
             limits=spec.load.client_check,
             flush_interval_s=flush_interval_s,
             flush_max_records=flush_max_records,

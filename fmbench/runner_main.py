@@ -6,7 +6,9 @@ Contract (see also ``runner_image/Dockerfile``):
   ``s3://bucket/key``), else from the ``FMBENCH_BRANCH_SPEC`` (inline JSON) or ``FMBENCH_BRANCH_SPEC_URI``
   environment variables. Exactly one source must be given.
 - Records go to ``<storage_root>/records/run_id=.../branch_id=.../part-NNNNN.parquet``, the outcome to
-  ``fmbench.plan.outcome_uri`` (``<storage_root>/outcomes/run_id=.../branch_id=.../outcome.json``).
+  ``fmbench.layout.outcome_uri`` (``<storage_root>/outcomes/run_id=.../branch_id=.../outcome.json``).
+- The branch's life (placeholder outcome, endpoint, sweep, outcome) is ``fmbench.branch``'s, as in a local
+  run; this module adds the container's part: arguments, stop signals, JSON log lines and exit codes.
 - stdout carries one JSON object per line (CloudWatch-friendly); stderr carries plain-text errors.
 
 Exit codes: 0 the final outcome is written (read its ``status``: a failed benchmark is still exit 0, so the
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -28,20 +29,18 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-import pyarrow.parquet as pq
-from pyarrow import fs as pafs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fmbench import storage
-from fmbench.config import PLATFORMS, EmulatorTarget, SuiteProblem, problems_from_validation_error
-from fmbench.plan import BranchOutcome, BranchSpec, outcome_uri
-from fmbench.records import records_prefix
-from fmbench.runner import BranchSetupError, ProgressEvent, run_branch
+from fmbench.branch import BranchStorage, ended_outcome, sweep_branch
+from fmbench.config import PLATFORMS, SuiteProblem, problems_from_validation_error
+from fmbench.plan import BranchOutcome, BranchSpec
+from fmbench.runner import BranchSetupError, ProgressEvent
 
 EXIT_OUTCOME_WRITTEN = 0
 EXIT_CRASHED = 1
@@ -284,81 +283,14 @@ class ProgressLog:
         )
 
 
-# ------------------------------------------------------------------------------------------- storage
-
-
-class BranchStorage:
-    """The branch's two places in storage: its records folder and its outcome file."""
-
-    def __init__(self, spec: BranchSpec) -> None:
-        self.spec = spec
-        self.records_uri = records_prefix(spec.storage_root, spec.run_id, spec.branch_id)
-        self.outcome_uri = outcome_uri(spec.storage_root, spec.run_id, spec.branch_id)
-        self._parts_before: set[str] = set()
-
-    def _parts(self) -> tuple[pafs.FileSystem, set[str]]:
-        filesystem, path = storage.resolve_filesystem(self.records_uri)
-        infos = filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-        return filesystem, {info.path for info in infos if info.base_name.endswith(".parquet")}
-
-    def prepare(self, placeholder: BranchOutcome) -> None:
-        """Prove the storage writable before any request is sent, and leave an outcome that says 'failed'
-        until the final one replaces it: a runner killed without warning (OOM, SIGKILL) still leaves its
-        branch accounted for."""
-        try:
-            filesystem, path = storage.resolve_filesystem(self.records_uri)
-            filesystem.create_dir(path, recursive=True)
-            _, self._parts_before = self._parts()
-        except OSError as exc:
-            raise storage.StorageAccessError(self.records_uri, "write", exc) from exc
-        self.write_outcome(placeholder)
-
-    def records_written_by_this_run(self) -> int:
-        """Rows in the parts this runner added: exact even when the sweep was cancelled mid-point (a retried
-        task of the same branch adds parts next to its predecessor's, which are not counted)."""
-        filesystem, parts = self._parts()
-        return sum(
-            pq.read_metadata(part, filesystem=filesystem).num_rows for part in parts - self._parts_before
-        )
-
-    def write_outcome(self, outcome: BranchOutcome) -> None:
-        data = (outcome.model_dump_json(indent=2) + "\n").encode()
-        storage.write_bytes(self.outcome_uri, data, content_type="application/json")
-
-
 # --------------------------------------------------------------------------------------------- the run
 
 
-@contextlib.asynccontextmanager
-async def endpoint_for(spec: BranchSpec, log: JsonLog) -> AsyncIterator[str | None]:
-    """The emulator of an emulator target as a child process (its event loop never competes with the
-    load's); None for other targets, which the runner reaches at their own URL.
-
-    Unlike ``fmbench.local.endpoint_for``, a stop that arrives while the child is starting waits for the
-    start to finish and then stops the child, so no emulator outlives the runner.
-    """
-    if not isinstance(spec.target, EmulatorTarget):
-        yield None
-        return
-    from fmbench.emulator.process import EmulatorProcess
-    from fmbench.emulator.settings import EmulatorSettings
-
-    process = EmulatorProcess(EmulatorSettings.for_target(spec.target))
-    starting = asyncio.ensure_future(asyncio.to_thread(process.start))
-    try:
-        url = await asyncio.shield(starting)
-        log.emit("emulator_started", url=url, pid=process.pid)
-        yield url
-    finally:
-        await asyncio.wait([starting])
-        if not starting.cancelled():
-            starting.exception()  # retrieved here so that asyncio does not report it as lost
-        await asyncio.to_thread(process.__exit__, None, None, None)
-
-
 async def _run_with_endpoint(spec: BranchSpec, progress: ProgressLog, log: JsonLog) -> BranchOutcome:
-    async with endpoint_for(spec, log) as url:
-        return await run_branch(spec, endpoint_url=url, on_progress=progress)
+    def emulator_started(url: str, pid: int | None) -> None:
+        log.emit("emulator_started", url=url, pid=pid)
+
+    return await sweep_branch(spec, progress, emulator_started)
 
 
 class _StopRequest:
@@ -387,27 +319,6 @@ class _StopRequest:
         )
         if not over:
             self.task.cancel()
-
-
-def _ended_outcome(
-    spec: BranchSpec,
-    status: Literal["partial", "failed"],
-    reason: str,
-    records_written: int,
-    load_points_completed: int,
-    started_epoch_s: float,
-) -> BranchOutcome:
-    return BranchOutcome(
-        branch_id=spec.branch_id,
-        status=status,
-        reason=reason,
-        requests_attempted=records_written,  # every attempt becomes exactly one record
-        records_written=records_written,
-        load_points_planned=spec.load_point_count,
-        load_points_completed=load_points_completed,
-        started_epoch_s=started_epoch_s,
-        ended_epoch_s=time.time(),
-    )
 
 
 def _records_written(branch_storage: BranchStorage, log: JsonLog) -> int:
@@ -439,9 +350,9 @@ async def _outcome_of_run(
             reason += "; the records of the interrupted load point are kept, flagged as cancelled"
         records = _records_written(branch_storage, log)
         status: Literal["partial", "failed"] = "partial" if finished else "failed"
-        return _ended_outcome(spec, status, reason, records, finished, started_epoch_s), EXIT_OUTCOME_WRITTEN
+        return ended_outcome(spec, status, reason, records, finished, started_epoch_s), EXIT_OUTCOME_WRITTEN
     except BranchSetupError as exc:
-        return _ended_outcome(spec, "failed", str(exc), 0, 0, started_epoch_s), EXIT_OUTCOME_WRITTEN
+        return ended_outcome(spec, "failed", str(exc), 0, 0, started_epoch_s), EXIT_OUTCOME_WRITTEN
     except Exception as exc:
         from fmbench.emulator.process import EmulatorStartError
 
@@ -458,7 +369,7 @@ async def _outcome_of_run(
             exit_code = EXIT_CRASHED
         records = _records_written(branch_storage, log)
         finished = progress.load_points_finished
-        return _ended_outcome(spec, "failed", reason, records, finished, started_epoch_s), exit_code
+        return ended_outcome(spec, "failed", reason, records, finished, started_epoch_s), exit_code
 
 
 async def run_runner(
@@ -565,7 +476,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], log: JsonLog) -> 
         pid=os.getpid(),
     )
     branch_storage = BranchStorage(spec)
-    placeholder = _ended_outcome(spec, "failed", NOT_FINISHED_REASON, 0, 0, started_epoch_s)
+    placeholder = ended_outcome(spec, "failed", NOT_FINISHED_REASON, 0, 0, started_epoch_s)
     try:
         branch_storage.prepare(placeholder)
     except (storage.StorageAccessError, storage.StorageUriError) as exc:  # the latter: a bad S3 endpoint

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from fmbench.cloud.workflow import MAX_STATUS_POLLS
+from fmbench.cloud.events import MAX_STATUS_POLLS
 from fmbench.config import AWS_REGION_PATTERN, SuiteValidationError, validate_suite_data
 
 STACK_NAME_KEY: Final = "fmbench:stackName"

@@ -11,16 +11,18 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct, IConstruct
 
+from fmbench import layout
 from infra.nag import acknowledge_wildcard_resources
 from infra.record_columns import RECORD_COLUMNS, RECORD_PARTITION_KEYS
 
-# Key prefixes of the storage layout (DESIGN.md, contract 4); other constructs scope grants with them.
-RECORDS_PREFIX: Final = "records/"
-REPORTS_PREFIX: Final = "reports/"
-ATHENA_RESULTS_PREFIX: Final = "athena-results/"
+# Key prefixes of the storage layout (DESIGN.md, contract 4; built in fmbench.layout); other constructs
+# scope grants with them.
+RECORDS_PREFIX: Final = layout.key_prefix(layout.RECORDS)
+REPORTS_PREFIX: Final = layout.key_prefix(layout.REPORTS)
+ATHENA_RESULTS_PREFIX: Final = layout.key_prefix(layout.ATHENA_RESULTS)
 # Written by the plan (one branch spec per branch) and by the runners (one outcome per branch).
-SPECS_PREFIX: Final = "specs/"
-OUTCOMES_PREFIX: Final = "outcomes/"
+SPECS_PREFIX: Final = layout.key_prefix(layout.SPECS)
+OUTCOMES_PREFIX: Final = layout.key_prefix(layout.OUTCOMES)
 RECORDS_TABLE_NAME: Final = "records"
 
 # Pinned so the SQL in report/sql (Trino dialect) never runs on an older engine a workgroup defaults to.

@@ -6,8 +6,9 @@ import logging
 from typing import Any
 
 from fmbench.cloud.aws import client
+from fmbench.cloud.events import BranchItem
 from fmbench.cloud.settings import DeploySettings
-from fmbench.cloud.workflow import BranchItem, deploy_branch
+from fmbench.cloud.steps import deploy_branch
 
 logging.getLogger().setLevel(logging.INFO)
 # At DEBUG, botocore logs request parameters and response bodies: CreateModel's container environment and

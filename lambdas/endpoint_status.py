@@ -6,8 +6,9 @@ import logging
 from typing import Any
 
 from fmbench.cloud.aws import client
+from fmbench.cloud.events import BranchItem
 from fmbench.cloud.settings import StatusSettings
-from fmbench.cloud.workflow import BranchItem, check_endpoint
+from fmbench.cloud.steps import check_endpoint
 
 logging.getLogger().setLevel(logging.INFO)
 

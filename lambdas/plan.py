@@ -6,8 +6,9 @@ import logging
 from typing import Any
 
 from fmbench.cloud.aws import client
+from fmbench.cloud.events import PlanEvent
 from fmbench.cloud.settings import PlanSettings
-from fmbench.cloud.workflow import PlanEvent, plan_run
+from fmbench.cloud.steps import plan_run
 from report.query import athena_metrics_query
 
 logging.getLogger().setLevel(logging.INFO)

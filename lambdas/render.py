@@ -13,8 +13,8 @@ os.environ.setdefault("MPLCONFIGDIR", str(Path(tempfile.gettempdir()) / "matplot
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from fmbench.cloud.aws import client
+from fmbench.cloud.events import RenderEvent
 from fmbench.cloud.settings import RenderSettings
-from fmbench.cloud.workflow import RenderEvent
 from report.cloud import render_run
 
 logging.getLogger().setLevel(logging.INFO)

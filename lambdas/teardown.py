@@ -6,8 +6,9 @@ import logging
 from typing import Any
 
 from fmbench.cloud.aws import client
+from fmbench.cloud.events import TeardownEvent
 from fmbench.cloud.settings import TeardownSettings
-from fmbench.cloud.workflow import TeardownEvent, teardown_branch
+from fmbench.cloud.steps import teardown_branch
 
 logging.getLogger().setLevel(logging.INFO)
 

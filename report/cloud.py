@@ -19,22 +19,22 @@ from botocore.exceptions import ClientError
 
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.aws import error_message
+from fmbench.cloud.events import BranchResultItem, DeploymentRecord, RenderEvent, TeardownRecord
 from fmbench.cloud.sagemaker import needs_deploy
 from fmbench.cloud.settings import RenderSettings
-from fmbench.cloud.workflow import (
-    BranchResultItem,
-    DeploymentRecord,
-    RenderEvent,
+from fmbench.cloud.steps import (
     RunPlanNotFoundError,  # noqa: F401 - re-exported: callers of read_plan catch it from here
-    TeardownRecord,
+    read_run_plan,
+)
+from fmbench.layout import (
     branch_results_uri,
     deployment_record_uri,
-    read_run_plan,
-    records_uri,
-    reports_uri,
+    outcome_uri,
+    reports_prefix,
+    run_records_prefix,
     teardown_record_uri,
 )
-from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, outcome_uri
+from fmbench.plan import BranchOutcome, BranchSpec, RunPlan
 from report.costs import EndpointLifetime
 from report.query import (
     METRIC_COLUMNS,
@@ -270,7 +270,7 @@ def render_run(
     metrics = metrics_frame(athena_client, event.query_execution_id)
     branch_ids = [spec.branch_id for spec in plan.branches]
     samples = ttft_samples_frame(athena_client, settings, event.run_id, branch_ids, **ttft_wait)
-    publish_uri = reports_uri(storage_root, event.run_id)
+    publish_uri = reports_prefix(storage_root, event.run_id)
     with tempfile.TemporaryDirectory(prefix="fmbench-report-") as folder:
         report_dir = Path(folder)
         document = build_report(
@@ -279,7 +279,7 @@ def render_run(
             metrics,
             samples,
             report_dir,
-            records_location=records_uri(storage_root, event.run_id),
+            records_location=run_records_prefix(storage_root, event.run_id),
             publish_uri=publish_uri,
             endpoint_lifetimes=lifetimes,
         )

@@ -11,6 +11,8 @@ import pandas as pd
 import sqlglot
 from sqlglot import exp
 
+from fmbench import layout
+
 # Column order of compute_metrics (and of summary.parquet); metrics.sql produces exactly these.
 METRIC_COLUMNS: tuple[str, ...] = (
     "run_id",
@@ -108,11 +110,11 @@ def to_duckdb(sql: str, **params: ParameterValue) -> str:
 def run_records_glob(storage_root: str, run_id: str) -> str:
     """Where the run's Parquet parts are: one folder per branch under the run's Hive partition."""
     root = Path(storage_root).resolve()
-    return str(root / "records" / f"run_id={run_id}" / "*" / "*.parquet")
+    return str(Path(layout.run_folder(str(root), layout.RECORDS, run_id)) / "*" / "*.parquet")
 
 
 def _has_records(storage_root: str, run_id: str) -> bool:
-    run_folder = Path(storage_root).resolve() / "records" / f"run_id={run_id}"
+    run_folder = Path(layout.run_folder(str(Path(storage_root).resolve()), layout.RECORDS, run_id))
     return any(run_folder.glob("*/*.parquet"))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fmbench import layout
 from fmbench.plan import BranchOutcome, RunPlan
 from report.charts import draw_charts
 from report.costs import EndpointLifetime
@@ -42,7 +43,7 @@ def _join_location(base: str, name: str) -> str:
 
 def run_records_prefix(storage_root: str, run_id: str) -> str:
     root = storage_root if "://" in storage_root else str(Path(storage_root).resolve())
-    return posixpath.join(root.rstrip("/"), "records", f"run_id={run_id}") + "/"
+    return layout.run_records_prefix(root, run_id)
 
 
 def build_report(

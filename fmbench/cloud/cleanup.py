@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field
 
 from fmbench.cloud.aws import error_code
+from fmbench.cloud.events import PLAN_STATE_NAME, RUN_ID_PATTERN, EventModel, ResultModel
 from fmbench.cloud.sagemaker import (
     NAME_PREFIX,
     TAG_EXPIRES_AT,
@@ -33,7 +34,6 @@ from fmbench.cloud.sagemaker import (
     is_not_found,
     parse_expires_at,
 )
-from fmbench.cloud.workflow import PLAN_STATE_NAME, RUN_ID_PATTERN, EventModel, ResultModel
 
 logger = logging.getLogger(__name__)
 

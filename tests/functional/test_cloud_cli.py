@@ -13,7 +13,7 @@ import yaml
 from moto import mock_aws
 
 from fmbench.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, main
-from fmbench.cloud.workflow import cloud_suite_problems
+from fmbench.cloud.checks import cloud_suite_problems
 from fmbench.config import load_suite
 
 REGION = "us-east-1"

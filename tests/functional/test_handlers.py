@@ -21,6 +21,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto_service_quotas import sagemaker_endpoint_quotas
 from sqlglot import exp
 
+from fmbench.cloud.events import DeploymentRecord, TeardownRecord
 from fmbench.cloud.sagemaker import (
     TAG_BRANCH_ID,
     TAG_EXPIRES_AT,
@@ -32,15 +33,9 @@ from fmbench.cloud.sagemaker import (
     teardown,
 )
 from fmbench.cloud.settings import RenderSettings, SettingsError, StatusSettings
-from fmbench.cloud.workflow import (
-    DeploymentRecord,
-    TeardownRecord,
-    deployment_record_uri,
-    plan_uri,
-    teardown_record_uri,
-)
 from fmbench.config import SuiteValidationError
-from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, outcome_uri
+from fmbench.layout import deployment_record_uri, outcome_uri, run_plan_uri, teardown_record_uri
+from fmbench.plan import BranchOutcome, BranchSpec, RunPlan
 from lambdas import deploy, endpoint_status, plan, render
 from lambdas import teardown as teardown_lambda
 from report.cloud import AthenaQueryError, run_athena_query, ttft_samples_frame
@@ -586,7 +581,7 @@ def test_render_publishes_the_report_and_returns_result_json(s3: Any, athena: An
         summary.sort_values(["branch_id", "payload_bin", "concurrency"]).reset_index(drop=True),
         metrics.sort_values(["branch_id", "payload_bin", "concurrency"]).reset_index(drop=True),
     )
-    assert plan_uri(f"s3://{BUCKET}", RUN_ID).endswith("/plan.json")
+    assert run_plan_uri(f"s3://{BUCKET}", RUN_ID).endswith("/plan.json")
 
 
 class QueryThatNeverFinishes:

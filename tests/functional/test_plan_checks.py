@@ -20,7 +20,7 @@ from fmbench.cloud.quotas import (
     check_endpoint_quotas,
     endpoint_quotas,
 )
-from fmbench.cloud.workflow import RunPlanNotFoundError
+from fmbench.cloud.steps import RunPlanNotFoundError
 from fmbench.config import SuiteValidationError
 from fmbench.estimate import BudgetExceededError
 from fmbench.plan import RunPlan

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
 
-from fmbench import runner_main
+from fmbench import branch, runner_main
 from fmbench.config import validate_suite_data
 from fmbench.emulator.process import EmulatorProcess
 from fmbench.emulator.settings import EmulatorSettings
@@ -49,7 +49,7 @@ def make_spec(storage_root: str, target: dict[str, Any], run_id: str = "run-1", 
 
 
 def spec_json(spec: BranchSpec) -> str:
-    # As the plan step writes specs (fmbench.cloud.workflow): only the fields that were given, because the
+    # As the plan step writes specs (fmbench.cloud.steps): only the fields that were given, because the
     # suite's checks refuse an open-loop option that is present in a closed loop, even at its default.
     return spec.model_dump_json(exclude_unset=True)
 
@@ -367,7 +367,7 @@ def test_a_crash_exits_1_and_still_leaves_a_failed_outcome(
     async def crash(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(runner_main, "run_branch", crash)
+    monkeypatch.setattr(branch, "run_branch", crash)
     spec = make_spec(str(tmp_path), openai_target(emulator_url))
 
     assert runner_main.main(["--spec-json", spec_json(spec)], environ={}) == 1

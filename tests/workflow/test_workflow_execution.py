@@ -15,7 +15,7 @@ import pytest
 from harness import RESULTS_BUCKET, DeployedWorkflow, Execution
 from shims import s3_object_keys
 
-from fmbench.cloud import workflow as cloud_workflow
+from fmbench.cloud import steps as cloud_steps
 
 DEPLOY = "lambdas.deploy.handler"
 STATUS = "lambdas.endpoint_status.handler"
@@ -185,7 +185,7 @@ def test_an_endpoint_that_never_serves_times_out_after_the_poll_bound_and_is_tor
     workflow: DeployedWorkflow, emulator_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # This tier's two-minute deployment wait (120 checks, one a second) cut to 3 by the plan's cap.
-    monkeypatch.setattr(cloud_workflow, "MAX_STATUS_POLLS", 3)
+    monkeypatch.setattr(cloud_steps, "MAX_STATUS_POLLS", 3)
     workflow.sagemaker_faults.never_in_service("sm-stuck")
 
     execution = workflow.run(suite("stuck", [sagemaker_target("sm-stuck", emulator_url)]), name="run-stuck")

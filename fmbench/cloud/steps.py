@@ -1,309 +1,55 @@
-"""The cloud workflow's steps (docs/workflow.md): the events and results they exchange, and what they do.
-
-The Lambda handlers in ``lambdas/`` parse an event into one of these models, call one function here (or in
-``report.cloud``) and return the result model as JSON. Event models ignore keys they do not read: Step
-Functions hands a state its accumulated input (a branch item plus earlier results, ``$.error`` from a
-Catch), and a handler must not fail on what another state added.
+"""The cloud workflow's steps (docs/workflow.md): plan a run (or a report-only re-render), deploy a branch's
+endpoint, check it, tear it down. Each is called by one Lambda handler in ``lambdas/``; the messages they
+exchange are in ``fmbench.cloud.events``, the paths they read and write in ``fmbench.layout``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from fmbench import layout
 from fmbench.cloud import s3 as s3_objects
+from fmbench.cloud.checks import EXECUTION_INPUT_SOURCE, validate_cloud_suite
+from fmbench.cloud.events import (
+    MAX_STATUS_POLLS,
+    REPORT_ONLY_KEY,
+    RUN_ID_PATTERN,
+    BranchItem,
+    DeploymentRecord,
+    DeployOutput,
+    PlanEvent,
+    PlanResult,
+    ReportOnlyRequest,
+    StatusOutput,
+    TeardownEvent,
+    TeardownOutput,
+    TeardownRecord,
+)
 from fmbench.cloud.quotas import ClientFactory, check_endpoint_quotas, instances_needed_at_once
 from fmbench.cloud.sagemaker import (
     FAILED,
     IN_SERVICE,
-    ServingContainerError,
     deploy,
     endpoint_status,
     needs_deploy,
-    parse_container,
-    payload_format_problem,
     plan_deployment,
-    resolve_image_uri,
-    secret_reference_problems,
     secret_references,
     secrets_manager_reader,
     teardown,
 )
 from fmbench.cloud.settings import DeploySettings, PlanSettings, StatusSettings, TeardownSettings
-from fmbench.config import (
-    BUILTIN_DATASET_PREFIX,
-    StrictModel,
-    Suite,
-    SuiteProblem,
-    SuiteValidationError,
-    problems_from_validation_error,
-    validate_suite_data,
-)
+from fmbench.config import SuiteProblem, SuiteValidationError, problems_from_validation_error
 from fmbench.estimate import check_budget, endpoint_ttl_problems, estimate_branches
-from fmbench.plan import BranchSpec, RunPlan, new_run_id, plan_suite, run_plan_uri
+from fmbench.plan import BranchSpec, RunPlan, new_run_id, plan_suite
 
 logger = logging.getLogger(__name__)
 
-RUN_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-# Cap of the Wait -> EndpointStatus loop, whatever the deployment allowance: it bounds the state
-# transitions (and their cost) of one branch. The bound itself is the stack's deployment allowance
-# (fmbench:maxDeployMinutes, 60: the 30-minute model download plus the 30-minute startup health check
-# Deploy allows) over its poll interval (fmbench:statusPollSeconds, 60): 60 polls.
-MAX_STATUS_POLLS = 120
-EXECUTION_INPUT_SOURCE: Final = "execution input"
-# The state whose output carries the run id (docs/workflow.md); the cleanup reads it from the history.
-PLAN_STATE_NAME: Final = "Plan"
-# The execution input that re-renders a finished run's report instead of running a suite.
-REPORT_ONLY_KEY: Final = "report_only"
-
 MetricsQueryBuilder = Callable[[str, list[str]], str]
-
-
-# ------------------------------------------------------------------------------------ storage layout
-
-
-def _run_folder(storage_root: str, kind: str, run_id: str) -> str:
-    return f"{storage_root.rstrip('/')}/{kind}/run_id={run_id}"
-
-
-def plan_uri(storage_root: str, run_id: str) -> str:
-    """The whole plan (suite and every branch spec), for the render step."""
-    return run_plan_uri(storage_root, run_id)
-
-
-def spec_uri(storage_root: str, run_id: str, branch_id: str) -> str:
-    """One branch's spec, what the runner reads (FMBENCH_BRANCH_SPEC_URI)."""
-    return f"{_run_folder(storage_root, 'specs', run_id)}/branch_id={branch_id}.json"
-
-
-def deployment_record_uri(storage_root: str, run_id: str, branch_id: str) -> str:
-    """Beside the runner's outcome.json: how long the branch's endpoint took to come into service."""
-    return f"{_run_folder(storage_root, 'outcomes', run_id)}/branch_id={branch_id}/deployment.json"
-
-
-def teardown_record_uri(storage_root: str, run_id: str, branch_id: str) -> str:
-    """Beside deployment.json: when Teardown deleted the endpoint, for the run's actual cost."""
-    return f"{_run_folder(storage_root, 'outcomes', run_id)}/branch_id={branch_id}/teardown.json"
-
-
-def branch_results_uri(storage_root: str, run_id: str) -> str:
-    """The Map's results as Render received them, so a report-only re-render keeps each branch's reason."""
-    return f"{_run_folder(storage_root, 'outcomes', run_id)}/branch_results.json"
-
-
-def reports_uri(storage_root: str, run_id: str) -> str:
-    return _run_folder(storage_root, "reports", run_id) + "/"
-
-
-def records_uri(storage_root: str, run_id: str) -> str:
-    return _run_folder(storage_root, "records", run_id) + "/"
-
-
-# ------------------------------------------------------------------------------------ event models
-
-
-class EventModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class ResultModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PlanEvent(EventModel):
-    suite: Any = Field(
-        description='The execution input: a suite as JSON, or {"report_only": {"run_id": ...}} to render '
-        "the report of a run again."
-    )
-    execution_name: str | None = Field(default=None, description="$$.Execution.Name")
-
-
-class ReportOnlyRequest(StrictModel):
-    """Render an earlier run's report again from its records, plan and outcomes; nothing is deployed."""
-
-    run_id: str = Field(pattern=RUN_ID_PATTERN.pattern)
-
-
-class BranchItem(EventModel):
-    """One item of the Map: what every per-branch state receives."""
-
-    run_id: str = Field(pattern=RUN_ID_PATTERN.pattern)
-    branch_id: str = Field(pattern=r"^[a-z0-9-]{1,64}$")
-    spec_uri: str
-    platform: str
-    needs_deploy: bool
-    endpoint_name: str | None
-    region: str | None = Field(
-        default=None, description="Region of the branch's endpoint when it is not the workflow's own."
-    )
-    max_status_polls: int = Field(ge=0)
-
-    def endpoint_region(self, default: str) -> str:
-        return self.region or default
-
-
-class PlanResult(ResultModel):
-    run_id: str
-    suite_name: str
-    storage_root: str
-    max_concurrency: int = Field(ge=1)
-    metrics_query: str
-    branches: list[BranchItem] = Field(description="The Map's items; empty for a report-only execution.")
-    report_only: bool = Field(
-        default=False, description="Render the saved run again: the Map has no items, Query and Render run."
-    )
-    report_branches: list[BranchItem] = Field(
-        default_factory=list, description="Report-only: the saved plan's branches (the Map runs none)."
-    )
-    cost_estimate_usd: float | None = Field(
-        default=None, description="Upper bound of the run's cost (details in plan.json and result.json)."
-    )
-    quota_check: list[str] = Field(
-        default_factory=list, description="Per instance type and region: instances at once vs quota."
-    )
-
-
-class DeployOutput(ResultModel):
-    endpoint_name: str
-    created_epoch_s: float
-
-
-class StatusOutput(ResultModel):
-    status: Literal["Creating", "InService", "Failed"]
-    failure_reason: str | None
-    sagemaker_status: str | None = Field(description="SageMaker's own status, for the execution history.")
-    in_service_epoch_s: float | None
-
-
-class TeardownEvent(BranchItem):
-    error: dict[str, Any] | None = Field(default=None, description="$.error when Teardown came from a Catch.")
-
-
-class TeardownOutput(ResultModel):
-    deleted: list[str]
-
-
-class TeardownRecord(StrictModel):
-    """When a branch's endpoint was created and when Teardown deleted it (result.json: actual cost)."""
-
-    run_id: str
-    branch_id: str
-    endpoint_name: str
-    created_epoch_s: float
-    deleted_epoch_s: float
-
-
-class BranchResultItem(EventModel):
-    """What the Map leaves per branch (the BranchResult Pass state)."""
-
-    branch_id: str
-    status: Literal["succeeded", "failed"]
-    error: dict[str, Any] | None = None
-
-    def error_reason(self) -> str | None:
-        """'Error: cause' of the Catch that ended the branch, with a Lambda's errorMessage unwrapped."""
-        if not self.error:
-            return None
-        name = str(self.error.get("Error") or "error")
-        cause = self.error.get("Cause")
-        if isinstance(cause, str):
-            try:
-                parsed = json.loads(cause)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict) and parsed.get("errorMessage"):
-                cause = str(parsed["errorMessage"])
-        return f"{name}: {cause}" if cause else name
-
-
-class RenderEvent(EventModel):
-    run_id: str = Field(pattern=RUN_ID_PATTERN.pattern)
-    query_execution_id: str = Field(min_length=1)
-    branch_results: list[BranchResultItem] = Field(default_factory=list)
-
-
-class DeploymentRecord(StrictModel):
-    """When a deployed endpoint was created and when it came into service (result.json: deployment_s)."""
-
-    run_id: str
-    branch_id: str
-    endpoint_name: str
-    created_epoch_s: float
-    in_service_epoch_s: float
-
-    @property
-    def deployment_s(self) -> float:
-        return max(0.0, self.in_service_epoch_s - self.created_epoch_s)
-
-
-# ------------------------------------------------------------------------------------------ checks
-
-
-def _deploy_target_problems(target: Any, region: str, resolve_images: bool) -> list[tuple[str, str]]:
-    """(field, reason) for each way a target to deploy would fail once its endpoint is being paid for."""
-    problems = [
-        (f"environment.{name}", reason)
-        for name, reason in secret_reference_problems(target.environment).items()
-    ]
-    if target.container and not target.image_uri:
-        try:
-            parse_container(target.container)
-        except ServingContainerError as exc:
-            return [*problems, (exc.field, exc.reason)]
-    format_problem = payload_format_problem(target)
-    if format_problem:
-        problems.append(("payload_format", format_problem))
-    if resolve_images:
-        try:
-            resolve_image_uri(target, target.region or region)
-        except ServingContainerError as exc:
-            problems.append((exc.field, exc.reason))
-    return problems
-
-
-def cloud_suite_problems(suite: Suite, region: str, *, resolve_images: bool = True) -> list[SuiteProblem]:
-    """What keeps a valid suite from running in the cloud, found before anything is created.
-
-    Container names, payload formats and secret references are checked offline; ``resolve_images`` also
-    resolves every image in its region (the SageMaker SDK's tables), catching a version that does not exist.
-    """
-    problems: list[SuiteProblem] = []
-    if not suite.workload.dataset.source.startswith(BUILTIN_DATASET_PREFIX):
-        problems.append(
-            SuiteProblem(
-                path="workload.dataset.source",
-                reason="the cloud runner reads built-in datasets only (builtin:NAME); a local file is not "
-                "uploaded with the suite",
-            )
-        )
-    for expanded in suite.expanded():
-        target = expanded.target
-        if not needs_deploy(target):
-            continue
-        note = f" (target {target.name})" if expanded.from_matrix else ""
-        problems += [
-            SuiteProblem(path=expanded.field_path(field), reason=reason + note)
-            for field, reason in _deploy_target_problems(target, region, resolve_images)
-        ]
-    return problems
-
-
-def validate_cloud_suite(data: Any, region: str, *, resolve_images: bool = True) -> Suite:
-    """The suite of an execution input, or ``SuiteValidationError`` listing every problem."""
-    suite = validate_suite_data(data, base_dir=None, source=EXECUTION_INPUT_SOURCE)
-    problems = cloud_suite_problems(suite, region, resolve_images=resolve_images)
-    if problems:
-        raise SuiteValidationError(problems, EXECUTION_INPUT_SOURCE)
-    return suite
-
-
-# ------------------------------------------------------------------------------------------- steps
 
 
 def run_id_for(execution_name: str | None) -> str:
@@ -342,7 +88,7 @@ class RunPlanNotFoundError(LookupError):
 
 
 def read_run_plan(s3_client: Any, storage_root: str, run_id: str) -> RunPlan:
-    uri = plan_uri(storage_root, run_id)
+    uri = layout.run_plan_uri(storage_root, run_id)
     data = s3_objects.get_bytes(s3_client, uri)
     if data is None:
         raise RunPlanNotFoundError(f"no plan at {uri}")
@@ -377,7 +123,10 @@ def plan_report_only(
     storage_root = s3_objects.s3_uri(settings.results_bucket)
     plan = read_run_plan(s3_client, storage_root, request.run_id)
     polls = settings.max_status_polls(MAX_STATUS_POLLS)
-    items = [branch_item(s, spec_uri(storage_root, plan.run_id, s.branch_id), polls) for s in plan.branches]
+    items = [
+        branch_item(s, layout.branch_spec_uri(storage_root, plan.run_id, s.branch_id), polls)
+        for s in plan.branches
+    ]
     logger.info("report-only run %s: %d branch(es) to report", plan.run_id, len(items))
     return PlanResult(
         run_id=plan.run_id,
@@ -436,10 +185,10 @@ def plan_run(
     plan = RunPlan(run_id=run_id, suite=suite, branches=specs, cost_estimate=estimate)
     items = []
     for spec in specs:
-        uri = spec_uri(storage_root, run_id, spec.branch_id)
+        uri = layout.branch_spec_uri(storage_root, run_id, spec.branch_id)
         s3_objects.put_json(s3_client, uri, _document(spec))
         items.append(branch_item(spec, uri, max_status_polls))
-    s3_objects.put_json(s3_client, plan_uri(storage_root, run_id), _document(plan))
+    s3_objects.put_json(s3_client, layout.run_plan_uri(storage_root, run_id), _document(plan))
     logger.info(
         "planned run %s: %d branch(es), cost at most $%.2f%s",
         run_id,
@@ -522,7 +271,7 @@ def check_endpoint(
         root = s3_objects.s3_uri(settings.results_bucket)
         s3_objects.put_json(
             s3_client,
-            deployment_record_uri(root, item.run_id, item.branch_id),
+            layout.deployment_record_uri(root, item.run_id, item.branch_id),
             record.model_dump(mode="json"),
         )
     return StatusOutput(
@@ -571,7 +320,7 @@ def teardown_branch(
         )
         s3_objects.put_json(
             s3_client,
-            teardown_record_uri(s3_objects.s3_uri(record_to), event.run_id, event.branch_id),
+            layout.teardown_record_uri(s3_objects.s3_uri(record_to), event.run_id, event.branch_id),
             record.model_dump(mode="json"),
         )
     return TeardownOutput(deleted=deleted)
