@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from fmbench.branch import BranchSpec
 from fmbench.endpoints.base import EndpointClient
 from fmbench.endpoints.bedrock import BedrockClient
 from fmbench.endpoints.formats import payload_format
@@ -29,7 +30,7 @@ from fmbench.loadgen import (
     build_records,
 )
 from fmbench.payloads import DatasetError, Prompt, build_payloads
-from fmbench.plan import BranchOutcome, BranchSpec
+from fmbench.plan import BranchOutcome
 from fmbench.records import RecordWriter
 from fmbench.tokenizer import get_tokenizer
 

@@ -17,9 +17,9 @@ from typing import Any, Final
 import pandas as pd
 from botocore.exceptions import ClientError
 
+from fmbench.branch import BranchSpec
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.aws import error_message
-from fmbench.cloud.sagemaker import needs_deploy
 from fmbench.cloud.settings import RenderSettings
 from fmbench.cloud.workflow import (
     BranchResultItem,
@@ -34,7 +34,7 @@ from fmbench.cloud.workflow import (
     reports_uri,
     teardown_record_uri,
 )
-from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, outcome_uri
+from fmbench.plan import BranchOutcome, RunPlan, outcome_uri
 from report.costs import EndpointLifetime
 from report.query import (
     METRIC_COLUMNS,
@@ -203,7 +203,7 @@ def endpoint_lifetimes(
     status step's record), from which the actual cost is a lower bound up to the end of the load."""
     lifetimes = {}
     for spec in plan.branches:
-        if not needs_deploy(spec.target):
+        if not spec.target.needs_deploy:
             continue
         teardown = read_teardown(s3_client, spec)
         if teardown is not None:
@@ -264,7 +264,7 @@ def render_run(
     deployments = {
         spec.branch_id: record
         for spec in plan.branches
-        if needs_deploy(spec.target) and (record := read_deployment(s3_client, spec)) is not None
+        if spec.target.needs_deploy and (record := read_deployment(s3_client, spec)) is not None
     }
     lifetimes = endpoint_lifetimes(s3_client, plan, deployments)
     metrics = metrics_frame(athena_client, event.query_execution_id)

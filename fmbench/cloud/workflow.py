@@ -18,21 +18,14 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fmbench.branch import BranchSpec
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.quotas import ClientFactory, check_endpoint_quotas, instances_needed_at_once
 from fmbench.cloud.sagemaker import (
-    FAILED,
-    IN_SERVICE,
-    ServingContainerError,
     deploy,
     endpoint_status,
-    needs_deploy,
-    parse_container,
-    payload_format_problem,
     plan_deployment,
     resolve_image_uri,
-    secret_reference_problems,
-    secret_references,
     secrets_manager_reader,
     teardown,
 )
@@ -44,19 +37,24 @@ from fmbench.config import (
     SuiteProblem,
     SuiteValidationError,
     problems_from_validation_error,
-    validate_suite_data,
+)
+from fmbench.deployment import (
+    FAILED,
+    IN_SERVICE,
+    MAX_STATUS_POLLS,
+    ServingContainerError,
+    parse_container,
+    payload_format_problem,
+    secret_reference_problems,
+    secret_references,
 )
 from fmbench.estimate import check_budget, endpoint_ttl_problems, estimate_branches
-from fmbench.plan import BranchSpec, RunPlan, new_run_id, plan_suite, run_plan_uri
+from fmbench.plan import RunPlan, new_run_id, plan_suite, run_plan_uri
+from fmbench.suite import validate_suite_data
 
 logger = logging.getLogger(__name__)
 
 RUN_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-# Cap of the Wait -> EndpointStatus loop, whatever the deployment allowance: it bounds the state
-# transitions (and their cost) of one branch. The bound itself is the stack's deployment allowance
-# (fmbench:maxDeployMinutes, 60: the 30-minute model download plus the 30-minute startup health check
-# Deploy allows) over its poll interval (fmbench:statusPollSeconds, 60): 60 polls.
-MAX_STATUS_POLLS = 120
 EXECUTION_INPUT_SOURCE: Final = "execution input"
 # The state whose output carries the run id (docs/workflow.md); the cleanup reads it from the history.
 PLAN_STATE_NAME: Final = "Plan"
@@ -301,7 +299,7 @@ def cloud_suite_problems(suite: Suite, region: str, *, resolve_images: bool = Tr
             )
         )
     for target, location in zip(suite.expanded_targets(), _target_locations(suite), strict=False):
-        if not needs_deploy(target):
+        if not target.needs_deploy:
             continue
         note = f" (target {target.name})" if location[0].startswith("matrix.") else ""
         problems += [
@@ -340,7 +338,7 @@ def branch_item(spec: BranchSpec, uri: str, max_status_polls: int = MAX_STATUS_P
         branch_id=spec.branch_id,
         spec_uri=uri,
         platform=target.platform,
-        needs_deploy=needs_deploy(target),
+        needs_deploy=target.needs_deploy,
         endpoint_name=endpoint_name,
         region=region,
         max_status_polls=max_status_polls,
@@ -434,7 +432,7 @@ def plan_run(
     ttl_s = suite.execution.endpoint_ttl_s
     specs = [
         spec.model_copy(update={"sagemaker_deployment": plan_deployment(spec.target, settings.region, ttl_s)})
-        if needs_deploy(spec.target)
+        if spec.target.needs_deploy
         else spec
         for spec in plan.branches
     ]

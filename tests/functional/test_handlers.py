@@ -21,16 +21,8 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto_service_quotas import sagemaker_endpoint_quotas
 from sqlglot import exp
 
-from fmbench.cloud.sagemaker import (
-    TAG_BRANCH_ID,
-    TAG_EXPIRES_AT,
-    TAG_RUN_ID,
-    TAG_SUITE,
-    EndpointBusyError,
-    parse_expires_at,
-    resource_names,
-    teardown,
-)
+from fmbench.branch import BranchSpec
+from fmbench.cloud.sagemaker import teardown
 from fmbench.cloud.settings import RenderSettings, SettingsError, StatusSettings
 from fmbench.cloud.workflow import (
     DeploymentRecord,
@@ -40,7 +32,16 @@ from fmbench.cloud.workflow import (
     teardown_record_uri,
 )
 from fmbench.config import SuiteValidationError
-from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, outcome_uri
+from fmbench.deployment import (
+    TAG_BRANCH_ID,
+    TAG_EXPIRES_AT,
+    TAG_RUN_ID,
+    TAG_SUITE,
+    EndpointBusyError,
+    parse_expires_at,
+    resource_names,
+)
+from fmbench.plan import BranchOutcome, RunPlan, outcome_uri
 from lambdas import deploy, endpoint_status, plan, render
 from lambdas import teardown as teardown_lambda
 from report.cloud import AthenaQueryError, run_athena_query, ttft_samples_frame

@@ -12,9 +12,9 @@ from typing import Any
 import pyarrow.dataset as ds
 import pytest
 
-from fmbench.config import validate_suite_data
+from fmbench.branch import BranchSpec
 from fmbench.emulator.server import EmulatorSettings, running_emulator
-from fmbench.plan import BranchSpec, plan_suite
+from fmbench.plan import plan_suite
 from fmbench.records import RECORD_SCHEMA
 from fmbench.runner import (
     BranchSetupError,
@@ -22,6 +22,7 @@ from fmbench.runner import (
     make_client,
     run_branch,
 )
+from fmbench.suite import validate_suite_data
 
 FIXED_TIMING = {"ttft_ms": 20, "itl_ms": 2, "output_tokens": 8}
 REQUESTS = 12
