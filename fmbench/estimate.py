@@ -27,7 +27,7 @@ from pydantic import Field
 from fmbench.config import BedrockTarget, Budget, LoadPlan, StrictModel, SuiteProblem
 
 if TYPE_CHECKING:
-    from fmbench.branch import BranchSpec
+    from fmbench.spec import BranchSpec
 
 # The load engine bounds every request at request_timeout_s + 1 s (fmbench/loadgen) whatever the client does.
 REQUEST_BOUND_MARGIN_S: Final = 1.0

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmbench import storage
-from fmbench.branch import BranchSpec
 from fmbench.config import EmulatorTarget, Suite
 from fmbench.estimate import check_budget
 from fmbench.plan import BranchOutcome, RunPlan, outcome_uri, plan_suite, run_plan_uri
 from fmbench.records import warm_up_conversion
 from fmbench.runner import ProgressEvent, run_branch
+from fmbench.spec import BranchSpec
 
 if TYPE_CHECKING:
     from fmbench.emulator.server import EmulatorSettings

@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from fmbench.branch import BranchSpec
 from fmbench.config import LoadPlan, StrictModel, Suite, Workload
 from fmbench.deployment import resource_names
 from fmbench.estimate import CostEstimate, EstimateSettings, estimate_branches
 from fmbench.pricing import instance_price_per_hour_usd
+from fmbench.spec import BranchSpec
 
 
 class RunPlan(StrictModel):

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fmbench.branch import BranchSpec
 from fmbench.endpoints.base import EndpointClient
 from fmbench.endpoints.bedrock import BedrockClient
 from fmbench.endpoints.formats import payload_format
@@ -32,6 +31,7 @@ from fmbench.loadgen import (
 from fmbench.payloads import DatasetError, Prompt, build_payloads
 from fmbench.plan import BranchOutcome
 from fmbench.records import RecordWriter
+from fmbench.spec import BranchSpec
 from fmbench.tokenizer import get_tokenizer
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Contract (see also ``runner_image/Dockerfile``):
 
-- The spec is a ``fmbench.branch.BranchSpec`` as JSON, from ``--spec-json`` or ``--spec-uri`` (a local path or
+- The spec is a ``fmbench.spec.BranchSpec`` as JSON, from ``--spec-json`` or ``--spec-uri`` (a local path or
   ``s3://bucket/key``), else from the ``FMBENCH_BRANCH_SPEC`` (inline JSON) or ``FMBENCH_BRANCH_SPEC_URI``
   environment variables. Exactly one source must be given.
 - Records go to ``<storage_root>/records/run_id=.../branch_id=.../part-NNNNN.parquet``, the outcome to
@@ -38,11 +38,11 @@ from pyarrow import fs as pafs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fmbench import storage
-from fmbench.branch import BranchSpec
 from fmbench.config import PLATFORMS, EmulatorTarget, SuiteProblem, problems_from_validation_error
 from fmbench.plan import BranchOutcome, outcome_uri
 from fmbench.records import records_prefix
 from fmbench.runner import BranchSetupError, ProgressEvent, run_branch
+from fmbench.spec import BranchSpec
 
 EXIT_OUTCOME_WRITTEN = 0
 EXIT_CRASHED = 1

@@ -17,7 +17,6 @@ from typing import Any, Final
 import pandas as pd
 from botocore.exceptions import ClientError
 
-from fmbench.branch import BranchSpec
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.aws import error_message
 from fmbench.cloud.settings import RenderSettings
@@ -35,6 +34,7 @@ from fmbench.cloud.workflow import (
     teardown_record_uri,
 )
 from fmbench.plan import BranchOutcome, RunPlan, outcome_uri
+from fmbench.spec import BranchSpec
 from report.costs import EndpointLifetime
 from report.query import (
     METRIC_COLUMNS,

@@ -14,10 +14,10 @@ from typing import Final
 
 import pandas as pd
 
-from fmbench.branch import BranchSpec
 from fmbench.config import BedrockTarget
 from fmbench.estimate import SECONDS_PER_HOUR, CostEstimate, estimate_branches
 from fmbench.plan import BranchOutcome, RunPlan
+from fmbench.spec import BranchSpec
 from report.analysis import python_value
 from report.result import ActualCostPart, CostSummary
 

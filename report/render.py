@@ -17,10 +17,10 @@ import jinja2
 import markdown
 import pandas as pd
 
-from fmbench.branch import BranchSpec
 from fmbench.config import Slo, Suite
 from fmbench.estimate import usd_text
 from fmbench.plan import BranchOutcome, RunPlan
+from fmbench.spec import BranchSpec
 from report import charts
 from report.analysis import (
     SELECTION_RULE,

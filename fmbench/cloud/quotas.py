@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fmbench.cloud.aws import error_code, error_message
 
 if TYPE_CHECKING:
-    from fmbench.branch import BranchSpec
+    from fmbench.spec import BranchSpec
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
-from fmbench.branch import BranchSpec
 from fmbench.cloud.aws import error_code, error_message
 from fmbench.config import DEFAULT_ENDPOINT_TTL_S, SageMakerTarget
 from fmbench.deployment import (
@@ -37,6 +36,7 @@ from fmbench.deployment import (
     resource_names,
     secret_references,
 )
+from fmbench.spec import BranchSpec
 
 VARIANT_NAME: Final = "AllTraffic"
 # SageMaker's defaults are sized for small models; an LLM may download tens of GB and load for many minutes.

@@ -18,7 +18,6 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fmbench.branch import BranchSpec
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.quotas import ClientFactory, check_endpoint_quotas, instances_needed_at_once
 from fmbench.cloud.sagemaker import (
@@ -50,6 +49,7 @@ from fmbench.deployment import (
 )
 from fmbench.estimate import check_budget, endpoint_ttl_problems, estimate_branches
 from fmbench.plan import RunPlan, new_run_id, plan_suite, run_plan_uri
+from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
 
 logger = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from fmbench.records import RequestRecord, paced_slices
 from fmbench.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
-    from fmbench.branch import BranchSpec
     from fmbench.loadgen.selfcheck import SelfCheck
     from fmbench.loadgen.timebase import EpochClock
+    from fmbench.spec import BranchSpec
 
 TOKEN_SOURCE_SERVER = "server"
 TOKEN_SOURCE_TOKENIZER = "tokenizer"

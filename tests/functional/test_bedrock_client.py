@@ -13,7 +13,6 @@ import pyarrow.dataset as ds
 import pytest
 from aiohttp import web
 
-from fmbench.branch import BranchSpec
 from fmbench.config import InferenceParameters
 from fmbench.emulator.eventstream import exception_message, json_event_message
 from fmbench.emulator.server import EmulatorSettings, running_emulator
@@ -26,6 +25,7 @@ from fmbench.endpoints.base import (
 from fmbench.endpoints.bedrock import BedrockClient
 from fmbench.plan import plan_suite
 from fmbench.runner import make_client, run_branch
+from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
 
 if TYPE_CHECKING:

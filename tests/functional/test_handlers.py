@@ -21,7 +21,6 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto_service_quotas import sagemaker_endpoint_quotas
 from sqlglot import exp
 
-from fmbench.branch import BranchSpec
 from fmbench.cloud.sagemaker import teardown
 from fmbench.cloud.settings import RenderSettings, SettingsError, StatusSettings
 from fmbench.cloud.workflow import (
@@ -42,6 +41,7 @@ from fmbench.deployment import (
     resource_names,
 )
 from fmbench.plan import BranchOutcome, RunPlan, outcome_uri
+from fmbench.spec import BranchSpec
 from lambdas import deploy, endpoint_status, plan, render
 from lambdas import teardown as teardown_lambda
 from report.cloud import AthenaQueryError, run_athena_query, ttft_samples_frame

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from fmbench.branch import BranchSpec
 from fmbench.plan import BranchOutcome, RunPlan, plan_suite
 from fmbench.records import RecordWriter, RequestRecord
+from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
 from report.render import generate_report
 from report.result import ResultDocument, read_result, result_json_schema

@@ -12,7 +12,6 @@ from typing import Any
 import pyarrow.dataset as ds
 import pytest
 
-from fmbench.branch import BranchSpec
 from fmbench.emulator.server import EmulatorSettings, running_emulator
 from fmbench.plan import plan_suite
 from fmbench.records import RECORD_SCHEMA
@@ -22,6 +21,7 @@ from fmbench.runner import (
     make_client,
     run_branch,
 )
+from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
 
 FIXED_TIMING = {"ttft_ms": 20, "itl_ms": 2, "output_tokens": 8}

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from fmbench.branch import BranchSpec
 from fmbench.plan import plan_suite
+from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,10 +22,10 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from fmbench import runner_main
-from fmbench.branch import BranchSpec
 from fmbench.emulator.process import EmulatorProcess
 from fmbench.emulator.server import EmulatorSettings
 from fmbench.plan import plan_suite
+from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,6 @@ import pyarrow.dataset as ds
 import pytest
 from aiohttp import web
 
-from fmbench.branch import BranchSpec
 from fmbench.config import InferenceParameters
 from fmbench.emulator.eventstream import event_message, exception_message
 from fmbench.emulator.server import EmulatorSettings, running_emulator
@@ -31,6 +30,7 @@ from fmbench.endpoints.formats import CustomFormat, LmiFormat, PayloadFormat, Tg
 from fmbench.endpoints.sagemaker import SageMakerClient
 from fmbench.plan import plan_suite
 from fmbench.runner import BranchSetupError, make_client, run_branch
+from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
 
 if TYPE_CHECKING:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from fmbench.branch import BranchSpec
 from fmbench.cloud.quotas import instances_needed_at_once
 from fmbench.cloud.sagemaker import plan_deployment
 from fmbench.config import Budget, LoadPlan
@@ -23,6 +22,7 @@ from fmbench.estimate import (
 )
 from fmbench.plan import plan_suite
 from fmbench.runner import PROBE_TIMEOUT_S
+from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.33.0-lmi15.0.0-cu128"
