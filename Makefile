@@ -32,6 +32,7 @@ demo: $(VENV)/.core
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
@@ -55,4 +56,4 @@ schema: $(VENV)/.core
 	$(BIN)/fmbench schema --out schema
 
 clean:
-	rm -rf $(VENV) results cdk.out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) results cdk.out .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -18,8 +18,9 @@ from pyarrow import fs as pafs
 
 from fmbench import layout, storage
 from fmbench.config import EmulatorTarget
-from fmbench.plan import BranchOutcome, BranchSpec
+from fmbench.plan import BranchOutcome
 from fmbench.runner import ProgressEvent, run_branch
+from fmbench.spec import BranchSpec
 
 # Called with the emulator's URL and process id once it serves.
 EmulatorStarted = Callable[[str, int | None], None]
@@ -104,7 +105,7 @@ async def endpoint_for(
     from fmbench.emulator.process import EmulatorProcess
     from fmbench.emulator.settings import EmulatorSettings
 
-    process = EmulatorProcess(EmulatorSettings.for_target(spec.target))
+    process = EmulatorProcess(EmulatorSettings.for_target(spec.target.emulator, spec.target.model))
     starting = asyncio.ensure_future(asyncio.to_thread(process.start))
     try:
         url = await asyncio.shield(starting)

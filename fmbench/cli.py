@@ -15,17 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fmbench.config import (
-    LoadPlan,
-    Suite,
-    SuiteValidationError,
-    load_suite,
-    validate_suite_data,
-    write_suite_schema,
-)
+from fmbench.config import LoadPlan, Suite, SuiteValidationError, write_suite_schema
 from fmbench.estimate import BudgetExceededError, CostEstimate, check_budget, usd_text
 from fmbench.plan import RunPlan, plan_suite
 from fmbench.runner import ProgressEvent
+from fmbench.suite import load_suite, validate_suite_data
 
 EXIT_OK = 0
 EXIT_FAILED = 1

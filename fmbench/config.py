@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -24,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from fmbench.custom_format import RequestTemplate, TextPath
 from fmbench.emulator.settings import EmulatorBehaviour
 from fmbench.tokenizer import TokenizerError, check_tokenizer_spec
 
@@ -78,6 +78,11 @@ class _TargetBase(StrictModel):
     instance_type: str | None = Field(default=None, description="Instance type, e.g. ml.g5.2xlarge.")
     instance_count: int = Field(default=1, ge=1, le=64)
     environment: dict[str, str] = Field(default_factory=dict, description="Container environment.")
+
+    @property
+    def needs_deploy(self) -> bool:
+        """Whether the workflow deploys this target before the load and tears it down after."""
+        return False
 
 
 class EmulatorOptions(StrictModel, EmulatorBehaviour):
@@ -175,6 +180,11 @@ class SageMakerTarget(_TargetBase):
         description="SageMaker runtime URL override (a VPC interface endpoint, or a local emulator).",
     )
 
+    @property
+    def needs_deploy(self) -> bool:
+        """A SageMaker target without an existing endpoint is deployed (and torn down) by the workflow."""
+        return self.endpoint_name is None
+
     @model_validator(mode="after")
     def _deployable_or_existing(self) -> SageMakerTarget:
         if self.endpoint_name is None:
@@ -196,8 +206,6 @@ class SageMakerTarget(_TargetBase):
             missing = [name for name, value in custom_fields.items() if value is None]
             if missing:
                 raise ValueError(f"payload_format custom needs {' and '.join(missing)}")
-            from fmbench.endpoints.formats import RequestTemplate, TextPath
-
             RequestTemplate(self.request_template or "")
             TextPath(self.response_text_path or "")
         else:
@@ -858,84 +866,6 @@ def problems_from_validation_error(exc: ValidationError, prefix: str = "") -> li
             path = f"{prefix}.{path}" if loc else prefix
         problems.append(SuiteProblem(path=path, reason=_reason(error)))
     return problems
-
-
-def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]:
-    """Checks that need the whole suite (and the dataset) rather than one field."""
-    expanded, problems = expand_targets(suite)
-    if not expanded and not problems:
-        problems.append(
-            SuiteProblem(path="targets", reason="the suite has no targets (give targets or matrix)")
-        )
-    seen: set[str] = set()
-    for each in expanded:
-        name = each.target.name
-        if name in seen:
-            problems.append(
-                SuiteProblem(path=each.field_path("name"), reason=f"duplicate target name {name!r}")
-            )
-        seen.add(name)
-    labels = [b.label for b in suite.workload.bins]
-    if suite.report.headline_bin is not None and suite.report.headline_bin not in labels:
-        problems.append(
-            SuiteProblem(
-                path="report.headline_bin",
-                reason=f"{suite.report.headline_bin!r} is not a bin; bins: {', '.join(labels)}",
-            )
-        )
-    from fmbench.payloads import DatasetError, check_dataset
-
-    try:
-        for bin_problem in check_dataset(suite.workload, base_dir=base_dir):
-            problems.append(SuiteProblem(path=bin_problem[0], reason=bin_problem[1]))
-    except DatasetError as exc:
-        problems.append(SuiteProblem(path="workload.dataset.source", reason=str(exc)))
-    return problems
-
-
-def parse_suite_text(text: str, source: str = "<suite>") -> Any:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown position"
-        raise SuiteValidationError(
-            [SuiteProblem(path="(file)", reason=f"not valid YAML/JSON at {where}")], source
-        ) from None
-    except RecursionError:
-        raise SuiteValidationError(
-            [SuiteProblem(path="(file)", reason="nested too deeply to be a suite")], source
-        ) from None
-    return data
-
-
-def validate_suite_data(data: Any, base_dir: Path | None = None, source: str | None = None) -> Suite:
-    """Validate a parsed suite (dict); raise ``SuiteValidationError`` listing every problem."""
-    if not isinstance(data, dict):
-        raise SuiteValidationError(
-            [SuiteProblem(path="(suite)", reason=f"must be a mapping, got {type(data).__name__}")], source
-        )
-    try:
-        suite = Suite.model_validate(data)
-    except ValidationError as exc:
-        raise SuiteValidationError(problems_from_validation_error(exc), source) from None
-    problems = semantic_problems(suite, base_dir)
-    if problems:
-        raise SuiteValidationError(problems, source)
-    return suite
-
-
-def load_suite(path: str | Path) -> Suite:
-    """Read a YAML or JSON suite file and validate it completely."""
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteValidationError(
-            [SuiteProblem(path="(file)", reason=f"cannot read: {exc}")], str(file)
-        ) from None
-    data = parse_suite_text(text, str(file))
-    return validate_suite_data(data, base_dir=file.resolve().parent, source=str(file))
 
 
 def suite_json_schema() -> dict[str, Any]:

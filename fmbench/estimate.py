@@ -24,11 +24,10 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import Field
 
-from fmbench.cloud.sagemaker import needs_deploy
 from fmbench.config import BedrockTarget, Budget, LoadPlan, StrictModel, SuiteProblem
 
 if TYPE_CHECKING:
-    from fmbench.plan import BranchSpec
+    from fmbench.spec import BranchSpec
 
 # The load engine bounds every request at request_timeout_s + 1 s (fmbench/loadgen) whatever the client does.
 REQUEST_BOUND_MARGIN_S: Final = 1.0
@@ -341,7 +340,7 @@ def cost_part(spec: BranchSpec, settings: EstimateSettings) -> CostPart:
         return _instance_part(spec, settings, deployed=False)
     if target.platform == "bedrock":
         return _token_part(spec)
-    if needs_deploy(target):
+    if target.needs_deploy:
         return _instance_part(spec, settings, deployed=True)
     if target.platform == "sagemaker":
         return _unbilled_part(spec, "existing endpoint: billed whether or not this run uses it")

@@ -14,9 +14,10 @@ from fmbench.branch import live_branch
 from fmbench.config import Suite
 from fmbench.estimate import check_budget
 from fmbench.layout import outcome_uri, run_plan_uri
-from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, plan_suite
+from fmbench.plan import BranchOutcome, RunPlan, plan_suite
 from fmbench.records import warm_up_conversion
 from fmbench.runner import ProgressEvent
+from fmbench.spec import BranchSpec
 
 if TYPE_CHECKING:
     from report.result import ResultDocument

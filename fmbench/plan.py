@@ -11,48 +11,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from fmbench.cloud.sagemaker import SageMakerDeployment, needs_deploy, resource_names
-from fmbench.config import LoadPlan, StrictModel, Suite, Target, Workload
+from fmbench.config import LoadPlan, StrictModel, Suite, Workload
+from fmbench.deployment import resource_names
 from fmbench.estimate import CostEstimate, EstimateSettings, estimate_branches
 from fmbench.pricing import instance_price_per_hour_usd
-
-
-class BranchSpec(StrictModel):
-    """The contract between the planner and a runner (local task or Fargate container)."""
-
-    run_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    branch_id: str = Field(pattern=r"^[a-z0-9-]{1,64}$")
-    suite_name: str
-    target: Target
-    workload: Workload
-    load: LoadPlan
-    instance_type: str | None
-    instance_price_per_hour_usd: float | None
-    storage_root: str = Field(
-        description="Local folder or s3://bucket/prefix that records are written under."
-    )
-    dataset_base_dir: str | None = Field(
-        default=None, description="Folder relative dataset paths start from."
-    )
-    sagemaker_endpoint_name: str | None = Field(
-        default=None,
-        description="The endpoint the workflow deploys for this branch (derived from run and branch id); "
-        "the runner calls it. None for targets that are not deployed.",
-    )
-    sagemaker_deployment: SageMakerDeployment | None = Field(
-        default=None,
-        description="Image and environment the deploy step creates the endpoint with; set by the cloud "
-        "planner (fmbench.cloud.steps), None elsewhere.",
-    )
-
-    @property
-    def load_point_count(self) -> int:
-        return self.load.level_count * len(self.workload.bins)
-
-    def planned_load_points(self) -> list[tuple[int | None, float | None, str]]:
-        """(concurrency, rate per s, bin) of every load point, in the runner's order (``LoadPlan.points``)."""
-        points = self.load.points([b.label for b in self.workload.bins])
-        return [(p.concurrency, p.request_rate_per_s, p.payload_bin) for p in points]
+from fmbench.spec import BranchSpec
 
 
 class RunPlan(StrictModel):
@@ -130,7 +93,7 @@ def plan_suite(
                 storage_root=storage_root,
                 dataset_base_dir=dataset_base_dir,
                 sagemaker_endpoint_name=(
-                    resource_names(run_id, branch_id).endpoint if needs_deploy(target) else None
+                    resource_names(run_id, branch_id).endpoint if target.needs_deploy else None
                 ),
             )
         )

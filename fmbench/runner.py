@@ -28,8 +28,9 @@ from fmbench.loadgen import (
     RecordContext,
 )
 from fmbench.payloads import DatasetError, Prompt, build_payloads
-from fmbench.plan import BranchOutcome, BranchSpec
+from fmbench.plan import BranchOutcome
 from fmbench.records import RecordWriter
+from fmbench.spec import BranchSpec
 from fmbench.tokenizer import get_tokenizer
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Contract (see also ``runner_image/Dockerfile``):
 
-- The spec is a ``fmbench.plan.BranchSpec`` as JSON, from ``--spec-json`` or ``--spec-uri`` (a local path or
+- The spec is a ``fmbench.spec.BranchSpec`` as JSON, from ``--spec-json`` or ``--spec-uri`` (a local path or
   ``s3://bucket/key``), else from the ``FMBENCH_BRANCH_SPEC`` (inline JSON) or ``FMBENCH_BRANCH_SPEC_URI``
   environment variables. Exactly one source must be given.
 - Records go to ``<storage_root>/records/run_id=.../branch_id=.../part-NNNNN.parquet``, the outcome to
@@ -39,8 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fmbench import storage
 from fmbench.branch import BranchStorage, ended_outcome, sweep_branch
 from fmbench.config import PLATFORMS, SuiteProblem, problems_from_validation_error
-from fmbench.plan import BranchOutcome, BranchSpec
+from fmbench.plan import BranchOutcome
 from fmbench.runner import BranchSetupError, ProgressEvent
+from fmbench.spec import BranchSpec
 
 EXIT_OUTCOME_WRITTEN = 0
 EXIT_CRASHED = 1

@@ -13,8 +13,7 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from fmbench.cloud.cleanup import ENDED_STATUSES
-from fmbench.cloud.sagemaker import TAG_RUN_ID
+from fmbench.deployment import ENDED_STATUSES, TAG_RUN_ID
 from infra.functions import FunctionSizing, allow_describing, allow_sagemaker, handler_function, role_of
 from infra.nag import acknowledge_wildcard_resources
 

@@ -13,8 +13,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from fmbench.cloud.sagemaker import NAME_PREFIX as SAGEMAKER_NAME_PREFIX
-from fmbench.cloud.sagemaker import TAG_RUN_ID
+from fmbench.deployment import NAME_PREFIX as SAGEMAKER_NAME_PREFIX
+from fmbench.deployment import TAG_RUN_ID
 from infra.image import LAMBDA_TARGET, build_image
 from infra.nag import acknowledge_wildcard_resources
 

@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from fmbench.cloud.sagemaker import NAME_PREFIX as SAGEMAKER_NAME_PREFIX
+from fmbench.deployment import NAME_PREFIX as SAGEMAKER_NAME_PREFIX
 from infra.image import RUNNER_TARGET, build_image
 from infra.nag import acknowledge_wildcard_resources
 from infra.settings import NetworkSettings

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from fmbench.cloud.events import MAX_STATUS_POLLS
-from fmbench.config import AWS_REGION_PATTERN, SuiteValidationError, validate_suite_data
+from fmbench.config import AWS_REGION_PATTERN, SuiteValidationError
+from fmbench.deployment import MAX_STATUS_POLLS
+from fmbench.suite import validate_suite_data
 
 STACK_NAME_KEY: Final = "fmbench:stackName"
 RECORDS_RETENTION_DAYS_KEY: Final = "fmbench:recordsRetentionDays"

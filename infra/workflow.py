@@ -9,7 +9,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from fmbench.cloud.sagemaker import EndpointBusyError
+from fmbench.deployment import EndpointBusyError
 from infra.functions import Functions
 from infra.nag import acknowledge_wildcard_resources
 from infra.runner import BRANCH_SPEC_URI_ENV, Runner
@@ -32,7 +32,7 @@ ECS_TASK_NOT_STARTED_ERRORS: Final = ["ECS.AmazonECSException", "ECS.ServerExcep
 # Error names a branch reports when its endpoint never served (the Cause says why).
 ENDPOINT_FAILED_ERROR: Final = "EndpointFailed"
 ENDPOINT_TIMEOUT_ERROR: Final = "EndpointTimeout"
-# A handler's exception reaches Step Functions as its class name (fmbench.cloud.sagemaker.EndpointBusyError).
+# A handler's exception reaches Step Functions as its class name (fmbench.deployment.EndpointBusyError).
 ENDPOINT_BUSY_ERROR: Final = EndpointBusyError.__name__
 
 # Where a branch keeps its state: the plan's item, the status-poll count, and the error that sent it to

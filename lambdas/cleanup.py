@@ -7,8 +7,8 @@ from typing import Any
 
 from fmbench.cloud.aws import client
 from fmbench.cloud.cleanup import ExecutionStatusEvent, cleanup_after_execution
-from fmbench.cloud.sagemaker import EndpointBusyError
 from fmbench.cloud.settings import CleanupSettings
+from fmbench.deployment import EndpointBusyError
 
 logging.getLogger().setLevel(logging.INFO)
 

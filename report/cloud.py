@@ -20,7 +20,6 @@ from botocore.exceptions import ClientError
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.aws import error_message
 from fmbench.cloud.events import BranchResultItem, DeploymentRecord, RenderEvent, TeardownRecord
-from fmbench.cloud.sagemaker import needs_deploy
 from fmbench.cloud.settings import RenderSettings
 from fmbench.cloud.steps import (
     RunPlanNotFoundError,  # noqa: F401 - re-exported: callers of read_plan catch it from here
@@ -34,7 +33,8 @@ from fmbench.layout import (
     run_records_prefix,
     teardown_record_uri,
 )
-from fmbench.plan import BranchOutcome, BranchSpec, RunPlan
+from fmbench.plan import BranchOutcome, RunPlan
+from fmbench.spec import BranchSpec
 from report.costs import EndpointLifetime
 from report.query import (
     METRIC_COLUMNS,
@@ -203,7 +203,7 @@ def endpoint_lifetimes(
     status step's record), from which the actual cost is a lower bound up to the end of the load."""
     lifetimes = {}
     for spec in plan.branches:
-        if not needs_deploy(spec.target):
+        if not spec.target.needs_deploy:
             continue
         teardown = read_teardown(s3_client, spec)
         if teardown is not None:
@@ -264,7 +264,7 @@ def render_run(
     deployments = {
         spec.branch_id: record
         for spec in plan.branches
-        if needs_deploy(spec.target) and (record := read_deployment(s3_client, spec)) is not None
+        if spec.target.needs_deploy and (record := read_deployment(s3_client, spec)) is not None
     }
     lifetimes = endpoint_lifetimes(s3_client, plan, deployments)
     metrics = metrics_frame(athena_client, event.query_execution_id)

@@ -14,10 +14,10 @@ from typing import Final
 
 import pandas as pd
 
-from fmbench.cloud.sagemaker import needs_deploy
 from fmbench.config import BedrockTarget
 from fmbench.estimate import SECONDS_PER_HOUR, CostEstimate, estimate_branches
-from fmbench.plan import BranchOutcome, BranchSpec, RunPlan
+from fmbench.plan import BranchOutcome, RunPlan
+from fmbench.spec import BranchSpec
 from report.analysis import python_value
 from report.result import ActualCostPart, CostSummary
 
@@ -121,7 +121,7 @@ def actual_cost_parts(
     for spec in plan.branches:
         outcome = outcomes.get(spec.branch_id)
         platform = spec.target.platform
-        if needs_deploy(spec.target):
+        if spec.target.needs_deploy:
             parts.append(_deployed_part(spec, outcome, lifetimes.get(spec.branch_id)))
         elif platform == "emulator":
             parts.append(_emulated_part(spec, outcome))

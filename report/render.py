@@ -13,10 +13,11 @@ from fmbench import layout
 from fmbench.plan import BranchOutcome, RunPlan
 from report.charts import draw_charts
 from report.costs import EndpointLifetime
+from report.document import result_document
 from report.html import ReportError, render_html
 from report.markdown import render_markdown
 from report.query import compute_metrics, ttft_samples
-from report.result import Artifacts, ResultDocument, result_document, write_result
+from report.result import Artifacts, ResultDocument, write_result
 from report.view import NO_OUTCOME_REASON, build_view
 
 __all__ = [

@@ -16,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from fmbench.plan import BranchOutcome, BranchSpec, RunPlan
+from fmbench.plan import BranchOutcome, RunPlan
+from fmbench.spec import BranchSpec
 from report.analysis import (
     SELECTION_RULE,
     headline_bin_label,

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from fmbench.cloud.sagemaker import (
+from fmbench.cloud.sagemaker import resolve_image_uri
+from fmbench.config import BUILTIN_DATASET_PREFIX, Suite, SuiteProblem, SuiteValidationError
+from fmbench.deployment import (
     ServingContainerError,
-    needs_deploy,
     parse_container,
     payload_format_problem,
-    resolve_image_uri,
     secret_reference_problems,
 )
-from fmbench.config import (
-    BUILTIN_DATASET_PREFIX,
-    Suite,
-    SuiteProblem,
-    SuiteValidationError,
-    validate_suite_data,
-)
+from fmbench.suite import validate_suite_data
 
 # How a problem of the execution input names its source (``execution input: field.path: reason``).
 EXECUTION_INPUT_SOURCE: Final = "execution input"
@@ -63,7 +57,7 @@ def cloud_suite_problems(suite: Suite, region: str, *, resolve_images: bool = Tr
         )
     for expanded in suite.expanded():
         target = expanded.target
-        if not needs_deploy(target):
+        if not target.needs_deploy:
             continue
         note = f" (target {target.name})" if expanded.from_matrix else ""
         problems += [

@@ -23,15 +23,13 @@ from pydantic import Field
 
 from fmbench.cloud.aws import error_code
 from fmbench.cloud.events import PLAN_STATE_NAME, RUN_ID_PATTERN, EventModel, ResultModel
-from fmbench.cloud.sagemaker import (
+from fmbench.cloud.sagemaker import delete_endpoint, delete_endpoint_config, delete_model, is_not_found
+from fmbench.deployment import (
+    ENDED_STATUSES,
     NAME_PREFIX,
     TAG_EXPIRES_AT,
     TAG_RUN_ID,
     EndpointBusyError,
-    delete_endpoint,
-    delete_endpoint_config,
-    delete_model,
-    is_not_found,
     parse_expires_at,
 )
 
@@ -50,9 +48,6 @@ _LISTINGS: Final = {
     ),
     "model": ("list_models", "Models", "ModelName", "ModelArn"),
 }
-# Execution statuses after which nothing of the run should exist any more. SUCCEEDED too: a branch whose
-# Teardown failed after its retries ends the execution successfully and leaves its endpoint up.
-ENDED_STATUSES: Final = frozenset({"ABORTED", "TIMED_OUT", "FAILED", "SUCCEEDED"})
 RUNNING: Final = "RUNNING"
 _ACCESS_DENIED_CODES: Final = frozenset({"AccessDenied", "AccessDeniedException"})
 # Resources per listing page (SageMaker's maximum); a module variable so a test can force many pages.

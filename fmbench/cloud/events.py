@@ -17,11 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from fmbench.config import StrictModel
 
 RUN_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-# Cap of the Wait -> EndpointStatus loop, whatever the deployment allowance: it bounds the state
-# transitions (and their cost) of one branch. The bound itself is the stack's deployment allowance
-# (fmbench:maxDeployMinutes, 60: the 30-minute model download plus the 30-minute startup health check
-# Deploy allows) over its poll interval (fmbench:statusPollSeconds, 60): 60 polls.
-MAX_STATUS_POLLS = 120
 # The state whose output carries the run id (docs/workflow.md); the cleanup reads it from the history.
 PLAN_STATE_NAME: Final = "Plan"
 # The execution input that re-renders a finished run's report instead of running a suite.

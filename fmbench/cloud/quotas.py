@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fmbench.cloud.aws import error_code, error_message
-from fmbench.cloud.sagemaker import needs_deploy
 
 if TYPE_CHECKING:
-    from fmbench.plan import BranchSpec
+    from fmbench.spec import BranchSpec
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def instances_needed_at_once(
     groups: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
     for spec in specs:
         target = spec.target
-        if not needs_deploy(target) or not spec.instance_type:
+        if not target.needs_deploy or not spec.instance_type:
             continue
         region = spec.sagemaker_deployment.region if spec.sagemaker_deployment else default_region
         groups[(region, spec.instance_type)].append((target.instance_count, spec.branch_id))

@@ -1,72 +1,51 @@
-"""A branch's SageMaker real-time endpoint: derived names, serving-container images, deploy, status, teardown.
+"""A branch's SageMaker real-time endpoint: image resolution, deploy, status, teardown (the AWS calls).
 
-Everything a branch creates is named from its run id and branch id (``resource_names``), so a retried step
-finds what an earlier attempt created instead of creating it twice, and teardown can only ever touch the
-resources of its own branch. Container images are resolved when the run is planned (``plan_deployment``),
-so the deploy step itself needs neither the SageMaker SDK nor any choice of its own.
+What these resources are called and tagged, and which serving containers there are, is the boto-free
+vocabulary in ``fmbench.deployment``. Container images are resolved when the run is planned
+(``plan_deployment``), so the deploy step itself needs neither the SageMaker SDK nor any choice of its own.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Literal
+from datetime import datetime
+from typing import Any, Final
 
 from botocore.exceptions import ClientError
-from pydantic import Field
 
 from fmbench.cloud.aws import error_code, error_message
-from fmbench.config import DEFAULT_ENDPOINT_TTL_S, SageMakerTarget, StrictModel
-
-if TYPE_CHECKING:
-    from fmbench.plan import BranchSpec
-
-# The product's IAM policy scopes SageMaker actions to resources whose names start with this prefix.
-NAME_PREFIX: Final = "fmb-"
-MAX_NAME_CHARS: Final = 63
-NAME_HASH_CHARS: Final = 8
-NAME_PATTERN: Final = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-
-TAG_SUITE: Final = "fmbench:suite"
-TAG_RUN_ID: Final = "fmbench:run-id"
-TAG_BRANCH_ID: Final = "fmbench:branch-id"
-# When the sweeper may delete the resource whatever its run's state (UTC, EXPIRES_AT_FORMAT): the backstop
-# for an endpoint whose run ended without a teardown and without a cleanup.
-TAG_EXPIRES_AT: Final = "fmbench:expires-at"
-EXPIRES_AT_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+from fmbench.config import DEFAULT_ENDPOINT_TTL_S, SageMakerTarget
+from fmbench.deployment import (
+    CREATING,
+    DEFAULT_MODEL_ENV_VAR,
+    FAILED,
+    IN_SERVICE,
+    MODEL_DIR,
+    SECRET_ARN_PATTERN,
+    TAG_EXPIRES_AT,
+    EndpointBusyError,
+    SageMakerDeployment,
+    ServingContainerError,
+    WorkflowStatus,
+    branch_tags,
+    expires_at_text,
+    known_container,
+    parse_container,
+    resource_names,
+    secret_references,
+)
+from fmbench.spec import BranchSpec
 
 VARIANT_NAME: Final = "AllTraffic"
 # SageMaker's defaults are sized for small models; an LLM may download tens of GB and load for many minutes.
 MODEL_DATA_DOWNLOAD_TIMEOUT_S: Final = 1800
 CONTAINER_STARTUP_HEALTH_CHECK_TIMEOUT_S: Final = 1800
-# Where SageMaker mounts model data given as ModelDataUrl / ModelDataSource.
-MODEL_DIR: Final = "/opt/ml/model"
-DEFAULT_MODEL_ENV_VAR: Final = "HF_MODEL_ID"
 
-SECRET_REFERENCE_PREFIX: Final = "secretsmanager:"
-SECRET_ARN_PATTERN: Final = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[^\s]+$")
-
-# The workflow's Choice knows three statuses: Creating (wait), InService (run the load), Failed (tear down).
-WorkflowStatus = Literal["Creating", "InService", "Failed"]
-IN_SERVICE: Final = "InService"
-FAILED: Final = "Failed"
-CREATING: Final = "Creating"
 _FAILED_STATUSES: Final = frozenset({"Failed", "OutOfService", "Deleting", "UpdateRollbackFailed"})
 # An endpoint in one of these cannot be deleted yet; teardown must be tried again later.
 _BUSY_STATUSES: Final = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
-
-
-class ServingContainerError(ValueError):
-    """A target's container or image cannot be resolved; ``field`` is the target field at fault."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
 
 
 class DeploymentSpecError(ValueError):
@@ -77,131 +56,7 @@ class SecretReferenceError(ValueError):
     """An environment value refers to a secret that cannot be read, or the reference is malformed."""
 
 
-class EndpointBusyError(RuntimeError):
-    """The endpoint is still being created or updated and cannot be deleted yet: try teardown again later.
-
-    The state machine retries Teardown on this error name, so an endpoint that was still Creating when a
-    branch gave up is deleted as soon as SageMaker allows it, instead of being left running.
-    """
-
-
-# ------------------------------------------------------------------------------------------- names
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceNames:
-    model: str
-    endpoint_config: str
-    endpoint: str
-
-
-def resource_names(run_id: str, branch_id: str) -> ResourceNames:
-    """SageMaker names of a branch's model, endpoint config and endpoint: derived, never stored.
-
-    Models, endpoint configs and endpoints are separate namespaces, so all three share one name, which
-    makes a branch's resources easy to find together. The name is the prefix, a readable slug of run and
-    branch id (lower case, other characters as '-') cut to fit 63 characters, and a hash of the exact ids:
-    the slug is lossy (case, '_' and '.' are folded, long ids are cut), the hash keeps names unique.
-    """
-    digest = hashlib.sha256(f"{run_id}\n{branch_id}".encode()).hexdigest()[:NAME_HASH_CHARS]
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{run_id}-{branch_id}".lower()).strip("-")
-    room = MAX_NAME_CHARS - len(NAME_PREFIX) - 1 - NAME_HASH_CHARS
-    slug = slug[:room].rstrip("-")
-    name = f"{NAME_PREFIX}{slug}-{digest}" if slug else f"{NAME_PREFIX}{digest}"
-    return ResourceNames(model=name, endpoint_config=name, endpoint=name)
-
-
-def needs_deploy(target: Any) -> bool:
-    """Only SageMaker targets without an existing endpoint are deployed (and torn down) by the workflow."""
-    return bool(target.platform == "sagemaker" and target.endpoint_name is None)
-
-
-def branch_tags(spec: BranchSpec) -> dict[str, str]:
-    """The tags that let a cleanup outside the workflow find a branch's resources (docs/operations.md)."""
-    return {TAG_SUITE: spec.suite_name, TAG_RUN_ID: spec.run_id, TAG_BRANCH_ID: spec.branch_id}
-
-
 # ------------------------------------------------------------------------------ serving containers
-
-
-@dataclass(frozen=True, slots=True)
-class ServingContainer:
-    """One serving container the suite can name, and the conventions its image follows."""
-
-    name: str
-    framework: str  # the framework name in the SageMaker SDK's image_uris
-    default_version: str
-    model_env_var: str = DEFAULT_MODEL_ENV_VAR
-    gpu_count_env_var: str | None = None
-    payload_formats: frozenset[str] = frozenset()
-
-
-# Default versions are pinned (not the SDK's 'latest') so that the same suite deploys the same image until
-# someone changes it here or pins another version in the suite (`container: "lmi:0.33.0"`).
-SERVING_CONTAINERS: Final[dict[str, ServingContainer]] = {
-    "lmi": ServingContainer(
-        name="lmi",
-        framework="djl-lmi",
-        default_version="0.33.0",
-        payload_formats=frozenset({"lmi", "vllm-openai", "custom"}),
-    ),
-    "tgi": ServingContainer(
-        name="tgi",
-        framework="huggingface-llm",
-        default_version="3.3.6",
-        gpu_count_env_var="SM_NUM_GPUS",
-        payload_formats=frozenset({"tgi", "vllm-openai", "custom"}),
-    ),
-    "vllm": ServingContainer(
-        name="vllm",
-        framework="vllm",
-        default_version="0.30.0",
-        model_env_var="SM_VLLM_MODEL",
-        gpu_count_env_var="SM_VLLM_TENSOR_PARALLEL_SIZE",
-        payload_formats=frozenset({"vllm-openai", "custom"}),
-    ),
-    "tei": ServingContainer(
-        name="tei",
-        framework="huggingface-tei",
-        default_version="1.8.2",
-        payload_formats=frozenset({"custom"}),
-    ),
-    "neuron": ServingContainer(
-        name="neuron",
-        framework="djl-neuronx",
-        default_version="0.29.0",
-        payload_formats=frozenset({"lmi", "custom"}),
-    ),
-}
-CONTAINER_ALIASES: Final = {"djl": "lmi"}
-_VERSION_PATTERN = re.compile(r"^[0-9][A-Za-z0-9._-]*$")
-
-
-def known_containers() -> str:
-    names = [*SERVING_CONTAINERS, *(f"{alias} (= {name})" for alias, name in CONTAINER_ALIASES.items())]
-    return ", ".join(names)
-
-
-def parse_container(text: str) -> tuple[ServingContainer, str | None]:
-    """``lmi`` or ``lmi:0.33.0`` -> the container and the pinned version (None: the default)."""
-    name, _, version = text.strip().partition(":")
-    key = CONTAINER_ALIASES.get(name.lower(), name.lower())
-    container = SERVING_CONTAINERS.get(key)
-    if container is None:
-        raise ServingContainerError(
-            "container", f"unknown container {text!r}; known: {known_containers()}; or give image_uri"
-        )
-    if ":" in text and not _VERSION_PATTERN.match(version):
-        raise ServingContainerError("container", f"{text!r}: the version after ':' must look like 0.33.0")
-    return container, version or None
-
-
-def known_container(text: str) -> ServingContainer | None:
-    """The container ``text`` names, or None: next to an explicit image_uri, container is only a label."""
-    try:
-        return parse_container(text)[0] if text else None
-    except ServingContainerError:
-        return None
 
 
 def resolve_image_uri(target: Any, region: str) -> str:
@@ -249,38 +104,7 @@ def gpu_count(instance_type: str | None, region: str) -> int | None:
     return int(count) if isinstance(count, int) and count > 0 else None
 
 
-def payload_format_problem(target: Any) -> str | None:
-    """Why the target's payload format does not fit its container (an endpoint that answers every request
-    with an error is an expensive way to learn it), or None."""
-    container = known_container(target.container)
-    if container is None or target.payload_format in container.payload_formats:
-        return None
-    fitting = ", ".join(sorted(container.payload_formats))
-    return (
-        f"{target.payload_format!r} is not what container {container.name} speaks on SageMaker; "
-        f"use one of: {fitting}"
-    )
-
-
 # --------------------------------------------------------------------------------------- secrets
-
-
-def secret_references(environment: Mapping[str, str]) -> dict[str, str]:
-    """Variable name -> secret ARN for each value written as ``secretsmanager:<arn>``."""
-    return {
-        name: value[len(SECRET_REFERENCE_PREFIX) :]
-        for name, value in environment.items()
-        if value.startswith(SECRET_REFERENCE_PREFIX)
-    }
-
-
-def secret_reference_problems(environment: Mapping[str, str]) -> dict[str, str]:
-    """Variable name -> what is wrong with its secret reference."""
-    return {
-        name: f"{SECRET_REFERENCE_PREFIX} must be followed by a Secrets Manager secret ARN"
-        for name, arn in secret_references(environment).items()
-        if not SECRET_ARN_PATTERN.match(arn)
-    }
 
 
 def resolve_environment(
@@ -318,21 +142,6 @@ def secrets_manager_reader(secrets_client: Any) -> Callable[[str], str]:
 
 
 # ---------------------------------------------------------------------------------------- planning
-
-
-class SageMakerDeployment(StrictModel):
-    """What the deploy step creates for a branch, resolved at planning time."""
-
-    region: str = Field(description="Region the endpoint is created in (and the image is from).")
-    image_uri: str
-    environment: dict[str, str] = Field(
-        description="Container environment; secrets stay references (secretsmanager:<arn>) until deploy."
-    )
-    endpoint_ttl_s: int = Field(
-        default=DEFAULT_ENDPOINT_TTL_S,
-        ge=1,
-        description="Seconds after creation when the sweeper may delete the resources (fmbench:expires-at).",
-    )
 
 
 def plan_deployment(
@@ -400,18 +209,6 @@ def _epoch_s(value: Any) -> float | None:
     return value.timestamp() if isinstance(value, datetime) else None
 
 
-def expires_at_text(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).strftime(EXPIRES_AT_FORMAT)
-
-
-def parse_expires_at(text: str) -> float | None:
-    """The epoch seconds of an ``fmbench:expires-at`` value; None for a value this product did not write."""
-    try:
-        return datetime.strptime(text, EXPIRES_AT_FORMAT).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-
-
 def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
 
@@ -459,11 +256,17 @@ def deploy(
     """
     deployment = spec.sagemaker_deployment
     target = spec.target
-    if deployment is None or not isinstance(target, SageMakerTarget) or not needs_deploy(target):
+    if deployment is None or not isinstance(target, SageMakerTarget) or not target.needs_deploy:
         raise DeploymentSpecError(f"branch {spec.branch_id} has no SageMaker deployment to create")
     names = resource_names(spec.run_id, spec.branch_id)
     expires_at = expires_at_text(clock() + deployment.endpoint_ttl_s)
-    tag_list = _tag_list({**(tags or {}), TAG_EXPIRES_AT: expires_at, **branch_tags(spec)})
+    tag_list = _tag_list(
+        {
+            **(tags or {}),
+            TAG_EXPIRES_AT: expires_at,
+            **branch_tags(suite_name=spec.suite_name, run_id=spec.run_id, branch_id=spec.branch_id),
+        }
+    )
     created: list[str] = []
     reused: list[str] = []
 

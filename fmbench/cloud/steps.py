@@ -16,7 +16,6 @@ from fmbench import layout
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.checks import EXECUTION_INPUT_SOURCE, validate_cloud_suite
 from fmbench.cloud.events import (
-    MAX_STATUS_POLLS,
     REPORT_ONLY_KEY,
     RUN_ID_PATTERN,
     BranchItem,
@@ -32,20 +31,18 @@ from fmbench.cloud.events import (
 )
 from fmbench.cloud.quotas import ClientFactory, check_endpoint_quotas, instances_needed_at_once
 from fmbench.cloud.sagemaker import (
-    FAILED,
-    IN_SERVICE,
     deploy,
     endpoint_status,
-    needs_deploy,
     plan_deployment,
-    secret_references,
     secrets_manager_reader,
     teardown,
 )
 from fmbench.cloud.settings import DeploySettings, PlanSettings, StatusSettings, TeardownSettings
 from fmbench.config import SuiteProblem, SuiteValidationError, problems_from_validation_error
+from fmbench.deployment import FAILED, IN_SERVICE, MAX_STATUS_POLLS, secret_references
 from fmbench.estimate import check_budget, endpoint_ttl_problems, estimate_branches
-from fmbench.plan import BranchSpec, RunPlan, new_run_id, plan_suite
+from fmbench.plan import RunPlan, new_run_id, plan_suite
+from fmbench.spec import BranchSpec
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +66,7 @@ def branch_item(spec: BranchSpec, uri: str, max_status_polls: int = MAX_STATUS_P
         branch_id=spec.branch_id,
         spec_uri=uri,
         platform=target.platform,
-        needs_deploy=needs_deploy(target),
+        needs_deploy=target.needs_deploy,
         endpoint_name=endpoint_name,
         region=region,
         max_status_polls=max_status_polls,
@@ -166,7 +163,7 @@ def plan_run(
     ttl_s = suite.execution.endpoint_ttl_s
     specs = [
         spec.model_copy(update={"sagemaker_deployment": plan_deployment(spec.target, settings.region, ttl_s)})
-        if needs_deploy(spec.target)
+        if spec.target.needs_deploy
         else spec
         for spec in plan.branches
     ]

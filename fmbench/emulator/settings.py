@@ -14,14 +14,11 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fmbench.emulator.profiles import DEFAULT_PROFILE, PROFILES, EmulatorProfile, get_profile
-
-if TYPE_CHECKING:
-    from fmbench.config import EmulatorTarget
 
 
 @dataclass(frozen=True)
@@ -109,12 +106,13 @@ class EmulatorSettings(EmulatorBehaviour):
     )
 
     @classmethod
-    def for_target(cls, target: EmulatorTarget) -> Self:
-        """The emulator a suite's target asks for, on a free loopback port."""
-        behaviour = target.emulator.model_dump()
+    def for_target(cls, behaviour_of_target: EmulatorBehaviour, model: str | None) -> Self:
+        """The emulator a suite's target asks for (its ``emulator`` options and ``model``), on a free
+        loopback port. It takes the options rather than the target so the emulator never imports the suite."""
+        behaviour = behaviour_of_target.model_dump()
         if behaviour["ttft_ms"] is not None:
             behaviour["profile"] = None  # fixed timing: the profile's timing is not used
-        return cls(host="127.0.0.1", port=0, model=target.model or "emulated-model", **behaviour)
+        return cls(host="127.0.0.1", port=0, model=model or "emulated-model", **behaviour)
 
     @property
     def resolved_profile(self) -> EmulatorProfile:

@@ -17,7 +17,13 @@ from fmbench.loadgen.closed_loop import ClosedLoop
 from fmbench.loadgen.engine import LoadEngine
 from fmbench.loadgen.open_loop import OpenLoop
 from fmbench.loadgen.points import LoadPoint
-from fmbench.loadgen.recording import Attempt, LoadPointSummary, LoadPointTally
+from fmbench.loadgen.recording import (
+    Attempt,
+    LoadPointSummary,
+    LoadPointTally,
+    RecordContext,
+    build_records,
+)
 from fmbench.loadgen.selfcheck import (
     CpuMeter,
     LoopLagMeter,
@@ -26,6 +32,9 @@ from fmbench.loadgen.selfcheck import (
     process_cpu_s,
     usable_cpu_count,
 )
+from fmbench.loadgen.timebase import EpochClock
+from fmbench.records import RecordWriter, RequestRecord
+from fmbench.tokenizer import Tokenizer
 
 # A long load point is written in parts, so memory stays bounded and a killed runner keeps most of it.
 FLUSH_INTERVAL_S = 10.0
@@ -205,3 +214,30 @@ class LoadPointRun:
     def _hand_over(self, part: PointPart) -> None:
         self._parts += 1
         self._write_part(part)
+
+
+@dataclass(frozen=True, slots=True)
+class PartRecorder:
+    """A load point's ``write_part``: each part it cuts becomes records and one Parquet part of the branch.
+
+    The runner's, and a benchmark's (``bench/common.py``), so that a benchmark pays what a user pays.
+    """
+
+    writer: RecordWriter
+    point: LoadPoint
+    context: RecordContext
+    clock: EpochClock
+    tokenizer: Tokenizer
+
+    def __call__(self, part: PointPart) -> None:
+        self.record(part)
+
+    def record(self, part: PointPart) -> list[RequestRecord]:
+        """Write the part; its records are returned for a caller that also inspects them."""
+        pause_s = part.pause_s
+        records = build_records(
+            part.attempts, self.point, self.context, self.clock, self.tokenizer, part.check, pause_s=pause_s
+        )
+        self.writer.extend(records)
+        self.writer.flush(pause_s=pause_s)
+        return records

@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING
 from fmbench.endpoints.base import InvocationResult
 from fmbench.loadgen.points import MEASURED, WARMUP, LoadPoint, Phase
 from fmbench.payloads import Prompt
-from fmbench.records import RecordWriter, RequestRecord, paced_slices
+from fmbench.records import RequestRecord, paced_slices
 from fmbench.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
-    from fmbench.loadgen.driver import PointPart
     from fmbench.loadgen.selfcheck import SelfCheck
     from fmbench.loadgen.timebase import EpochClock
-    from fmbench.plan import BranchSpec
+    from fmbench.spec import BranchSpec
 
 TOKEN_SOURCE_SERVER = "server"
 TOKEN_SOURCE_TOKENIZER = "tokenizer"
@@ -192,33 +191,6 @@ def build_records(
         for piece in paced_slices(attempts, pause_s)
         for attempt in piece
     ]
-
-
-@dataclass(frozen=True, slots=True)
-class PartRecorder:
-    """A load point's ``write_part``: each part it cuts becomes records and one Parquet part of the branch.
-
-    The runner's, and a benchmark's (``bench/common.py``), so that a benchmark pays what a user pays.
-    """
-
-    writer: RecordWriter
-    point: LoadPoint
-    context: RecordContext
-    clock: EpochClock
-    tokenizer: Tokenizer
-
-    def __call__(self, part: PointPart) -> None:
-        self.record(part)
-
-    def record(self, part: PointPart) -> list[RequestRecord]:
-        """Write the part; its records are returned for a caller that also inspects them."""
-        pause_s = part.pause_s
-        records = build_records(
-            part.attempts, self.point, self.context, self.clock, self.tokenizer, part.check, pause_s=pause_s
-        )
-        self.writer.extend(records)
-        self.writer.flush(pause_s=pause_s)
-        return records
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 from aiohttp import web
 
-from fmbench.config import InferenceParameters, validate_suite_data
+from fmbench.config import InferenceParameters
 from fmbench.emulator.eventstream import exception_message, json_event_message
 from fmbench.emulator.server import running_emulator
 from fmbench.emulator.settings import EmulatorSettings
@@ -24,8 +24,10 @@ from fmbench.endpoints.base import (
     InvocationResult,
 )
 from fmbench.endpoints.bedrock import BedrockClient
-from fmbench.plan import BranchSpec, plan_suite
+from fmbench.plan import plan_suite
 from fmbench.runner import make_client, run_branch
+from fmbench.spec import BranchSpec
+from fmbench.suite import validate_suite_data
 
 if TYPE_CHECKING:
     from conftest import EmulatorHealth  # the fixture's type (tests/functional/conftest.py)

@@ -19,16 +19,11 @@ from moto import mock_aws
 
 from fmbench.cloud import cleanup
 from fmbench.cloud.cleanup import cleanup_after_execution, cleanup_run, sweep
-from fmbench.cloud.sagemaker import (
-    TAG_EXPIRES_AT,
-    TAG_RUN_ID,
-    EndpointBusyError,
-    deploy,
-    plan_deployment,
-    resource_names,
-)
-from fmbench.config import validate_suite_data
-from fmbench.plan import BranchSpec, plan_suite
+from fmbench.cloud.sagemaker import deploy, plan_deployment
+from fmbench.deployment import TAG_EXPIRES_AT, TAG_RUN_ID, EndpointBusyError, resource_names
+from fmbench.plan import plan_suite
+from fmbench.spec import BranchSpec
+from fmbench.suite import validate_suite_data
 from lambdas import cleanup as cleanup_lambda
 from lambdas import sweeper as sweeper_lambda
 

@@ -14,7 +14,7 @@ from moto import mock_aws
 
 from fmbench.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, main
 from fmbench.cloud.checks import cloud_suite_problems
-from fmbench.config import load_suite
+from fmbench.suite import load_suite
 
 REGION = "us-east-1"
 BUCKET = "fmbench-results-cli"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
-from fmbench.config import validate_suite_data
 from fmbench.emulator.server import running_emulator
 from fmbench.emulator.settings import EmulatorSettings
 from fmbench.endpoints.base import HTTP_5XX, HTTP_429, MALFORMED_RESPONSE, STREAM_CUT, TIMEOUT
 from fmbench.plan import plan_suite
 from fmbench.runner import ProgressEvent, run_branch
+from fmbench.suite import validate_suite_data
 
 FAULTS = {
     "error_500_rate": 0.1,

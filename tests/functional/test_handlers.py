@@ -22,7 +22,10 @@ from moto_service_quotas import sagemaker_endpoint_quotas
 from sqlglot import exp
 
 from fmbench.cloud.events import DeploymentRecord, TeardownRecord
-from fmbench.cloud.sagemaker import (
+from fmbench.cloud.sagemaker import teardown
+from fmbench.cloud.settings import RenderSettings, SettingsError, StatusSettings
+from fmbench.config import SuiteValidationError
+from fmbench.deployment import (
     TAG_BRANCH_ID,
     TAG_EXPIRES_AT,
     TAG_RUN_ID,
@@ -30,12 +33,10 @@ from fmbench.cloud.sagemaker import (
     EndpointBusyError,
     parse_expires_at,
     resource_names,
-    teardown,
 )
-from fmbench.cloud.settings import RenderSettings, SettingsError, StatusSettings
-from fmbench.config import SuiteValidationError
 from fmbench.layout import deployment_record_uri, outcome_uri, run_plan_uri, teardown_record_uri
-from fmbench.plan import BranchOutcome, BranchSpec, RunPlan
+from fmbench.plan import BranchOutcome, RunPlan
+from fmbench.spec import BranchSpec
 from lambdas import deploy, endpoint_status, plan, render
 from lambdas import teardown as teardown_lambda
 from report.cloud import AthenaQueryError, run_athena_query, ttft_samples_frame

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
-from fmbench.config import validate_suite_data
 from fmbench.emulator.process import EmulatorProcess
 from fmbench.emulator.settings import EmulatorSettings
 from fmbench.local import run_suite
+from fmbench.suite import validate_suite_data
 
 FAST = {"ttft_ms": 10, "itl_ms": 2, "output_tokens": 6}
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fmbench.config import validate_suite_data
 from fmbench.plan import BranchOutcome, plan_suite
+from fmbench.suite import validate_suite_data
 from report.render import generate_report
 
 REPO = Path(__file__).resolve().parents[2]

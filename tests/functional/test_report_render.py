@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from fmbench.config import validate_suite_data
-from fmbench.plan import BranchOutcome, BranchSpec, RunPlan, plan_suite
+from fmbench.plan import BranchOutcome, RunPlan, plan_suite
 from fmbench.records import RecordWriter, RequestRecord
+from fmbench.spec import BranchSpec
+from fmbench.suite import validate_suite_data
 from report.render import generate_report
 from report.result import ResultDocument, read_result, result_json_schema
 

@@ -17,9 +17,11 @@ from moto.sagemaker.exceptions import SagemakerClientError
 from moto.sagemaker.models import SageMakerModelBackend
 
 from fmbench.cloud.aws import RETRY_MAX_ATTEMPTS, RETRY_MODE, client
-from fmbench.cloud.sagemaker import deploy, plan_deployment, resource_names
-from fmbench.config import validate_suite_data
-from fmbench.plan import BranchSpec, plan_suite
+from fmbench.cloud.sagemaker import deploy, plan_deployment
+from fmbench.deployment import resource_names
+from fmbench.plan import plan_suite
+from fmbench.spec import BranchSpec
+from fmbench.suite import validate_suite_data
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"

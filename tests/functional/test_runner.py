@@ -14,10 +14,9 @@ import aiohttp
 import pyarrow.dataset as ds
 import pytest
 
-from fmbench.config import validate_suite_data
 from fmbench.emulator.server import running_emulator
 from fmbench.emulator.settings import EmulatorSettings
-from fmbench.plan import BranchSpec, plan_suite
+from fmbench.plan import plan_suite
 from fmbench.records import RECORD_SCHEMA
 from fmbench.runner import (
     BranchSetupError,
@@ -25,6 +24,8 @@ from fmbench.runner import (
     make_client,
     run_branch,
 )
+from fmbench.spec import BranchSpec
+from fmbench.suite import validate_suite_data
 
 FIXED_TIMING = {"ttft_ms": 20, "itl_ms": 2, "output_tokens": 8}
 REQUESTS = 12

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from fmbench.config import validate_suite_data
-from fmbench.plan import BranchSpec, plan_suite
+from fmbench.plan import plan_suite
+from fmbench.spec import BranchSpec
+from fmbench.suite import validate_suite_data
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "runner_image" / "Dockerfile"

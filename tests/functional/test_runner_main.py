@@ -22,10 +22,11 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from fmbench import branch, runner_main
-from fmbench.config import validate_suite_data
 from fmbench.emulator.process import EmulatorProcess
 from fmbench.emulator.settings import EmulatorSettings
-from fmbench.plan import BranchSpec, plan_suite
+from fmbench.plan import plan_suite
+from fmbench.spec import BranchSpec
+from fmbench.suite import validate_suite_data
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"ttft_ms": 5, "itl_ms": 1, "output_tokens": 4}

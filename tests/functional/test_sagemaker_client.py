@@ -16,7 +16,7 @@ import pyarrow.dataset as ds
 import pytest
 from aiohttp import web
 
-from fmbench.config import InferenceParameters, validate_suite_data
+from fmbench.config import InferenceParameters
 from fmbench.emulator.eventstream import event_message, exception_message
 from fmbench.emulator.server import running_emulator
 from fmbench.emulator.settings import EmulatorSettings
@@ -29,8 +29,10 @@ from fmbench.endpoints.base import (
 )
 from fmbench.endpoints.formats import CustomFormat, LmiFormat, PayloadFormat, TgiFormat, VllmOpenAIFormat
 from fmbench.endpoints.sagemaker import SageMakerClient
-from fmbench.plan import BranchSpec, plan_suite
+from fmbench.plan import plan_suite
 from fmbench.runner import BranchSetupError, make_client, run_branch
+from fmbench.spec import BranchSpec
+from fmbench.suite import validate_suite_data
 
 if TYPE_CHECKING:
     from conftest import EmulatorHealth  # the fixture's type (tests/functional/conftest.py)
@@ -328,7 +330,7 @@ def test_make_client_builds_a_sagemaker_client_from_the_target(tmp_path: Path) -
 
 
 def test_a_deployed_endpoint_is_called_by_the_name_the_plan_derived(tmp_path: Path) -> None:
-    from fmbench.cloud.sagemaker import resource_names
+    from fmbench.deployment import resource_names
 
     spec = sagemaker_spec(
         tmp_path,

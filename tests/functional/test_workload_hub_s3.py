@@ -17,8 +17,9 @@ from hub_standin import HubRepo, HubStandIn, running_hub, train_tokenizer_json
 from moto.server import ThreadedMotoServer
 from tokenizers import Tokenizer as HFTokenizer
 
-from fmbench.config import SuiteValidationError, Workload, validate_suite_data
+from fmbench.config import SuiteValidationError, Workload
 from fmbench.payloads import check_dataset, prepare_workload
+from fmbench.suite import validate_suite_data
 from fmbench.tokenizer import TokenizerError, load_tokenizer
 
 TOKENIZER_JSON = train_tokenizer_json()

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from fmbench.config import Slo, validate_suite_data
+from fmbench.config import Slo
+from fmbench.suite import validate_suite_data
 from report.analysis import (
     SELECTION_RULE,
     best_configuration,

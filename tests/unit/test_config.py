@@ -8,15 +8,9 @@ from typing import Any
 
 import pytest
 
-from fmbench.config import (
-    EmulatorTarget,
-    OpenAITarget,
-    SageMakerTarget,
-    SuiteValidationError,
-    load_suite,
-    validate_suite_data,
-)
+from fmbench.config import EmulatorTarget, OpenAITarget, SageMakerTarget, SuiteValidationError
 from fmbench.plan import plan_suite
+from fmbench.suite import load_suite, validate_suite_data
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import pytest
 
 from fmbench.cloud.quotas import instances_needed_at_once
 from fmbench.cloud.sagemaker import plan_deployment
-from fmbench.config import Budget, LoadPlan, validate_suite_data
+from fmbench.config import Budget, LoadPlan
 from fmbench.estimate import (
     PROBE_BOUND_S,
     BudgetExceededError,
@@ -20,8 +20,10 @@ from fmbench.estimate import (
     load_point_bound_s,
     load_point_requests_bound,
 )
-from fmbench.plan import BranchSpec, plan_suite
+from fmbench.plan import plan_suite
 from fmbench.runner import PROBE_TIMEOUT_S
+from fmbench.spec import BranchSpec
+from fmbench.suite import validate_suite_data
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.33.0-lmi15.0.0-cu128"
 BINS = [{"min_tokens": 50, "max_tokens": 500}, {"min_tokens": 500, "max_tokens": 2000}]

@@ -8,15 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from fmbench.config import InferenceParameters, SageMakerTarget
+from fmbench.custom_format import PayloadFormatError, RequestTemplate, TextPath
 from fmbench.endpoints.formats import (
     CustomFormat,
     GenerationFailedError,
     LmiFormat,
     PayloadFormat,
-    PayloadFormatError,
-    RequestTemplate,
     StreamDecoder,
-    TextPath,
     TgiFormat,
     VllmOpenAIFormat,
     payload_format,

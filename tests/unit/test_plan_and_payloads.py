@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fmbench.config import DatasetSpec, validate_suite_data
+from fmbench.config import DatasetSpec
 from fmbench.payloads import DatasetError, build_payloads, load_records
 from fmbench.plan import plan_suite
 from fmbench.pricing import instance_price_per_hour_usd
+from fmbench.suite import validate_suite_data
 from fmbench.tokenizer import SimpleTokenizer, TokenizerError, get_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +120,7 @@ def test_simple_tokenizer_counts_words_and_punctuation() -> None:
 
 def test_a_branch_spec_round_trips_through_json_with_all_its_defaults() -> None:
     """The runner and the workflow read specs that the planner wrote: dump -> load must give the same spec."""
-    from fmbench.plan import BranchSpec
+    from fmbench.spec import BranchSpec
 
     closed = make_suite()
     opened = make_suite(load={"rates_per_s": [2.0, 4.0], "arrival": "constant", "requests_per_level": 8})

@@ -10,12 +10,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from fmbench.config import validate_suite_data
 from fmbench.plan import BranchOutcome, RunPlan, plan_suite
+from fmbench.suite import validate_suite_data
 from report.charts import load_point_frame
+from report.document import result_document
 from report.markdown import render_markdown
 from report.query import METRIC_COLUMNS
-from report.result import Artifacts, result_document
+from report.result import Artifacts
 from report.view import LoadPointKey, LoadPointView, ReportView, ViewError, build_view
 
 NAN = math.nan

@@ -9,9 +9,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fmbench.config import Suite, SuiteValidationError, parse_suite_text, validate_suite_data
+from fmbench.config import Suite, SuiteValidationError
 from fmbench.estimate import BudgetExceededError, check_budget
 from fmbench.plan import plan_suite
+from fmbench.suite import parse_suite_text, validate_suite_data
 
 VALID: dict[str, Any] = {
     "name": "fuzz",

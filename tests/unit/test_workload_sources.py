@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fmbench.config import SuiteValidationError, SyntheticSpec, TokenBin, Workload, validate_suite_data
+from fmbench.config import SuiteValidationError, SyntheticSpec, TokenBin, Workload
 from fmbench.datasets import DatasetError, hub_data_files
 from fmbench.hub import HubSettings, hub_settings
 from fmbench.payloads import (
@@ -23,6 +23,7 @@ from fmbench.payloads import (
     draw_prompts,
     prepare_workload,
 )
+from fmbench.suite import validate_suite_data
 from fmbench.synthetic import SyntheticPromptMaker, check_synthetic
 from fmbench.tokenizer import SimpleTokenizer, TokenizerError, check_tokenizer_spec, load_tokenizer
 

@@ -20,7 +20,7 @@ from harness import DeployedWorkflow, execution_status_change_event
 from shims import wait_for_execution
 from test_workflow_execution import sagemaker_target, suite
 
-from fmbench.cloud.sagemaker import EXPIRES_AT_FORMAT, resource_names
+from fmbench.deployment import EXPIRES_AT_FORMAT, resource_names
 
 DEPLOY = "lambdas.deploy.handler"
 TEARDOWN = "lambdas.teardown.handler"

@@ -1,0 +1,51 @@
+"""A branch: the contract between the planner and a runner (local task or Fargate container).
+
+It sits below both the planner (``fmbench.plan``) and the cost estimate (``fmbench.estimate``): the planner
+makes branch specs and estimates them, the estimate reads them, so neither has to import the other's module
+back.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from fmbench.config import LoadPlan, StrictModel, Target, Workload
+from fmbench.deployment import SageMakerDeployment
+
+
+class BranchSpec(StrictModel):
+    """The contract between the planner and a runner (local task or Fargate container)."""
+
+    run_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    branch_id: str = Field(pattern=r"^[a-z0-9-]{1,64}$")
+    suite_name: str
+    target: Target
+    workload: Workload
+    load: LoadPlan
+    instance_type: str | None
+    instance_price_per_hour_usd: float | None
+    storage_root: str = Field(
+        description="Local folder or s3://bucket/prefix that records are written under."
+    )
+    dataset_base_dir: str | None = Field(
+        default=None, description="Folder relative dataset paths start from."
+    )
+    sagemaker_endpoint_name: str | None = Field(
+        default=None,
+        description="The endpoint the workflow deploys for this branch (derived from run and branch id); "
+        "the runner calls it. None for targets that are not deployed.",
+    )
+    sagemaker_deployment: SageMakerDeployment | None = Field(
+        default=None,
+        description="Image and environment the deploy step creates the endpoint with; set by the cloud "
+        "planner (fmbench.cloud.steps), None elsewhere.",
+    )
+
+    @property
+    def load_point_count(self) -> int:
+        return self.load.level_count * len(self.workload.bins)
+
+    def planned_load_points(self) -> list[tuple[int | None, float | None, str]]:
+        """(concurrency, rate per s, bin) of every load point, in the runner's order (``LoadPlan.points``)."""
+        points = self.load.points([b.label for b in self.workload.bins])
+        return [(p.concurrency, p.request_rate_per_s, p.payload_bin) for p in points]

@@ -1,0 +1,86 @@
+"""result.json built from the report's view model: the same figures the Markdown shows, for machines.
+
+Apart from ``report/result.py`` (the document's models and schema), because the view is built from those
+models and result.json is then built from the view: one module holding both would import in a circle.
+"""
+
+from __future__ import annotations
+
+from report.result import (
+    Artifacts,
+    BranchResult,
+    LoadPointSummary,
+    PlannedLoadPoint,
+    ResultDocument,
+)
+from report.view import BranchView, LoadPointView, ReportView
+
+
+def _load_point_summary(point: LoadPointView) -> LoadPointSummary:
+    key = point.key
+    return LoadPointSummary(
+        concurrency=key.concurrency,
+        request_rate_per_s=key.request_rate_per_s,
+        payload_bin=key.payload_bin,
+        requests=point["requests"],
+        error_rate=point["error_rate"],
+        latency_p50_s=point["latency_p50_s"],
+        latency_p95_s=point["latency_p95_s"],
+        ttft_p95_s=point["ttft_p95_s"],
+        latency_from_schedule_p95_s=point["latency_from_schedule_p95_s"],
+        transactions_per_minute=point["transactions_per_minute"],
+        completion_token_throughput_per_s=point["completion_token_throughput_per_s"],
+        price_per_txn_usd=point["price_per_txn_usd"],
+        meets_slo=point.meets_slo,
+        client_bound=point.client_bound,
+        schedule_lag_p99_s=point["schedule_lag_p99_s"],
+        runner_cpu_fraction=point["runner_cpu_fraction"],
+        completed=point.completed,
+    )
+
+
+def _branch_result(branch: BranchView) -> BranchResult:
+    return BranchResult(
+        branch_id=branch.branch_id,
+        target_name=branch.target_name,
+        platform=branch.platform,
+        model=branch.model,
+        container=branch.container,
+        instance_type=branch.instance_type,
+        instance_count=branch.instance_count,
+        instance_price_per_hour_usd=branch.instance_price_per_hour_usd,
+        status=branch.status,
+        reason=branch.reason,
+        requests_attempted=branch.requests_attempted,
+        records_written=branch.records_written,
+        load_points_planned=branch.load_points_planned,
+        load_points_completed=branch.load_points_completed,
+        load_points=[_load_point_summary(point) for point in branch.measured.values()],
+        load_points_not_measured=[
+            PlannedLoadPoint(
+                concurrency=key.concurrency,
+                request_rate_per_s=key.request_rate_per_s,
+                payload_bin=key.payload_bin,
+            )
+            for key in branch.not_measured
+        ],
+    )
+
+
+def result_document(view: ReportView, artifacts: Artifacts) -> ResultDocument:
+    """result.json of the view: the same figures the Markdown shows, for machines."""
+    return ResultDocument(
+        run_id=view.run_id,
+        suite_name=view.suite_name,
+        title=view.title,
+        generated_at=view.generated_at,
+        status=view.status,
+        slo=view.slo,
+        selection_rule=view.selection_rule,
+        headline_bin=view.headline_bin,
+        best=view.best,
+        best_per_bin=view.best_found,
+        branches=[_branch_result(branch) for branch in view.branches],
+        cost=view.cost,
+        artifacts=artifacts,
+    )
