@@ -11,7 +11,7 @@ from constructs import Construct
 
 from fmbench.cloud.sagemaker import NAME_PREFIX as SAGEMAKER_NAME_PREFIX
 from infra.image import RUNNER_TARGET, build_image
-from infra.nag import acknowledge_wildcard_resources
+from infra.nag import acknowledge_unscoped_actions, acknowledge_wildcard_resources
 from infra.settings import NetworkSettings
 
 RUNNER_CONTAINER_NAME: Final = "runner"
@@ -171,9 +171,9 @@ class Runner(Construct):
             "profiles route to foundation models in other regions); invoke actions only.",
         )
         # CDK's execution role policy: pulling the image needs an ECR token, which has no resource.
-        acknowledge_wildcard_resources(
+        acknowledge_unscoped_actions(
             self.task_definition.obtain_execution_role(),
-            ["*"],
+            ["ecr:GetAuthorizationToken"],
             reason="ecr:GetAuthorizationToken (to pull the runner image) supports no resource-level "
             "permissions; the image pull itself is scoped to the CDK asset repository.",
         )

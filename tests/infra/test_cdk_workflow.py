@@ -275,6 +275,8 @@ def test_query_runs_the_plans_metrics_sql_in_the_workgroup_and_render_outputs_re
         "QueryExecutionContext": {"Database": f"${{{database_id}}}"},
     }
     assert query["Retry"][0]["ErrorEquals"] == ATHENA_SERVICE_ERRORS
+    # A query stuck in Athena's queue fails the execution in half an hour, not at its 24-hour timeout.
+    assert query["TimeoutSeconds"] == 30 * 60
     assert render_state["Parameters"] == {
         "FunctionName": _function_arn(template_json, "lambdas.render.handler"),
         "Payload": {
@@ -339,6 +341,16 @@ def test_state_machine_role_is_scoped_to_the_workflows_resources(template_json: 
         )
         in statements
     )
+    # What Athena needs of the caller when Lake Formation governs the catalog (AWS's documented policy
+    # for startQueryExecution.sync): the default data catalog, and data access, which has no resource.
+    assert (
+        statement(
+            ["athena:GetDataCatalog"],
+            ["arn:${AWS::Partition}:athena:${AWS::Region}:${AWS::AccountId}:datacatalog/AwsDataCatalog"],
+        )
+        in statements
+    )
+    assert statement(["lakeformation:GetDataAccess"], ["*"]) in statements
     glue = [s for s in statements if s["Action"][0].startswith("glue:")]
     assert [sorted(s["Action"]) for s in glue] == [
         ["glue:GetDatabase", "glue:GetPartitions", "glue:GetTable"]
@@ -364,6 +376,7 @@ def test_state_machine_role_is_scoped_to_the_workflows_resources(template_json: 
         "xray:PutTelemetryRecords",
         "xray:GetSamplingRules",
         "xray:GetSamplingTargets",
+        "lakeformation:GetDataAccess",
     }
     assert not any(a.startswith(("sagemaker:", "bedrock:")) for a in actions_of(statements))
 
