@@ -116,6 +116,11 @@ class Runner(Construct):
             gateway_endpoints={
                 "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)
             },
+            # The recommended flag (cdk.json) would strip the default security group's rules through a custom
+            # resource: a Node.js Lambda with the AWSLambdaBasicExecutionRole managed policy, outside the
+            # product image and its scoped roles. Nothing here uses that group (tasks get their own), so
+            # the VPC keeps AWS's default rules, as it did before the flag.
+            restrict_default_security_group=False,
         )
         # Rejected traffic only: the tasks take no inbound connections, so a reject is worth a look, while
         # logging every accepted load-test packet would cost more than the benchmark.
