@@ -1,6 +1,5 @@
 """The FMBench Flow stack: composes one construct per concern and publishes what clients need to find."""
 
-
 from aws_cdk import CfnOutput, Duration, Stack
 from constructs import Construct
 
