@@ -37,7 +37,12 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-test: lint typecheck
+# the npm validators the tests run (asl-validator on the state machine), pinned by package-lock.json
+node_modules/.bin/asl-validator: package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+test: lint typecheck node_modules/.bin/asl-validator
 	$(BIN)/pytest
 
 # re-pin after changing dependencies in pyproject.toml
@@ -56,4 +61,4 @@ schema: $(VENV)/.core
 	$(BIN)/fmbench schema --out schema
 
 clean:
-	rm -rf $(VENV) results cdk.out .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	rm -rf $(VENV) results cdk.out node_modules .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -43,7 +43,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
     above the context passed to `App`.
     """
     app = App(context={**cdk_json_context(), **(context or {})}, outdir=outdir)
-    settings = FmbenchSettings.from_context(app.node.try_get_context)
+    settings = FmbenchSettings.from_context(app.node.get_all_context())
     stack = FmbenchStack(app, settings.stack_name, settings=settings)
     # cdk-nag 3 is a policy-validation plugin, not an Aspect: any unacknowledged finding fails synthesis.
     # Acknowledge on the specific construct with the bare rule id,

@@ -15,7 +15,7 @@ from constructs import Construct
 
 from fmbench.deployment import ENDED_STATUSES, TAG_RUN_ID
 from infra.functions import FunctionSizing, allow_describing, allow_sagemaker, handler_function, role_of
-from infra.nag import acknowledge_wildcard_resources
+from infra.nag import acknowledge_unscoped_actions, acknowledge_wildcard_resources
 
 STATE_MACHINE_ARN_ENV: Final = "FMBENCH_STATE_MACHINE_ARN"
 SWEEP_REGIONS_ENV: Final = "FMBENCH_SWEEP_REGIONS"
@@ -171,9 +171,9 @@ class Cleanup(Construct):
                 resources=["*"],
             )
         )
-        acknowledge_wildcard_resources(
+        acknowledge_unscoped_actions(
             role,
-            ["*"],
+            ["sagemaker:ListEndpoints", "sagemaker:ListEndpointConfigs", "sagemaker:ListModels"],
             reason="sagemaker:ListEndpoints, ListEndpointConfigs and ListModels support no resource-level "
             "permissions; they return names only, and the function reads tags and deletes only 'fmb-*' "
             "resources tagged fmbench:run-id (statements below).",

@@ -16,11 +16,14 @@ from constructs import Construct
 from fmbench.deployment import NAME_PREFIX as SAGEMAKER_NAME_PREFIX
 from fmbench.deployment import TAG_RUN_ID
 from infra.image import LAMBDA_TARGET, build_image
-from infra.nag import acknowledge_wildcard_resources
+from infra.nag import acknowledge_unscoped_actions, acknowledge_wildcard_resources
 
 # Secrets a suite may refer to in an endpoint's environment (`secretsmanager:<arn>`, e.g. a Hugging Face
 # token) must be named under this prefix: the deploy function reads those and no others.
 SECRET_NAME_PREFIX: Final = "fmbench/"
+
+# Where SageMaker publishes an endpoint's instance metrics (CPUUtilization, MemoryUtilization, GPU...).
+SAGEMAKER_METRIC_NAMESPACES: Final = ("/aws/sagemaker/Endpoints", "/aws/sagemaker/Endpoints/*")
 
 RESULTS_BUCKET_ENV: Final = "FMBENCH_RESULTS_BUCKET"
 SAGEMAKER_ROLE_ARN_ENV: Final = "FMBENCH_SAGEMAKER_ROLE_ARN"
@@ -154,9 +157,9 @@ def handler_function(
     # Granted here because the role is not Lambda's default one (which would bring the broad
     # AWSLambdaBasicExecutionRole managed policy): write to this function's log group only.
     log_group.grant_write(role)
-    acknowledge_wildcard_resources(
+    acknowledge_unscoped_actions(
         role,
-        ["*"],
+        ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
         reason="Active X-Ray tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no "
         "resource-level permissions (CDK adds them with tracing).",
     )
@@ -251,18 +254,21 @@ class Functions(Construct):
 
     def _sagemaker_execution_role(self, model_data_buckets: tuple[str, ...]) -> iam.Role:
         """The role SageMaker assumes for the product's endpoints: pull the serving image, read model
-        artifacts, write the endpoint's logs. Nothing else; the deploy function passes it and only it."""
+        artifacts, write the endpoint's logs and metrics. Nothing else; the deploy function passes it
+        and only it."""
         role = iam.Role(
             self,
             "SageMakerExecutionRole",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description="FMBench endpoints: pull serving images, read model artifacts, write endpoint logs",
+            description="FMBench endpoints: pull serving images, read model artifacts, write logs, metrics",
         )
         role.add_to_principal_policy(
             iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
         )
-        acknowledge_wildcard_resources(
-            role, ["*"], reason="ecr:GetAuthorizationToken supports no resource-level permissions."
+        acknowledge_unscoped_actions(
+            role,
+            ["ecr:GetAuthorizationToken"],
+            reason="ecr:GetAuthorizationToken supports no resource-level permissions.",
         )
         repositories = f"arn:{Aws.PARTITION}:ecr:*:*:repository/*"
         role.add_to_principal_policy(
@@ -304,6 +310,21 @@ class Functions(Construct):
             reason="SageMaker names an endpoint's log group after the endpoint; the product's endpoints "
             "share the 'fmb-' prefix and each writes its own streams.",
         )
+        # The endpoint's instance metrics (CPU, memory, disk, GPU) are published with this role; PutMetricData
+        # has no resource, so the namespace condition is its only scope.
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringLike": {"cloudwatch:namespace": list(SAGEMAKER_METRIC_NAMESPACES)}},
+            )
+        )
+        acknowledge_unscoped_actions(
+            role,
+            ["cloudwatch:PutMetricData"],
+            reason="cloudwatch:PutMetricData supports no resource-level permissions; the statement's "
+            "cloudwatch:namespace condition limits it to SageMaker endpoint metrics.",
+        )
         if model_data_buckets:
             artifacts = [f"arn:{Aws.PARTITION}:s3:::{name}/*" for name in model_data_buckets]
             role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=artifacts))
@@ -331,9 +352,9 @@ class Functions(Construct):
                 resources=["*"],
             )
         )
-        acknowledge_wildcard_resources(
+        acknowledge_unscoped_actions(
             role,
-            ["*"],
+            ["servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"],
             reason="servicequotas:ListServiceQuotas and servicequotas:ListAWSDefaultServiceQuotas support "
             "no resource-level permissions; they only read quota values (the plan's SageMaker quota check).",
         )

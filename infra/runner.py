@@ -11,7 +11,7 @@ from constructs import Construct
 
 from fmbench.deployment import NAME_PREFIX as SAGEMAKER_NAME_PREFIX
 from infra.image import RUNNER_TARGET, build_image
-from infra.nag import acknowledge_wildcard_resources
+from infra.nag import acknowledge_unscoped_actions, acknowledge_wildcard_resources
 from infra.settings import NetworkSettings
 
 RUNNER_CONTAINER_NAME: Final = "runner"
@@ -116,6 +116,11 @@ class Runner(Construct):
             gateway_endpoints={
                 "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)
             },
+            # The recommended flag (cdk.json) would strip the default security group's rules through a custom
+            # resource: a Node.js Lambda with the AWSLambdaBasicExecutionRole managed policy, outside the
+            # product image and its scoped roles. Nothing here uses that group (tasks get their own), so
+            # the VPC keeps AWS's default rules, as it did before the flag.
+            restrict_default_security_group=False,
         )
         # Rejected traffic only: the tasks take no inbound connections, so a reject is worth a look, while
         # logging every accepted load-test packet would cost more than the benchmark.
@@ -171,9 +176,9 @@ class Runner(Construct):
             "profiles route to foundation models in other regions); invoke actions only.",
         )
         # CDK's execution role policy: pulling the image needs an ECR token, which has no resource.
-        acknowledge_wildcard_resources(
+        acknowledge_unscoped_actions(
             self.task_definition.obtain_execution_role(),
-            ["*"],
+            ["ecr:GetAuthorizationToken"],
             reason="ecr:GetAuthorizationToken (to pull the runner image) supports no resource-level "
             "permissions; the image pull itself is scoped to the CDK asset repository.",
         )

@@ -3,9 +3,20 @@
 import json
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Final
+
+from aws_cdk import aws_logs as logs
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fmbench.config import AWS_REGION_PATTERN, SuiteValidationError
 from fmbench.deployment import MAX_STATUS_POLLS
@@ -31,10 +42,32 @@ MAX_DEPLOY_MINUTES_KEY: Final = "fmbench:maxDeployMinutes"
 SWEEPER_INTERVAL_MINUTES_KEY: Final = "fmbench:sweeperIntervalMinutes"
 SWEEP_REGIONS_KEY: Final = "fmbench:sweepRegions"
 
-# The retention periods CloudWatch Logs accepts (anything else is rejected at deploy time, not at synth).
-LOG_RETENTION_DAYS: Final = frozenset(
-    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
-)
+# The retention periods CloudWatch Logs accepts (anything else is rejected at deploy time, not at synth),
+# each with the CDK value the stack's log groups are given.
+LOG_RETENTION_DAYS: Final[Mapping[int, logs.RetentionDays]] = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+    2557: logs.RetentionDays.SEVEN_YEARS,
+    2922: logs.RetentionDays.EIGHT_YEARS,
+    3288: logs.RetentionDays.NINE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
 # Fargate task sizes: CPU units and, per CPU size, the memory range (MiB) and step Fargate accepts.
 FARGATE_MEMORY_MIB: Final[dict[int, tuple[int, int, int]]] = {
     256: (512, 2048, 512),
@@ -64,8 +97,99 @@ class ContextError(ValueError):
     """A context value is missing or out of range; the message names the context key."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class NetworkSettings:
+def _int_at_least(minimum: int) -> Callable[[Any], int]:
+    """An integer context value: int, or a decimal string as `cdk synth -c key=value` delivers it."""
+
+    def parse(raw: Any) -> int:
+        # bool is an int subclass; `true` for a day count is a mistake, not 1.
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            raise ValueError(f"must be an integer >= {minimum}, got {raw!r}")
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be an integer >= {minimum}, got {raw!r}") from None
+        if value < minimum:
+            raise ValueError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _json_list(raw: Any) -> Any:
+    """A list from context; `-c key='[...]'` on the command line delivers it as a JSON string."""
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ValueError(f"must be a JSON list, got {raw!r}") from None
+    if not isinstance(raw, list | tuple):
+        raise ValueError(f"must be a list, got {raw!r}")
+    return raw
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise ValueError(f"must be {what}, got {value!r}")
+        return value
+
+    return check
+
+
+def _stack_name(value: Any) -> str:
+    if not isinstance(value, str) or not _STACK_NAME_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"must be a CloudFormation stack name (letter, then letters, digits, hyphens; at most 128), "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _log_retention(days: int) -> int:
+    if days not in LOG_RETENTION_DAYS:
+        raise ValueError(
+            "must be one of CloudWatch Logs' retention periods "
+            f"({', '.join(map(str, sorted(LOG_RETENTION_DAYS)))}), got {days}"
+        )
+    return days
+
+
+def _suite(suite: dict[str, Any]) -> dict[str, Any]:
+    # A stored suite is only ever run unattended: a mistake must fail `cdk synth`, not a night's run.
+    try:
+        validate_suite_data(suite)
+    except SuiteValidationError as exc:
+        raise ValueError(str(exc)) from None
+    return suite
+
+
+def _at_least(minimum: int) -> Any:
+    return BeforeValidator(_int_at_least(minimum))
+
+
+_BucketNames = Annotated[
+    tuple[Annotated[str, BeforeValidator(_matching(_BUCKET_NAME_PATTERN, "an S3 bucket name"))], ...],
+    BeforeValidator(_json_list),
+]
+_EndpointNames = Annotated[
+    tuple[
+        Annotated[str, BeforeValidator(_matching(_ENDPOINT_NAME_PATTERN, "a SageMaker endpoint name"))], ...
+    ],
+    BeforeValidator(_json_list),
+]
+_Regions = Annotated[
+    tuple[Annotated[str, BeforeValidator(_matching(_REGION_PATTERN, "an AWS region (us-west-2)"))], ...],
+    BeforeValidator(_json_list),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+
+class NetworkSettings(_Model):
     """An existing VPC for the runner tasks, named by ids so that synth needs no lookup (no AWS call)."""
 
     vpc_id: str
@@ -73,234 +197,178 @@ class NetworkSettings:
     assign_public_ip: bool
 
 
-@dataclass(frozen=True, kw_only=True)
-class ScheduleSettings:
+class ScheduleSettings(_Model):
     """One stored suite started on a schedule, for regression runs of the same benchmark."""
 
-    name: str
-    expression: str
-    suite: dict[str, Any]
+    name: Annotated[
+        str, BeforeValidator(_matching(_SCHEDULE_NAME_PATTERN, "1-64 letters, digits, '.', '_' or '-'"))
+    ]
+    expression: Annotated[
+        str,
+        BeforeValidator(
+            _matching(
+                _SCHEDULE_EXPRESSION_PATTERN, "an EventBridge Scheduler rate(...) or cron(...) expression"
+            )
+        ),
+    ]
+    suite: Annotated[dict[str, Any], AfterValidator(_suite)]
 
 
-@dataclass(frozen=True, kw_only=True)
-class FmbenchSettings:
-    """Parsed once at the app's edge so constructs receive plain, checked values and never read context."""
+class FmbenchSettings(_Model):
+    """Parsed once at the app's edge so constructs receive plain, checked values and never read context.
 
-    stack_name: str
-    records_retention_days: int
-    max_concurrent_branches: int
-    athena_bytes_scanned_cutoff: int
-    log_retention_days: int
-    status_poll_seconds: int
-    runner_timeout_minutes: int
-    execution_timeout_minutes: int
-    runner_cpu: int
-    runner_memory_mib: int
+    Fields are read from the `fmbench:*` context keys (their aliases); an unknown `fmbench:*` key (a typo)
+    is refused, and every error names its key. `fmbench:vpcId`, `fmbench:subnetIds` and
+    `fmbench:assignPublicIp` together become `network`.
+    """
+
+    stack_name: Annotated[str, BeforeValidator(_stack_name)] = Field(alias=STACK_NAME_KEY)
+    records_retention_days: Annotated[int, _at_least(1)] = Field(alias=RECORDS_RETENTION_DAYS_KEY)
+    max_concurrent_branches: Annotated[int, _at_least(1)] = Field(alias=MAX_CONCURRENT_BRANCHES_KEY)
+    athena_bytes_scanned_cutoff: Annotated[int, _at_least(ATHENA_MIN_BYTES_SCANNED_CUTOFF)] = Field(
+        alias=ATHENA_BYTES_SCANNED_CUTOFF_KEY
+    )
+    log_retention_days: Annotated[int, AfterValidator(_log_retention), _at_least(1)] = Field(
+        alias=LOG_RETENTION_DAYS_KEY
+    )
+    status_poll_seconds: Annotated[int, _at_least(1)] = Field(alias=STATUS_POLL_SECONDS_KEY)
+    runner_timeout_minutes: Annotated[int, _at_least(1)] = Field(alias=RUNNER_TIMEOUT_MINUTES_KEY)
+    execution_timeout_minutes: Annotated[int, _at_least(1)] = Field(alias=EXECUTION_TIMEOUT_MINUTES_KEY)
+    runner_cpu: Annotated[int, _at_least(256)] = Field(alias=RUNNER_CPU_KEY)
+    runner_memory_mib: Annotated[int, _at_least(512)] = Field(alias=RUNNER_MEMORY_MIB_KEY)
     network: NetworkSettings | None = None
-    model_data_buckets: tuple[str, ...] = ()
-    existing_endpoint_names: tuple[str, ...] = ()
-    schedules: tuple[ScheduleSettings, ...] = field(default=())
-    max_deploy_minutes: int = 60
+    model_data_buckets: _BucketNames = Field(default=(), alias=MODEL_DATA_BUCKETS_KEY)
+    existing_endpoint_names: _EndpointNames = Field(default=(), alias=EXISTING_ENDPOINTS_KEY)
+    schedules: Annotated[tuple[ScheduleSettings, ...], BeforeValidator(_json_list)] = Field(
+        default=(), alias=SCHEDULES_KEY
+    )
+    max_deploy_minutes: Annotated[int, _at_least(1)] = Field(default=60, alias=MAX_DEPLOY_MINUTES_KEY)
     # 0: no scheduled sweep (the cleanup after each execution still runs).
-    sweeper_interval_minutes: int = 60
-    sweep_regions: tuple[str, ...] = ()
+    sweeper_interval_minutes: Annotated[int, _at_least(0)] = Field(
+        default=60, alias=SWEEPER_INTERVAL_MINUTES_KEY
+    )
+    sweep_regions: _Regions = Field(default=(), alias=SWEEP_REGIONS_KEY)
 
     @classmethod
-    def from_context(cls, get: Callable[[str], Any]) -> "FmbenchSettings":
-        """Build from a context lookup such as `app.node.try_get_context`.
+    def from_context(cls, context: Mapping[str, Any]) -> "FmbenchSettings":
+        """Build from the app's context (`app.node.get_all_context()`): its `fmbench:*` keys.
 
         Values given on the command line (`cdk synth -c key=value`) arrive as strings, so numbers are
-        accepted as int or as a decimal string.
+        accepted as int or as a decimal string and lists as JSON text.
         """
-        stack_name = get(STACK_NAME_KEY)
-        if not isinstance(stack_name, str) or not _STACK_NAME_PATTERN.fullmatch(stack_name):
-            raise ContextError(
-                f"{STACK_NAME_KEY}: must be a CloudFormation stack name "
-                f"(letter, then letters, digits, hyphens; at most 128), got {stack_name!r}"
-            )
-        log_retention_days = _int_at_least(get, LOG_RETENTION_DAYS_KEY, 1)
-        if log_retention_days not in LOG_RETENTION_DAYS:
-            raise ContextError(
-                f"{LOG_RETENTION_DAYS_KEY}: must be one of CloudWatch Logs' retention periods "
-                f"({', '.join(map(str, sorted(LOG_RETENTION_DAYS)))}), got {log_retention_days}"
-            )
-        runner_timeout_minutes = _int_at_least(get, RUNNER_TIMEOUT_MINUTES_KEY, 1)
-        status_poll_seconds = _int_at_least(get, STATUS_POLL_SECONDS_KEY, 1)
-        max_deploy_minutes = _int_at_least(get, MAX_DEPLOY_MINUTES_KEY, 1)
+        ours = {key: value for key, value in context.items() if key.startswith("fmbench:")}
+        try:
+            return cls.model_validate(ours)
+        except ValidationError as exc:
+            raise ContextError("\n".join(_problems(exc))) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _network_from_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "network" in data:
+            return data
+        data = dict(data)
+        vpc_id = data.pop(VPC_ID_KEY, None) or None
+        subnet_ids = _keyed(SUBNET_IDS_KEY, _json_list, data.pop(SUBNET_IDS_KEY, None))
+        assign_public_ip = data.pop(ASSIGN_PUBLIC_IP_KEY, None)
+        if vpc_id is None:
+            if subnet_ids:
+                raise ValueError(f"{SUBNET_IDS_KEY}: subnets of an existing VPC need {VPC_ID_KEY} too")
+            if assign_public_ip not in (None, ""):
+                raise ValueError(f"{ASSIGN_PUBLIC_IP_KEY}: applies to an existing VPC ({VPC_ID_KEY}) only")
+            return data
+        if not isinstance(vpc_id, str) or not _VPC_ID_PATTERN.fullmatch(vpc_id):
+            raise ValueError(f"{VPC_ID_KEY}: must be a VPC id (vpc-0123456789abcdef0), got {vpc_id!r}")
+        if not subnet_ids:
+            raise ValueError(f"{SUBNET_IDS_KEY}: name the runner's subnets in {vpc_id} ({VPC_ID_KEY} is set)")
+        for index, subnet_id in enumerate(subnet_ids):
+            if not isinstance(subnet_id, str) or not _SUBNET_ID_PATTERN.fullmatch(subnet_id):
+                raise ValueError(f"{SUBNET_IDS_KEY}.{index}: must be a subnet id, got {subnet_id!r}")
+        data["network"] = NetworkSettings(
+            vpc_id=vpc_id, subnet_ids=tuple(subnet_ids), assign_public_ip=_bool(assign_public_ip)
+        )
+        return data
+
+    @field_validator("schedules")
+    @classmethod
+    def _unique_schedule_names(cls, schedules: tuple[ScheduleSettings, ...]) -> tuple[ScheduleSettings, ...]:
+        names = [schedule.name for schedule in schedules]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ValueError(f"{index}.name: duplicate schedule name {name!r}")
+        return schedules
+
+    @field_validator("sweep_regions")
+    @classmethod
+    def _distinct_regions(cls, regions: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted(set(regions)))
+
+    @model_validator(mode="after")
+    def _bounds_fit_together(self) -> "FmbenchSettings":
         # The plan bounds a branch's status polls by the deployment wait over the poll interval, and caps
         # them (every poll adds events to the execution's history, which Step Functions limits): a wait the
         # cap would cut short is refused here rather than shortened without a word.
-        polls = math.ceil(max_deploy_minutes * 60 / status_poll_seconds)
+        polls = math.ceil(self.max_deploy_minutes * 60 / self.status_poll_seconds)
         if polls > MAX_STATUS_POLLS:
-            raise ContextError(
-                f"{MAX_DEPLOY_MINUTES_KEY}: {max_deploy_minutes} minutes at one status check every "
-                f"{status_poll_seconds} s ({STATUS_POLL_SECONDS_KEY}) takes {polls} checks, more than the "
-                f"{MAX_STATUS_POLLS} a branch may make; raise {STATUS_POLL_SECONDS_KEY} to "
-                f"{math.ceil(max_deploy_minutes * 60 / MAX_STATUS_POLLS)} or more, or shorten the wait"
+            raise ValueError(
+                f"{MAX_DEPLOY_MINUTES_KEY}: {self.max_deploy_minutes} minutes at one status check every "
+                f"{self.status_poll_seconds} s ({STATUS_POLL_SECONDS_KEY}) takes {polls} checks, more than "
+                f"the {MAX_STATUS_POLLS} a branch may make; raise {STATUS_POLL_SECONDS_KEY} to "
+                f"{math.ceil(self.max_deploy_minutes * 60 / MAX_STATUS_POLLS)} or more, or shorten the wait"
             )
         # An execution that times out stops where it is: no Catch runs, so its Teardown does not either (the
         # cleanup after the execution deletes the endpoint later). A branch's deployment wait and its runner
         # must therefore end (and be caught into the teardown) well before the execution does.
-        execution_timeout_minutes = _int_at_least(get, EXECUTION_TIMEOUT_MINUTES_KEY, 1)
-        if execution_timeout_minutes <= runner_timeout_minutes + max_deploy_minutes:
-            raise ContextError(
+        if self.execution_timeout_minutes <= self.runner_timeout_minutes + self.max_deploy_minutes:
+            raise ValueError(
                 f"{EXECUTION_TIMEOUT_MINUTES_KEY}: must exceed {RUNNER_TIMEOUT_MINUTES_KEY} "
-                f"({runner_timeout_minutes}) + {MAX_DEPLOY_MINUTES_KEY} ({max_deploy_minutes}) so that a "
-                "stuck deployment or runner is caught and its endpoint torn down before the execution "
-                f"itself times out, got {execution_timeout_minutes}"
+                f"({self.runner_timeout_minutes}) + {MAX_DEPLOY_MINUTES_KEY} ({self.max_deploy_minutes}) so "
+                "that a stuck deployment or runner is caught and its endpoint torn down before the execution "
+                f"itself times out, got {self.execution_timeout_minutes}"
             )
-        runner_cpu, runner_memory_mib = _fargate_size(get)
-        return cls(
-            stack_name=stack_name,
-            records_retention_days=_int_at_least(get, RECORDS_RETENTION_DAYS_KEY, 1),
-            max_concurrent_branches=_int_at_least(get, MAX_CONCURRENT_BRANCHES_KEY, 1),
-            athena_bytes_scanned_cutoff=_int_at_least(
-                get, ATHENA_BYTES_SCANNED_CUTOFF_KEY, ATHENA_MIN_BYTES_SCANNED_CUTOFF
-            ),
-            log_retention_days=log_retention_days,
-            status_poll_seconds=status_poll_seconds,
-            runner_timeout_minutes=runner_timeout_minutes,
-            execution_timeout_minutes=execution_timeout_minutes,
-            runner_cpu=runner_cpu,
-            runner_memory_mib=runner_memory_mib,
-            network=_network(get),
-            model_data_buckets=_bucket_names(get),
-            existing_endpoint_names=_endpoint_names(get),
-            schedules=_schedules(get),
-            max_deploy_minutes=max_deploy_minutes,
-            sweeper_interval_minutes=_int_at_least(get, SWEEPER_INTERVAL_MINUTES_KEY, 0),
-            sweep_regions=_regions(get),
-        )
+        low, high, step = FARGATE_MEMORY_MIB.get(self.runner_cpu, (0, 0, 1))
+        if self.runner_cpu not in FARGATE_MEMORY_MIB:
+            raise ValueError(
+                f"{RUNNER_CPU_KEY}: must be a Fargate CPU size "
+                f"({', '.join(map(str, FARGATE_MEMORY_MIB))}), got {self.runner_cpu}"
+            )
+        memory = self.runner_memory_mib
+        if not (low <= memory <= high and (memory - low) % step == 0):
+            raise ValueError(
+                f"{RUNNER_MEMORY_MIB_KEY}: Fargate with {self.runner_cpu} CPU units takes {low}-{high} MiB "
+                f"in steps of {step}, got {memory}"
+            )
+        return self
 
 
-def _int_at_least(get: Callable[[str], Any], key: str, minimum: int) -> int:
-    raw = get(key)
-    # bool is an int subclass; `true` for a day count is a mistake, not 1.
-    if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise ContextError(f"{key}: must be an integer >= {minimum}, got {raw!r}")
+def _keyed(key: str, parse: Callable[[Any], Any], raw: Any) -> Any:
+    """`parse(raw)` with its error prefixed by the key (for values validated outside a field)."""
     try:
-        value = int(raw)
-    except ValueError:
-        raise ContextError(f"{key}: must be an integer >= {minimum}, got {raw!r}") from None
-    if value < minimum:
-        raise ContextError(f"{key}: must be an integer >= {minimum}, got {value}")
-    return value
+        return parse(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
 
 
-def _fargate_size(get: Callable[[str], Any]) -> tuple[int, int]:
-    cpu = _int_at_least(get, RUNNER_CPU_KEY, 256)
-    if cpu not in FARGATE_MEMORY_MIB:
-        raise ContextError(
-            f"{RUNNER_CPU_KEY}: must be a Fargate CPU size "
-            f"({', '.join(map(str, FARGATE_MEMORY_MIB))}), got {cpu}"
-        )
-    memory = _int_at_least(get, RUNNER_MEMORY_MIB_KEY, 512)
-    low, high, step = FARGATE_MEMORY_MIB[cpu]
-    if not (low <= memory <= high and (memory - low) % step == 0):
-        raise ContextError(
-            f"{RUNNER_MEMORY_MIB_KEY}: Fargate with {cpu} CPU units takes {low}-{high} MiB "
-            f"in steps of {step}, got {memory}"
-        )
-    return cpu, memory
-
-
-def _network(get: Callable[[str], Any]) -> NetworkSettings | None:
-    vpc_id, subnet_ids = get(VPC_ID_KEY) or None, _json_list(get, SUBNET_IDS_KEY)
-    assign_public_ip = get(ASSIGN_PUBLIC_IP_KEY)
-    if vpc_id is None:
-        if subnet_ids:
-            raise ContextError(f"{SUBNET_IDS_KEY}: subnets of an existing VPC need {VPC_ID_KEY} too")
-        if assign_public_ip not in (None, ""):
-            raise ContextError(f"{ASSIGN_PUBLIC_IP_KEY}: applies to an existing VPC ({VPC_ID_KEY}) only")
-        return None
-    if not isinstance(vpc_id, str) or not _VPC_ID_PATTERN.fullmatch(vpc_id):
-        raise ContextError(f"{VPC_ID_KEY}: must be a VPC id (vpc-0123456789abcdef0), got {vpc_id!r}")
-    if not subnet_ids:
-        raise ContextError(f"{SUBNET_IDS_KEY}: name the runner's subnets in {vpc_id} ({VPC_ID_KEY} is set)")
-    for index, subnet_id in enumerate(subnet_ids):
-        if not isinstance(subnet_id, str) or not _SUBNET_ID_PATTERN.fullmatch(subnet_id):
-            raise ContextError(f"{SUBNET_IDS_KEY}.{index}: must be a subnet id, got {subnet_id!r}")
-    return NetworkSettings(
-        vpc_id=vpc_id, subnet_ids=tuple(subnet_ids), assign_public_ip=_bool(get, ASSIGN_PUBLIC_IP_KEY, False)
-    )
-
-
-def _bool(get: Callable[[str], Any], key: str, default: bool) -> bool:
-    raw = get(key)
+def _bool(raw: Any) -> bool:
     if raw is None or raw == "":
-        return default
+        return False
     if isinstance(raw, bool):
         return raw
     if isinstance(raw, str) and raw.lower() in ("true", "false"):
         return raw.lower() == "true"
-    raise ContextError(f"{key}: must be true or false, got {raw!r}")
+    raise ValueError(f"{ASSIGN_PUBLIC_IP_KEY}: must be true or false, got {raw!r}")
 
 
-def _json_list(get: Callable[[str], Any], key: str) -> list[Any]:
-    """A list from context; `-c key='[...]'` on the command line delivers it as a JSON string."""
-    raw = get(key)
-    if raw is None:
-        return []
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError:
-            raise ContextError(f"{key}: must be a JSON list, got {raw!r}") from None
-    if not isinstance(raw, list):
-        raise ContextError(f"{key}: must be a list, got {raw!r}")
-    return raw
-
-
-def _bucket_names(get: Callable[[str], Any]) -> tuple[str, ...]:
-    names = _json_list(get, MODEL_DATA_BUCKETS_KEY)
-    for index, name in enumerate(names):
-        if not isinstance(name, str) or not _BUCKET_NAME_PATTERN.fullmatch(name):
-            raise ContextError(f"{MODEL_DATA_BUCKETS_KEY}.{index}: must be an S3 bucket name, got {name!r}")
-    return tuple(names)
-
-
-def _endpoint_names(get: Callable[[str], Any]) -> tuple[str, ...]:
-    names = _json_list(get, EXISTING_ENDPOINTS_KEY)
-    for index, name in enumerate(names):
-        if not isinstance(name, str) or not _ENDPOINT_NAME_PATTERN.fullmatch(name):
-            raise ContextError(
-                f"{EXISTING_ENDPOINTS_KEY}.{index}: must be a SageMaker endpoint name, got {name!r}"
-            )
-    return tuple(names)
-
-
-def _regions(get: Callable[[str], Any]) -> tuple[str, ...]:
-    regions = _json_list(get, SWEEP_REGIONS_KEY)
-    for index, region in enumerate(regions):
-        if not isinstance(region, str) or not _REGION_PATTERN.fullmatch(region):
-            raise ContextError(
-                f"{SWEEP_REGIONS_KEY}.{index}: must be an AWS region (us-west-2), got {region!r}"
-            )
-    return tuple(sorted(set(regions)))
-
-
-def _schedules(get: Callable[[str], Any]) -> tuple[ScheduleSettings, ...]:
-    schedules: list[ScheduleSettings] = []
-    for index, entry in enumerate(_json_list(get, SCHEDULES_KEY)):
-        where = f"{SCHEDULES_KEY}.{index}"
-        if not isinstance(entry, dict) or set(entry) != {"name", "expression", "suite"}:
-            raise ContextError(f"{where}: must be an object with exactly name, expression and suite")
-        name, expression, suite = entry["name"], entry["expression"], entry["suite"]
-        if not isinstance(name, str) or not _SCHEDULE_NAME_PATTERN.fullmatch(name):
-            raise ContextError(f"{where}.name: must be 1-64 letters, digits, '.', '_' or '-', got {name!r}")
-        if any(s.name == name for s in schedules):
-            raise ContextError(f"{where}.name: duplicate schedule name {name!r}")
-        if not isinstance(expression, str) or not _SCHEDULE_EXPRESSION_PATTERN.fullmatch(expression):
-            raise ContextError(
-                f"{where}.expression: must be an EventBridge Scheduler rate(...) or cron(...) expression, "
-                f"got {expression!r}"
-            )
-        if not isinstance(suite, dict):
-            raise ContextError(f"{where}.suite: must be a suite object (the execution input), got {suite!r}")
-        # A stored suite is only ever run unattended: a mistake must fail `cdk synth`, not a night's run.
-        try:
-            validate_suite_data(suite)
-        except SuiteValidationError as exc:
-            raise ContextError(f"{where}.suite: {exc}") from None
-        schedules.append(ScheduleSettings(name=name, expression=expression, suite=suite))
-    return tuple(schedules)
+def _problems(exc: ValidationError) -> list[str]:
+    """`key[.index[.field]]: reason` per error; errors of cross-key checks carry their key already."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "value_error":
+            reason = str(error["ctx"]["error"])
+        elif error["type"] == "extra_forbidden":
+            reason = "not a setting of this app (a typo?)"
+        else:
+            reason = error["msg"]
+        problems.append(f"{where}: {reason}" if where else reason)
+    return problems

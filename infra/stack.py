@@ -1,16 +1,13 @@
 """The FMBench Flow stack: composes one construct per concern and publishes what clients need to find."""
 
-from typing import Final
-
 from aws_cdk import CfnOutput, Duration, Stack
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.cleanup import Cleanup
 from infra.functions import Functions
 from infra.runner import Runner
 from infra.schedules import Schedules
-from infra.settings import FmbenchSettings
+from infra.settings import LOG_RETENTION_DAYS, FmbenchSettings
 from infra.storage import (
     OUTCOMES_PREFIX,
     RECORDS_PREFIX,
@@ -19,31 +16,6 @@ from infra.storage import (
     Storage,
 )
 from infra.workflow import Workflow
-
-_RETENTION: Final = {
-    1: logs.RetentionDays.ONE_DAY,
-    3: logs.RetentionDays.THREE_DAYS,
-    5: logs.RetentionDays.FIVE_DAYS,
-    7: logs.RetentionDays.ONE_WEEK,
-    14: logs.RetentionDays.TWO_WEEKS,
-    30: logs.RetentionDays.ONE_MONTH,
-    60: logs.RetentionDays.TWO_MONTHS,
-    90: logs.RetentionDays.THREE_MONTHS,
-    120: logs.RetentionDays.FOUR_MONTHS,
-    150: logs.RetentionDays.FIVE_MONTHS,
-    180: logs.RetentionDays.SIX_MONTHS,
-    365: logs.RetentionDays.ONE_YEAR,
-    400: logs.RetentionDays.THIRTEEN_MONTHS,
-    545: logs.RetentionDays.EIGHTEEN_MONTHS,
-    731: logs.RetentionDays.TWO_YEARS,
-    1096: logs.RetentionDays.THREE_YEARS,
-    1827: logs.RetentionDays.FIVE_YEARS,
-    2192: logs.RetentionDays.SIX_YEARS,
-    2557: logs.RetentionDays.SEVEN_YEARS,
-    2922: logs.RetentionDays.EIGHT_YEARS,
-    3288: logs.RetentionDays.NINE_YEARS,
-    3653: logs.RetentionDays.TEN_YEARS,
-}
 
 
 class FmbenchStack(Stack):
@@ -67,7 +39,7 @@ class FmbenchStack(Stack):
             description="FMBench Flow: benchmark foundation-model endpoints (workflow, runner, storage).",
         )
         self.settings = settings
-        log_retention = _RETENTION[settings.log_retention_days]
+        log_retention = LOG_RETENTION_DAYS[settings.log_retention_days]
 
         self.storage = Storage(
             self,

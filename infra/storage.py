@@ -12,7 +12,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct, IConstruct
 
 from fmbench import layout
-from infra.nag import acknowledge_wildcard_resources
+from infra.nag import acknowledge_unscoped_actions, acknowledge_wildcard_resources
 from infra.record_columns import RECORD_COLUMNS, RECORD_PARTITION_KEYS
 
 # Key prefixes of the storage layout (DESIGN.md, contract 4; built in fmbench.layout); other constructs
@@ -27,6 +27,8 @@ RECORDS_TABLE_NAME: Final = "records"
 
 # Pinned so the SQL in report/sql (Trino dialect) never runs on an older engine a workgroup defaults to.
 ATHENA_ENGINE_VERSION: Final = "Athena engine version 3"
+# The catalog Athena resolves the Glue database through when a query names no catalog.
+ATHENA_DATA_CATALOG: Final = "AwsDataCatalog"
 
 _PRIMITIVE_TYPES: Final = {
     "string": glue.Schema.STRING,
@@ -209,6 +211,11 @@ class Storage(Construct):
 
         Scoped to this workgroup, database, table and bucket; CDK's own Athena task would grant S3 reads
         on every bucket and Glue writes on the database, which a read-only report query never needs.
+        Athena also reads the data catalog the database is in (`athena:GetDataCatalog`), and in an account
+        where Lake Formation governs the Glue catalog it asks Lake Formation for credentials to the
+        table's data as the caller (`lakeformation:GetDataAccess`, which has no resource-level
+        permissions): without them such an account refuses the query. Step Functions documents both for
+        `athena:startQueryExecution.sync`; the Render function needs them as it starts queries itself.
         """
         stack = Stack.of(self)
         grantee.grant_principal.add_to_principal_policy(
@@ -221,6 +228,25 @@ class Storage(Construct):
                 ],
                 resources=[self.workgroup_arn],
             )
+        )
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["athena:GetDataCatalog"],
+                resources=[
+                    stack.format_arn(
+                        service="athena", resource="datacatalog", resource_name=ATHENA_DATA_CATALOG
+                    )
+                ],
+            )
+        )
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(actions=["lakeformation:GetDataAccess"], resources=["*"])
+        )
+        acknowledge_unscoped_actions(
+            _principal_construct(grantee),
+            ["lakeformation:GetDataAccess"],
+            reason="lakeformation:GetDataAccess supports no resource-level permissions; Lake Formation "
+            "itself decides which tables' data it vends (none, unless it governs the catalog).",
         )
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(

@@ -11,7 +11,7 @@ from constructs import Construct
 
 from fmbench.deployment import EndpointBusyError
 from infra.functions import Functions
-from infra.nag import acknowledge_wildcard_resources
+from infra.nag import acknowledge_unscoped_actions, acknowledge_wildcard_resources
 from infra.runner import BRANCH_SPEC_URI_ENV, Runner
 
 # Transient failures of the Lambda service itself, not of a handler: retrying them is always safe here,
@@ -24,6 +24,27 @@ LAMBDA_TRANSIENT_ERRORS: Final = [
     "Lambda.TooManyRequestsException",
 ]
 ATHENA_TRANSIENT_ERRORS: Final = ["Athena.TooManyRequestsException", "Athena.InternalServerException"]
+# The metrics query reads megabytes of one run's records (seconds in Athena); a query still queued or running
+# after this long is stopped (Step Functions stops the .sync query on timeout) and the execution fails with
+# States.Timeout instead of waiting until the execution's own timeout.
+QUERY_TIMEOUT: Final = Duration.minutes(30)
+# Actions CDK grants the state machine role without a resource, for tracing and for log delivery.
+TRACING_ACTIONS: Final = [
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+]
+LOG_DELIVERY_ACTIONS: Final = [
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+]
 # RunTask refusing to start the runner: throttling ("Rate exceeded"), Fargate capacity not available, ECS
 # server errors. Step Functions raises them from the RunTask call itself, before any task exists, so a retry
 # cannot start a second runner beside a first. A runner that started and then failed or timed out ends as
@@ -118,9 +139,14 @@ class Workflow(Construct):
             reason="LambdaInvoke grants each of the workflow's functions together with its versions and "
             "aliases (ARN:*); no other function is invocable.",
         )
-        acknowledge_wildcard_resources(
+        acknowledge_unscoped_actions(
             role,
-            ["*"],
+            [
+                *TRACING_ACTIONS,
+                *LOG_DELIVERY_ACTIONS,
+                "ecs:DescribeTasks",
+                "ecs:StopTask",
+            ],
             reason="Actions without resource-level permissions that CDK grants for the features used: "
             "X-Ray tracing, CloudWatch Logs vended log delivery, and ecs:DescribeTasks/StopTask polled and "
             "called by runTask.sync on task ARNs unknown until the task starts.",
@@ -372,6 +398,7 @@ class Workflow(Construct):
                 },
                 "ResultSelector": {"query_execution_id.$": "$.QueryExecution.QueryExecutionId"},
                 "ResultPath": "$.query",
+                "TimeoutSeconds": int(QUERY_TIMEOUT.to_seconds()),
             },
         )
         query.add_retry(

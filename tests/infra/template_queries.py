@@ -60,7 +60,33 @@ def role_id_of(arn_value: Any) -> str:
     return str(logical_id)
 
 
-def statements_of_role(template: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
+class Statements(list[dict[str, Any]]):
+    """A role's statements, compared by what they allow rather than by how CDK grouped them.
+
+    With `@aws-cdk/aws-iam:minimizePolicies` CDK merges statements that share resources (or actions) and
+    a condition, so `statement(...) in statements` asks whether every action of the expected statement is
+    allowed on every one of its resources under its condition, in whichever statements.
+    """
+
+    def __contains__(self, expected: object) -> bool:
+        if not isinstance(expected, dict):
+            return False
+        return set(_grants([expected])) <= set(_grants(self))
+
+
+def _grants(statements: list[dict[str, Any]]) -> list[str]:
+    """Each (effect, action, resource, condition) a list of statements holds, as JSON text."""
+    return sorted(
+        {
+            json.dumps([each["Effect"], action, resource, each.get("Condition")], sort_keys=True)
+            for each in statements
+            for action in normalized(each)["Action"]
+            for resource in normalized(each)["Resource"]
+        }
+    )
+
+
+def statements_of_role(template: dict[str, Any], role_id: str) -> Statements:
     """Every statement of every policy attached to the role (inline and AWS::IAM::Policy), rendered."""
     statements: list[dict[str, Any]] = []
     role = template["Resources"][role_id]["Properties"]
@@ -69,7 +95,7 @@ def statements_of_role(template: dict[str, Any], role_id: str) -> list[dict[str,
     for props in resources(template, "AWS::IAM::Policy").values():
         if {"Ref": role_id} in props.get("Roles", []):
             statements += props["PolicyDocument"]["Statement"]
-    return [normalized(statement) for statement in render(statements)]
+    return Statements(normalized(statement) for statement in render(statements))
 
 
 def normalized(statement: dict[str, Any]) -> dict[str, Any]:
@@ -90,8 +116,9 @@ def statement(actions: list[str], resources_: list[str], condition: Any = None) 
 
 
 def canonical(statements: list[dict[str, Any]]) -> list[str]:
-    """Statements as sorted JSON text: two policies compare equal when they hold the same statements."""
-    return sorted(json.dumps(each, sort_keys=True) for each in statements)
+    """What statements allow, one (effect, action, resource, condition) per line: two policies compare
+    equal when they allow the same, however CDK merged their statements (minimizePolicies)."""
+    return _grants(statements)
 
 
 def actions_of(statements: list[dict[str, Any]]) -> set[str]:

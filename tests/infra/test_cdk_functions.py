@@ -30,6 +30,7 @@ MODELS, CONFIGS, ENDPOINTS = (
     f"{SAGEMAKER}:{kind}/fmb-*" for kind in ("model", "endpoint-config", "endpoint")
 )
 XRAY = statement(["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"])
+DATA_CATALOG = "arn:${AWS::Partition}:athena:${AWS::Region}:${AWS::AccountId}:datacatalog/AwsDataCatalog"
 
 
 def _statements(template_json: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -227,12 +228,14 @@ def test_teardown_may_only_describe_and_delete_product_resources_and_record_when
         "s3:AbortMultipartUpload",
         "s3:ListBucket",
     }
-    sagemaker_statements = [s for s in statements if s["Action"][0].startswith("sagemaker:")]
+    sagemaker_statements = [s for s in statements if any(a.startswith("sagemaker:") for a in s["Action"])]
     assert {tuple(s["Resource"]) for s in sagemaker_statements} == {
         tuple(sorted([MODELS, CONFIGS, ENDPOINTS]))
     }
     # teardown.json, beside the branch's outcome: nothing else in the bucket.
-    assert {r for s in statements if s["Action"][0].startswith("s3:") for r in s["Resource"]} == {
+    assert {
+        r for s in statements if any(a.startswith("s3:") for a in s["Action"]) for r in s["Resource"]
+    } == {
         bucket,
         f"{bucket}/outcomes/*",
     }
@@ -251,7 +254,7 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         "servicequotas:ListAWSDefaultServiceQuotas",
     }
     # A report-only execution reads the plan.json of an earlier run; the plan writes specs/ only.
-    assert {r for s in plan if s["Action"][0].startswith("s3:Get") for r in s["Resource"]} == {
+    assert {r for s in plan if any(a.startswith("s3:Get") for a in s["Action"]) for r in s["Resource"]} == {
         f"{bucket}/specs/*"
     }
     assert {r for s in plan if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {f"{bucket}/specs/*"}
@@ -277,9 +280,12 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
     }
     # Listing the bucket lets render tell a branch without an outcome (404) from a denied read (403).
     assert statement(["s3:ListBucket"], [bucket]) in render_statements
+    # Render starts the TTFT query itself: what Athena needs of its caller under Lake Formation too.
+    assert statement(["athena:GetDataCatalog"], [DATA_CATALOG]) in render_statements
+    assert statement(["lakeformation:GetDataAccess"], ["*"]) in render_statements
 
 
-def test_sagemaker_endpoints_role_pulls_images_and_writes_endpoint_logs_only(
+def test_sagemaker_endpoints_role_pulls_images_and_writes_endpoint_logs_and_metrics_only(
     template_json: dict[str, Any],
 ) -> None:
     role_id = _sagemaker_role_id(template_json)
@@ -301,6 +307,16 @@ def test_sagemaker_endpoints_role_pulls_images_and_writes_endpoint_logs_only(
                     "logs:PutLogEvents",
                 ],
                 [logs, f"{logs}:log-stream:*"],
+            ),
+            # The endpoint's instance metrics, in SageMaker's endpoint namespace only.
+            statement(
+                ["cloudwatch:PutMetricData"],
+                ["*"],
+                {
+                    "StringLike": {
+                        "cloudwatch:namespace": ["/aws/sagemaker/Endpoints", "/aws/sagemaker/Endpoints/*"]
+                    }
+                },
             ),
         ],
     )

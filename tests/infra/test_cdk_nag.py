@@ -3,16 +3,25 @@
 import re
 
 from aws_cdk import App, Stack, Stage, Validations
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Annotations, Match, Template
 from cdk_nag import AwsSolutionsChecks
 
 from infra.app import BuiltApp
+from infra.nag import (
+    UNSCOPED_ACTIONS_METADATA,
+    acknowledge_unscoped_actions,
+    acknowledge_wildcard_resources,
+    unacknowledged_unscoped_actions,
+)
 
 # Every acknowledged finding as (construct path, rule id). Adding one is a reviewed change to this set.
 # All are IAM5 (wildcard resources), each for one resource: key prefixes of the results bucket, the
 # product's `fmb-` SageMaker names, Bedrock model families, the executions of this stack's state machine,
-# and the actions that have no resource at all (X-Ray; Service Quotas and SageMaker listing; ECR tokens).
+# and `*` for the actions that have no resource at all (X-Ray; Service Quotas and SageMaker listing; ECR
+# tokens; Lake Formation; metrics), which cdk-nag reports as one finding per policy whatever its actions,
+# so those actions are pinned one by one in _UNSCOPED_ACTIONS.
 # Hashed logical ids are written without their hash (`<StorageResultsBucket.Arn>`).
 BUCKET = "<StorageResultsBucket.Arn>"
 SAGEMAKER = "arn:<AWS::Partition>:sagemaker:*:<AWS::AccountId>"
@@ -57,6 +66,40 @@ _WILDCARDS: dict[str, set[str]] = {
         *(f"<Functions{name}.Arn>:*" for name in ("Plan", "Deploy", "EndpointStatus", "Teardown", "Render")),
         f"{BUCKET}/records/*",
         f"{BUCKET}/athena-results/*",
+    },
+}
+XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+SAGEMAKER_LISTING = {"sagemaker:ListEndpoints", "sagemaker:ListEndpointConfigs", "sagemaker:ListModels"}
+# Per role, every action it is allowed on `*`; an action on `*` outside this map fails the test below.
+_UNSCOPED_ACTIONS: dict[str, set[str]] = {
+    "Runner/TaskDefinition/ExecutionRole": {"ecr:GetAuthorizationToken"},
+    "Functions/SageMakerExecutionRole": {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"},
+    "Functions/PlanRole": {
+        *XRAY,
+        "servicequotas:ListServiceQuotas",
+        "servicequotas:ListAWSDefaultServiceQuotas",
+    },
+    "Functions/DeployRole": XRAY,
+    "Functions/EndpointStatusRole": XRAY,
+    "Functions/TeardownRole": XRAY,
+    "Functions/RenderRole": {*XRAY, "lakeformation:GetDataAccess"},
+    "Cleanup/CleanupRole": {*XRAY, *SAGEMAKER_LISTING},
+    "Cleanup/SweeperRole": {*XRAY, *SAGEMAKER_LISTING},
+    "Workflow/StateMachine/Role": {
+        *XRAY,
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+        "logs:CreateLogDelivery",
+        "logs:GetLogDelivery",
+        "logs:UpdateLogDelivery",
+        "logs:DeleteLogDelivery",
+        "logs:ListLogDeliveries",
+        "logs:PutResourcePolicy",
+        "logs:DescribeResourcePolicies",
+        "logs:DescribeLogGroups",
+        "ecs:DescribeTasks",
+        "ecs:StopTask",
+        "lakeformation:GetDataAccess",
     },
 }
 EXPECTED_ACKNOWLEDGEMENTS: set[tuple[str, str]] = {
@@ -133,3 +176,47 @@ def test_acknowledgements_are_scoped_to_resources_and_explained(built: BuiltApp)
                 )
 
     assert acknowledged == EXPECTED_ACKNOWLEDGEMENTS
+
+
+def test_actions_on_every_resource_are_the_acknowledged_ones(built: BuiltApp) -> None:
+    """cdk-nag's `Resource::*` finding does not say which actions a role holds on `*`: each
+    acknowledgement names them, every action on `*` in the template is one of those, and the named
+    actions are pinned here per role."""
+    acknowledged: dict[str, set[str]] = {}
+    for construct in built.stack.node.find_all():
+        for entry in construct.node.metadata:
+            if entry.type == UNSCOPED_ACTIONS_METADATA:
+                path = construct.node.path.removeprefix("FmbenchFlow/")
+                acknowledged.setdefault(path, set()).update(entry.data)
+
+    assert unacknowledged_unscoped_actions(built.stack) == []
+    assert acknowledged == _UNSCOPED_ACTIONS
+
+
+def test_a_new_wildcard_on_an_acknowledged_role_is_a_finding() -> None:
+    """Acknowledgements name one resource pattern or the actions on `*`: a wildcard added beside them
+    (another key prefix, a wildcard action, another action on `*`) is reported, by cdk-nag or by the
+    check of actions on `*`."""
+    stack = Stack(App(), "Canary")
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=["s3:GetObject"], resources=["arn:aws:s3:::bucket/specs/*"])
+    )
+    role.add_to_principal_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+    acknowledge_wildcard_resources(role, ["arn:aws:s3:::bucket/specs/*"], reason="x" * 40)
+    acknowledge_unscoped_actions(role, ["ecr:GetAuthorizationToken"], reason="x" * 40)
+    assert (_findings(stack), unacknowledged_unscoped_actions(stack)) == ([], [])
+
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=["s3:GetObject"], resources=["arn:aws:s3:::bucket/records/*"])
+    )
+    role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:Get*"], resources=["arn:aws:s3:::bucket"]))
+    role.add_to_principal_policy(iam.PolicyStatement(actions=["ecr:BatchGetImage"], resources=["*"]))
+
+    rule_ids = {violation.rule_name for violation in AwsSolutionsChecks().validate_scope(stack).violations}
+    assert rule_ids == {
+        "AwsSolutions-IAM5[Resource::arn:aws:s3:::bucket/records/*]",
+        "AwsSolutions-IAM5[Action::s3:Get*]",
+    }
+    # cdk-nag's `Resource::*` finding is already acknowledged: only the action check sees this one.
+    assert unacknowledged_unscoped_actions(stack) == ["Canary/Role/DefaultPolicy/Resource: ecr:BatchGetImage"]

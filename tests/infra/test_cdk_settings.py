@@ -26,7 +26,7 @@ VALID: dict[str, Any] = {
 
 
 def test_cdk_json_defaults() -> None:
-    settings = FmbenchSettings.from_context(cdk_json_context().get)
+    settings = FmbenchSettings.from_context(cdk_json_context())
 
     assert settings == FmbenchSettings(
         stack_name="FmbenchFlow",
@@ -53,7 +53,7 @@ def test_cli_string_values_are_parsed_as_integers() -> None:
     """`cdk synth -c fmbench:recordsRetentionDays=30` delivers the string "30"."""
     context = {**VALID, "fmbench:recordsRetentionDays": "30", "fmbench:maxConcurrentBranches": "4"}
 
-    settings = FmbenchSettings.from_context(context.get)
+    settings = FmbenchSettings.from_context(context)
 
     assert settings.records_retention_days == 30
     assert settings.max_concurrent_branches == 4
@@ -100,7 +100,7 @@ def test_invalid_context_fails_naming_the_key(key: str, value: Any) -> None:
 
     # The message starts with the key (or an item of it: `fmbench:schedules.0.expression: ...`).
     with pytest.raises(ContextError, match=f"^{re.escape(key)}[.:]"):
-        FmbenchSettings.from_context(context.get)
+        FmbenchSettings.from_context(context)
 
 
 def test_a_sweeper_interval_of_zero_turns_the_sweep_off_and_regions_are_deduplicated() -> None:
@@ -110,7 +110,7 @@ def test_a_sweeper_interval_of_zero_turns_the_sweep_off_and_regions_are_deduplic
         "fmbench:sweepRegions": '["us-west-2", "eu-west-1", "us-west-2"]',
     }
 
-    settings = FmbenchSettings.from_context(context.get)
+    settings = FmbenchSettings.from_context(context)
 
     assert (settings.sweeper_interval_minutes, settings.sweep_regions) == (0, ("eu-west-1", "us-west-2"))
 
@@ -119,7 +119,7 @@ def test_a_deployment_wait_beyond_the_plans_status_checks_names_the_interval_tha
     context = {**VALID, "fmbench:statusPollSeconds": "15", "fmbench:maxDeployMinutes": "45"}
 
     with pytest.raises(ContextError) as raised:
-        FmbenchSettings.from_context(context.get)
+        FmbenchSettings.from_context(context)
 
     assert str(raised.value) == (
         "fmbench:maxDeployMinutes: 45 minutes at one status check every 15 s (fmbench:statusPollSeconds) "
@@ -136,7 +136,7 @@ def test_an_existing_vpc_is_named_by_ids() -> None:
         "fmbench:assignPublicIp": "true",
     }
 
-    assert FmbenchSettings.from_context(context.get).network == NetworkSettings(
+    assert FmbenchSettings.from_context(context).network == NetworkSettings(
         vpc_id="vpc-0123456789abcdef0", subnet_ids=("subnet-0123456789abcdef0",), assign_public_ip=True
     )
 
@@ -145,7 +145,7 @@ def test_a_vpc_needs_its_subnets() -> None:
     context = {**VALID, "fmbench:vpcId": "vpc-0123456789abcdef0"}
 
     with pytest.raises(ContextError, match=r"^fmbench:subnetIds: name the runner's subnets"):
-        FmbenchSettings.from_context(context.get)
+        FmbenchSettings.from_context(context)
 
 
 @pytest.mark.parametrize(
@@ -159,3 +159,15 @@ def test_catalog_names_follow_the_stack_name(stack_name: str, catalog_name: str)
 def test_unknown_column_type_fails_at_synth() -> None:
     with pytest.raises(ValueError, match="'dobule'"):
         glue_type("array<dobule>")
+
+
+def test_an_unknown_fmbench_key_is_refused_and_other_context_is_left_alone() -> None:
+    """A typo in a key would otherwise leave its setting at the default without a word; CDK's own
+    context (feature flags) is not this app's to check."""
+    context = {**VALID, "fmbench:logRetentionDay": 7, "@aws-cdk/aws-iam:minimizePolicies": True}
+
+    with pytest.raises(ContextError, match=r"^fmbench:logRetentionDay: not a setting of this app"):
+        FmbenchSettings.from_context(context)
+    assert FmbenchSettings.from_context({**VALID, "@aws-cdk/aws-iam:minimizePolicies": True}).stack_name == (
+        "FmbenchFlow"
+    )

@@ -275,6 +275,8 @@ def test_query_runs_the_plans_metrics_sql_in_the_workgroup_and_render_outputs_re
         "QueryExecutionContext": {"Database": f"${{{database_id}}}"},
     }
     assert query["Retry"][0]["ErrorEquals"] == ATHENA_SERVICE_ERRORS
+    # A query stuck in Athena's queue fails the execution in half an hour, not at its 24-hour timeout.
+    assert query["TimeoutSeconds"] == 30 * 60
     assert render_state["Parameters"] == {
         "FunctionName": _function_arn(template_json, "lambdas.render.handler"),
         "Payload": {
@@ -339,11 +341,23 @@ def test_state_machine_role_is_scoped_to_the_workflows_resources(template_json: 
         )
         in statements
     )
-    glue = [s for s in statements if s["Action"][0].startswith("glue:")]
+    # What Athena needs of the caller when Lake Formation governs the catalog (AWS's documented policy
+    # for startQueryExecution.sync): the default data catalog, and data access, which has no resource.
+    assert (
+        statement(
+            ["athena:GetDataCatalog"],
+            ["arn:${AWS::Partition}:athena:${AWS::Region}:${AWS::AccountId}:datacatalog/AwsDataCatalog"],
+        )
+        in statements
+    )
+    assert statement(["lakeformation:GetDataAccess"], ["*"]) in statements
+    glue = [s for s in statements if any(a.startswith("glue:") for a in s["Action"])]
     assert [sorted(s["Action"]) for s in glue] == [
         ["glue:GetDatabase", "glue:GetPartitions", "glue:GetTable"]
     ]
-    s3_resources = {r for s in statements if s["Action"][0].startswith("s3:") for r in s["Resource"]}
+    s3_resources = {
+        r for s in statements if any(a.startswith("s3:") for a in s["Action"]) for r in s["Resource"]
+    }
     assert s3_resources == {bucket, f"{bucket}/records/*", f"{bucket}/athena-results/*"}
     assert {r for s in statements if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {
         f"{bucket}/athena-results/*"
@@ -364,6 +378,7 @@ def test_state_machine_role_is_scoped_to_the_workflows_resources(template_json: 
         "xray:PutTelemetryRecords",
         "xray:GetSamplingRules",
         "xray:GetSamplingTargets",
+        "lakeformation:GetDataAccess",
     }
     assert not any(a.startswith(("sagemaker:", "bedrock:")) for a in actions_of(statements))
 
@@ -419,4 +434,4 @@ def test_a_runner_timeout_beyond_the_execution_timeout_is_refused() -> None:
     context = {**cdk_json_context(), "fmbench:runnerTimeoutMinutes": 1440}
 
     with pytest.raises(ContextError, match=r"^fmbench:executionTimeoutMinutes: must exceed"):
-        FmbenchSettings.from_context(context.get)
+        FmbenchSettings.from_context(context)
