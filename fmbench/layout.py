@@ -1,9 +1,10 @@
 """The storage layout: every path of a run under a results root (a local folder or ``s3://bucket/prefix``).
 
-The layout is a contract (DESIGN.md, contract 4): Athena's partition projection, the IAM grants of the stack
-(``infra/storage.py`` takes its key prefixes from here), the local run's folder and a later report all
-rely on it, so it is spelled once. Pure string building, no I/O: a root is joined with ``/`` whether it is a
-folder or an S3 URI, and nothing is resolved (the caller makes a local root absolute when it must).
+The layout is a contract (docs/architecture.md, "Records and the storage layout"): Athena's partition
+projection, the IAM grants of the stack (``infra/storage.py`` takes its key prefixes from here), the local
+run's folder and a later report all rely on it, so it is spelled once. Pure string building, no I/O: a
+root is joined with ``/`` whether it is a folder or an S3 URI, and nothing is resolved (the caller makes a
+local root absolute when it must).
 
 Folders, each partitioned Hive-style by ``run_id=`` (and ``branch_id=``) so that Athena and DuckDB read the
 partition values back as columns::

@@ -15,8 +15,8 @@ from fmbench import layout
 from infra.nag import acknowledge_unscoped_actions, acknowledge_wildcard_resources
 from infra.record_columns import RECORD_COLUMNS, RECORD_PARTITION_KEYS
 
-# Key prefixes of the storage layout (DESIGN.md, contract 4; built in fmbench.layout); other constructs
-# scope grants with them.
+# Key prefixes of the storage layout (docs/architecture.md, "Records and the storage layout"; built in
+# fmbench.layout); other constructs scope grants with them.
 RECORDS_PREFIX: Final = layout.key_prefix(layout.RECORDS)
 REPORTS_PREFIX: Final = layout.key_prefix(layout.REPORTS)
 ATHENA_RESULTS_PREFIX: Final = layout.key_prefix(layout.ATHENA_RESULTS)
@@ -190,7 +190,7 @@ class Storage(Construct):
         acknowledge_wildcard_resources(
             _principal_construct(grantee),
             [self.bucket.arn_for_objects(f"{prefix}*") for prefix in prefixes],
-            reason="Objects under one key prefix of the results bucket (the storage layout of DESIGN.md); "
+            reason="Objects under one key prefix of the results bucket (the storage layout, fmbench.layout); "
             "S3 writes a key prefix as a trailing wildcard.",
         )
         if list_any_prefix:
