@@ -63,11 +63,6 @@ _RUN_DTYPES: dict[str, str] = {
 }
 
 
-def run_row_uri(root: str, run_id: str) -> str:
-    """``runs/run_id=<run>.parquet``: one file per run, so concurrent runs never write the same object."""
-    return f"{layout.runs_table_prefix(root)}{layout.RUN_KEY}={run_id}.parquet"
-
-
 def run_row(
     document: ResultDocument, started_at: datetime, ended_at: datetime, schedule_name: str | None = None
 ) -> pd.DataFrame:
@@ -98,7 +93,7 @@ def run_row(
 
 def write_run_row(root: str, row: pd.DataFrame) -> str:
     """Write the run's row under the root (a folder or ``s3://``); returns where."""
-    uri = run_row_uri(root, str(row["run_id"].iloc[0]))
+    uri = layout.run_row_uri(root, str(row["run_id"].iloc[0]))
     buffer = io.BytesIO()
     row.to_parquet(buffer, index=False)
     storage.write_bytes(uri, buffer.getvalue(), "application/vnd.apache.parquet")

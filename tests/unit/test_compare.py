@@ -164,3 +164,17 @@ def test_regression_section_defaults_and_errors() -> None:
         validate_suite_data({**base, "regression": {"baseline": "not a run!", "confidence": 1.5}})
     text = "\n".join(str(problem) for problem in error.value.problems)
     assert "regression.baseline" in text and "regression.confidence" in text
+
+
+def test_open_loop_points_match_by_rate() -> None:
+    rng = np.random.default_rng(9)
+    base, cand = requests(rng, error_rate=0.0), requests(rng, error_rate=0.25)
+    for frame in (base, cand):
+        frame["load_mode"] = "rate"
+        frame["concurrency"] = pd.array([None] * len(frame), dtype="Int64")
+        frame["request_rate_per_s"] = 2.0
+    result = compare_runs(base, cand, OPTIONS, "b")
+    assert {(f.concurrency, f.request_rate_per_s) for f in result.findings} == {(None, 2.0)}
+    throughput = next(f for f in result.findings if f.metric == "transactions_per_minute")
+    assert throughput.verdict == "regressed"  # the schedule is fixed: a quarter failing is a quarter fewer
+    assert {"error_rate", "transactions_per_minute"} <= set(result.regressed_metrics)
