@@ -70,6 +70,8 @@ def _change(finding: RegressionFinding) -> tuple[str, str]:
 
 def comparison_markdown(result: RegressionResult, candidate_run_id: str, chart: str | None) -> str:
     baseline = result.baseline_run_id or "(none)"
+    tests = sum(f.verdict != "skipped" for f in result.findings)
+    per_test = 1.0 - (1.0 - result.confidence) / max(tests, 1)
     lines = [
         f"# Comparison: {candidate_run_id} against {baseline}",
         "",
@@ -77,6 +79,8 @@ def comparison_markdown(result: RegressionResult, candidate_run_id: str, chart: 
         + (f" (regressed: {', '.join(result.regressed_metrics)})" if result.regressed_metrics else ""),
         "",
         f"Method: {result.method} Confidence level: {result.confidence:.0%}.",
+        "",
+        f"{tests} test(s) made: each interval below is at {per_test:.2%}.",
         "",
     ]
     if chart:
