@@ -470,7 +470,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 markup=False,
             )
     for point in result.unmatched:
-        console.print(f"not compared, only in the {point.run}: {point.target_name} bin {point.payload_bin}")
+        console.print(
+            f"not compared, only in the {point.run}: {point.target_name} bin {point.payload_bin}",
+            markup=False,
+        )
     console.print(f"Comparison: {files['md']} (and .html, .json)", markup=False)
     return _regression_exit(console, result)
 
