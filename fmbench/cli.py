@@ -671,7 +671,17 @@ def cmd_start(args: argparse.Namespace) -> int:
     files = download_report(client("s3", session=session), view.output, out)
     _print_result_summary(console, view.output)
     console.print(f"Downloaded {len(files)} file(s) to {out}", markup=False)
-    return EXIT_FAILED if view.output.get("status") == "failed" else EXIT_OK
+    if view.output.get("status") == "failed":
+        return EXIT_FAILED
+    regression = view.output.get("regression")
+    if isinstance(regression, dict) and regression.get("verdict") == "regressed":
+        console.print(
+            f"Regression verdict against {regression.get('baseline_run_id')}: regressed: "
+            f"{', '.join(regression.get('regressed_metrics') or [])}",
+            markup=False,
+        )
+        return EXIT_REGRESSED
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
