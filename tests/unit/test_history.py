@@ -79,3 +79,27 @@ def test_cross_run_sql_names_no_run_id_and_is_portable(name: str) -> None:
     for text, dialect in ((athena, "trino"), (duck, "duckdb")):
         assert "approx_percentile" not in text.lower()
         sqlglot.parse_one(text, read=dialect)
+
+
+def test_runs_are_named_by_folder_or_by_id_under_a_root(tmp_path: Path) -> None:
+    from report.regression_report import RunLookupError, resolve_run
+
+    single, several = tmp_path / "single", tmp_path / "several"
+    (single / "records" / "run_id=a" / "branch_id=x").mkdir(parents=True)
+    (single / "records" / "run_id=a" / "branch_id=x" / "part-00000.parquet").write_bytes(b"")
+    for run_id in ("b", "c"):
+        folder = several / "records" / f"run_id={run_id}" / "branch_id=x"
+        folder.mkdir(parents=True)
+        (folder / "part-00000.parquet").write_bytes(b"")
+    assert resolve_run(str(single), None) == (str(single.resolve()), "a")
+    with pytest.raises(RunLookupError, match="holds 2 runs"):
+        resolve_run(str(several), None)
+    (several / "result.json").write_text('{"run_id": "c"}')
+    assert resolve_run(str(several), None) == (str(several.resolve()), "c")
+    assert resolve_run("b", str(several)) == (str(several.resolve()), "b")
+    with pytest.raises(RunLookupError, match="give --root"):
+        resolve_run("b", None)
+    with pytest.raises(RunLookupError, match="not a run folder"):
+        resolve_run("zzz", str(several))
+    with pytest.raises(RunLookupError, match="S3"):
+        resolve_run("s3://bucket/results", None)
