@@ -24,6 +24,7 @@ from fmbench.suite import load_suite, validate_suite_data
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
+EXIT_REGRESSED = 3  # a comparison found a regression (docs/regression.md): CI fails the job on it
 EXIT_INTERRUPTED = 130
 DEFAULT_LOAD_CONCURRENCY = [1, 8, 32]
 
@@ -232,7 +233,9 @@ def _run_and_report(suite: Suite, out: Path, suite_dir: Path | None, run_id: str
         _print_budget_error(error)
         return EXIT_INVALID
     _print_outcome(console, run)
-    return EXIT_OK if run.result.status != "failed" else EXIT_FAILED
+    if run.result.status == "failed":
+        return EXIT_FAILED
+    return _regression_exit(console, run.result.regression)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -406,6 +409,136 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------------ regression and history
+
+
+def _regression_exit(console: Console, regression: Any) -> int:
+    """Say the verdict of a run that asked for a comparison; 3 when it regressed, else 0."""
+    if regression is None:
+        return EXIT_OK
+    baseline = regression.baseline_run_id or "none"
+    regressed = f": {', '.join(regression.regressed_metrics)}" if regression.regressed_metrics else ""
+    console.print(f"Regression verdict against {baseline}: {regression.verdict}{regressed}", markup=False)
+    return EXIT_REGRESSED if regression.verdict == "regressed" else EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare two local runs; exit 0 pass, 3 regressed, 2 bad input (documented for CI)."""
+    from fmbench.config import RegressionOptions
+    from report.regression_report import (
+        RunLookupError,
+        compare_saved_runs,
+        resolve_run,
+        saved_regression_options,
+        write_comparison,
+    )
+
+    console, err = _console(), Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        baseline = resolve_run(args.baseline, args.root)
+        candidate = resolve_run(args.candidate, args.root)
+    except RunLookupError as exc:
+        err.print(str(exc), markup=False)
+        return EXIT_INVALID
+    if baseline == candidate:
+        err.print(f"{args.candidate}: the baseline and the candidate are the same run", markup=False)
+        return EXIT_INVALID
+    saved = saved_regression_options(*candidate)
+    data = saved.model_dump(exclude_unset=True) if saved is not None else {}
+    data["baseline"] = baseline[1]
+    if args.confidence is not None:
+        data["confidence"] = args.confidence
+    try:
+        options = RegressionOptions.model_validate(data)
+    except ValueError as exc:
+        err.print(f"--confidence: {exc}", markup=False)
+        return EXIT_INVALID
+    result = compare_saved_runs(baseline, candidate, options)
+    out = Path(args.out or Path(candidate[0]) / "comparisons" / f"{baseline[1]}--{candidate[1]}")
+    files = write_comparison(result, candidate[1], out)
+    for finding in result.findings:
+        if finding.verdict == "regressed":
+            load = (
+                f"c={finding.concurrency}"
+                if finding.concurrency is not None
+                else f"{finding.request_rate_per_s}/s"
+            )
+            console.print(
+                f"REGRESSED {finding.metric} of {finding.target_name} {load} bin {finding.payload_bin}: "
+                f"{finding.change:+.1f} {'%' if finding.change_unit == 'pct' else 'points'} "
+                f"(interval {finding.interval_low:+.1f} to {finding.interval_high:+.1f})",
+                markup=False,
+            )
+    for point in result.unmatched:
+        console.print(
+            f"not compared, only in the {point.run}: {point.target_name} bin {point.payload_bin}",
+            markup=False,
+        )
+    console.print(f"Comparison: {files['md']} (and .html, .json)", markup=False)
+    return _regression_exit(console, result)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """The runs of a suite under a results root, as a table and a history report with trend charts."""
+    from report.history import suite_history
+    from report.regression_report import write_history
+
+    console = _console()
+    history = suite_history(args.root, args.suite_name)
+    if history.empty:
+        Console(stderr=True, highlight=False).print(
+            f"no run of suite {args.suite_name!r} under {args.root} (runs/ holds one row per run)",
+            markup=False,
+        )
+        return EXIT_INVALID
+    table = Table(title=f"Runs of {args.suite_name}")
+    for column in ("run", "started", "status", "verdict", "p95 latency s", "tx/min", "error rate"):
+        table.add_column(column)
+    for row in history.to_dict("records"):
+        table.add_row(
+            str(row["run_id"]),
+            f"{row['started_at']:%Y-%m-%d %H:%M:%S}",
+            str(row["status"]),
+            "-" if row["verdict"] is None or row["verdict"] != row["verdict"] else str(row["verdict"]),
+            "-" if row["latency_p95_s"] != row["latency_p95_s"] else f"{row['latency_p95_s']:.3f}",
+            "-"
+            if row["transactions_per_minute"] != row["transactions_per_minute"]
+            else f"{row['transactions_per_minute']:.1f}",
+            "-" if row["error_rate"] != row["error_rate"] else f"{row['error_rate']:.2%}",
+        )
+    console.print(table)
+    files = write_history(
+        history, args.suite_name, Path(args.out or Path(args.root) / "history" / args.suite_name)
+    )
+    console.print(f"History report: {files['md']} (and .html)", markup=False)
+    return EXIT_OK
+
+
+def _add_regression_commands(commands: Any) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="compare a candidate run with a baseline run; exit 0 pass, 3 regressed, 2 bad input",
+    )
+    compare.add_argument("baseline", metavar="BASELINE", help="run folder (an --out), or run id under --root")
+    compare.add_argument(
+        "candidate", metavar="CANDIDATE", help="run folder (an --out), or run id under --root"
+    )
+    compare.add_argument("--root", default=None, help="results root holding the runs named by id")
+    compare.add_argument("--confidence", type=float, default=None, help="confidence level (default 0.95)")
+    compare.add_argument(
+        "--out", default=None, help="where the report goes (default: comparisons/ under the candidate's root)"
+    )
+    compare.set_defaults(handler=cmd_compare)
+
+    history = commands.add_parser("history", help="the runs of a suite and their trend (the runs table)")
+    history.add_argument("suite_name", metavar="SUITE", help="the suite's name")
+    history.add_argument("--root", required=True, help="results root (the --out the runs wrote to)")
+    history.add_argument(
+        "--out", default=None, help="where the history report goes (default: ROOT/history/SUITE)"
+    )
+    history.set_defaults(handler=cmd_history)
+
+
 def cmd_emulator(args: argparse.Namespace, rest: list[str]) -> int:
     from fmbench.emulator.cli import main as emulator_main
 
@@ -538,7 +671,17 @@ def cmd_start(args: argparse.Namespace) -> int:
     files = download_report(client("s3", session=session), view.output, out)
     _print_result_summary(console, view.output)
     console.print(f"Downloaded {len(files)} file(s) to {out}", markup=False)
-    return EXIT_FAILED if view.output.get("status") == "failed" else EXIT_OK
+    if view.output.get("status") == "failed":
+        return EXIT_FAILED
+    regression = view.output.get("regression")
+    if isinstance(regression, dict) and regression.get("verdict") == "regressed":
+        console.print(
+            f"Regression verdict against {regression.get('baseline_run_id')}: regressed: "
+            f"{', '.join(regression.get('regressed_metrics') or [])}",
+            markup=False,
+        )
+        return EXIT_REGRESSED
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -664,6 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("run_id", metavar="RUN", help="run id (the execution name)")
     _add_cloud_target_options(status)
     status.set_defaults(handler=cmd_status)
+    _add_regression_commands(commands)
     return parser
 
 

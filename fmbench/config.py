@@ -749,6 +749,69 @@ class Budget(StrictModel):
     )
 
 
+RegressionMetric = Literal["latency_p95", "ttft_p95", "transactions_per_minute", "error_rate", "accuracy"]
+REGRESSION_METRICS: tuple[RegressionMetric, ...] = (
+    "latency_p95",
+    "ttft_p95",
+    "transactions_per_minute",
+    "error_rate",
+    "accuracy",
+)
+RUN_ID_TEXT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class RegressionThresholds(StrictModel):
+    """How large a change must be to count, in the direction that is worse; each also needs significance."""
+
+    latency_p95_pct: float = Field(default=10.0, gt=0, description="p95 end-to-end latency rise, percent.")
+    ttft_p95_pct: float = Field(default=10.0, gt=0, description="p95 time-to-first-token rise, percent.")
+    transactions_per_minute_pct: float = Field(
+        default=10.0, gt=0, lt=100, description="Drop of successful transactions per minute, percent."
+    )
+    error_rate_points: float = Field(
+        default=1.0, gt=0, le=100, description="Rise of the error rate, percentage points."
+    )
+    accuracy_points: float = Field(
+        default=2.0,
+        gt=0,
+        le=100,
+        description="Drop of judged accuracy, percentage points; skipped while a run has no judgments.",
+    )
+
+
+class RegressionOptions(StrictModel):
+    """Compare every run with a baseline and call it regressed or pass (docs/regression.md)."""
+
+    baseline: str = Field(
+        default="latest",
+        description="A run id, or 'latest': the latest successful run of the same suite name under the same "
+        "results root.",
+    )
+    metrics: list[RegressionMetric] = Field(
+        default_factory=lambda: list(REGRESSION_METRICS), min_length=1, description="Metrics compared."
+    )
+    thresholds: RegressionThresholds = Field(default_factory=RegressionThresholds)
+    confidence: float = Field(
+        default=0.95, ge=0.5, lt=1, description="Confidence level of the intervals and tests (0.95: 95 %)."
+    )
+    resamples: int = Field(default=2000, ge=200, le=100_000, description="Bootstrap resamples per metric.")
+    seed: int = Field(default=0, description="Seed of the bootstrap, so a comparison repeats exactly.")
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline_text(cls, value: str) -> str:
+        if value != "latest" and not RUN_ID_TEXT.match(value):
+            raise ValueError("must be 'latest' or a run id (1-64 letters, digits, '_', '.' or '-')")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, value: list[RegressionMetric]) -> list[RegressionMetric]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a metric twice")
+        return value
+
+
 # ---------------------------------------------------------------------------------------------- suite
 
 
@@ -766,6 +829,9 @@ class Suite(StrictModel):
     report: ReportOptions = Field(default_factory=ReportOptions)
     execution: ExecutionOptions = Field(default_factory=ExecutionOptions)
     budget: Budget = Field(default_factory=Budget)
+    regression: RegressionOptions | None = Field(
+        default=None, description="Compare each run with a baseline run; null: no comparison."
+    )
 
     def expanded_targets(self) -> list[Any]:
         """Explicit targets followed by matrix combinations (already validated by ``load_suite``)."""

@@ -20,7 +20,7 @@ partition values back as columns::
     datasets/run_id=R/                                 materialized prompts of the run
     evaluations/run_id=R/                              judgments of the responses
     server_metrics/run_id=R/branch_id=B/               the endpoint's own metrics during the sweep
-    runs/                                              one row per run
+    runs/run_id=R.parquet                              the runs table: one file, one row per run
     athena-results/                                    Athena's query output (cloud only)
 """
 
@@ -152,3 +152,8 @@ def server_metrics_prefix(root: str, run_id: str, branch_id: str) -> str:
 def runs_table_prefix(root: str) -> str:
     """The table with one row per run: no run partition, every run is a row of the same table."""
     return _join(root, RUNS) + "/"
+
+
+def run_row_uri(root: str, run_id: str) -> str:
+    """``runs/run_id=<run>.parquet``: one file per run, so concurrent runs never write the same object."""
+    return f"{runs_table_prefix(root)}{RUN_KEY}={run_id}{PART_SUFFIX}"

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,7 @@ def run_suite(
     from report.render import generate_report
 
     started = time.perf_counter()
+    started_at = datetime.now(UTC)
     out = Path(out_dir).resolve()
     plan = plan_suite(
         suite, storage_root=str(out), run_id=run_id, dataset_base_dir=str(suite_dir) if suite_dir else None
@@ -92,7 +94,26 @@ def run_suite(
     save_plan(plan, str(out))
     outcomes = asyncio.run(run_branches(plan, suite.execution.max_parallel_branches, on_progress))
     result = generate_report(plan, outcomes, storage_root=str(out), report_dir=out)
+    result = _finish_run(suite, result, out, started_at)
     return LocalRun(plan, outcomes, result, out, time.perf_counter() - started)
+
+
+def _finish_run(suite: Suite, result: ResultDocument, out: Path, started_at: datetime) -> ResultDocument:
+    """Compare with the baseline when the suite asks (result.json gains ``regression``, comparison.* are
+    written beside the report), then add the run's row to the runs table: a run is in the history whatever
+    its outcome, and its row carries the verdict."""
+    from report.history import run_row, write_run_row
+    from report.regression_report import regression_of_run, write_comparison
+    from report.render import RESULT_JSON
+    from report.result import write_result
+
+    if suite.regression is not None:
+        regression = regression_of_run(str(out), result.run_id, suite.name, suite.regression)
+        result = result.model_copy(update={"regression": regression})
+        write_result(result, out / RESULT_JSON)
+        write_comparison(regression, result.run_id, out)
+    write_run_row(str(out), run_row(result, started_at, datetime.now(UTC)))
+    return result
 
 
 def read_saved_plan(storage_root: str, run_id: str) -> RunPlan:

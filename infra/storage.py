@@ -24,6 +24,29 @@ ATHENA_RESULTS_PREFIX: Final = layout.key_prefix(layout.ATHENA_RESULTS)
 SPECS_PREFIX: Final = layout.key_prefix(layout.SPECS)
 OUTCOMES_PREFIX: Final = layout.key_prefix(layout.OUTCOMES)
 RECORDS_TABLE_NAME: Final = "records"
+RUNS_PREFIX: Final = layout.key_prefix(layout.RUNS)
+RUNS_TABLE_NAME: Final = "runs"
+# The runs table (report/history.py writes one Parquet file per run, docs/regression.md), in its order.
+RUN_TABLE_COLUMNS: Final = [
+    ("run_id", "string"),
+    ("suite_name", "string"),
+    ("schedule_name", "string"),
+    ("started_at", "timestamp"),
+    ("ended_at", "timestamp"),
+    ("status", "string"),
+    ("verdict", "string"),
+    ("baseline_run_id", "string"),
+    ("regressed_metrics", "string"),
+    ("best_target_name", "string"),
+    ("best_payload_bin", "string"),
+    ("best_concurrency", "bigint"),
+    ("best_request_rate_per_s", "double"),
+    ("latency_p95_s", "double"),
+    ("ttft_p95_s", "double"),
+    ("transactions_per_minute", "double"),
+    ("error_rate", "double"),
+    ("price_per_txn_usd", "double"),
+]
 
 # Pinned so the SQL in report/sql (Trino dialect) never runs on an older engine a workgroup defaults to.
 ATHENA_ENGINE_VERSION: Final = "Athena engine version 3"
@@ -36,6 +59,7 @@ _PRIMITIVE_TYPES: Final = {
     "bigint": glue.Schema.BIG_INT,
     "double": glue.Schema.DOUBLE,
     "boolean": glue.Schema.BOOLEAN,
+    "timestamp": glue.Schema.TIMESTAMP,
 }
 _ARRAY_TYPE: Final = re.compile(r"array<(?P<item>.+)>")
 
@@ -123,6 +147,21 @@ class Storage(Construct):
             parameters={"storage.location.template": f"{records_location}{partition_path}/"},
             # The objects are SSE-S3 encrypted, which S3 undoes transparently; `true` here would tell
             # Athena to expect client-side (CSE-KMS) encryption instead.
+            has_encrypted_data=False,
+        )
+
+        # One row per run, one file per run and no partition: a run's row is queryable once written, and a
+        # history query names no run id (docs/regression.md).
+        self.runs_table = glue.S3Table(
+            self,
+            "RunsTable",
+            database=self.database,
+            table_name=RUNS_TABLE_NAME,
+            description="One row per run: suite, times, status, regression verdict, headline figures.",
+            storage=glue.S3TableStorage.from_bucket(self.bucket),
+            s3_prefix=RUNS_PREFIX,
+            data_format=glue.DataFormat.PARQUET,
+            columns=[glue.Column(name=name, type=glue_type(type_)) for name, type_ in RUN_TABLE_COLUMNS],
             has_encrypted_data=False,
         )
 

@@ -65,6 +65,19 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "client_bound",
 )
 TTFT_SAMPLE_COLUMNS: tuple[str, ...] = ("branch_id", "target_name", "payload_bin", "concurrency", "ttft_s")
+# Columns of request_samples.sql: every measured request, for the comparison of two runs (report/compare.py).
+REQUEST_SAMPLE_COLUMNS: tuple[str, ...] = (
+    "target_name",
+    "load_mode",
+    "concurrency",
+    "request_rate_per_s",
+    "payload_bin",
+    "is_success",
+    "latency_s",
+    "ttft_s",
+    "send_epoch_s",
+    "end_epoch_s",
+)
 SORT_COLUMNS = ["target_name", "payload_bin", "concurrency", "request_rate_per_s", "branch_id"]
 
 _SQL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -153,13 +166,25 @@ def ttft_samples(storage_root: str, run_id: str) -> pd.DataFrame:
     )
 
 
+def request_samples(storage_root: str, run_id: str) -> pd.DataFrame:
+    """Every measured request of a run (columns ``REQUEST_SAMPLE_COLUMNS``): what a comparison resamples."""
+    if not _has_records(storage_root, run_id):
+        return _empty(REQUEST_SAMPLE_COLUMNS)
+    return _typed(_query_records(storage_root, run_id, "request_samples"), REQUEST_SAMPLE_COLUMNS)
+
+
+def has_records(storage_root: str, run_id: str) -> bool:
+    """Whether a local run has any Parquet part of records under the root."""
+    return _has_records(storage_root, run_id)
+
+
 _STRING_COLUMNS = frozenset(
     {"run_id", "branch_id", "target_name", "platform", "model", "container", "instance_type", "load_mode"}
     | {"payload_bin"}
 )
 _COUNT_COLUMNS = frozenset({"requests", "successes", "errors"})
 _NULLABLE_INT_COLUMNS = frozenset({"instance_count", "concurrency"})
-_BOOL_COLUMNS = frozenset({"client_bound"})
+_BOOL_COLUMNS = frozenset({"client_bound", "is_success"})
 
 
 def _dtype(column: str) -> str:

@@ -187,6 +187,59 @@ class Artifacts(_ResultModel):
     records_prefix: str = Field(description="Prefix of the run's request records (Hive-partitioned Parquet).")
 
 
+RegressionVerdict = Literal["pass", "regressed", "no_baseline"]
+FindingVerdict = Literal["regressed", "improved", "unchanged", "skipped"]
+
+
+class RegressionFinding(_ResultModel):
+    """One metric of one load point matched in both runs, compared (docs/regression.md)."""
+
+    target_name: str
+    payload_bin: str
+    concurrency: int | None
+    request_rate_per_s: float | None
+    metric: str = Field(description="latency_p95, ttft_p95, transactions_per_minute, error_rate or accuracy.")
+    baseline: float | None = Field(description="The baseline's figure (seconds, per minute or a 0..1 rate).")
+    candidate: float | None = Field(description="The candidate's figure, in the same unit.")
+    change: float | None = Field(
+        description="Candidate against baseline: percent for latency and throughput, percentage points for "
+        "rates."
+    )
+    change_unit: Literal["pct", "points"]
+    interval_low: float | None = Field(description="Lower end of the change's confidence interval.")
+    interval_high: float | None = Field(description="Upper end of the change's confidence interval.")
+    threshold: float = Field(description="The change that counts, in the worse direction, same unit.")
+    p_value: float | None = Field(
+        default=None, description="One-sided p of the worse direction, when tested."
+    )
+    verdict: FindingVerdict
+    reason: str | None = Field(default=None, description="Why a metric was skipped.")
+
+
+class UnmatchedPoint(_ResultModel):
+    """A load point measured in only one of the two runs: listed, never compared with a guess."""
+
+    run: Literal["baseline", "candidate"]
+    target_name: str
+    payload_bin: str
+    concurrency: int | None
+    request_rate_per_s: float | None
+
+
+class RegressionResult(_ResultModel):
+    """The candidate run against its baseline: a verdict per metric and load point, and overall."""
+
+    baseline_run_id: str | None = Field(description="The run compared with; null when none was found.")
+    verdict: RegressionVerdict = Field(
+        description="regressed: some metric regressed; pass: none did; no_baseline: nothing to compare with."
+    )
+    method: str = Field(description="How significance was decided, in words.")
+    confidence: float = Field(gt=0, lt=1, description="Confidence level of the intervals and tests.")
+    regressed_metrics: list[str] = Field(description="Metrics that regressed at some load point.")
+    findings: list[RegressionFinding]
+    unmatched: list[UnmatchedPoint] = Field(default_factory=list)
+
+
 class ResultDocument(_ResultModel):
     """result.json, also the Step Functions execution output."""
 
@@ -210,6 +263,9 @@ class ResultDocument(_ResultModel):
     branches: list[BranchResult]
     cost: CostSummary | None = Field(default=None, description="Estimated and actual cost of the run.")
     artifacts: Artifacts
+    regression: RegressionResult | None = Field(
+        default=None, description="The run compared with its baseline, when the suite asks for it."
+    )
 
     @field_validator("generated_at")
     @classmethod

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from moto import mock_aws
 
-from fmbench.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, main
+from fmbench.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_REGRESSED, main
 from fmbench.cloud.checks import cloud_suite_problems
 from fmbench.suite import load_suite
 
@@ -55,7 +55,7 @@ def result_document() -> dict[str, Any]:
     }
 
 
-def workflow_definition() -> str:
+def workflow_definition(result: dict[str, Any] | None = None) -> str:
     """A stand-in with the real one's shape: Plan, a Map over the branches with per-branch states, Render."""
     branches = [{"branch_id": "haiku-1"}, {"branch_id": "mine-2"}]
     return json.dumps(
@@ -76,7 +76,7 @@ def workflow_definition() -> str:
                     },
                     "Next": "Render",
                 },
-                "Render": {"Type": "Pass", "Result": result_document(), "End": True},
+                "Render": {"Type": "Pass", "Result": result or result_document(), "End": True},
             },
         }
     )
@@ -234,6 +234,26 @@ def test_start_with_a_state_machine_arn_needs_no_stack(
         main(["start", str(suite_file), "--state-machine-arn", state_machine, "--run-id", RUN_ID]) == EXIT_OK
     )
     assert [e["name"] for e in executions(stepfunctions, state_machine)] == [RUN_ID]
+
+
+def test_start_wait_exits_3_when_the_run_regressed(
+    stepfunctions: Any, s3: Any, suite_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    regressed = {
+        **result_document(),
+        "regression": {
+            "baseline_run_id": "20250101T030405Z-beef01",
+            "verdict": "regressed",
+            "regressed_metrics": ["latency_p95"],
+        },
+    }
+    machine = stepfunctions.create_state_machine(
+        name="Regressing", definition=workflow_definition(regressed), roleArn=ROLE_ARN
+    )["stateMachineArn"]
+    arguments = ["start", str(suite_file), "--state-machine-arn", machine, "--wait", "--out", str(tmp_path)]
+    code = main([*arguments, "--run-id", RUN_ID, "--poll-interval-s", "0.05"])
+    assert code == EXIT_REGRESSED
+    assert "regressed: latency_p95" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------- status

@@ -11,6 +11,7 @@ from aws_cdk.assertions import Match, Template
 from fmbench.records import RECORD_SCHEMA
 from infra.app import BuiltApp, build_app
 from infra.record_columns import RECORD_COLUMNS
+from report.history import RUN_COLUMNS
 
 PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
 
@@ -178,7 +179,7 @@ def test_glue_database_is_named_after_the_stack(template: Template) -> None:
 def test_records_table_is_parquet_over_the_records_prefix(template: Template) -> None:
     results_id = _results_bucket_id(template)
 
-    template.resource_count_is("AWS::Glue::Table", 1)
+    template.resource_count_is("AWS::Glue::Table", 2)  # records and runs
     template.has_resource_properties(
         "AWS::Glue::Table",
         {
@@ -230,7 +231,9 @@ def test_new_records_are_queryable_without_a_crawler(template: Template) -> None
 
 
 def test_records_table_columns(template: Template) -> None:
-    (table,) = template.find_resources("AWS::Glue::Table").values()
+    (table,) = template.find_resources(
+        "AWS::Glue::Table", {"Properties": {"TableInput": Match.object_like({"Name": "records"})}}
+    ).values()
     columns = {
         c["Name"]: c["Type"] for c in table["Properties"]["TableInput"]["StorageDescriptor"]["Columns"]
     }
@@ -247,6 +250,22 @@ def test_records_table_columns(template: Template) -> None:
     assert columns["http_status"] == columns["completion_tokens"] == "int"
     # Athena rejects a table whose partition key is also a data column.
     assert not {"run_id", "branch_id"} & columns.keys()
+
+
+def test_runs_table_holds_the_rows_history_writes_unpartitioned(template: Template) -> None:
+    """The rows report/history.py writes are what Athena reads: same columns, same order, no partition."""
+    results_id = _results_bucket_id(template)
+    (table,) = template.find_resources(
+        "AWS::Glue::Table", {"Properties": {"TableInput": Match.object_like({"Name": "runs"})}}
+    ).values()
+    table_input = table["Properties"]["TableInput"]
+    columns = {c["Name"]: c["Type"] for c in table_input["StorageDescriptor"]["Columns"]}
+    assert list(columns) == list(RUN_COLUMNS)
+    assert columns["started_at"] == columns["ended_at"] == "timestamp"
+    assert columns["best_concurrency"] == "bigint" and columns["latency_p95_s"] == "double"
+    assert not table_input.get("PartitionKeys")
+    assert table_input["StorageDescriptor"]["Location"] == _s3_uri(results_id, "/runs/")
+    assert "projection.enabled" not in table_input.get("Parameters", {})
 
 
 def test_athena_workgroup_enforces_encrypted_results_and_a_scan_cutoff(template: Template) -> None:
@@ -276,7 +295,7 @@ def test_outputs_name_the_bucket_workgroup_database_and_table(template: Template
     results_id = _results_bucket_id(template)
     workgroup_id = _only_id(template, "AWS::Athena::WorkGroup", Match.any_value())
     database_id = _only_id(template, "AWS::Glue::Database", Match.any_value())
-    table_id = _only_id(template, "AWS::Glue::Table", Match.any_value())
+    table_id = _only_id(template, "AWS::Glue::Table", {"TableInput": Match.object_like({"Name": "records"})})
 
     template.has_output("ResultsBucketName", {"Value": {"Ref": results_id}})
     template.has_output("AthenaWorkGroupName", {"Value": {"Ref": workgroup_id}})
