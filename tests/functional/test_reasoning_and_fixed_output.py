@@ -172,7 +172,8 @@ async def test_newer_vllm_reasoning_deltas_without_usage_are_counted_locally() -
     )
     # " let me think" is 3 simple tokens, " Paris." 2
     assert (record.reasoning_tokens, record.reasoning_tokens_local) == (3, 3)
-    assert (record.completion_tokens, record.completion_tokens_local, record.token_source) == (5, 5, "tokenizer")
+    counts = (record.completion_tokens, record.completion_tokens_local, record.token_source)
+    assert counts == (5, 5, "tokenizer")
     assert (record.max_tokens_requested, record.min_tokens_requested) == (6, 6)
     assert record.ttft_s is not None and record.time_to_first_answer_s is not None
     assert record.time_to_first_answer_s >= record.ttft_s
