@@ -424,6 +424,12 @@ def _print_summary_table(out: Path) -> None:
         ("schedule_lag_p99_s", "lag p99 s", "{:.4f}"),
         ("runner_cpu_fraction", "cpu", "{:.2f}"),
     ]
+    if "reasoning_tokens_mean" in frame and frame["reasoning_tokens_mean"].notna().any():
+        # a reasoning model: when its answers began, and how much it reasoned first
+        columns[7:7] = [
+            ("time_to_first_answer_p50_s", "answer p50 s", "{:.3f}"),
+            ("reasoning_tokens_mean", "reason tok", "{:.0f}"),
+        ]
     table.add_column("load", justify="right")
     for _, label, _ in columns:
         table.add_column(label, justify="right")

@@ -227,6 +227,7 @@ async def test_a_local_dataset_and_the_emulator_reasoning_at_a_fixed_output_leng
             "--out", str(tmp_path / "out"),
         )  # fmt: skip
     assert status == 0, stdout + stderr
+    assert "answer p50 s" in stdout and "reason tok" in stdout  # the summary shows the reasoning
     rows = records(tmp_path / "out")
     assert len(rows) == 4
     assert {r["prompt_id"] for r in rows} <= {f"p{i}" for i in range(8)}
