@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -273,20 +272,94 @@ def _bins(text: str) -> list[dict[str, int]]:
     return bins
 
 
-def discover_model(base_url: str, timeout_s: float = 5.0) -> str | None:
-    """The first model an OpenAI-compatible server lists, so `fmbench load` works without --model."""
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"a header is NAME:VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _load_problem(message: str) -> int:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(message, markup=False)
+    return EXIT_INVALID
+
+
+def _load_endpoint(args: argparse.Namespace, headers: dict[str, str]) -> tuple[str, str] | str:
+    """(API base, model) for `fmbench load`, or the problem as a message.
+
+    A URL naming the API base with --model is taken as it is; otherwise the server is asked for its models
+    (with the key and headers every request carries), which also finds the API base under a root URL.
+    """
+    from fmbench.openai_server import API_PREFIX, ServerDiscoveryError, find_api
+
+    url = args.url.rstrip("/")
+    if args.model and url.endswith(API_PREFIX):
+        return url, args.model
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if api_key is None:
+            return f"--api-key-env: the environment variable {args.api_key_env} is not set"
     try:
-        with urllib.request.urlopen(f"{base_url.rstrip('/')}/models", timeout=timeout_s) as response:
-            models = json.load(response).get("data") or []
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-    return str(models[0]["id"]) if models and isinstance(models[0], dict) and "id" in models[0] else None
+        api = find_api(url, api_key=api_key, headers=headers, timeout_s=min(args.timeout, 10.0))
+    except ServerDiscoveryError as exc:
+        return f"--url: {exc}"
+    if args.model:
+        return api.base_url, args.model
+    if not api.models:
+        return f"--url: {api.base_url}/models lists no model; give --model"
+    return api.base_url, api.models[0]
+
+
+def _load_workload(args: argparse.Namespace) -> dict[str, Any] | str:
+    """The suite's workload from `fmbench load`'s options, or the problem as a message."""
+    inference: dict[str, Any] = {"stream": not args.no_stream}
+    if args.output_tokens is not None:
+        if args.max_tokens is not None and args.max_tokens != args.output_tokens:
+            return "--output-tokens fixes the output length: give it or --max-tokens, not both"
+        inference.update(max_new_tokens=args.output_tokens, fixed_output_tokens=True)
+    else:
+        inference["max_new_tokens"] = args.max_tokens if args.max_tokens is not None else 128
+    workload: dict[str, Any] = {"bins": args.bins, "inference": inference}
+    hub_options = {
+        "config": args.dataset_config,
+        "split": args.dataset_split,
+        "revision": args.dataset_revision,
+    }
+    if args.prompt_tokens is not None:
+        if args.dataset is not None or args.prompt_template is not None:
+            return "--prompt-tokens makes synthetic prompts: give it or --dataset/--prompt-template, not both"
+        workload["synthetic"] = {"prompt_tokens": args.prompt_tokens}
+    else:
+        dataset: dict[str, Any] = {"source": args.dataset or "builtin:synthetic-qa"}
+        dataset.update({key: value for key, value in hub_options.items() if value is not None})
+        workload["dataset"] = dataset
+        if args.prompt_template is not None:
+            workload["prompt_template"] = args.prompt_template
+    if args.tokenizer is not None:
+        workload["tokenizer"] = args.tokenizer
+    return workload
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    model = args.model or discover_model(args.url) or ""
+    headers = dict(args.header or [])
+    extra_body: dict[str, Any] = {}
+    if args.extra_body is not None:
+        try:
+            extra_body = json.loads(args.extra_body)
+        except ValueError as exc:
+            return _load_problem(f"--extra-body: not valid JSON: {exc}")
+        if not isinstance(extra_body, dict):
+            return _load_problem("--extra-body: must be a JSON object, e.g. '{\"top_k\": 20}'")
+    workload = _load_workload(args)
+    if isinstance(workload, str):
+        return _load_problem(workload)
+    endpoint = _load_endpoint(args, headers)
+    if isinstance(endpoint, str):
+        return _load_problem(endpoint)
+    base_url, model = endpoint
     host = re.sub(r"[^A-Za-z0-9]+", "-", args.url.split("://", 1)[-1]).strip("-")[:50] or "endpoint"
-    load: dict[str, Any] = {"warmup_requests": args.warmup}
+    load: dict[str, Any] = {"warmup_requests": args.warmup, "request_timeout_s": args.timeout}
     if args.rate is None or args.concurrency is not None:
         load["concurrency"] = args.concurrency if args.concurrency is not None else DEFAULT_LOAD_CONCURRENCY
     if args.rate is not None:
@@ -298,9 +371,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         if args.seed is not None:
             load["seed"] = args.seed
     elif args.arrival is not None or args.max_in_flight is not None or args.seed is not None:
-        err = Console(stderr=True, highlight=False, soft_wrap=True)
-        err.print("--arrival, --max-in-flight and --seed shape an open loop: give --rate too", markup=False)
-        return EXIT_INVALID
+        return _load_problem("--arrival, --max-in-flight and --seed shape an open loop: give --rate too")
     if args.duration is not None:
         load["duration_s"] = args.duration
     else:
@@ -311,17 +382,15 @@ def cmd_load(args: argparse.Namespace) -> int:
             {
                 "name": host,
                 "platform": "openai",
-                "endpoint_url": args.url,
+                "endpoint_url": base_url,
                 "api": args.openai_api,
                 "model": model,
                 "api_key_env": args.api_key_env,
+                "headers": headers,
+                "extra_body": extra_body,
             }
         ],
-        "workload": {
-            "dataset": {"source": args.dataset},
-            "bins": args.bins,
-            "inference": {"max_new_tokens": args.max_tokens, "stream": not args.no_stream},
-        },
+        "workload": workload,
         "load": load,
         "slo": {"p95_latency_s": args.slo_p95_latency_s, "max_error_rate": 1.0},
     }
@@ -358,6 +427,12 @@ def _print_summary_table(out: Path) -> None:
         ("schedule_lag_p99_s", "lag p99 s", "{:.4f}"),
         ("runner_cpu_fraction", "cpu", "{:.2f}"),
     ]
+    if "reasoning_tokens_mean" in frame and frame["reasoning_tokens_mean"].notna().any():
+        # a reasoning model: when its answers began, and how much it reasoned first
+        columns[7:7] = [
+            ("time_to_first_answer_p50_s", "answer p50 s", "{:.3f}"),
+            ("reasoning_tokens_mean", "reason tok", "{:.0f}"),
+        ]
     table.add_column("load", justify="right")
     for _, label, _ in columns:
         table.add_column(label, justify="right")
@@ -750,10 +825,34 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=cmd_report)
 
     load = commands.add_parser("load", help="benchmark one OpenAI-compatible endpoint directly")
-    load.add_argument("--url", required=True, help="base URL including /v1, e.g. http://127.0.0.1:8000/v1")
+    load.add_argument(
+        "--url",
+        required=True,
+        help="the server's root or API base, e.g. http://127.0.0.1:8000 or http://127.0.0.1:8000/v1",
+    )
     load.add_argument("--openai-api", choices=["chat", "completions"], default="chat")
     load.add_argument("--model", default=None, help="model id (default: the first one the server lists)")
-    load.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
+    load.add_argument(
+        "--api-key-env",
+        default=None,
+        help="environment variable holding the API key (sent as a Bearer token)",
+    )
+    load.add_argument(
+        "--header",
+        type=_header,
+        action="append",
+        metavar="NAME:VALUE",
+        help="an HTTP header sent with every request (repeatable)",
+    )
+    load.add_argument(
+        "--extra-body",
+        default=None,
+        metavar="JSON",
+        help="a JSON object merged into every request body, e.g. '{\"top_k\": 20}'",
+    )
+    load.add_argument(
+        "--timeout", type=float, default=120.0, metavar="SECONDS", help="request timeout (default: 120)"
+    )
     load.add_argument(
         "--concurrency",
         type=_int_list,
@@ -774,9 +873,44 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--requests", type=int, default=200, help="measured requests per load point")
     stop.add_argument("--duration", type=float, default=None, help="measured seconds per load point")
     load.add_argument("--warmup", type=int, default=0, help="warm-up requests per level")
-    load.add_argument("--max-tokens", type=int, default=128)
+    load.add_argument("--max-tokens", type=int, default=None, help="most output tokens (default: 128)")
+    load.add_argument(
+        "--output-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="exactly N output tokens: sends max_tokens=min_tokens=N and ignore_eos (vLLM, SGLang)",
+    )
     load.add_argument("--no-stream", action="store_true", help="non-streaming requests (no TTFT)")
-    load.add_argument("--dataset", default="builtin:synthetic-qa")
+    load.add_argument(
+        "--dataset",
+        default=None,
+        metavar="SOURCE",
+        help="a JSONL, JSON, CSV or Parquet file, s3://BUCKET/KEY or hf:OWNER/NAME (default: "
+        "builtin:synthetic-qa); see docs/workload.md",
+    )
+    load.add_argument("--dataset-config", default=None, help="Hub dataset: its config (subset)")
+    load.add_argument("--dataset-split", default=None, help="Hub dataset: its split (default: train)")
+    load.add_argument("--dataset-revision", default=None, help="Hub dataset: branch, tag or commit")
+    load.add_argument(
+        "--prompt-template",
+        default=None,
+        help="a Python format string over the dataset's fields, e.g. '{prompt}' (default: "
+        "'{context}\\n\\nQuestion: {question}\\nAnswer:')",
+    )
+    load.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="synthetic prompts of N tokens of the tokenizer, unique per request (instead of --dataset)",
+    )
+    load.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="SPEC",
+        help="what counts tokens: simple, hf:MODEL_ID[@REVISION], hf:PATH (a tokenizer.json or its folder)",
+    )
     load.add_argument(
         "--bins", type=_bins, default=_bins("0-100000"), help="prompt-token bins, e.g. 50-500,500-2000"
     )

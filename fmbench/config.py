@@ -110,7 +110,12 @@ class OpenAITarget(_TargetBase):
     api_key_env: str | None = Field(
         default=None, description="Name of an environment variable holding the API key (never the key)."
     )
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request.")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Merged into every request body last (it wins over fmbench's own fields), e.g. "
+        "{chat_template_kwargs: {enable_thinking: false}}.",
+    )
 
     @field_validator("endpoint_url")
     @classmethod
@@ -425,11 +430,21 @@ class TokenBin(StrictModel):
         return self.name or f"{self.min_tokens}-{self.max_tokens}"
 
 
+# Platforms whose servers take vLLM's ``min_tokens`` and ``ignore_eos`` (OpenAI-compatible ones).
+FIXED_OUTPUT_PLATFORMS = ("openai", "emulator")
+
+
 class InferenceParameters(StrictModel):
     max_new_tokens: int = Field(default=128, ge=1, le=32768)
     temperature: float = Field(default=0.1, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stream: bool = True
+    fixed_output_tokens: bool = Field(
+        default=False,
+        description="Ask for exactly max_new_tokens output tokens (ignore_eos: true and min_tokens = "
+        "max_tokens, vLLM's extensions), so that configurations are compared on equal work. "
+        "OpenAI-compatible targets (openai, emulator) only.",
+    )
 
 
 DEFAULT_PROMPT_TEMPLATE = "{context}\n\nQuestion: {question}\nAnswer:"

@@ -67,6 +67,12 @@ _RECORD_FIELDS: list[pa.Field[Any]] = [
     pa.field("runner_cpu_fraction", pa.float64()),
     pa.field("runner_cpu_count", pa.int32()),
     pa.field("client_bound", pa.bool_(), nullable=False),
+    pa.field("max_tokens_requested", pa.int32()),
+    pa.field("min_tokens_requested", pa.int32()),
+    pa.field("first_answer_token_epoch_s", pa.float64()),
+    pa.field("time_to_first_answer_s", pa.float64()),
+    pa.field("reasoning_tokens", pa.int32()),
+    pa.field("reasoning_tokens_local", pa.int32()),
 ]
 RECORD_SCHEMA = pa.schema(_RECORD_FIELDS)
 PARTITION_COLUMNS = layout.PARTITION_KEYS
@@ -119,6 +125,12 @@ class RequestRecord:
     runner_cpu_fraction: float | None = None
     runner_cpu_count: int | None = None
     client_bound: bool = False
+    max_tokens_requested: int | None = None
+    min_tokens_requested: int | None = None
+    first_answer_token_epoch_s: float | None = None
+    time_to_first_answer_s: float | None = None
+    reasoning_tokens: int | None = None
+    reasoning_tokens_local: int | None = None
 
 
 def paced_slices(items: Sequence[T], pause_s: float, size: int = PACED_SLICE) -> Iterator[Sequence[T]]:

@@ -110,6 +110,7 @@ def make_client(spec: BranchSpec, endpoint_url: str | None = None) -> EndpointCl
             api_key=api_key,
             headers=target.headers,
             max_connections=max_connections,
+            extra_body=target.extra_body,
         )
     if target.platform == "emulator":
         if not endpoint_url:

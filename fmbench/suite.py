@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from fmbench.config import (
+    FIXED_OUTPUT_PLATFORMS,
     Suite,
     SuiteProblem,
     SuiteValidationError,
@@ -37,6 +38,17 @@ def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]
                 SuiteProblem(path=each.field_path("name"), reason=f"duplicate target name {name!r}")
             )
         seen.add(name)
+        if (
+            suite.workload.inference.fixed_output_tokens
+            and each.target.platform not in FIXED_OUTPUT_PLATFORMS
+        ):
+            problems.append(
+                SuiteProblem(
+                    path="workload.inference.fixed_output_tokens",
+                    reason=f"target {name!r} is {each.target.platform}: only OpenAI-compatible targets "
+                    f"({', '.join(FIXED_OUTPUT_PLATFORMS)}) take min_tokens and ignore_eos",
+                )
+            )
     labels = [b.label for b in suite.workload.bins]
     if suite.report.headline_bin is not None and suite.report.headline_bin not in labels:
         problems.append(

@@ -63,6 +63,10 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "schedule_lag_p99_s",
     "runner_cpu_fraction",
     "client_bound",
+    "time_to_first_answer_p50_s",
+    "time_to_first_answer_p95_s",
+    "time_to_first_answer_p99_s",
+    "reasoning_tokens_mean",
 )
 TTFT_SAMPLE_COLUMNS: tuple[str, ...] = ("branch_id", "target_name", "payload_bin", "concurrency", "ttft_s")
 # Columns of request_samples.sql: every measured request, for the comparison of two runs (report/compare.py).

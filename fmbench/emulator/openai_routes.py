@@ -32,12 +32,12 @@ def _json_error(
 class _OpenAIDialect(Dialect):
     """The OpenAI API: JSON errors, a completion object, or Server-Sent Events ending in ``[DONE]``."""
 
-    def __init__(self, parsed: ParsedRequest, model: str) -> None:
+    def __init__(self, parsed: ParsedRequest, model: str, reasoning_tokens: int) -> None:
         self.parsed = parsed
         self.streamed = parsed.stream
         self.stream_headers = _SSE_HEADERS
         self.answer_headers = {}
-        self.writer = ResponseWriter(parsed, parsed.model or model)
+        self.writer = ResponseWriter(parsed, parsed.model or model, reasoning_tokens)
 
     def error(self, fault: Fault) -> web.Response:
         if fault is Fault.ERROR_429:
@@ -76,7 +76,8 @@ class _OpenAIDialect(Dialect):
 def _openai_builder(kind: ApiKind) -> Build:
     def build(raw: bytes, state: EmulatorState) -> Dialect:
         try:
-            return _OpenAIDialect(parse_request(kind, raw), state.settings.model)
+            settings = state.settings
+            return _OpenAIDialect(parse_request(kind, raw), settings.model, settings.reasoning_tokens)
         except InvalidRequestError as exc:
             raise RejectedRequestError(_json_error(400, str(exc), "invalid_request_error")) from None
 

@@ -41,6 +41,10 @@ class ParsedRequest:
     max_tokens: int | None
     stream: bool
     include_usage: bool
+    # vLLM's extensions that fix the output length: generate at least min_tokens, or (ignore_eos) up to
+    # max_tokens whatever the model would have stopped at.
+    min_tokens: int = 0
+    ignore_eos: bool = False
 
 
 def generated_token(index: int) -> str:
@@ -109,6 +113,17 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
     return None
 
 
+def _min_tokens(body: dict[str, Any], max_tokens: int | None) -> int:
+    value = body.get("min_tokens")
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequestError("'min_tokens' must be a non-negative integer")
+    if max_tokens is not None and value > max_tokens:
+        raise InvalidRequestError(f"'min_tokens' ({value}) must be at most 'max_tokens' ({max_tokens})")
+    return value
+
+
 def parse_request(kind: ApiKind, raw_body: bytes) -> ParsedRequest:
     try:
         body = json.loads(raw_body)
@@ -130,14 +145,20 @@ def parse_request(kind: ApiKind, raw_body: bytes) -> ParsedRequest:
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise InvalidRequestError("'stream_options' must be an object")
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise InvalidRequestError("'ignore_eos' must be a boolean")
     prompt = _prompt_text(kind, body)
+    max_tokens = _max_tokens(body)
     return ParsedRequest(
         kind=kind,
         model=model,
         prompt_tokens=get_tokenizer("simple").count(prompt),
-        max_tokens=_max_tokens(body),
+        max_tokens=max_tokens,
         stream=stream,
         include_usage=bool(stream_options.get("include_usage", False)),
+        min_tokens=_min_tokens(body, max_tokens),
+        ignore_eos=ignore_eos,
     )
 
 
@@ -145,24 +166,40 @@ def error_body(message: str, error_type: str, code: str | None = None) -> dict[s
     return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
+def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0) -> dict[str, Any]:
+    """The usage object; with reasoning, OpenAI's ``completion_tokens_details`` (the completion count
+    includes the reasoning tokens, as reasoning servers count them)."""
+    counts: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if reasoning_tokens:
+        counts["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return counts
 
 
 class ResponseWriter:
-    """Bodies of one response, all sharing the completion id, creation time and model name."""
+    """Bodies of one response, all sharing the completion id, creation time and model name.
 
-    def __init__(self, request: ParsedRequest, model: str) -> None:
+    ``reasoning_tokens``: the first that many tokens of a chat answer are reasoning, sent as vLLM and
+    DeepSeek send it (``delta.reasoning_content``, ``message.reasoning_content``), before the answer. They
+    count in ``max_tokens`` and in the completion tokens. The completions API has no reasoning field, so
+    there every token is text.
+    """
+
+    def __init__(self, request: ParsedRequest, model: str, reasoning_tokens: int = 0) -> None:
         self.request = request
         self.model = model
         prefix = "chatcmpl" if request.kind == "chat" else "cmpl"
         self.completion_id = f"{prefix}-{uuid.uuid4().hex}"
         self.created = int(time.time())
+        self.reasoning_tokens = reasoning_tokens if request.kind == "chat" else 0
         self._token_template: tuple[bytes, bytes] | None = None
+        self._reasoning_template: tuple[bytes, bytes] | None = None
+
+    def _reasoning_in(self, completion_tokens: int) -> int:
+        return min(self.reasoning_tokens, completion_tokens)
 
     def _envelope(self) -> dict[str, Any]:
         chat = self.request.kind == "chat"
@@ -180,16 +217,24 @@ class ResponseWriter:
 
     def token_chunk(self, index: int) -> bytes:
         """The SSE event of token ``index``; after the first, from a template (the hot path at load)."""
-        if index == 0:
+        if index == 0 or index == self.reasoning_tokens:
             return self.token_chunk_encoded(index)
-        template = self._token_template
-        if template is None:
-            # Encoded once per response with a marker for the text, so every chunk has the same layout
-            # as the fully encoded one (a test compares them) at the cost of one join.
-            marker = json.dumps(_TEMPLATE_MARKER).encode()
-            head, tail = self._sse_for(index, _TEMPLATE_MARKER).split(marker)
-            template = self._token_template = (head, tail)
+        if index < self.reasoning_tokens:
+            template = self._reasoning_template
+            if template is None:
+                template = self._reasoning_template = self._template(index)
+        else:
+            template = self._token_template
+            if template is None:
+                template = self._token_template = self._template(index)
         return template[0] + _encoded_token(index) + template[1]
+
+    def _template(self, index: int) -> tuple[bytes, bytes]:
+        # Encoded once per response with a marker for the text, so every chunk has the same layout as the
+        # fully encoded one (a test compares them) at the cost of one join.
+        marker = json.dumps(_TEMPLATE_MARKER).encode()
+        head, tail = self._sse_for(index, _TEMPLATE_MARKER).split(marker)
+        return head, tail
 
     def token_chunk_encoded(self, index: int) -> bytes:
         """Token ``index``'s event, encoded in full."""
@@ -200,7 +245,8 @@ class ResponseWriter:
         if self.request.kind == "chat":
             # The role rides on the first token rather than on an empty chunk of its own, so that a client
             # timing the first chunk measures the first token.
-            delta = {"role": "assistant", "content": text} if index == 0 else {"content": text}
+            key = "reasoning_content" if index < self.reasoning_tokens else "content"
+            delta = {"role": "assistant", key: text} if index == 0 else {key: text}
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
@@ -219,15 +265,20 @@ class ResponseWriter:
             {
                 **self._envelope(),
                 "choices": [],
-                "usage": usage(self.request.prompt_tokens, completion_tokens),
+                "usage": usage(
+                    self.request.prompt_tokens, completion_tokens, self._reasoning_in(completion_tokens)
+                ),
             }
         )
 
     def full_response(self, completion_tokens: int, finish_reason: str) -> dict[str, Any]:
-        text = "".join(generated_token(i) for i in range(completion_tokens))
+        reasoning = self._reasoning_in(completion_tokens)
+        text = "".join(generated_token(i) for i in range(reasoning, completion_tokens))
         choice: dict[str, Any]
         if self.request.kind == "chat":
             message = {"role": "assistant", "content": text}
+            if reasoning:
+                message["reasoning_content"] = "".join(generated_token(i) for i in range(reasoning))
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
             kind_object = "chat.completion"
         else:
@@ -237,7 +288,7 @@ class ResponseWriter:
             **self._envelope(),
             "object": kind_object,
             "choices": [choice],
-            "usage": usage(self.request.prompt_tokens, completion_tokens),
+            "usage": usage(self.request.prompt_tokens, completion_tokens, reasoning),
         }
 
 

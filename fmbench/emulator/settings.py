@@ -52,6 +52,13 @@ class EmulatorBehaviour(BaseModel):
     output_tokens: Annotated[int | None, _FIXED] = Field(
         default=None, ge=1, description="Tokens generated (fewer if max_tokens is lower)."
     )
+    reasoning_tokens: int = Field(
+        default=0,
+        ge=0,
+        le=100_000,
+        description="Chat answers start with this many reasoning tokens (delta.reasoning_content, as vLLM "
+        "and DeepSeek send them), counted in max_tokens and completion_tokens.",
+    )
     error_500_rate: Rate = Field(default=0.0, description="Answer HTTP 500.")
     error_429_rate: Rate = Field(default=0.0, description="Answer HTTP 429 with Retry-After.")
     hang_rate: Rate = Field(default=0.0, description="Never answer (until the client leaves).")

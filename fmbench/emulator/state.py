@@ -80,14 +80,22 @@ class EmulatorState:
         return Fault.NONE
 
     def output_plan(self, parsed: ParsedRequest) -> tuple[int, str]:
-        """How many tokens to generate, and the finish_reason to report."""
+        """How many tokens to generate, and the finish_reason to report.
+
+        The answer's natural length (``output_tokens``) ends early at ``max_tokens``; vLLM's ``ignore_eos``
+        runs on to ``max_tokens`` and ``min_tokens`` lengthens it to at least that many.
+        """
         s = self.settings
         if s.output_tokens is not None:
+            natural = s.output_tokens
+            if parsed.ignore_eos and parsed.max_tokens is not None:
+                natural = parsed.max_tokens
+            natural = max(natural, parsed.min_tokens)
             if parsed.max_tokens is None:
-                return s.output_tokens, "stop"
-            n_tokens = min(parsed.max_tokens, s.output_tokens)
+                return natural, "stop"
+            n_tokens = min(parsed.max_tokens, natural)
             return n_tokens, "length" if n_tokens == parsed.max_tokens else "stop"
-        return parsed.max_tokens or DEFAULT_MAX_TOKENS, "length"
+        return max(parsed.max_tokens or DEFAULT_MAX_TOKENS, parsed.min_tokens), "length"
 
 
 STATE_KEY = web.AppKey("fmbench_emulator_state", EmulatorState)

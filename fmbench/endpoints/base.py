@@ -53,16 +53,27 @@ class InvocationResult:
     error_class: str | None = None
     http_status: int | None = None
     error_message: str | None = None
+    # Reasoning models: the first answer (not reasoning) token's arrival, the reasoning text, and the
+    # server's count of reasoning tokens (usage.completion_tokens_details.reasoning_tokens) when it sent one.
+    first_answer_perf_s: float | None = None
+    reasoning_text: str = ""
+    usage_reasoning_tokens: int | None = None
 
-    def settle(self, pieces: list[str], *, streamed: bool) -> None:
+    def settle(self, pieces: list[str], *, streamed: bool, reasoning_pieces: list[str] | None = None) -> None:
         """Complete the result once the request is over, whatever happened: its end time if none was
-        set, its text from the pieces that arrived, and (streamed) its first token's time."""
+        set, its text from the pieces that arrived, and (streamed) its first token's time: the first
+        chunk of any kind, reasoning included (``chunk_perf_s`` holds both)."""
         if not self.end_perf_s:
             self.end_perf_s = perf_counter()
         if pieces:
             self.text = "".join(pieces)
-            if streamed:
-                self.first_token_perf_s = self.chunk_perf_s[0]
+        if reasoning_pieces:
+            self.reasoning_text = "".join(reasoning_pieces)
+        if streamed and self.chunk_perf_s:
+            self.first_token_perf_s = self.chunk_perf_s[0]
+            if pieces and not reasoning_pieces and self.first_answer_perf_s is None:
+                # a client that has no reasoning to tell apart: its first token is the answer's
+                self.first_answer_perf_s = self.first_token_perf_s
 
     def fail(self, error_class: str, message: str, http_status: int | None = None) -> None:
         """Mark the request failed; the first failure wins so a cascade cannot hide the cause."""

@@ -67,6 +67,7 @@ class OpenAIClient:
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 100,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         if api not in ("chat", "completions"):
             raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
@@ -77,6 +78,7 @@ class OpenAIClient:
         self.model = model
         self.max_connections = max_connections
         self._is_chat = api == "chat"
+        self._extra_body = dict(extra_body or {})
         self._url = f"{self.base_url}/chat/completions" if self._is_chat else f"{self.base_url}/completions"
         self._api_key = api_key or None
         common = {"Content-Type": "application/json", **(headers or {})}
@@ -148,12 +150,18 @@ class OpenAIClient:
         else:
             body["prompt"] = prompt_text
         body["max_tokens"] = params.max_new_tokens
+        if params.fixed_output_tokens:
+            # vLLM's (and SGLang's) extensions: no early stop, so every answer is max_tokens long
+            body["min_tokens"] = params.max_new_tokens
+            body["ignore_eos"] = True
         body["temperature"] = params.temperature
         if params.top_p is not None:
             body["top_p"] = params.top_p
         body["stream"] = params.stream
         if params.stream:
             body["stream_options"] = {"include_usage": True}
+        if self._extra_body:
+            body.update(self._extra_body)
         return json.dumps(body).encode()
 
     async def invoke(
@@ -168,6 +176,7 @@ class OpenAIClient:
         headers = self._stream_headers if params.stream else self._plain_headers
         session = self._get_session()
         parts: list[str] = []
+        reasoning: list[str] = []
         # Until the bytes go out (or if they never do), the send time is when the request was started.
         result = InvocationResult(send_perf_s=perf_counter())
         with sending(result):
@@ -180,9 +189,9 @@ class OpenAIClient:
                     if not 200 <= response.status < 300:
                         await self._read_error(response, result)
                     elif params.stream:
-                        await self._read_stream(response, result, parts)
+                        await self._read_stream(response, result, parts, reasoning)
                     else:
-                        await self._read_json(response, result, parts)
+                        await self._read_json(response, result, parts, reasoning)
             except TimeoutError:
                 if not result.end_perf_s:
                     result.fail(TIMEOUT, f"no complete response within {timeout_s:g} s")
@@ -203,17 +212,26 @@ class OpenAIClient:
             except Exception as exc:  # noqa: BLE001 - every failure must become a record, never a lost request
                 result.fail(CLIENT_ERROR, self._redact(f"{type(exc).__name__}: {exc}"))
             finally:
-                result.settle(parts, streamed=params.stream)
+                result.settle(parts, streamed=params.stream, reasoning_pieces=reasoning)
         return result
 
     async def _read_stream(
-        self, response: aiohttp.ClientResponse, result: InvocationResult, parts: list[str]
+        self,
+        response: aiohttp.ClientResponse,
+        result: InvocationResult,
+        parts: list[str],
+        reasoning: list[str],
     ) -> None:
         """The hot path: one read per arrival of bytes, lines split in bulk, events decoded with orjson.
 
         Every event of one read gets that read's arrival time: they arrived together, so timestamping them
         one by one as they are parsed would invent gaps. Reading line by line through aiohttp cost about
         half again as much CPU per request (bench/profile_runner.py).
+
+        A reasoning model's chat stream first sends its reasoning (``delta.reasoning_content``, vLLM and
+        DeepSeek; ``delta.reasoning`` in newer vLLM): those chunks are timed like the answer's (TTFT is the
+        first token of any kind, ITL spans both), kept apart, and the first answer chunk's time is noted.
+        A delta with content is looked at no further, so a plain answer costs no extra lookup.
         """
         content = response.content
         chunk_perf_s = result.chunk_perf_s
@@ -247,9 +265,16 @@ class OpenAIClient:
                     if is_chat:
                         delta = choice.get("delta")
                         piece = delta.get("content") if delta else None
+                        if not piece and delta:
+                            thought = delta.get("reasoning_content") or delta.get("reasoning")
+                            if thought:
+                                chunk_perf_s.append(now_s)
+                                reasoning.append(thought)
                     else:
                         piece = choice.get("text")
                     if piece:
+                        if not parts:
+                            result.first_answer_perf_s = now_s
                         chunk_perf_s.append(now_s)
                         parts.append(piece)
                     if choice.get("finish_reason"):
@@ -279,7 +304,11 @@ class OpenAIClient:
             pass
 
     async def _read_json(
-        self, response: aiohttp.ClientResponse, result: InvocationResult, parts: list[str]
+        self,
+        response: aiohttp.ClientResponse,
+        result: InvocationResult,
+        parts: list[str],
+        reasoning: list[str],
     ) -> None:
         raw = await response.read()
         end_perf_s = perf_counter()
@@ -288,7 +317,14 @@ class OpenAIClient:
             result.fail(MALFORMED_RESPONSE, self._redact(f"error body with HTTP 200: {_error_text(body)}"))
             return
         choice = body["choices"][0]
-        text = choice["message"].get("content") if self._is_chat else choice.get("text")
+        if self._is_chat:
+            message = choice["message"]
+            text = message.get("content")
+            thought = message.get("reasoning_content") or message.get("reasoning")
+            if thought:
+                reasoning.append(thought)
+        else:
+            text = choice.get("text")
         if text:
             parts.append(text)
         usage = body.get("usage")
@@ -329,6 +365,11 @@ def _take_usage(result: InvocationResult, usage: Any) -> None:
         result.usage_prompt_tokens = prompt_tokens
     if isinstance(completion_tokens, int):
         result.usage_completion_tokens = completion_tokens
+    details = usage.get("completion_tokens_details")
+    if isinstance(details, dict):
+        reasoning_tokens = details.get("reasoning_tokens")
+        if isinstance(reasoning_tokens, int):
+            result.usage_reasoning_tokens = reasoning_tokens
 
 
 def _error_text(body: Any) -> str:

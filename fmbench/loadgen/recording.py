@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from fmbench.config import FIXED_OUTPUT_PLATFORMS
 from fmbench.endpoints.base import InvocationResult
 from fmbench.loadgen.points import MEASURED, WARMUP, LoadPoint, Phase
 from fmbench.payloads import Prompt
@@ -100,16 +101,26 @@ def build_record(
     tokenizer on the same text, so it is reused rather than recounted. A failed request gets a completion
     count only from the server (a partial answer's count would look like a real output length).
     ``check`` is the client self-check of the part of the load point the attempt was written in.
+
+    A reasoning model's reasoning tokens are completion tokens too (servers count them so): the local
+    completion count adds the local count of the reasoning text, and ``reasoning_tokens`` is the server's
+    count when its usage had one, else the local one.
     """
     result = attempt.result
     to_epoch_s = clock.to_epoch_s
     send_perf_s = result.send_perf_s
     first_perf_s = result.first_token_perf_s
+    answer_perf_s = result.first_answer_perf_s
     chunks = result.chunk_perf_s
     ok = result.status == "ok"
+    params = point.params
 
     prompt_tokens_local = attempt.prompt.prompt_tokens
-    completion_tokens_local = tokenizer.count(result.text) if ok else None
+    reasoning_tokens_local = tokenizer.count(result.reasoning_text) if result.reasoning_text else None
+    reasoning_tokens = result.usage_reasoning_tokens
+    if reasoning_tokens is None and ok:
+        reasoning_tokens = reasoning_tokens_local
+    completion_tokens_local = tokenizer.count(result.text) + (reasoning_tokens_local or 0) if ok else None
     prompt_tokens = result.usage_prompt_tokens
     completion_tokens = result.usage_completion_tokens
     from_server = 0
@@ -172,6 +183,16 @@ def build_record(
         runner_cpu_fraction=None if check is None else check.runner_cpu_fraction,
         runner_cpu_count=None if check is None else check.runner_cpu_count,
         client_bound=False if check is None else check.client_bound,
+        max_tokens_requested=params.max_new_tokens,
+        min_tokens_requested=(
+            params.max_new_tokens
+            if params.fixed_output_tokens and context.platform in FIXED_OUTPUT_PLATFORMS
+            else None
+        ),
+        first_answer_token_epoch_s=None if answer_perf_s is None else to_epoch_s(answer_perf_s),
+        time_to_first_answer_s=None if answer_perf_s is None else answer_perf_s - send_perf_s,
+        reasoning_tokens=reasoning_tokens,
+        reasoning_tokens_local=reasoning_tokens_local,
     )
 
 

@@ -33,6 +33,8 @@ WITH measured AS (
         completion_tokens_local,
         runner_cpu_fraction,
         client_bound,
+        time_to_first_answer_s,
+        reasoning_tokens,
         status = 'ok' AS is_success
     FROM records
     WHERE run_id = :run_id AND phase = 'measured'
@@ -73,7 +75,9 @@ point_totals AS (
         ) * 100 AS completion_tokens_local_diff_pct,
         -- Client self-check: rows of one part carry the same figures; a long point may have several parts.
         max(runner_cpu_fraction) AS runner_cpu_fraction,
-        bool_or(client_bound) AS client_bound
+        bool_or(client_bound) AS client_bound,
+        -- Reasoning models: NULL where no successful request had a reasoning count.
+        avg(CASE WHEN is_success THEN CAST(reasoning_tokens AS DOUBLE) END) AS reasoning_tokens_mean
     FROM measured
     GROUP BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin
 ),
@@ -100,6 +104,12 @@ samples AS (
     FROM measured AS m
     CROSS JOIN UNNEST(m.itl_s) AS gap (itl_value)
     WHERE m.is_success AND gap.itl_value IS NOT NULL
+    UNION ALL
+    -- Time to the first answer token: after a reasoning model's reasoning; TTFT's equal without reasoning.
+    SELECT branch_id, load_mode, concurrency, request_rate_per_s, payload_bin,
+        'time_to_first_answer' AS metric_name, time_to_first_answer_s AS sample_value
+    FROM measured
+    WHERE is_success AND time_to_first_answer_s IS NOT NULL
     UNION ALL
     -- From the scheduled time: what a caller arriving on schedule waited, client-side queueing included.
     SELECT branch_id, load_mode, concurrency, request_rate_per_s, payload_bin,
@@ -210,7 +220,16 @@ pivoted AS (
         ) AS schedule_lag_p50_s,
         max(
             CASE WHEN metric_name = 'schedule_lag' AND quantile_name = 'p99' THEN quantile_value END
-        ) AS schedule_lag_p99_s
+        ) AS schedule_lag_p99_s,
+        max(
+            CASE WHEN metric_name = 'time_to_first_answer' AND quantile_name = 'p50' THEN quantile_value END
+        ) AS time_to_first_answer_p50_s,
+        max(
+            CASE WHEN metric_name = 'time_to_first_answer' AND quantile_name = 'p95' THEN quantile_value END
+        ) AS time_to_first_answer_p95_s,
+        max(
+            CASE WHEN metric_name = 'time_to_first_answer' AND quantile_name = 'p99' THEN quantile_value END
+        ) AS time_to_first_answer_p99_s
     FROM percentiles
     GROUP BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin
 ),
@@ -271,7 +290,11 @@ SELECT
     p.schedule_lag_p50_s,
     p.schedule_lag_p99_s,
     c.runner_cpu_fraction,
-    c.client_bound
+    c.client_bound,
+    p.time_to_first_answer_p50_s,
+    p.time_to_first_answer_p95_s,
+    p.time_to_first_answer_p99_s,
+    c.reasoning_tokens_mean
 FROM costed AS c
 LEFT JOIN pivoted AS p
     ON p.branch_id = c.branch_id

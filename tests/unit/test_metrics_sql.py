@@ -82,6 +82,11 @@ def random_records(rng: np.random.Generator) -> dict[str, list[RequestRecord]]:
                         [float(g) for g in rng.exponential(0.02, int(rng.integers(0, 12)))] if ttft_s else []
                     )
                     prompt = int(rng.integers(50, 2000))
+                    # a reasoning answer on branch beta: its first answer token comes after its reasoning
+                    reasoning = int(rng.integers(0, 50)) if ok and branch_id == "beta-2222" else None
+                    answer_s = None
+                    if ttft_s is not None:
+                        answer_s = ttft_s + (float(rng.uniform(0, latency_s - ttft_s)) if reasoning else 0.0)
                     source = str(rng.choice(["server", "tokenizer", "mixed"]))
                     prompt_local = prompt if source == "tokenizer" else prompt + int(rng.integers(-20, 21))
                     completion_local = None
@@ -126,6 +131,8 @@ def random_records(rng: np.random.Generator) -> dict[str, list[RequestRecord]]:
                             runner_cpu_fraction=cpu_fraction,
                             runner_cpu_count=2,
                             client_bound=bound,
+                            time_to_first_answer_s=answer_s,
+                            reasoning_tokens=reasoning,
                         )
                     )
                 clock_s += 100.0
@@ -161,6 +168,8 @@ def numpy_metrics(by_branch: dict[str, list[RequestRecord]]) -> pd.DataFrame:
             itl = np.array([gap for gaps in ok["itl_s"] for gap in gaps], dtype=float)
             latency_from_schedule = (ok["latency_s"] + ok["schedule_lag_s"]).to_numpy(float)
             ttft_from_schedule = (streamed["ttft_s"] + streamed["schedule_lag_s"]).to_numpy(float)
+            answered = ok["time_to_first_answer_s"].dropna().to_numpy(float)
+            reasoning = ok["reasoning_tokens"].dropna().to_numpy(float)
             lag = point["schedule_lag_s"].to_numpy(float)  # every measured request, failed ones too
             from_server = ok[ok["token_source"] == "server"]
             successes = len(ok)
@@ -175,6 +184,7 @@ def numpy_metrics(by_branch: dict[str, list[RequestRecord]]) -> pd.DataFrame:
             row.update(
                 runner_cpu_fraction=float(point["runner_cpu_fraction"].max()),
                 client_bound=bool(point["client_bound"].any()),
+                reasoning_tokens_mean=float(reasoning.mean()) if len(reasoning) else None,
             )
             row.update(
                 branch_id=branch_id,
@@ -203,6 +213,7 @@ def numpy_metrics(by_branch: dict[str, list[RequestRecord]]) -> pd.DataFrame:
                 ("latency_from_schedule", latency_from_schedule, ("p50", "p95", "p99")),
                 ("ttft_from_schedule", ttft_from_schedule, ("p95",)),
                 ("schedule_lag", lag, ("p50", "p99")),
+                ("time_to_first_answer", answered, ("p50", "p95", "p99")),
             ):
                 for name in wanted:
                     value = float(np.percentile(values, QUANTILES[name])) if len(values) else None
@@ -491,3 +502,18 @@ def test_unbound_or_unknown_parameters_are_rejected() -> None:
         to_duckdb("SELECT * FROM records WHERE run_id = :run_id", run_id="a", branch="b")
     with pytest.raises(QueryError, match="no query named"):
         load_sql("nothing_here")
+
+
+def test_reasoning_figures_only_where_answers_reasoned(
+    random_run: tuple[pd.DataFrame, pd.DataFrame, str],
+) -> None:
+    actual, _, _ = random_run
+    beta = actual[(actual["branch_id"] == "beta-2222") & (actual["successes"] > 0)]
+    assert beta["reasoning_tokens_mean"].notna().all()
+    assert actual[actual["branch_id"] != "beta-2222"]["reasoning_tokens_mean"].isna().all()
+    streamed = actual[actual["ttft_p50_s"].notna()]
+    assert streamed["time_to_first_answer_p50_s"].notna().all()
+    # every answer's first token comes at or after its first token of any kind
+    assert (streamed["time_to_first_answer_p50_s"] >= streamed["ttft_p50_s"]).all()
+    others = streamed[streamed["branch_id"] != "beta-2222"]
+    assert (others["time_to_first_answer_p99_s"] == others["ttft_p99_s"]).all()
