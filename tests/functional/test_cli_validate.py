@@ -74,15 +74,17 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_duplicate_key_is_refused_with_its_lines(tmp_path: Path) -> None:
     suite = tmp_path / "twice.yaml"
     suite.write_text(
-        "name: demo\ntargets: [{name: a, platform: emulator}]\nworkload: {bins: [{min_tokens: 1, max_tokens: 9}]}\n"
-        "load: {concurrency: [1], requests_per_level: 4}\nload: {concurrency: [1], requests_per_level: 100000}\n",
+        "name: demo\ntargets: [{name: a, platform: emulator}]\n"
+        "workload: {bins: [{min_tokens: 1, max_tokens: 9}]}\n"
+        "load: {concurrency: [1], requests_per_level: 4}\n"
+        "load: {concurrency: [1], requests_per_level: 100000}\n",
         encoding="utf-8",
     )
     for command in ("validate", "run"):
         result = fmbench(command, str(suite), *(["--out", str(tmp_path / "out")] if command == "run" else []))
         assert result.returncode == 2, result.stderr
         output = result.stdout + result.stderr
-        assert "load: duplicate key at line 5 (first at line 4)" in output
+        assert "load: duplicate key at line 6 (first at line 5)" in output
     assert not (tmp_path / "out").exists()
 
 
