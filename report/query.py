@@ -12,7 +12,10 @@ import sqlglot
 from sqlglot import exp
 
 from fmbench import layout
+from fmbench.endpoints.base import ERROR_CLASSES
 
+# Measured errors of each class of the vocabulary (fmbench.endpoints.base), one column each.
+ERROR_CLASS_COLUMNS: tuple[str, ...] = tuple(f"errors_{name}" for name in ERROR_CLASSES)
 # Column order of compute_metrics (and of summary.parquet); metrics.sql produces exactly these.
 METRIC_COLUMNS: tuple[str, ...] = (
     "run_id",
@@ -63,6 +66,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "schedule_lag_p99_s",
     "runner_cpu_fraction",
     "client_bound",
+    *ERROR_CLASS_COLUMNS,
 )
 TTFT_SAMPLE_COLUMNS: tuple[str, ...] = ("branch_id", "target_name", "payload_bin", "concurrency", "ttft_s")
 SORT_COLUMNS = ["target_name", "payload_bin", "concurrency", "request_rate_per_s", "branch_id"]
@@ -157,7 +161,7 @@ _STRING_COLUMNS = frozenset(
     {"run_id", "branch_id", "target_name", "platform", "model", "container", "instance_type", "load_mode"}
     | {"payload_bin"}
 )
-_COUNT_COLUMNS = frozenset({"requests", "successes", "errors"})
+_COUNT_COLUMNS = frozenset({"requests", "successes", "errors", *ERROR_CLASS_COLUMNS})
 _NULLABLE_INT_COLUMNS = frozenset({"instance_count", "concurrency"})
 _BOOL_COLUMNS = frozenset({"client_bound"})
 
