@@ -139,12 +139,8 @@ def _node_problems(root: yaml.Node) -> list[SuiteProblem]:
     while stack:
         node, path, depth = stack.pop()
         if depth > MAX_SUITE_DEPTH:
-            line = node.start_mark.line + 1
-            return [
-                SuiteProblem(
-                    path=path or "(file)", reason=f"nested deeper than {MAX_SUITE_DEPTH} levels (line {line})"
-                )
-            ]
+            reason = f"nested deeper than {MAX_SUITE_DEPTH} levels (line {node.start_mark.line + 1})"
+            return [SuiteProblem(path="(file)", reason=reason)]
         if isinstance(node, yaml.MappingNode):
             first_line: dict[str, int] = {}
             for key_node, value_node in node.value:
