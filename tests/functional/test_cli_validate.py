@@ -84,7 +84,7 @@ def test_a_duplicate_key_is_refused_with_its_lines(tmp_path: Path) -> None:
         result = fmbench(command, str(suite), *(["--out", str(tmp_path / "out")] if command == "run" else []))
         assert result.returncode == 2, result.stderr
         output = result.stdout + result.stderr
-        assert "load: duplicate key at line 6 (first at line 5)" in output
+        assert "load: duplicate key at line 5 (first at line 4)" in output
     assert not (tmp_path / "out").exists()
 
 
