@@ -18,7 +18,7 @@ from fmbench.config import LoadPlan, Suite, SuiteValidationError, write_suite_sc
 from fmbench.estimate import BudgetExceededError, CostEstimate, check_budget, usd_text
 from fmbench.plan import RunPlan, plan_suite
 from fmbench.runner import ProgressEvent
-from fmbench.suite import load_suite, validate_suite_data
+from fmbench.suite import load_suite, unset_api_keys, validate_suite_data
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -118,6 +118,8 @@ def _point_text(concurrency: int | None, rate_per_s: float | None) -> str:
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
         suite = load_suite(args.suite)
+        if keys := unset_api_keys(suite, os.environ):
+            raise SuiteValidationError(keys, args.suite)
     except SuiteValidationError as error:
         _print_problems(error)
         return EXIT_INVALID
@@ -240,6 +242,8 @@ def _run_and_report(suite: Suite, out: Path, suite_dir: Path | None, run_id: str
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         suite = load_suite(args.suite)
+        if keys := unset_api_keys(suite, os.environ):
+            raise SuiteValidationError(keys, args.suite)
     except SuiteValidationError as error:
         _print_problems(error)
         return EXIT_INVALID

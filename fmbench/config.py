@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import re
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,12 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9-]+\.[a-z0-9]+$"
 BUILTIN_DATASET_PREFIX = "builtin:"
 HUB_DATASET_PREFIX = "hf:"
+# Upper bounds of suite sizes (in the schema as maxima): a million requests or a day per phase of a level,
+# ten million tokens per prompt, are beyond any run the tool is meant for, and below them a typo
+# (2**70, 1e12) is refused instead of planning a run that never ends.
+MAX_REQUESTS_PER_PHASE = 1_000_000
+MAX_PHASE_S = 86_400.0
+MAX_TOKENS = 10_000_000
 HUB_REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
 
 
@@ -47,6 +54,51 @@ class StrictModel(BaseModel):
     """Every boundary model rejects unknown fields: a typo in a suite must not pass silently."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SuiteModel(StrictModel):
+    """A part of a suite: numbers are finite (``.inf`` and ``.nan`` are valid YAML, never a valid setting)
+    and a YAML boolean (``yes``, ``on``) is no number, though pydantic would read it as 1."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data: Any) -> Any:
+        # A field validator would have to skip the targets' discriminator, so the booleans are swapped
+        # here for a value no number field accepts, and the field's own error names the field.
+        if not isinstance(data, dict):
+            return data
+        swapped = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is None or not _reads_numbers(field.annotation):
+                continue
+            if isinstance(value, bool):
+                swapped[name] = NotANumber(value)
+            elif isinstance(value, list) and any(isinstance(item, bool) for item in value):
+                swapped[name] = [NotANumber(item) if isinstance(item, bool) else item for item in value]
+        return swapped
+
+
+@dataclass(frozen=True, slots=True)
+class NotANumber:
+    """A YAML boolean given where a number is due; its field's error says so (see ``_reason``)."""
+
+    value: bool
+
+
+def _reads_numbers(annotation: Any) -> bool:
+    """Whether a field of this type takes numbers and not booleans."""
+    seen: set[Any] = set()
+    stack = [annotation]
+    while stack:
+        each = stack.pop()
+        if each in seen:
+            continue
+        seen.add(each)
+        stack.extend(typing.get_args(each))
+    return bool(seen & {int, float}) and bool not in seen
 
 
 class SuiteProblem(StrictModel):
@@ -71,11 +123,13 @@ class SuiteValidationError(ValueError):
 # --------------------------------------------------------------------------------------------- targets
 
 
-class _TargetBase(StrictModel):
+class _TargetBase(SuiteModel):
     name: Name = Field(description="Unique name of this target in the suite.")
     model: str = Field(default="", description="Model id as the endpoint knows it.")
     container: str = Field(default="", description="Serving container (e.g. lmi, tgi, vllm).")
-    instance_type: str | None = Field(default=None, description="Instance type, e.g. ml.g5.2xlarge.")
+    instance_type: str | None = Field(
+        default=None, pattern=INSTANCE_TYPE_PATTERN, description="Instance type, e.g. ml.g5.2xlarge."
+    )
     instance_count: int = Field(default=1, ge=1, le=64)
     environment: dict[str, str] = Field(default_factory=dict, description="Container environment.")
 
@@ -85,7 +139,7 @@ class _TargetBase(StrictModel):
         return False
 
 
-class EmulatorOptions(StrictModel, EmulatorBehaviour):
+class EmulatorOptions(SuiteModel, EmulatorBehaviour):
     """How fast a suite's emulator answers and how it fails: the options of `fmbench emulator`, in a suite."""
 
     # A suite's endpoint takes time to answer; the zero-delay mode of the emulator is for benches.
@@ -137,7 +191,7 @@ def _check_http_url(value: str) -> str:
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
 
 
-class SageMakerModelSource(StrictModel):
+class SageMakerModelSource(SuiteModel):
     hf_model_id: str | None = None
     model_data_s3_uri: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+")
 
@@ -246,7 +300,7 @@ TARGET_ADAPTER: TypeAdapter[Any] = TypeAdapter(Target)
 PLATFORMS = ("emulator", "openai", "sagemaker", "bedrock")
 
 
-class MatrixSpec(StrictModel):
+class MatrixSpec(SuiteModel):
     """Expands into one target per combination of the ``vary`` values applied to ``base``."""
 
     base: dict[str, Any] = Field(description="Target fields shared by every combination; needs a name.")
@@ -271,7 +325,7 @@ class MatrixSpec(StrictModel):
 DATASET_FORMATS = ("jsonl", "json", "csv", "parquet")
 
 
-class DatasetSpec(StrictModel):
+class DatasetSpec(SuiteModel):
     """Where the records come from and which of their fields make a prompt."""
 
     source: str = Field(
@@ -347,7 +401,7 @@ class DatasetSpec(StrictModel):
         return self
 
 
-class UniformLength(StrictModel):
+class UniformLength(SuiteModel):
     """Every length in [min_tokens, max_tokens] equally likely."""
 
     distribution: Literal["uniform"]
@@ -361,7 +415,7 @@ class UniformLength(StrictModel):
         return self
 
 
-class NormalLength(StrictModel):
+class NormalLength(SuiteModel):
     """Lengths around mean_tokens, rounded; draws outside [min_tokens, max_tokens] are drawn again."""
 
     distribution: Literal["normal"]
@@ -380,7 +434,7 @@ class NormalLength(StrictModel):
 LengthDistribution = Annotated[UniformLength | NormalLength, Field(discriminator="distribution")]
 
 
-class SyntheticSpec(StrictModel):
+class SyntheticSpec(SuiteModel):
     """Prompts of random words made to an exact length in the workload tokenizer's tokens."""
 
     prompt_tokens: int | LengthDistribution = Field(
@@ -412,11 +466,11 @@ class SyntheticSpec(StrictModel):
         return self
 
 
-class TokenBin(StrictModel):
+class TokenBin(SuiteModel):
     """Prompts whose token count is in [min_tokens, max_tokens)."""
 
-    min_tokens: int = Field(ge=0)
-    max_tokens: int = Field(ge=1)
+    min_tokens: int = Field(ge=0, le=MAX_TOKENS)
+    max_tokens: int = Field(ge=1, le=MAX_TOKENS)
     name: Name | None = None
 
     @model_validator(mode="after")
@@ -434,7 +488,7 @@ class TokenBin(StrictModel):
 FIXED_OUTPUT_PLATFORMS = ("openai", "emulator")
 
 
-class InferenceParameters(StrictModel):
+class InferenceParameters(SuiteModel):
     max_new_tokens: int = Field(default=128, ge=1, le=32768)
     temperature: float = Field(default=0.1, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
@@ -450,7 +504,7 @@ class InferenceParameters(StrictModel):
 DEFAULT_PROMPT_TEMPLATE = "{context}\n\nQuestion: {question}\nAnswer:"
 
 
-class Workload(StrictModel):
+class Workload(SuiteModel):
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     synthetic: SyntheticSpec | None = Field(
         default=None, description="Synthetic prompts of exact token lengths instead of a dataset."
@@ -469,6 +523,7 @@ class Workload(StrictModel):
     max_prompts_per_bin: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_REQUESTS_PER_PHASE,
         description="At most this many prompts per bin (the first in dataset order); default: all.",
     )
     repeat: Literal["cycle", "error"] = Field(
@@ -526,11 +581,20 @@ def template_fields(template: str) -> list[str]:
     except ValueError as exc:
         raise ValueError(f"malformed template: {exc}") from exc
     names = []
-    for _, field_name, _, _ in parsed:
+    for _, field_name, format_spec, conversion in parsed:
         if field_name is None:
             continue
         if not field_name.isidentifier():
             raise ValueError(f"template fields must be plain names, got {{{field_name}}}")
+        # A format spec pads or truncates text (and {question:>5000000} makes 5 MB of every prompt); a
+        # conversion (!r) quotes it: neither has a place in a prompt, so neither is formatted at all.
+        if format_spec or conversion:
+            shown = (
+                field_name
+                + (f"!{conversion}" if conversion else "")
+                + (f":{format_spec}" if format_spec else "")
+            )
+            raise ValueError(f"template fields take no format spec or conversion, got {{{shown}}}")
         names.append(field_name)
     return names
 
@@ -541,7 +605,7 @@ def template_fields(template: str) -> list[str]:
 Arrival = Literal["poisson", "constant"]
 
 
-class ClientCheck(StrictModel):
+class ClientCheck(SuiteModel):
     """Limits past which a load point measures the runner rather than the endpoint (it is client-bound)."""
 
     max_schedule_lag_p99_s: float = Field(
@@ -577,7 +641,7 @@ class PlannedPoint(NamedTuple):
     payload_bin: str
 
 
-class LoadPlan(StrictModel):
+class LoadPlan(SuiteModel):
     """The sweep: closed-loop concurrency levels and/or open-loop request rates, each across every bin.
 
     Both kinds may be given; they run as separate sweeps (concurrency levels first). The cross-field
@@ -602,12 +666,24 @@ class LoadPlan(StrictModel):
         description="Open loop: cap on requests in flight; arrivals beyond it wait, and the wait is lag.",
     )
     seed: int = Field(default=0, description="Seed of the Poisson arrival schedule (same for every target).")
-    requests_per_level: int | None = Field(default=None, ge=1, description="Measured requests per level.")
-    duration_s: float | None = Field(default=None, gt=0, description="Measured seconds per level.")
-    warmup_requests: int = Field(default=0, ge=0, description="Requests before the window, per level.")
-    warmup_s: float | None = Field(default=None, gt=0, description="Seconds before the window, per level.")
-    cooldown_requests: int = Field(default=0, ge=0, description="Requests after the window, per level.")
-    cooldown_s: float | None = Field(default=None, gt=0, description="Seconds after the window, per level.")
+    requests_per_level: int | None = Field(
+        default=None, ge=1, le=MAX_REQUESTS_PER_PHASE, description="Measured requests per level."
+    )
+    duration_s: float | None = Field(
+        default=None, gt=0, le=MAX_PHASE_S, description="Measured seconds per level."
+    )
+    warmup_requests: int = Field(
+        default=0, ge=0, le=MAX_REQUESTS_PER_PHASE, description="Requests before the window, per level."
+    )
+    warmup_s: float | None = Field(
+        default=None, gt=0, le=MAX_PHASE_S, description="Seconds before the window, per level."
+    )
+    cooldown_requests: int = Field(
+        default=0, ge=0, le=MAX_REQUESTS_PER_PHASE, description="Requests after the window, per level."
+    )
+    cooldown_s: float | None = Field(
+        default=None, gt=0, le=MAX_PHASE_S, description="Seconds after the window, per level."
+    )
     ramp_up_s: float = Field(
         default=0.0,
         ge=0,
@@ -715,24 +791,31 @@ class LoadPlan(StrictModel):
         return max(1, *sizes)
 
 
-class Slo(StrictModel):
+class Slo(SuiteModel):
     p95_latency_s: float | None = Field(default=None, gt=0)
     p95_ttft_s: float | None = Field(default=None, gt=0)
     max_error_rate: float = Field(default=0.0, ge=0, le=1)
 
 
-class Pricing(StrictModel):
-    instance_price_per_hour_usd: dict[str, Annotated[float, Field(ge=0)]] = Field(
-        default_factory=dict, description="Overrides of the bundled on-demand price table."
+class Pricing(SuiteModel):
+    instance_price_per_hour_usd: dict[
+        Annotated[str, Field(pattern=INSTANCE_TYPE_PATTERN)], Annotated[float, Field(ge=0)]
+    ] = Field(
+        default_factory=dict,
+        description="Overrides of the bundled on-demand price table, finite and at least 0. Every key "
+        "must be the instance_type of a target of the suite: a price that applies to none is refused, "
+        "with the nearest instance type in use when it looks like a typo of one.",
     )
 
 
-class ReportOptions(StrictModel):
+class ReportOptions(SuiteModel):
     title: str | None = None
     headline_bin: str | None = Field(
         default=None, description="Prompt bin of the headline result; default: the largest bin."
     )
-    cost_per_transactions: int = Field(default=10_000, ge=1, description="Scale of the price chart.")
+    cost_per_transactions: int = Field(
+        default=10_000, ge=1, le=1_000_000_000, description="Scale of the price chart."
+    )
 
 
 # Longer than the longest branch the stack's defaults allow (1 h to deploy, the 4 h runner timeout, 10 min to
@@ -740,7 +823,7 @@ class ReportOptions(StrictModel):
 DEFAULT_ENDPOINT_TTL_S = 6 * 3600
 
 
-class ExecutionOptions(StrictModel):
+class ExecutionOptions(SuiteModel):
     max_parallel_branches: int = Field(default=4, ge=1, le=100)
     endpoint_ttl_s: int = Field(
         default=DEFAULT_ENDPOINT_TTL_S,
@@ -752,7 +835,7 @@ class ExecutionOptions(StrictModel):
     )
 
 
-class Budget(StrictModel):
+class Budget(SuiteModel):
     """The most a run may cost; checked against the cost estimate before anything is deployed."""
 
     max_usd: float | None = Field(
@@ -775,7 +858,7 @@ REGRESSION_METRICS: tuple[RegressionMetric, ...] = (
 RUN_ID_TEXT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-class RegressionThresholds(StrictModel):
+class RegressionThresholds(SuiteModel):
     """How large a change must be to count, in the direction that is worse; each also needs significance."""
 
     latency_p95_pct: float = Field(default=10.0, gt=0, description="p95 end-to-end latency rise, percent.")
@@ -794,7 +877,7 @@ class RegressionThresholds(StrictModel):
     )
 
 
-class RegressionOptions(StrictModel):
+class RegressionOptions(SuiteModel):
     """Compare every run with a baseline and call it regressed or pass (docs/regression.md)."""
 
     baseline: str = Field(
@@ -830,7 +913,7 @@ class RegressionOptions(StrictModel):
 # ---------------------------------------------------------------------------------------------- suite
 
 
-class Suite(StrictModel):
+class Suite(SuiteModel):
     """One benchmark: targets x workload x load, judged against the SLOs."""
 
     name: Name
@@ -933,6 +1016,13 @@ def _reason(error: Mapping[str, Any]) -> str:
     message = str(error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    if (
+        error["type"] == "string_pattern_mismatch"
+        and error.get("ctx", {}).get("pattern") == INSTANCE_TYPE_PATTERN
+    ):
+        message = "not an instance type: must look like ml.FAMILY.SIZE, e.g. ml.g5.2xlarge"
+    if isinstance(error.get("input"), NotANumber):
+        message = "must be a number, not a boolean (yes/no/true/false/on/off)"
     if error["type"] == "extra_forbidden":
         message = "unknown field (check the spelling; see schema/suite.schema.json)"
     return message

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import posixpath
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -275,13 +276,34 @@ def _source_files(
         path = Path(source.removeprefix("file://")).expanduser()
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
-        if not path.is_file():
-            raise DatasetError(f"dataset file not found: {path}")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise DatasetError(f"cannot read {path}: {exc}") from None
-        yield str(path), data, path.name
+        yield str(path), _read_local_file(path), path.name
+
+
+# A dataset is read whole into memory; past this size a path is far more likely a wrong one than a dataset.
+MAX_DATASET_FILE_BYTES = 2 * 1024**3
+
+
+def _read_local_file(path: Path) -> bytes:
+    """The bytes of a local dataset file, refusing what is not a regular file (a folder; a device such as
+    /dev/zero, which would be read forever) and what is larger than ``MAX_DATASET_FILE_BYTES``."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DatasetError(f"dataset file not found: {path}") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise DatasetError(f"{path} is a folder, not a dataset file")
+    if not stat.S_ISREG(mode):
+        raise DatasetError(f"{path} is not a regular file (a device, pipe or socket)")
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_DATASET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_DATASET_FILE_BYTES:
+        raise DatasetError(f"{path} is larger than {MAX_DATASET_FILE_BYTES:,} bytes")
+    return data
 
 
 def _hub_files(

@@ -162,6 +162,12 @@ def validate_spec_data(data: Any, source: str) -> BranchSpec:
         storage.check_storage_uri(spec.storage_root)
     except storage.StorageUriError as exc:
         problems.append(SuiteProblem(path="storage_root", reason=str(exc)))
+    key_env = getattr(spec.target, "api_key_env", None)
+    if key_env and key_env not in os.environ:
+        # Every request would be refused for want of a key: refuse the spec instead, before any is sent.
+        problems.append(
+            SuiteProblem(path="target.api_key_env", reason=f"environment variable {key_env} is not set")
+        )
     from fmbench.payloads import check_dataset
 
     base_dir = Path(spec.dataset_base_dir) if spec.dataset_base_dir else None
@@ -182,15 +188,24 @@ def load_spec(settings: RunnerSettings) -> BranchSpec:
         assert settings.spec_uri is not None
         source = f"{settings.spec_source}={settings.spec_uri}"
         try:
-            text = storage.read_bytes(settings.spec_uri).decode("utf-8", errors="replace")
+            raw = storage.read_bytes(settings.spec_uri)
         except (storage.StorageUriError, storage.StorageNotFoundError) as exc:
             # A spec that is not where it is said to be is a wrong invocation, not a storage outage.
             raise SpecError([SuiteProblem(path=settings.spec_source, reason=str(exc))], source) from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            reason = f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+            raise SpecError([SuiteProblem(path="(spec)", reason=reason)], source) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         reason = f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         raise SpecError([SuiteProblem(path="(spec)", reason=reason)], source) from None
+    except RecursionError:
+        raise SpecError(
+            [SuiteProblem(path="(spec)", reason="nested too deeply to be a spec")], source
+        ) from None
     return validate_spec_data(data, source)
 
 

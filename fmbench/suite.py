@@ -6,6 +6,8 @@ its dataset (``fmbench.payloads``), which itself reads the models, so they sit a
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from fmbench.config import (
     expand_targets,
     problems_from_validation_error,
 )
+from fmbench.emulator.profiles import get_profile
 from fmbench.payloads import DatasetError, check_dataset
 
 
@@ -49,6 +52,7 @@ def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]
                     f"({', '.join(FIXED_OUTPUT_PLATFORMS)}) take min_tokens and ignore_eos",
                 )
             )
+    problems.extend(_unused_prices(suite, [each.target for each in expanded]))
     labels = [b.label for b in suite.workload.bins]
     if suite.report.headline_bin is not None and suite.report.headline_bin not in labels:
         problems.append(
@@ -65,9 +69,69 @@ def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]
     return problems
 
 
+# A suite is a page of YAML; the bound keeps a wrong file (a dataset, a log) from being parsed at all.
+MAX_SUITE_BYTES = 1_000_000
+# The deepest suite field is some 8 levels down; the bound keeps the parser's recursion far from Python's.
+MAX_SUITE_DEPTH = 64
+
+
+def unset_api_keys(suite: Suite, environ: Mapping[str, str]) -> list[SuiteProblem]:
+    """Targets whose ``api_key_env`` names a variable this machine does not set: a local run would send
+    every request without its key. Not part of ``validate_suite_data``: a cloud runner has its own
+    environment, and ``fmbench-runner`` checks the variable there."""
+    expanded, _ = expand_targets(suite)
+    return [
+        SuiteProblem(
+            path=each.field_path("api_key_env"),
+            reason=f"environment variable {each.target.api_key_env} is not set",
+        )
+        for each in expanded
+        if getattr(each.target, "api_key_env", None) and each.target.api_key_env not in environ
+    ]
+
+
+def _priced_instance_type(target: Any) -> str | None:
+    """The instance type a target's price is looked up by (an emulator profile's, as ``plan`` does)."""
+    if target.platform == "emulator" and target.emulator.profile and target.emulator.ttft_ms is None:
+        return target.instance_type or get_profile(target.emulator.profile).instance_type
+    return target.instance_type
+
+
+def _unused_prices(suite: Suite, targets: list[Any]) -> list[SuiteProblem]:
+    """A price for an instance type no target uses is refused rather than warned about: it is a typo
+    (and the bundled price of the type meant is then used without a word) or text that applies to
+    nothing, and either way deleting or fixing one line is the cure."""
+    used = sorted({t for t in map(_priced_instance_type, targets) if t is not None})
+    problems = []
+    for instance_type in suite.pricing.instance_price_per_hour_usd:
+        if instance_type in used:
+            continue
+        near = difflib.get_close_matches(instance_type, used, n=1, cutoff=0.8)
+        hint = f"; did you mean {near[0]}?" if near else f"; in use: {', '.join(used) or 'none'}"
+        problems.append(
+            SuiteProblem(
+                path=f"pricing.instance_price_per_hour_usd.{instance_type}",
+                reason=f"no target uses this instance type{hint}",
+            )
+        )
+    return problems
+
+
 def parse_suite_text(text: str, source: str = "<suite>") -> Any:
+    """YAML or JSON -> plain data, refusing what YAML allows but a suite must not have: a key given twice
+    in one mapping (the later one would silently win) and nesting deeper than ``MAX_SUITE_DEPTH``."""
     try:
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)  # reads the first characters already: may raise a ReaderError
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            problems = _node_problems(node)
+            if problems:
+                raise SuiteValidationError(problems, source)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown position"
@@ -76,9 +140,40 @@ def parse_suite_text(text: str, source: str = "<suite>") -> Any:
         ) from None
     except RecursionError:
         raise SuiteValidationError(
-            [SuiteProblem(path="(file)", reason="nested too deeply to be a suite")], source
+            [SuiteProblem(path="(file)", reason=f"nested deeper than {MAX_SUITE_DEPTH} levels")], source
         ) from None
-    return data
+
+
+def _node_problems(root: yaml.Node) -> list[SuiteProblem]:
+    """Duplicate keys (at any depth, with their path and line) and too deep nesting, before construction."""
+    problems: list[SuiteProblem] = []
+    stack: list[tuple[yaml.Node, str, int]] = [(root, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_SUITE_DEPTH:
+            reason = f"nested deeper than {MAX_SUITE_DEPTH} levels (line {node.start_mark.line + 1})"
+            return [SuiteProblem(path="(file)", reason=reason)]
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "(complex key)"
+                child = f"{path}.{key}" if path else key
+                line = key_node.start_mark.line + 1
+                if key in first_line and key_node.tag != "tag:yaml.org,2002:merge":
+                    problems.append(
+                        SuiteProblem(
+                            path=child,
+                            reason=f"duplicate key at line {line} (first at line {first_line[key]}); "
+                            "YAML would keep only the last one",
+                        )
+                    )
+                first_line.setdefault(key, line)
+                stack.append((value_node, child, depth + 1))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                stack.append((item, f"{path}.{index}" if path else str(index), depth + 1))
+    problems.sort(key=lambda problem: problem.path)
+    return problems
 
 
 def validate_suite_data(data: Any, base_dir: Path | None = None, source: str | None = None) -> Suite:
@@ -98,13 +193,30 @@ def validate_suite_data(data: Any, base_dir: Path | None = None, source: str | N
 
 
 def load_suite(path: str | Path) -> Suite:
-    """Read a YAML or JSON suite file and validate it completely."""
+    """Read a YAML or JSON suite file (UTF-8, at most ``MAX_SUITE_BYTES``) and validate it completely."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_SUITE_BYTES + 1)
+    except OSError as exc:
         raise SuiteValidationError(
-            [SuiteProblem(path="(file)", reason=f"cannot read: {exc}")], str(file)
+            [SuiteProblem(path="(file)", reason=f"cannot read: {exc.strerror or exc}")], str(file)
+        ) from None
+    if len(raw) > MAX_SUITE_BYTES:
+        raise SuiteValidationError(
+            [SuiteProblem(path="(file)", reason=f"larger than {MAX_SUITE_BYTES:,} bytes: not a suite")],
+            str(file),
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SuiteValidationError(
+            [
+                SuiteProblem(
+                    path="(file)", reason=f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+                )
+            ],
+            str(file),
         ) from None
     data = parse_suite_text(text, str(file))
     return validate_suite_data(data, base_dir=file.resolve().parent, source=str(file))

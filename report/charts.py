@@ -69,6 +69,11 @@ CHARTS: tuple[ChartSpec, ...] = (
         "Error rate vs concurrency",
         "Share of measured requests that failed against concurrency on bin {bin}, one line per branch.",
     ),
+    ChartSpec(
+        "errors_by_class",
+        "Errors by class",
+        "Failed measured requests of each branch, all load points, stacked by error class.",
+    ),
 )
 _PALETTE = matplotlib.colormaps["tab10"]
 _PALETTE_SIZE = 10
@@ -355,6 +360,28 @@ def error_rate_vs_concurrency_chart(
     return target
 
 
+def errors_by_class_chart(view: ReportView, path: str | Path) -> Path | None:
+    """Which failures each branch had; drawn only when some measured request failed."""
+    counts = {branch.target_name: branch.errors_by_class for branch in view.branches}
+    classes = list(dict.fromkeys(name for by_class in counts.values() for name in by_class))
+    names = [name for name, by_class in counts.items() if by_class]
+    if not classes or not names:
+        return None
+    target = Path(path)
+    with _figure(target, height_in=max(2.5, 0.5 * len(names) + 1.5)) as (_, axes):
+        left = [0] * len(names)
+        for index, error_class in enumerate(classes):
+            widths = [counts[name].get(error_class, 0) for name in names]
+            axes.barh(names, widths, left=left, color=_color(index), label=error_class)
+            left = [start + width for start, width in zip(left, widths, strict=True)]
+        axes.invert_yaxis()  # branches top to bottom in report order
+        axes.set_title("Errors by class")
+        axes.set_xlabel("failed measured requests")
+        axes.grid(True, axis="x", alpha=0.3)
+        axes.legend(fontsize=8)
+    return target
+
+
 def load_point_frame(view: ReportView) -> pd.DataFrame:
     """The view's load points as the chart functions' frame: the summary's columns and dtypes, in the
     summary's sort order whatever order the view was built from."""
@@ -388,6 +415,7 @@ def draw_charts(view: ReportView, samples: pd.DataFrame, report_dir: Path) -> di
         "error_rate_vs_concurrency": lambda path: error_rate_vs_concurrency_chart(
             metrics, headline_bin, path
         ),
+        "errors_by_class": lambda path: errors_by_class_chart(view, path),
     }
     drawn = {}
     for spec in CHARTS:

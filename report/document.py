@@ -64,6 +64,7 @@ def _branch_result(branch: BranchView) -> BranchResult:
             )
             for key in branch.not_measured
         ],
+        errors_by_class=branch.errors_by_class,
     )
 
 

@@ -22,7 +22,7 @@ from report.formatting import (
     usd,
 )
 from report.result import BestConfiguration, CostSummary
-from report.view import BranchView, LoadPointKey, LoadPointView, ReportView
+from report.view import BranchView, LoadPointKey, LoadPointView, ReportView, errors_by_class
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 CLIENT_BOUND_MARK = "†"
@@ -242,6 +242,27 @@ def _token_rows(view: ReportView) -> list[list[str]]:
     ]
 
 
+def _error_class_table(view: ReportView) -> dict[str, list[str] | list[list[str]]]:
+    """Measured errors per class: one row per branch (its total), then one per load point that had
+    errors; only the classes that occurred get a column. Empty when no measured request failed."""
+    columns = list(errors_by_class(view.load_points))
+    if not columns:
+        return {"columns": [], "rows": []}
+    rows = []
+    for branch in view.branches:
+        total = branch.errors_by_class
+        if not total:
+            continue
+        rows.append([f"**{md(branch.target_name)}**", "all", "all", *(str(total.get(c, 0)) for c in columns)])
+        for point in branch.measured.values():
+            counts = errors_by_class([point])
+            if counts:
+                load = load_label(point.key.concurrency, point.key.request_rate_per_s)
+                cells = [str(counts.get(c, 0)) for c in columns]
+                rows.append([md(branch.target_name), load, md(point.key.payload_bin), *cells])
+    return {"columns": columns, "rows": rows}
+
+
 def _no_best_hint(view: ReportView) -> str:
     if not view.load_points:
         return "No branch produced measured results."
@@ -315,6 +336,7 @@ def render_markdown(view: ReportView, chart_files: Mapping[str, str]) -> str:
         "load_point_tables": [_load_point_table(branch, view.bins) for branch in view.branches],
         "client_bound_text": _client_bound_text(view),
         "token_rows": _token_rows(view),
+        "error_class_table": _error_class_table(view),
         "charts": chart_entries,
     }
     return _environment().get_template("report.md.j2").render(**context)

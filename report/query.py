@@ -12,7 +12,10 @@ import sqlglot
 from sqlglot import exp
 
 from fmbench import layout
+from fmbench.endpoints.base import ERROR_CLASSES
 
+# Measured errors of each class of the vocabulary (fmbench.endpoints.base), one column each.
+ERROR_CLASS_COLUMNS: tuple[str, ...] = tuple(f"errors_{name}" for name in ERROR_CLASSES)
 # Column order of compute_metrics (and of summary.parquet); metrics.sql produces exactly these.
 METRIC_COLUMNS: tuple[str, ...] = (
     "run_id",
@@ -67,6 +70,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "time_to_first_answer_p95_s",
     "time_to_first_answer_p99_s",
     "reasoning_tokens_mean",
+    *ERROR_CLASS_COLUMNS,
 )
 TTFT_SAMPLE_COLUMNS: tuple[str, ...] = ("branch_id", "target_name", "payload_bin", "concurrency", "ttft_s")
 # Columns of request_samples.sql: every measured request, for the comparison of two runs (report/compare.py).
@@ -186,7 +190,7 @@ _STRING_COLUMNS = frozenset(
     {"run_id", "branch_id", "target_name", "platform", "model", "container", "instance_type", "load_mode"}
     | {"payload_bin"}
 )
-_COUNT_COLUMNS = frozenset({"requests", "successes", "errors"})
+_COUNT_COLUMNS = frozenset({"requests", "successes", "errors", *ERROR_CLASS_COLUMNS})
 _NULLABLE_INT_COLUMNS = frozenset({"instance_count", "concurrency"})
 _BOOL_COLUMNS = frozenset({"client_bound", "is_success"})
 

@@ -144,6 +144,11 @@ class BranchResult(_ResultModel):
         description="Planned load points without a measured request (the sweep stopped before them, or "
         "every request of theirs was warm-up or cool-down), in sweep order.",
     )
+    errors_by_class: dict[str, int] = Field(
+        default_factory=dict,
+        description="Measured errors of the branch per error class (docs/metrics.md, 'Error classes'; "
+        "'other' for a class outside the vocabulary); classes without errors are left out.",
+    )
     deployment_s: float | None = Field(
         default=None,
         description="Seconds from endpoint creation to InService, for endpoints the workflow deployed; "

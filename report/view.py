@@ -8,7 +8,7 @@ summary's row order cannot change what any output says.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from fmbench.endpoints.base import ERROR_CLASSES
 from fmbench.plan import BranchOutcome, RunPlan
 from fmbench.spec import BranchSpec
 from report.analysis import (
@@ -89,6 +90,34 @@ class LoadPointView:
         )
 
 
+# Errors whose class is outside the vocabulary (records of an older or newer client) are counted here.
+OTHER_ERROR_CLASS = "other"
+
+
+def _count(value: Any) -> int:
+    """A count of the summary, 0 where it has none (a figure the query did not give is None or NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return 0
+    return int(value)
+
+
+def errors_by_class(points: Iterable[LoadPointView]) -> dict[str, int]:
+    """Class -> measured errors over ``points``, in the vocabulary's order (docs/metrics.md, "Error
+    classes"); errors of no known class under ``OTHER_ERROR_CLASS``; classes with no error left out."""
+    counts = dict.fromkeys(ERROR_CLASSES, 0)
+    other = 0
+    for point in points:
+        classified = 0
+        for name in ERROR_CLASSES:
+            count = _count(point.figures.get(f"errors_{name}"))
+            counts[name] += count
+            classified += count
+        other += max(0, _count(point.figures.get("errors")) - classified)
+    if other:
+        counts[OTHER_ERROR_CLASS] = other
+    return {name: count for name, count in counts.items() if count}
+
+
 @dataclass(frozen=True, slots=True)
 class BranchView:
     """A branch as planned and as it ended, with its measured load points by key and the planned ones
@@ -110,6 +139,11 @@ class BranchView:
     load_points_completed: int
     measured: Mapping[LoadPointKey, LoadPointView]
     not_measured: tuple[LoadPointKey, ...]
+
+    @property
+    def errors_by_class(self) -> dict[str, int]:
+        """Measured errors of each class over the branch's load points (classes with none left out)."""
+        return errors_by_class(self.measured.values())
 
     def table_rows(self, bins: Sequence[str]) -> tuple[LoadPointView | LoadPointKey, ...]:
         """The branch's table: each measured point, and each planned but unmeasured one in its place."""

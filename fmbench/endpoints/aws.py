@@ -17,12 +17,16 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectTimeoutError,
+    EndpointConnectionError,
     EventStreamError,
     HTTPClientError,
     ReadTimeoutError,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
+)
+from botocore.exceptions import (
+    ProxyConnectionError as BotoProxyConnectionError,
 )
 from botocore.loaders import Loader, create_loader
 from botocore.parsers import ResponseParserError
@@ -138,8 +142,9 @@ def record_failure(result: InvocationResult, exc: BaseException, timeout_s: floa
 def classify_failure(exc: BaseException, *, response_started: bool) -> tuple[str, str, int | None]:
     """The error class of anything an aiobotocore call or its stream can raise.
 
-    ``response_started`` tells a connection lost before the answer (connection_error) from one lost in the
-    middle of a streamed answer (stream_cut).
+    A connection that could not be made is ``connection_error``; one the server closed once it was made
+    (before the status line or in the middle of the body, streamed or not) is ``stream_cut``, the same
+    rule as the OpenAI client's (docs/metrics.md, "Error classes").
     """
     name = type(exc).__name__
     if isinstance(exc, TimeoutError | ReadTimeoutError | ConnectTimeoutError):
@@ -157,10 +162,11 @@ def classify_failure(exc: BaseException, *, response_started: bool) -> tuple[str
         | AttributeError,
     ):
         return MALFORMED_RESPONSE, f"{name}: {exc}", None
-    if isinstance(exc, BotoConnectionError | HTTPClientError | aiohttp.ClientError | OSError):
-        if response_started:
-            return STREAM_CUT, f"connection lost mid-answer: {name}: {exc}", None
+    if isinstance(exc, EndpointConnectionError | BotoProxyConnectionError | aiohttp.ClientConnectorError):
         return CONNECTION_ERROR, f"{name}: {exc}", None
+    if isinstance(exc, BotoConnectionError | HTTPClientError | aiohttp.ClientError | OSError):
+        where = "mid-answer" if response_started else "before the answer"
+        return STREAM_CUT, f"connection lost {where}: {name}: {exc}", None
     return CLIENT_ERROR, f"{name}: {exc}", None
 
 

@@ -198,12 +198,14 @@ class OpenAIClient:
             except HttpProcessingError as exc:
                 # LineTooLong and HTTP parser errors: the bytes were not a response we can read.
                 result.fail(MALFORMED_RESPONSE, f"{type(exc).__name__}: {exc.message}")
+            except aiohttp.ClientConnectorError as exc:
+                # No connection was made: nothing was asked of the server (docs/metrics.md, "Error classes").
+                result.fail(CONNECTION_ERROR, self._redact(f"{type(exc).__name__}: {exc}"))
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                # The server closed a connection that was made: the same class streamed or not.
                 if not result.end_perf_s:
-                    if result.http_status is None:
-                        result.fail(CONNECTION_ERROR, self._redact(f"{type(exc).__name__}: {exc}"))
-                    else:
-                        result.fail(STREAM_CUT, f"connection lost mid-answer: {type(exc).__name__}: {exc}")
+                    where = "before the answer" if result.http_status is None else "mid-answer"
+                    result.fail(STREAM_CUT, f"connection lost {where}: {type(exc).__name__}: {exc}")
             except aiohttp.ClientResponseError as exc:
                 result.fail(MALFORMED_RESPONSE, f"{type(exc).__name__}: {exc.message}")
             except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:

@@ -35,6 +35,7 @@ WITH measured AS (
         client_bound,
         time_to_first_answer_s,
         reasoning_tokens,
+        error_class,
         status = 'ok' AS is_success
     FROM records
     WHERE run_id = :run_id AND phase = 'measured'
@@ -73,6 +74,15 @@ point_totals AS (
             CASE WHEN is_success AND token_source = 'server' AND completion_tokens_local > 0
                 THEN (CAST(completion_tokens AS DOUBLE) - completion_tokens_local) / completion_tokens_local END
         ) * 100 AS completion_tokens_local_diff_pct,
+        -- Errors by class (docs/metrics.md, "Error classes"); one column per class of the vocabulary.
+        count(CASE WHEN NOT is_success AND error_class = 'http_429' THEN 1 END) AS errors_http_429,
+        count(CASE WHEN NOT is_success AND error_class = 'http_4xx' THEN 1 END) AS errors_http_4xx,
+        count(CASE WHEN NOT is_success AND error_class = 'http_5xx' THEN 1 END) AS errors_http_5xx,
+        count(CASE WHEN NOT is_success AND error_class = 'timeout' THEN 1 END) AS errors_timeout,
+        count(CASE WHEN NOT is_success AND error_class = 'connection_error' THEN 1 END) AS errors_connection_error,
+        count(CASE WHEN NOT is_success AND error_class = 'stream_cut' THEN 1 END) AS errors_stream_cut,
+        count(CASE WHEN NOT is_success AND error_class = 'malformed_response' THEN 1 END) AS errors_malformed_response,
+        count(CASE WHEN NOT is_success AND error_class = 'client_error' THEN 1 END) AS errors_client_error,
         -- Client self-check: rows of one part carry the same figures; a long point may have several parts.
         max(runner_cpu_fraction) AS runner_cpu_fraction,
         bool_or(client_bound) AS client_bound,
@@ -294,7 +304,15 @@ SELECT
     p.time_to_first_answer_p50_s,
     p.time_to_first_answer_p95_s,
     p.time_to_first_answer_p99_s,
-    c.reasoning_tokens_mean
+    c.reasoning_tokens_mean,
+    c.errors_http_429,
+    c.errors_http_4xx,
+    c.errors_http_5xx,
+    c.errors_timeout,
+    c.errors_connection_error,
+    c.errors_stream_cut,
+    c.errors_malformed_response,
+    c.errors_client_error
 FROM costed AS c
 LEFT JOIN pivoted AS p
     ON p.branch_id = c.branch_id

@@ -69,3 +69,36 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     result = fmbench("validate", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert "(file): cannot read" in result.stderr
+
+
+def test_a_duplicate_key_is_refused_with_its_lines(tmp_path: Path) -> None:
+    suite = tmp_path / "twice.yaml"
+    suite.write_text(
+        "name: demo\ntargets: [{name: a, platform: emulator}]\n"
+        "workload: {bins: [{min_tokens: 1, max_tokens: 9}]}\n"
+        "load: {concurrency: [1], requests_per_level: 4}\n"
+        "load: {concurrency: [1], requests_per_level: 100000}\n",
+        encoding="utf-8",
+    )
+    for command in ("validate", "run"):
+        result = fmbench(command, str(suite), *(["--out", str(tmp_path / "out")] if command == "run" else []))
+        assert result.returncode == 2, result.stderr
+        output = result.stdout + result.stderr
+        assert "load: duplicate key at line 5 (first at line 4)" in output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unset_api_key_variable_is_refused_by_validate_and_run(tmp_path: Path) -> None:
+    suite = tmp_path / "keyed.yaml"
+    suite.write_text(
+        "name: demo\ntargets:\n  - {name: a, platform: openai, endpoint_url: 'http://127.0.0.1:9/v1', "
+        "api_key_env: FMBENCH_CLI_TEST_UNSET_KEY}\nworkload: {bins: [{min_tokens: 1, max_tokens: 5000}]}\n"
+        "load: {concurrency: [1], requests_per_level: 4}\n",
+        encoding="utf-8",
+    )
+    for command in ("validate", "run"):
+        result = fmbench(command, str(suite), *(["--out", str(tmp_path / "out")] if command == "run" else []))
+        assert result.returncode == 2, result.stderr
+        output = result.stdout + result.stderr
+        assert "targets.0.api_key_env: environment variable FMBENCH_CLI_TEST_UNSET_KEY is not set" in output
+    assert not (tmp_path / "out").exists()

@@ -431,3 +431,40 @@ def test_sigterm_mid_sweep_keeps_finished_load_points_and_writes_a_stopped_outco
     (emulator,) = [e for e in events if e["kind"] == "emulator_started"]
     with pytest.raises(ProcessLookupError):
         os.kill(emulator["pid"], 0)  # the emulator child did not outlive the runner
+
+
+def test_an_unset_api_key_variable_refuses_the_spec_before_any_request(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    counting_server: ThreadingHTTPServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FMBENCH_TEST_UNSET_KEY", raising=False)
+    root = tmp_path / "results"
+    target = {**openai_target(f"http://127.0.0.1:{counting_server.server_address[1]}/v1")}
+    target["api_key_env"] = "FMBENCH_TEST_UNSET_KEY"
+    spec = make_spec(str(root), target)
+
+    assert runner_main.main(["--spec-json", spec_json(spec)], environ={}) == 2
+
+    lines = capsys.readouterr().err.splitlines()
+    assert "target.api_key_env: environment variable FMBENCH_TEST_UNSET_KEY is not set" in lines
+    assert not root.exists()
+    assert counting_server.requests == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"a": ' * 5000 + b"1" + b"}" * 5000, "(spec): nested too deeply to be a spec"),
+        (b'{"run_id": "caf\xe9"}', "(spec): not UTF-8: byte 0xe9 at offset 15"),
+    ],
+    ids=["nested-5000-deep", "latin-1"],
+)
+def test_a_spec_file_nested_too_deep_or_not_utf8_is_an_invalid_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, expected: str
+) -> None:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_bytes(content)
+    assert runner_main.main(["--spec-uri", str(spec_file)], environ={}) == 2
+    assert expected in capsys.readouterr().err.splitlines()

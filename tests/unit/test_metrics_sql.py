@@ -13,6 +13,7 @@ import sqlglot
 from record_factory import make_record
 from sqlglot import exp
 
+from fmbench.endpoints.base import ERROR_CLASSES
 from fmbench.records import RecordWriter, RequestRecord
 from report.query import (
     METRIC_COLUMNS,
@@ -41,6 +42,8 @@ BRANCHES = [
 BINS = ["50-500", "500-2000"]
 
 
+# Every class of the vocabulary, and one outside it, which no errors_<class> column counts.
+ERRORS_SEEN = (*ERROR_CLASSES, "not_a_class")
 WARMUP_ROWS = 3
 COOLDOWN_ROWS = 2
 
@@ -128,6 +131,7 @@ def random_records(rng: np.random.Generator) -> dict[str, list[RequestRecord]]:
                             prompt_tokens_local=prompt_local,
                             completion_tokens_local=completion_local,
                             status="ok" if ok else "error",
+                            error_class=None if ok else ERRORS_SEEN[index % len(ERRORS_SEEN)],
                             runner_cpu_fraction=cpu_fraction,
                             runner_cpu_count=2,
                             client_bound=bound,
@@ -181,6 +185,9 @@ def numpy_metrics(by_branch: dict[str, list[RequestRecord]]) -> pd.DataFrame:
                 pairs = from_server[from_server[f"{count}_local"] > 0]
                 diffs = (pairs[count] - pairs[f"{count}_local"]) / pairs[f"{count}_local"] * 100
                 row[f"{count}_local_diff_pct"] = float(diffs.mean()) if len(diffs) else None
+            failed = point[point["status"] != "ok"]
+            for name in ERROR_CLASSES:
+                row[f"errors_{name}"] = int((failed["error_class"] == name).sum())
             row.update(
                 runner_cpu_fraction=float(point["runner_cpu_fraction"].max()),
                 client_bound=bool(point["client_bound"].any()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -12,10 +13,10 @@ import pytest
 
 from fmbench.plan import BranchOutcome, RunPlan, plan_suite
 from fmbench.suite import validate_suite_data
-from report.charts import load_point_frame
+from report.charts import errors_by_class_chart, load_point_frame
 from report.document import result_document
 from report.markdown import render_markdown
-from report.query import METRIC_COLUMNS
+from report.query import ERROR_CLASS_COLUMNS, METRIC_COLUMNS
 from report.result import Artifacts
 from report.view import LoadPointKey, LoadPointView, ReportView, ViewError, build_view
 
@@ -71,6 +72,7 @@ def row(branch_id: str, target: str, concurrency: int, payload_bin: str, **overr
         successes=8,
         errors=0,
         error_rate=0.0,
+        **dict.fromkeys(ERROR_CLASS_COLUMNS, 0),
         latency_mean_s=latency_p95_s,
         latency_p50_s=latency_p95_s,
         latency_p95_s=latency_p95_s,
@@ -203,3 +205,48 @@ def test_two_summary_rows_for_one_load_point_are_an_error() -> None:
     doubled = pd.concat([metrics, metrics.iloc[[0]]], ignore_index=True)
     with pytest.raises(ViewError, match="two rows for one load point"):
         build_view(plan, outcomes(plan), doubled, generated_at=WHEN)
+
+
+def test_errors_by_class_are_counted_per_branch_in_the_report_result_and_chart(tmp_path: Path) -> None:
+    plan = make_plan()
+    metrics = summary(plan)
+    alpha, beta = plan.branches
+    # alpha: 2 cut streams + 1 timeout at one point, 3 throttled at another; one error of no known class
+    failures = {
+        (alpha.branch_id, 1, SMALL): {"errors_stream_cut": 2, "errors_timeout": 1, "errors": 4},
+        (alpha.branch_id, 4, BIG): {"errors_http_429": 3, "errors": 3},
+    }
+    for (branch_id, concurrency, payload_bin), figures in failures.items():
+        where = (
+            (metrics["branch_id"] == branch_id)
+            & (metrics["concurrency"] == concurrency)
+            & (metrics["payload_bin"] == payload_bin)
+        )
+        assert where.sum() == 1
+        for column, value in figures.items():
+            metrics.loc[where, column] = value
+    view = view_of(metrics)
+
+    by_branch = {branch.target_name: branch.errors_by_class for branch in view.branches}
+    assert by_branch == {
+        "alpha": {"http_429": 3, "timeout": 1, "stream_cut": 2, "other": 1},
+        "beta": {},
+    }
+    document = result_document(view, ARTIFACTS)
+    assert {b.target_name: b.errors_by_class for b in document.branches} == by_branch
+    assert beta.branch_id in {b.branch_id for b in document.branches}
+
+    text = render_markdown(view, {})
+    section = text.split("## Errors by class", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert table[0] == "| Target | Load | Payload bin | http_429 | timeout | stream_cut | other |"
+    assert table[2:] == [
+        "| **alpha** | all | all | 3 | 1 | 2 | 1 |",
+        f"| alpha | concurrency 1 | {SMALL} | 0 | 1 | 2 | 1 |",
+        f"| alpha | concurrency 4 | {BIG} | 3 | 0 | 0 | 0 |",
+    ]
+
+    chart = errors_by_class_chart(view, tmp_path / "errors.png")
+    assert chart is not None and chart.read_bytes().startswith(b"\x89PNG")
+    assert errors_by_class_chart(view_of(summary(plan)), tmp_path / "none.png") is None
+    assert "## Errors by class" not in render_markdown(view_of(summary(plan)), {})
