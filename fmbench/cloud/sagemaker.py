@@ -128,10 +128,23 @@ def resolve_environment(
     return resolved
 
 
-def secrets_manager_reader(secrets_client: Any) -> Callable[[str], str]:
+def secret_region(arn: str) -> str:
+    """The region a secret lives in: the fourth field of its ARN (``arn:aws:secretsmanager:REGION:...``)."""
+    if not SECRET_ARN_PATTERN.match(arn):
+        raise SecretReferenceError(f"not a Secrets Manager secret ARN: {arn!r}")
+    return arn.split(":")[3]
+
+
+def secrets_manager_reader(secrets_client_in: Callable[[str], Any]) -> Callable[[str], str]:
+    """A reader that asks Secrets Manager in each secret's own region (``secrets_client_in(region)``).
+
+    A secret is a regional resource: a client in the endpoint's region answers ResourceNotFound for a
+    secret kept in another region, even when the full ARN is given, and suites deploy to any region.
+    """
+
     def read(arn: str) -> str:
         try:
-            value = secrets_client.get_secret_value(SecretId=arn).get("SecretString")
+            value = secrets_client_in(secret_region(arn)).get_secret_value(SecretId=arn).get("SecretString")
         except ClientError as exc:
             raise SecretReferenceError(f"cannot read secret {arn}: {error_message(exc)}") from exc
         if not isinstance(value, str):

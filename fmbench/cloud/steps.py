@@ -226,7 +226,7 @@ def deploy_branch(
     region = deployment.region if deployment is not None else item.endpoint_region(settings.region)
     read_secret = None
     if deployment is not None and secret_references(deployment.environment):
-        read_secret = secrets_manager_reader(client_factory("secretsmanager", region))
+        read_secret = secrets_manager_reader(lambda secret_region: client_factory("secretsmanager", secret_region))
     result = deploy(
         client_factory("sagemaker", region), spec, settings.sagemaker_role_arn, read_secret=read_secret
     )

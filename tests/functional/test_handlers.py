@@ -323,6 +323,25 @@ def test_a_hugging_face_token_is_read_from_secrets_manager_at_deploy_time(
         assert HF_TOKEN.encode() not in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
 
+def test_a_secret_is_read_in_the_region_of_its_arn_not_the_endpoints(s3: Any, secretsmanager: Any) -> None:
+    """The docs keep the token in us-east-1; a target in us-west-2 must still read it (a client in us-west-2
+    answers ResourceNotFound for a secret of us-east-1, even by its full ARN)."""
+    arn = secretsmanager.create_secret(Name="fmbench/hf-token", SecretString=HF_TOKEN)["ARN"]
+    assert ":us-east-1:" in arn
+    data = suite_data()
+    data["targets"][0]["region"] = "us-west-2"
+    data["targets"][0]["environment"] = {"HF_TOKEN": f"secretsmanager:{arn}"}
+    result = plan.handler({"suite": data, "execution_name": RUN_ID}, None)
+    item = deploy_item(result)
+    assert item["region"] == "us-west-2"
+
+    deploy.handler(item, None)
+
+    west = boto3.client("sagemaker", region_name="us-west-2")
+    model = west.describe_model(ModelName=resource_names(RUN_ID, item["branch_id"]).model)
+    assert model["PrimaryContainer"]["Environment"]["HF_TOKEN"] == HF_TOKEN
+
+
 def test_status_is_in_service_and_the_deployment_time_is_recorded(s3: Any, sagemaker: Any) -> None:
     item = deploy_item(planned(s3))
     deployed = deploy.handler(item, None)
