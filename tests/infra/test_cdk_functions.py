@@ -258,6 +258,8 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         f"{bucket}/specs/*"
     }
     assert {r for s in plan if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {f"{bucket}/specs/*"}
+    # A report-only run of an unknown run id lists its run's folder to tell "no plan" from a denied read.
+    assert statement(["s3:ListBucket"], [bucket], {"StringLike": {"s3:prefix": ["specs/*"]}}) in plan
     # The quota check reads quota values; Service Quotas has no resource to scope listing to.
     assert (
         statement(["servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"], ["*"])
