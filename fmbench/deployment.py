@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -22,6 +22,18 @@ from fmbench.config import DEFAULT_ENDPOINT_TTL_S, StrictModel
 
 # The product's IAM policy scopes SageMaker actions to resources whose names start with this prefix.
 NAME_PREFIX: Final = "fmb-"
+# The cdk.json key listing the existing SageMaker endpoints the stack's runner may invoke (besides its own
+# ``fmb-*`` ones): the stack reads it, and Plan names it when a suite's endpoint is not in it.
+EXISTING_ENDPOINTS_KEY: Final = "fmbench:existingEndpointNames"
+
+
+def stack_may_invoke(endpoint_name: str, existing_endpoint_names: Iterable[str]) -> bool:
+    """Whether the runner's role grants InvokeEndpoint on the endpoint: SageMaker writes the name in lower
+    case in the endpoint's ARN, and the role names ARNs, so names compare without case."""
+    name = endpoint_name.lower()
+    return name.startswith(NAME_PREFIX) or name in {n.lower() for n in existing_endpoint_names}
+
+
 MAX_NAME_CHARS: Final = 63
 NAME_HASH_CHARS: Final = 8
 NAME_PATTERN: Final = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")

@@ -176,7 +176,9 @@ def plan_run(
     request = report_only_request(event.suite)
     if request is not None:
         return plan_report_only(request, settings, s3_client, metrics_query)
-    suite = validate_cloud_suite(event.suite, settings.region)
+    suite = validate_cloud_suite(
+        event.suite, settings.region, existing_endpoint_names=settings.existing_endpoint_names
+    )
     run_id = run_id_for(event.execution_name)
     storage_root = s3_objects.s3_uri(settings.results_bucket)
     plan = plan_suite(suite, storage_root=storage_root, run_id=run_id)

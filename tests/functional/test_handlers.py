@@ -97,6 +97,7 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FMBENCH_RESULTS_BUCKET", BUCKET)
     monkeypatch.setenv("FMBENCH_SAGEMAKER_ROLE_ARN", ROLE_ARN)
     monkeypatch.setenv("FMBENCH_MAX_CONCURRENT_BRANCHES", "2")
+    monkeypatch.setenv("FMBENCH_EXISTING_ENDPOINT_NAMES", '["my-own-endpoint"]')
     monkeypatch.setenv("FMBENCH_ATHENA_DATABASE", "fmbench")
     monkeypatch.setenv("FMBENCH_ATHENA_WORKGROUP", "fmbench")
 

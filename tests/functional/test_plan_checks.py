@@ -297,3 +297,47 @@ def test_a_denied_read_of_a_plan_that_exists_stays_access_denied(s3: Any) -> Non
     s3.meta.events.register("before-parameter-build.s3.GetObject", deny)
     with pytest.raises(ClientError, match="AccessDenied"):
         read_run_plan(s3, f"s3://{BUCKET}", RUN_ID)
+
+
+# ------------------------------------------------------------------------------- existing endpoints
+
+
+def test_an_existing_endpoint_the_stack_may_not_invoke_is_refused_before_anything_is_written(
+    s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FMBENCH_EXISTING_ENDPOINT_NAMES", '["listed-endpoint"]')
+    data = suite_data(
+        target("llama"),
+        {"name": "mine", "platform": "sagemaker", "endpoint_name": "my-llama31-8b-endpoint"},
+        {"name": "listed", "platform": "sagemaker", "endpoint_name": "Listed-Endpoint"},
+        {"name": "ours", "platform": "sagemaker", "endpoint_name": "fmb-from-another-run"},
+    )
+    with pytest.raises(SuiteValidationError) as caught:
+        run_plan(data)
+
+    (problem,) = caught.value.problems
+    assert problem.path == "targets.1.endpoint_name"
+    assert "fmbench:existingEndpointNames" in problem.reason
+    assert "(now: listed-endpoint)" in problem.reason
+    names = '["listed-endpoint","my-llama31-8b-endpoint"]'
+    assert f"npx aws-cdk@2 deploy -c 'fmbench:existingEndpointNames={names}'" in problem.reason
+    assert nothing_created(s3)
+
+
+def test_an_existing_endpoint_listed_in_the_stack_plans(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FMBENCH_EXISTING_ENDPOINT_NAMES", '["my-llama31-8b-endpoint"]')
+    result = run_plan(
+        suite_data(
+            target("llama"),
+            {"name": "mine", "platform": "sagemaker", "endpoint_name": "my-llama31-8b-endpoint"},
+        )
+    )
+    assert [item["endpoint_name"] for item in result["branches"] if not item["needs_deploy"]] == [
+        "my-llama31-8b-endpoint"
+    ]
+
+
+def test_without_the_stacks_list_only_the_workflows_own_endpoints_may_be_named(s3: Any) -> None:
+    with pytest.raises(SuiteValidationError, match=r"targets\.0\.endpoint_name: .*\(now: none\)"):
+        run_plan(suite_data({"name": "mine", "platform": "sagemaker", "endpoint_name": "my-endpoint"}))
+    assert nothing_created(s3)
