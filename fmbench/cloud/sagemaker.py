@@ -31,6 +31,7 @@ from fmbench.deployment import (
     WorkflowStatus,
     branch_tags,
     expires_at_text,
+    inference_ami_version_for,
     known_container,
     parse_container,
     resource_names,
@@ -165,7 +166,8 @@ def plan_deployment(
     The model location goes into the variable the container reads (``HF_MODEL_ID``, or ``SM_VLLM_MODEL``
     for the vLLM image): the Hugging Face model id, or ``/opt/ml/model`` when the model comes from S3. TGI
     and vLLM shard over every GPU of the instance only when told how many there are; LMI finds out itself.
-    The target's own ``environment`` is applied last, so it overrides any of these.
+    The target's own ``environment`` is applied last, so it overrides any of these. The host AMI is the
+    target's ``inference_ami_version``, else the one the image's CUDA needs (``inference_ami_version_for``).
     """
     region = target.region or default_region
     image_uri = resolve_image_uri(target, region)
@@ -182,7 +184,11 @@ def plan_deployment(
             environment[container.gpu_count_env_var] = str(gpus)
     environment.update(target.environment)
     return SageMakerDeployment(
-        region=region, image_uri=image_uri, environment=environment, endpoint_ttl_s=endpoint_ttl_s
+        region=region,
+        image_uri=image_uri,
+        environment=environment,
+        endpoint_ttl_s=endpoint_ttl_s,
+        inference_ami_version=target.inference_ami_version or inference_ami_version_for(image_uri),
     )
 
 
@@ -325,6 +331,11 @@ def deploy(
                     "InitialVariantWeight": 1.0,
                     "ModelDataDownloadTimeoutInSeconds": MODEL_DATA_DOWNLOAD_TIMEOUT_S,
                     "ContainerStartupHealthCheckTimeoutInSeconds": CONTAINER_STARTUP_HEALTH_CHECK_TIMEOUT_S,
+                    **(
+                        {"InferenceAmiVersion": deployment.inference_ami_version}
+                        if deployment.inference_ami_version
+                        else {}
+                    ),
                 }
             ],
             Tags=tag_list,

@@ -343,6 +343,26 @@ def test_a_secret_is_read_in_the_region_of_its_arn_not_the_endpoints(s3: Any, se
     assert model["PrimaryContainer"]["Environment"]["HF_TOKEN"] == HF_TOKEN
 
 
+def test_a_cuda_13_image_is_deployed_on_the_host_ami_with_its_driver(s3: Any, sagemaker: Any) -> None:
+    """The vLLM images are CUDA 13 builds: without InferenceAmiVersion the endpoint gets a host whose driver
+    cannot run them. The AMI is in the plan's spec and in the CreateEndpointConfig call."""
+    data = suite_data()
+    data["targets"][0].update(container="vllm", payload_format="vllm-openai")
+    result = plan.handler({"suite": data, "execution_name": RUN_ID}, None)
+    item = deploy_item(result)
+    spec = BranchSpec.model_validate(read_json(s3, item["spec_uri"].split(f"{BUCKET}/", 1)[1]))
+    assert spec.sagemaker_deployment is not None
+    assert spec.sagemaker_deployment.inference_ami_version == "al2023-ami-sagemaker-inference-gpu-4-1"
+
+    deploy.handler(item, None)
+
+    names = resource_names(RUN_ID, item["branch_id"])
+    (variant,) = sagemaker.describe_endpoint_config(EndpointConfigName=names.endpoint_config)[
+        "ProductionVariants"
+    ]
+    assert variant["InferenceAmiVersion"] == "al2023-ami-sagemaker-inference-gpu-4-1"
+
+
 def test_status_is_in_service_and_the_deployment_time_is_recorded(s3: Any, sagemaker: Any) -> None:
     item = deploy_item(planned(s3))
     deployed = deploy.handler(item, None)
