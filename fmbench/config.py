@@ -195,17 +195,29 @@ class SageMakerTarget(_TargetBase):
         "what the image needs (a CUDA 13 image: al2023-ami-sagemaker-inference-gpu-4-1), else SageMaker's.",
     )
 
+    accelerators: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="GPUs (or Inferentia/Trainium devices) of an instance type newer than FMBench Flow's "
+        "table (fmbench/instances.py); 0 for a CPU instance. Also the tensor-parallel degree of TGI and "
+        "vLLM.",
+    )
+
     @property
     def needs_deploy(self) -> bool:
         """A SageMaker target without an existing endpoint is deployed (and torn down) by the workflow."""
         return self.endpoint_name is None
 
     @model_validator(mode="after")
-    def _ami_only_when_deployed(self) -> SageMakerTarget:
-        if self.endpoint_name is not None and self.inference_ami_version is not None:
-            raise ValueError(
-                "inference_ami_version applies to an endpoint the workflow deploys, not endpoint_name"
-            )
+    def _host_options_only_when_deployed(self) -> SageMakerTarget:
+        if self.endpoint_name is not None:
+            given = [f for f in ("inference_ami_version", "accelerators") if getattr(self, f) is not None]
+            if given:
+                verb = "applies" if len(given) == 1 else "apply"
+                raise ValueError(
+                    f"{' and '.join(given)} {verb} to an endpoint the workflow deploys, not endpoint_name"
+                )
         return self
 
     @model_validator(mode="after")

@@ -37,6 +37,7 @@ from fmbench.deployment import (
     resource_names,
     secret_references,
 )
+from fmbench.instances import gpu_count as instance_gpu_count
 from fmbench.spec import BranchSpec
 
 VARIANT_NAME: Final = "AllTraffic"
@@ -92,17 +93,12 @@ def resolve_image_uri(target: Any, region: str) -> str:
         ) from None
 
 
-def gpu_count(instance_type: str | None, region: str) -> int | None:
-    """GPUs of an instance type from the SDK's bundled table (None: unknown, or not a GPU instance)."""
-    if not instance_type:
-        return None
-    try:
-        from sagemaker.core import instance_types_gpu_info
-    except ImportError:
-        return None
-    info = instance_types_gpu_info.retrieve(region).get(instance_type) or {}
-    count = info.get("Count")
-    return int(count) if isinstance(count, int) and count > 0 else None
+def tensor_parallel_degree(target: Any) -> int | None:
+    """How many GPUs TGI or vLLM shard over: the suite's ``accelerators``, else the instance's GPUs from the
+    product's table (fmbench.instances); None for an instance without GPUs."""
+    if target.accelerators:
+        return int(target.accelerators)
+    return instance_gpu_count(target.instance_type)
 
 
 # --------------------------------------------------------------------------------------- secrets
@@ -179,7 +175,7 @@ def plan_deployment(
     model_env_var = container.model_env_var if container else DEFAULT_MODEL_ENV_VAR
     environment[model_env_var] = source.hf_model_id or MODEL_DIR
     if container is not None and container.gpu_count_env_var:
-        gpus = gpu_count(target.instance_type, region)
+        gpus = tensor_parallel_degree(target)
         if gpus is not None:
             environment[container.gpu_count_env_var] = str(gpus)
     environment.update(target.environment)
