@@ -158,7 +158,16 @@ def test_the_plan_knows_which_existing_endpoints_the_runner_may_invoke(
 ) -> None:
     """The names the runner's role grants reach the plan's settings, which refuses any other endpoint."""
     _, plan = function_by_handler(custom_template_json, HANDLERS["plan"])
-    settings = PlanSettings.from_environ({"AWS_REGION": "us-east-1", **plan["Environment"]["Variables"]})
+    names = plan["Environment"]["Variables"]["FMBENCH_EXISTING_ENDPOINT_NAMES"]
+    # The other variables are CloudFormation references here; the plan's settings read this one as given.
+    settings = PlanSettings.from_environ(
+        {
+            "AWS_REGION": "us-east-1",
+            "FMBENCH_RESULTS_BUCKET": "results-bucket",
+            "FMBENCH_MAX_CONCURRENT_BRANCHES": "1",
+            "FMBENCH_EXISTING_ENDPOINT_NAMES": names,
+        }
+    )
     # The same list the runner's role grants (tests/infra/test_cdk_runner.py checks the grant).
     assert settings.existing_endpoint_names == ("My-Llama31-8B-Endpoint",)
 
