@@ -51,11 +51,14 @@ lock: $(BIN)/uv
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --extra dev --extra infra --extra aws pyproject.toml -o requirements-dev.lock
 	$(MAKE) runner-lock
 
-# the runner/Lambda image: the runtime and aws pins the tests run with, plus the Lambda runtime client,
-# with hashes for every wheel
+# the runner/Lambda image, one hashed lock per stage, both at the pins the tests run with: the runner stage
+# gets the core only; the lambda stage adds the aws extra (the SageMaker SDK, for image URIs at Plan) and the
+# Lambda runtime client, so that the SDK's ~250 MB (mlflow, scipy, scikit-learn) never ship to a runner
 runner-lock: $(BIN)/uv requirements-dev.lock
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform linux --generate-hashes \
+		pyproject.toml -c requirements-dev.lock -o requirements-runner.lock
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform linux --generate-hashes --extra aws \
-		pyproject.toml runner_image/requirements-image.in -c requirements-dev.lock -o requirements-runner.lock
+		pyproject.toml runner_image/requirements-image.in -c requirements-dev.lock -o requirements-lambda.lock
 
 schema: $(VENV)/.core
 	$(BIN)/fmbench schema --out schema

@@ -30,6 +30,16 @@ from fmbench.tokenizer import TokenizerError, check_tokenizer_spec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9-]+\.[a-z0-9]+$"
+# SageMaker's ProductionVariantInferenceAmiVersion values (the host image and its GPU or Neuron driver).
+# Pinned here because the suite's models import no AWS SDK; tests/unit/test_cloud_images.py compares it with
+# botocore's SageMaker model, so a botocore upgrade that adds or drops one fails there.
+InferenceAmiVersion = Literal[
+    "al2-ami-sagemaker-inference-gpu-2",
+    "al2-ami-sagemaker-inference-gpu-2-1",
+    "al2-ami-sagemaker-inference-gpu-3-1",
+    "al2-ami-sagemaker-inference-neuron-2",
+    "al2023-ami-sagemaker-inference-gpu-4-1",
+]
 BUILTIN_DATASET_PREFIX = "builtin:"
 HUB_DATASET_PREFIX = "hf:"
 # Upper bounds of suite sizes (in the schema as maxima): a million requests or a day per phase of a level,
@@ -238,11 +248,36 @@ class SageMakerTarget(_TargetBase):
         default=None,
         description="SageMaker runtime URL override (a VPC interface endpoint, or a local emulator).",
     )
+    inference_ami_version: InferenceAmiVersion | None = Field(
+        default=None,
+        description="The endpoint host's AMI (its GPU driver), SageMaker's InferenceAmiVersion; default: "
+        "what the image needs (a CUDA 13 image: al2023-ami-sagemaker-inference-gpu-4-1), else SageMaker's.",
+    )
+
+    accelerators: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="GPUs (or Inferentia/Trainium devices) of an instance type newer than FMBench Flow's "
+        "table (fmbench/instances.py); 0 for a CPU instance. Also the tensor-parallel degree of TGI and "
+        "vLLM.",
+    )
 
     @property
     def needs_deploy(self) -> bool:
         """A SageMaker target without an existing endpoint is deployed (and torn down) by the workflow."""
         return self.endpoint_name is None
+
+    @model_validator(mode="after")
+    def _host_options_only_when_deployed(self) -> SageMakerTarget:
+        if self.endpoint_name is not None:
+            given = [f for f in ("inference_ami_version", "accelerators") if getattr(self, f) is not None]
+            if given:
+                verb = "applies" if len(given) == 1 else "apply"
+                raise ValueError(
+                    f"{' and '.join(given)} {verb} to an endpoint the workflow deploys, not endpoint_name"
+                )
+        return self
 
     @model_validator(mode="after")
     def _deployable_or_existing(self) -> SageMakerTarget:

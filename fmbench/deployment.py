@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -22,6 +22,18 @@ from fmbench.config import DEFAULT_ENDPOINT_TTL_S, StrictModel
 
 # The product's IAM policy scopes SageMaker actions to resources whose names start with this prefix.
 NAME_PREFIX: Final = "fmb-"
+# The cdk.json key listing the existing SageMaker endpoints the stack's runner may invoke (besides its own
+# ``fmb-*`` ones): the stack reads it, and Plan names it when a suite's endpoint is not in it.
+EXISTING_ENDPOINTS_KEY: Final = "fmbench:existingEndpointNames"
+
+
+def stack_may_invoke(endpoint_name: str, existing_endpoint_names: Iterable[str]) -> bool:
+    """Whether the runner's role grants InvokeEndpoint on the endpoint: SageMaker writes the name in lower
+    case in the endpoint's ARN, and the role names ARNs, so names compare without case."""
+    name = endpoint_name.lower()
+    return name.startswith(NAME_PREFIX) or name in {n.lower() for n in existing_endpoint_names}
+
+
 MAX_NAME_CHARS: Final = 63
 NAME_HASH_CHARS: Final = 8
 NAME_PATTERN: Final = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -239,6 +251,27 @@ def secret_reference_problems(environment: Mapping[str, str]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------- planning
 
 
+# The host AMI an image's CUDA needs. An image's tag names its CUDA build (``cu130``: 13.0). CUDA 13 needs
+# NVIDIA driver 580 or later, which among SageMaker's inference AMIs only this one carries (the others: 535
+# for CUDA 12.2, 550 for 12.4); the default host of most instance types is older still. CUDA 12 images
+# carry CUDA's forward-compatibility libraries and run on the default host, so they get no AMI set.
+CUDA_13_INFERENCE_AMI_VERSION: Final = "al2023-ami-sagemaker-inference-gpu-4-1"
+_CUDA_TAG = re.compile(r"[-_.]cu(\d{2})(\d)(?=[-_.]|$)")
+
+
+def image_cuda_major(image_uri: str) -> int | None:
+    """The CUDA major version an image is built on, from its tag (``...-cu130-...`` -> 13), or None."""
+    tag = image_uri.rsplit("/", 1)[-1].partition(":")[2]
+    match = _CUDA_TAG.search(tag)
+    return int(match.group(1)) if match else None
+
+
+def inference_ami_version_for(image_uri: str) -> str | None:
+    """The InferenceAmiVersion an image needs, or None where SageMaker's default host serves it."""
+    major = image_cuda_major(image_uri)
+    return CUDA_13_INFERENCE_AMI_VERSION if major is not None and major >= 13 else None
+
+
 class SageMakerDeployment(StrictModel):
     """What the deploy step creates for a branch, resolved at planning time."""
 
@@ -251,4 +284,8 @@ class SageMakerDeployment(StrictModel):
         default=DEFAULT_ENDPOINT_TTL_S,
         ge=1,
         description="Seconds after creation when the sweeper may delete the resources (fmbench:expires-at).",
+    )
+    inference_ami_version: str | None = Field(
+        default=None,
+        description="The production variant's InferenceAmiVersion (None: SageMaker's default host).",
     )

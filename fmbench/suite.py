@@ -23,7 +23,26 @@ from fmbench.config import (
     problems_from_validation_error,
 )
 from fmbench.emulator.profiles import get_profile
+from fmbench.instances import instance_accelerators, similar_instance_types
 from fmbench.payloads import DatasetError, check_dataset
+
+
+def instance_type_problem(target: Any) -> str | None:
+    """Why a SageMaker target to deploy names an instance type that would fail at Deploy, or None.
+
+    Only deployed targets are checked: elsewhere (an existing endpoint, an OpenAI server, the emulator)
+    the instance type is a label for the price, and an unknown one only leaves the cost blank.
+    """
+    if target.platform != "sagemaker" or not target.needs_deploy or target.accelerators is not None:
+        return None
+    if target.instance_type is None or instance_accelerators(target.instance_type) is not None:
+        return None
+    known = ", ".join(similar_instance_types(target.instance_type))
+    return (
+        f"{target.instance_type!r} is not a SageMaker GPU, Inferentia or Trainium instance type FMBench "
+        f"Flow knows (fmbench/instances.py; e.g. {known}); check the name, or for a newer type give "
+        "accelerators: N (its GPU or device count; 0 for a CPU instance)"
+    )
 
 
 def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]:
@@ -52,6 +71,9 @@ def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]
                     f"({', '.join(FIXED_OUTPUT_PLATFORMS)}) take min_tokens and ignore_eos",
                 )
             )
+        instance_problem = instance_type_problem(each.target)
+        if instance_problem:
+            problems.append(SuiteProblem(path=each.field_path("instance_type"), reason=instance_problem))
     problems.extend(_unused_prices(suite, [each.target for each in expanded]))
     labels = [b.label for b in suite.workload.bins]
     if suite.report.headline_bin is not None and suite.report.headline_bin not in labels:

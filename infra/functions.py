@@ -1,5 +1,6 @@
 """The workflow's Lambda functions (plan, deploy, status, teardown, render) and the endpoints' role."""
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -36,6 +37,9 @@ STATUS_POLL_SECONDS_ENV: Final = "FMBENCH_STATUS_POLL_SECONDS"
 MAX_DEPLOY_SECONDS_ENV: Final = "FMBENCH_MAX_DEPLOY_SECONDS"
 RUNNER_TIMEOUT_SECONDS_ENV: Final = "FMBENCH_RUNNER_TIMEOUT_SECONDS"
 EXECUTION_TIMEOUT_SECONDS_ENV: Final = "FMBENCH_EXECUTION_TIMEOUT_SECONDS"
+# The existing endpoints the runner may invoke (cdk.json's fmbench:existingEndpointNames), as a JSON list:
+# the plan refuses a suite whose endpoint the runner would be denied.
+EXISTING_ENDPOINT_NAMES_ENV: Final = "FMBENCH_EXISTING_ENDPOINT_NAMES"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +55,7 @@ class FunctionEnvironment:
     max_deploy_seconds: int
     runner_timeout_seconds: int
     execution_timeout_seconds: int
+    existing_endpoint_names: tuple[str, ...] = ()
 
     def as_variables(self) -> dict[str, str]:
         return {
@@ -63,6 +68,7 @@ class FunctionEnvironment:
             MAX_DEPLOY_SECONDS_ENV: str(self.max_deploy_seconds),
             RUNNER_TIMEOUT_SECONDS_ENV: str(self.runner_timeout_seconds),
             EXECUTION_TIMEOUT_SECONDS_ENV: str(self.execution_timeout_seconds),
+            EXISTING_ENDPOINT_NAMES_ENV: json.dumps(list(self.existing_endpoint_names)),
         }
 
 
@@ -93,6 +99,7 @@ FUNCTION_SIZING: Final[dict[str, FunctionSizing]] = {
             MAX_DEPLOY_SECONDS_ENV,
             RUNNER_TIMEOUT_SECONDS_ENV,
             EXECUTION_TIMEOUT_SECONDS_ENV,
+            EXISTING_ENDPOINT_NAMES_ENV,
         ),
     ),
     "deploy": FunctionSizing(
@@ -206,6 +213,7 @@ class Functions(Construct):
         execution_timeout: Duration,
         model_data_buckets: tuple[str, ...],
         log_retention: logs.RetentionDays,
+        existing_endpoint_names: tuple[str, ...] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self.image = build_image(self, "Image", target=LAMBDA_TARGET)
@@ -220,6 +228,7 @@ class Functions(Construct):
             max_deploy_seconds=int(max_deploy_wait.to_seconds()),
             runner_timeout_seconds=int(runner_timeout.to_seconds()),
             execution_timeout_seconds=int(execution_timeout.to_seconds()),
+            existing_endpoint_names=existing_endpoint_names,
         )
 
         self.plan = self._function("Plan", FUNCTION_SIZING["plan"], log_retention)

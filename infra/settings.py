@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from fmbench.config import AWS_REGION_PATTERN, SuiteValidationError
+from fmbench.deployment import EXISTING_ENDPOINTS_KEY as EXISTING_ENDPOINTS_CONTEXT_KEY
 from fmbench.deployment import MAX_STATUS_POLLS
 from fmbench.suite import validate_suite_data
 
@@ -36,7 +37,7 @@ VPC_ID_KEY: Final = "fmbench:vpcId"
 SUBNET_IDS_KEY: Final = "fmbench:subnetIds"
 ASSIGN_PUBLIC_IP_KEY: Final = "fmbench:assignPublicIp"
 MODEL_DATA_BUCKETS_KEY: Final = "fmbench:modelDataBuckets"
-EXISTING_ENDPOINTS_KEY: Final = "fmbench:existingEndpointNames"
+EXISTING_ENDPOINTS_KEY: Final = EXISTING_ENDPOINTS_CONTEXT_KEY
 SCHEDULES_KEY: Final = "fmbench:schedules"
 MAX_DEPLOY_MINUTES_KEY: Final = "fmbench:maxDeployMinutes"
 SWEEPER_INTERVAL_MINUTES_KEY: Final = "fmbench:sweeperIntervalMinutes"

@@ -69,6 +69,7 @@ class FmbenchStack(Stack):
             execution_timeout=Duration.minutes(settings.execution_timeout_minutes),
             model_data_buckets=settings.model_data_buckets,
             log_retention=log_retention,
+            existing_endpoint_names=settings.existing_endpoint_names,
         )
         self.workflow = Workflow(
             self,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
 from typing import Any, Final
 
 from fmbench.cloud.sagemaker import resolve_image_uri
 from fmbench.config import BUILTIN_DATASET_PREFIX, Suite, SuiteProblem, SuiteValidationError
 from fmbench.deployment import (
+    EXISTING_ENDPOINTS_KEY,
     ServingContainerError,
     parse_container,
     payload_format_problem,
     secret_reference_problems,
+    stack_may_invoke,
 )
 from fmbench.suite import validate_suite_data
 
@@ -67,10 +71,55 @@ def cloud_suite_problems(suite: Suite, region: str, *, resolve_images: bool = Tr
     return problems
 
 
-def validate_cloud_suite(data: Any, region: str, *, resolve_images: bool = True) -> Suite:
-    """The suite of an execution input, or ``SuiteValidationError`` listing every problem."""
+def endpoint_access_problems(suite: Suite, existing_endpoint_names: Collection[str]) -> list[SuiteProblem]:
+    """Each existing SageMaker endpoint of the suite the stack's runner may not invoke.
+
+    The runner's role grants InvokeEndpoint on the workflow's own ``fmb-*`` endpoints and on the names in
+    cdk.json's ``fmbench:existingEndpointNames`` only; any other endpoint would answer every request with
+    AccessDenied, after the other branches have deployed and run. The fix is in the stack, so the problem
+    says which key to set and how.
+    """
+    refused: list[tuple[str, str]] = []
+    for expanded in suite.expanded():
+        target = expanded.target
+        name = getattr(target, "endpoint_name", None)
+        if target.platform != "sagemaker" or target.needs_deploy or not name:
+            continue
+        if not stack_may_invoke(name, existing_endpoint_names):
+            refused.append((expanded.field_path("endpoint_name"), name))
+    if not refused:
+        return []
+    names = list(dict.fromkeys([*existing_endpoint_names, *(name for _, name in refused)]))
+    context = json.dumps(names, separators=(",", ":"))
+    now = ", ".join(existing_endpoint_names) or "none"
+    return [
+        SuiteProblem(
+            path=path,
+            reason=f"the stack's runner may not invoke endpoint {name!r}: it invokes the workflow's own "
+            f"fmb-* endpoints and those listed in cdk.json's {EXISTING_ENDPOINTS_KEY} (now: {now}). "
+            f"Add it there and deploy the stack again: npx aws-cdk@2 deploy -c "
+            f"'{EXISTING_ENDPOINTS_KEY}={context}' (or edit cdk.json and run npx aws-cdk@2 deploy)",
+        )
+        for path, name in refused
+    ]
+
+
+def validate_cloud_suite(
+    data: Any,
+    region: str,
+    *,
+    resolve_images: bool = True,
+    existing_endpoint_names: Collection[str] | None = None,
+) -> Suite:
+    """The suite of an execution input, or ``SuiteValidationError`` listing every problem.
+
+    With ``existing_endpoint_names`` (the stack's, known to the Plan function), an existing SageMaker
+    endpoint the runner may not invoke is a problem too.
+    """
     suite = validate_suite_data(data, base_dir=None, source=EXECUTION_INPUT_SOURCE)
     problems = cloud_suite_problems(suite, region, resolve_images=resolve_images)
+    if existing_endpoint_names is not None:
+        problems += endpoint_access_problems(suite, existing_endpoint_names)
     if problems:
         raise SuiteValidationError(problems, EXECUTION_INPUT_SOURCE)
     return suite

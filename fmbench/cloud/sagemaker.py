@@ -31,11 +31,13 @@ from fmbench.deployment import (
     WorkflowStatus,
     branch_tags,
     expires_at_text,
+    inference_ami_version_for,
     known_container,
     parse_container,
     resource_names,
     secret_references,
 )
+from fmbench.instances import gpu_count as instance_gpu_count
 from fmbench.spec import BranchSpec
 
 VARIANT_NAME: Final = "AllTraffic"
@@ -91,17 +93,12 @@ def resolve_image_uri(target: Any, region: str) -> str:
         ) from None
 
 
-def gpu_count(instance_type: str | None, region: str) -> int | None:
-    """GPUs of an instance type from the SDK's bundled table (None: unknown, or not a GPU instance)."""
-    if not instance_type:
-        return None
-    try:
-        from sagemaker.core import instance_types_gpu_info
-    except ImportError:
-        return None
-    info = instance_types_gpu_info.retrieve(region).get(instance_type) or {}
-    count = info.get("Count")
-    return int(count) if isinstance(count, int) and count > 0 else None
+def tensor_parallel_degree(target: Any) -> int | None:
+    """How many GPUs TGI or vLLM shard over: the suite's ``accelerators``, else the instance's GPUs from the
+    product's table (fmbench.instances); None for an instance without GPUs."""
+    if target.accelerators:
+        return int(target.accelerators)
+    return instance_gpu_count(target.instance_type)
 
 
 # --------------------------------------------------------------------------------------- secrets
@@ -128,10 +125,23 @@ def resolve_environment(
     return resolved
 
 
-def secrets_manager_reader(secrets_client: Any) -> Callable[[str], str]:
+def secret_region(arn: str) -> str:
+    """The region a secret lives in: the fourth field of its ARN (``arn:aws:secretsmanager:REGION:...``)."""
+    if not SECRET_ARN_PATTERN.match(arn):
+        raise SecretReferenceError(f"not a Secrets Manager secret ARN: {arn!r}")
+    return arn.split(":")[3]
+
+
+def secrets_manager_reader(secrets_client_in: Callable[[str], Any]) -> Callable[[str], str]:
+    """A reader that asks Secrets Manager in each secret's own region (``secrets_client_in(region)``).
+
+    A secret is a regional resource: a client in the endpoint's region answers ResourceNotFound for a
+    secret kept in another region, even when the full ARN is given, and suites deploy to any region.
+    """
+
     def read(arn: str) -> str:
         try:
-            value = secrets_client.get_secret_value(SecretId=arn).get("SecretString")
+            value = secrets_client_in(secret_region(arn)).get_secret_value(SecretId=arn).get("SecretString")
         except ClientError as exc:
             raise SecretReferenceError(f"cannot read secret {arn}: {error_message(exc)}") from exc
         if not isinstance(value, str):
@@ -152,7 +162,8 @@ def plan_deployment(
     The model location goes into the variable the container reads (``HF_MODEL_ID``, or ``SM_VLLM_MODEL``
     for the vLLM image): the Hugging Face model id, or ``/opt/ml/model`` when the model comes from S3. TGI
     and vLLM shard over every GPU of the instance only when told how many there are; LMI finds out itself.
-    The target's own ``environment`` is applied last, so it overrides any of these.
+    The target's own ``environment`` is applied last, so it overrides any of these. The host AMI is the
+    target's ``inference_ami_version``, else the one the image's CUDA needs (``inference_ami_version_for``).
     """
     region = target.region or default_region
     image_uri = resolve_image_uri(target, region)
@@ -164,12 +175,16 @@ def plan_deployment(
     model_env_var = container.model_env_var if container else DEFAULT_MODEL_ENV_VAR
     environment[model_env_var] = source.hf_model_id or MODEL_DIR
     if container is not None and container.gpu_count_env_var:
-        gpus = gpu_count(target.instance_type, region)
+        gpus = tensor_parallel_degree(target)
         if gpus is not None:
             environment[container.gpu_count_env_var] = str(gpus)
     environment.update(target.environment)
     return SageMakerDeployment(
-        region=region, image_uri=image_uri, environment=environment, endpoint_ttl_s=endpoint_ttl_s
+        region=region,
+        image_uri=image_uri,
+        environment=environment,
+        endpoint_ttl_s=endpoint_ttl_s,
+        inference_ami_version=target.inference_ami_version or inference_ami_version_for(image_uri),
     )
 
 
@@ -312,6 +327,11 @@ def deploy(
                     "InitialVariantWeight": 1.0,
                     "ModelDataDownloadTimeoutInSeconds": MODEL_DATA_DOWNLOAD_TIMEOUT_S,
                     "ContainerStartupHealthCheckTimeoutInSeconds": CONTAINER_STARTUP_HEALTH_CHECK_TIMEOUT_S,
+                    **(
+                        {"InferenceAmiVersion": deployment.inference_ami_version}
+                        if deployment.inference_ami_version
+                        else {}
+                    ),
                 }
             ],
             Tags=tag_list,

@@ -6,12 +6,13 @@ the CDK stack) stays as small as its permissions.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping
-from typing import Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from fmbench.config import AWS_REGION_PATTERN, DEFAULT_ENDPOINT_TTL_S
 from fmbench.estimate import DEFAULT_MAX_DEPLOY_S, DEFAULT_STATUS_POLL_S, EstimateSettings
@@ -40,6 +41,10 @@ class _EnvironmentSettings(BaseModel):
             raise SettingsError(f"environment of {cls.__name__}: {problems}") from None
 
 
+def _json_text(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
 class PlanSettings(_EnvironmentSettings):
     results_bucket: str = Field(alias="FMBENCH_RESULTS_BUCKET", pattern=BUCKET_NAME_PATTERN)
     max_concurrent_branches: int = Field(alias="FMBENCH_MAX_CONCURRENT_BRANCHES", ge=1, le=1000)
@@ -49,6 +54,11 @@ class PlanSettings(_EnvironmentSettings):
     max_deploy_s: float = Field(default=DEFAULT_MAX_DEPLOY_S, alias="FMBENCH_MAX_DEPLOY_SECONDS", gt=0)
     runner_timeout_s: float | None = Field(default=None, alias="FMBENCH_RUNNER_TIMEOUT_SECONDS", gt=0)
     execution_timeout_s: float | None = Field(default=None, alias="FMBENCH_EXECUTION_TIMEOUT_SECONDS", gt=0)
+    # The existing endpoints the stack's runner may invoke (a JSON list; cdk.json's
+    # fmbench:existingEndpointNames). Missing means none: the runner's role then grants only fmb-* names.
+    existing_endpoint_names: Annotated[tuple[str, ...], BeforeValidator(_json_text)] = Field(
+        default=(), alias="FMBENCH_EXISTING_ENDPOINT_NAMES"
+    )
 
     def max_status_polls(self, cap: int) -> int:
         """Status polls that cover the deployment allowance, at most ``cap`` (the Map item's bound)."""

@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, ValidationError
 
 from fmbench import layout
 from fmbench.cloud import s3 as s3_objects
+from fmbench.cloud.aws import error_code
 from fmbench.cloud.checks import EXECUTION_INPUT_SOURCE, validate_cloud_suite
 from fmbench.cloud.events import (
     REPORT_ONLY_KEY,
@@ -43,10 +45,12 @@ from fmbench.deployment import FAILED, IN_SERVICE, MAX_STATUS_POLLS, secret_refe
 from fmbench.estimate import check_budget, endpoint_ttl_problems, estimate_branches
 from fmbench.plan import RunPlan, new_run_id, plan_suite
 from fmbench.spec import BranchSpec
+from fmbench.storage import split_s3_uri
 
 logger = logging.getLogger(__name__)
 
 MetricsQueryBuilder = Callable[[str, list[str]], str]
+_ACCESS_DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
 
 
 def run_id_for(execution_name: str | None) -> str:
@@ -85,8 +89,24 @@ class RunPlanNotFoundError(LookupError):
 
 
 def read_run_plan(s3_client: Any, storage_root: str, run_id: str) -> RunPlan:
+    """The saved run's plan.
+
+    S3 answers a read of a missing key with 403, not 404, unless the caller may list the whole bucket, and
+    the Plan function may list only under ``specs/`` (an ``s3:prefix`` condition, which that existence
+    check does not honour). So a denied read is followed by a listing of the run's own folder, which the
+    function may make: no plan there is the not-found a wrong run id deserves; a plan there that may not
+    be read is a real AccessDenied and is raised as it is.
+    """
     uri = layout.run_plan_uri(storage_root, run_id)
-    data = s3_objects.get_bytes(s3_client, uri)
+    try:
+        data = s3_objects.get_bytes(s3_client, uri)
+    except ClientError as exc:
+        if error_code(exc) not in _ACCESS_DENIED_CODES:
+            raise
+        folder = layout.run_folder(storage_root, layout.SPECS, run_id)
+        if split_s3_uri(uri)[1] in s3_objects.list_keys(s3_client, folder):
+            raise
+        data = None
     if data is None:
         raise RunPlanNotFoundError(f"no plan at {uri}")
     return RunPlan.model_validate_json(data)
@@ -156,7 +176,9 @@ def plan_run(
     request = report_only_request(event.suite)
     if request is not None:
         return plan_report_only(request, settings, s3_client, metrics_query)
-    suite = validate_cloud_suite(event.suite, settings.region)
+    suite = validate_cloud_suite(
+        event.suite, settings.region, existing_endpoint_names=settings.existing_endpoint_names
+    )
     run_id = run_id_for(event.execution_name)
     storage_root = s3_objects.s3_uri(settings.results_bucket)
     plan = plan_suite(suite, storage_root=storage_root, run_id=run_id)
@@ -226,7 +248,9 @@ def deploy_branch(
     region = deployment.region if deployment is not None else item.endpoint_region(settings.region)
     read_secret = None
     if deployment is not None and secret_references(deployment.environment):
-        read_secret = secrets_manager_reader(client_factory("secretsmanager", region))
+        read_secret = secrets_manager_reader(
+            lambda secret_region: client_factory("secretsmanager", secret_region)
+        )
     result = deploy(
         client_factory("sagemaker", region), spec, settings.sagemaker_role_arn, read_secret=read_secret
     )

@@ -97,6 +97,7 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FMBENCH_RESULTS_BUCKET", BUCKET)
     monkeypatch.setenv("FMBENCH_SAGEMAKER_ROLE_ARN", ROLE_ARN)
     monkeypatch.setenv("FMBENCH_MAX_CONCURRENT_BRANCHES", "2")
+    monkeypatch.setenv("FMBENCH_EXISTING_ENDPOINT_NAMES", '["my-own-endpoint"]')
     monkeypatch.setenv("FMBENCH_ATHENA_DATABASE", "fmbench")
     monkeypatch.setenv("FMBENCH_ATHENA_WORKGROUP", "fmbench")
 
@@ -321,6 +322,45 @@ def test_a_hugging_face_token_is_read_from_secrets_manager_at_deploy_time(
     assert model["PrimaryContainer"]["Environment"]["HF_TOKEN"] == HF_TOKEN
     for key in keys(s3):
         assert HF_TOKEN.encode() not in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def test_a_secret_is_read_in_the_region_of_its_arn_not_the_endpoints(s3: Any, secretsmanager: Any) -> None:
+    """The docs keep the token in us-east-1; a target in us-west-2 must still read it (a client in us-west-2
+    answers ResourceNotFound for a secret of us-east-1, even by its full ARN)."""
+    arn = secretsmanager.create_secret(Name="fmbench/hf-token", SecretString=HF_TOKEN)["ARN"]
+    assert ":us-east-1:" in arn
+    data = suite_data()
+    data["targets"][0]["region"] = "us-west-2"
+    data["targets"][0]["environment"] = {"HF_TOKEN": f"secretsmanager:{arn}"}
+    result = plan.handler({"suite": data, "execution_name": RUN_ID}, None)
+    item = deploy_item(result)
+    assert item["region"] == "us-west-2"
+
+    deploy.handler(item, None)
+
+    west = boto3.client("sagemaker", region_name="us-west-2")
+    model = west.describe_model(ModelName=resource_names(RUN_ID, item["branch_id"]).model)
+    assert model["PrimaryContainer"]["Environment"]["HF_TOKEN"] == HF_TOKEN
+
+
+def test_a_cuda_13_image_is_deployed_on_the_host_ami_with_its_driver(s3: Any, sagemaker: Any) -> None:
+    """The vLLM images are CUDA 13 builds: without InferenceAmiVersion the endpoint gets a host whose driver
+    cannot run them. The AMI is in the plan's spec and in the CreateEndpointConfig call."""
+    data = suite_data()
+    data["targets"][0].update(container="vllm", payload_format="vllm-openai")
+    result = plan.handler({"suite": data, "execution_name": RUN_ID}, None)
+    item = deploy_item(result)
+    spec = BranchSpec.model_validate(read_json(s3, item["spec_uri"].split(f"{BUCKET}/", 1)[1]))
+    assert spec.sagemaker_deployment is not None
+    assert spec.sagemaker_deployment.inference_ami_version == "al2023-ami-sagemaker-inference-gpu-4-1"
+
+    deploy.handler(item, None)
+
+    names = resource_names(RUN_ID, item["branch_id"])
+    (variant,) = sagemaker.describe_endpoint_config(EndpointConfigName=names.endpoint_config)[
+        "ProductionVariants"
+    ]
+    assert variant["InferenceAmiVersion"] == "al2023-ami-sagemaker-inference-gpu-4-1"
 
 
 def test_status_is_in_service_and_the_deployment_time_is_recorded(s3: Any, sagemaker: Any) -> None:

@@ -4,15 +4,18 @@ deployed, and plans a report-only execution (moto; Service Quotas injected, or s
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 from moto_service_quotas import sagemaker_endpoint_quotas
 
+from fmbench.cloud.events import PlanEvent
 from fmbench.cloud.quotas import (
     InstanceNeed,
     QuotaCheckError,
@@ -20,7 +23,8 @@ from fmbench.cloud.quotas import (
     check_endpoint_quotas,
     endpoint_quotas,
 )
-from fmbench.cloud.steps import RunPlanNotFoundError
+from fmbench.cloud.settings import PlanSettings
+from fmbench.cloud.steps import RunPlanNotFoundError, plan_run, read_run_plan
 from fmbench.config import SuiteValidationError
 from fmbench.estimate import BudgetExceededError
 from fmbench.plan import RunPlan
@@ -259,3 +263,81 @@ def test_a_malformed_or_unknown_report_only_input_is_refused_clearly(s3: Any) ->
     ):
         run_plan({"report_only": {"run_id": "never-ran"}})
     assert json.dumps(keys(s3)) == "[]"
+
+
+def _denied_reads(s3: Any) -> None:
+    """What a real account answers a caller that may list only under prefixes: 403 for any GetObject of a
+    key that does not exist (S3 hides whether it exists), moto's answer otherwise."""
+
+    def deny_missing(params: dict[str, Any], **_: Any) -> None:
+        listed = s3.list_objects_v2(Bucket=params["Bucket"], Prefix=params["Key"]).get("Contents", [])
+        if not any(item["Key"] == params["Key"] for item in listed):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "GetObject")
+
+    s3.meta.events.register("before-parameter-build.s3.GetObject", deny_missing)
+
+
+def test_a_report_only_run_of_an_unknown_run_id_is_not_found_when_s3_answers_403(s3: Any) -> None:
+    _denied_reads(s3)
+    with pytest.raises(RunPlanNotFoundError, match=re.escape("specs/run_id=never-ran/plan.json")):
+        plan_run(
+            PlanEvent(suite={"report_only": {"run_id": "never-ran"}}),
+            PlanSettings.from_environ(),
+            s3,
+            lambda run_id, branches: "SELECT 1",
+        )
+
+
+def test_a_denied_read_of_a_plan_that_exists_stays_access_denied(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key=f"specs/run_id={RUN_ID}/plan.json", Body=b"{}")
+
+    def deny(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "GetObject")
+
+    s3.meta.events.register("before-parameter-build.s3.GetObject", deny)
+    with pytest.raises(ClientError, match="AccessDenied"):
+        read_run_plan(s3, f"s3://{BUCKET}", RUN_ID)
+
+
+# ------------------------------------------------------------------------------- existing endpoints
+
+
+def test_an_existing_endpoint_the_stack_may_not_invoke_is_refused_before_anything_is_written(
+    s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FMBENCH_EXISTING_ENDPOINT_NAMES", '["listed-endpoint"]')
+    data = suite_data(
+        target("llama"),
+        {"name": "mine", "platform": "sagemaker", "endpoint_name": "my-llama31-8b-endpoint"},
+        {"name": "listed", "platform": "sagemaker", "endpoint_name": "Listed-Endpoint"},
+        {"name": "ours", "platform": "sagemaker", "endpoint_name": "fmb-from-another-run"},
+    )
+    with pytest.raises(SuiteValidationError) as caught:
+        run_plan(data)
+
+    (problem,) = caught.value.problems
+    assert problem.path == "targets.1.endpoint_name"
+    assert "fmbench:existingEndpointNames" in problem.reason
+    assert "(now: listed-endpoint)" in problem.reason
+    names = '["listed-endpoint","my-llama31-8b-endpoint"]'
+    assert f"npx aws-cdk@2 deploy -c 'fmbench:existingEndpointNames={names}'" in problem.reason
+    assert nothing_created(s3)
+
+
+def test_an_existing_endpoint_listed_in_the_stack_plans(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FMBENCH_EXISTING_ENDPOINT_NAMES", '["my-llama31-8b-endpoint"]')
+    result = run_plan(
+        suite_data(
+            target("llama"),
+            {"name": "mine", "platform": "sagemaker", "endpoint_name": "my-llama31-8b-endpoint"},
+        )
+    )
+    assert [item["endpoint_name"] for item in result["branches"] if not item["needs_deploy"]] == [
+        "my-llama31-8b-endpoint"
+    ]
+
+
+def test_without_the_stacks_list_only_the_workflows_own_endpoints_may_be_named(s3: Any) -> None:
+    with pytest.raises(SuiteValidationError, match=r"targets\.0\.endpoint_name: .*\(now: none\)"):
+        run_plan(suite_data({"name": "mine", "platform": "sagemaker", "endpoint_name": "my-endpoint"}))
+    assert nothing_created(s3)

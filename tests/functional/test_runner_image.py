@@ -27,6 +27,9 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "runner_image" / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 RUNNER_LOCK = REPO / "requirements-runner.lock"
+LAMBDA_LOCK = REPO / "requirements-lambda.lock"
+# What the SageMaker SDK brings for image URIs alone (about 250 MB): only the Plan function needs it.
+PLAN_ONLY_PACKAGES = ("sagemaker", "sagemaker-core", "mlflow", "mlflow-skinny", "scipy", "scikit-learn")
 PROJECT_LOCK = REPO / "requirements.lock"
 DEV_LOCK = REPO / "requirements-dev.lock"
 INSTALL_TIMEOUT_S = 240
@@ -129,7 +132,15 @@ def test_the_lambda_stage_is_the_runner_behind_the_runtime_interface_client(
     dockerfile: tuple[dict[str, str], dict[str, Stage]],
 ) -> None:
     stage = dockerfile[1]["lambda"]
-    assert stage.base == "runner"  # the same wheels and code as the load runner
+    assert stage.base == "runner"  # the same wheels and code as the load runner, and its own on top
+    assert "requirements-lambda.lock /tmp/requirements-lambda.lock" in stage.all("COPY")
+    (install,) = [run for run in stage.all("RUN") if "-r /tmp/requirements-lambda.lock" in run]
+    assert "--require-hashes" in install and "--no-deps" in install
+    # Installed as root into the runner's environment, then back to the unprivileged user.
+    users = [args for name, args in stage.instructions if name == "USER"]
+    assert users == ["root", "10001:10001"]
+    position = [args for name, args in stage.instructions if name in ("USER", "RUN")]
+    assert position.index("root") < position.index(install) < position.index("10001:10001")
     assert json.loads(stage.last("ENTRYPOINT") or "null") == ["python", "-m", "awslambdaric"]
     assert any("PYTHONPATH=/app" in env for env in stage.all("ENV"))  # where lambdas/ is
     assert stage.last("CMD") is None  # the handler comes from CDK, per function
@@ -210,6 +221,7 @@ def test_the_build_context_holds_the_code_and_nothing_else() -> None:
         "pyproject.toml",
         "README.md",
         "requirements-runner.lock",
+        "requirements-lambda.lock",
         "fmbench/runner_main.py",
         "fmbench/data/synthetic-qa.jsonl",
         "report/sql/metrics.sql",
@@ -223,6 +235,7 @@ def test_the_build_context_holds_the_code_and_nothing_else() -> None:
         "pyproject.toml",
         "README.md",
         "requirements-runner.lock",
+        "requirements-lambda.lock",
     }
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
     for excluded in [
@@ -248,26 +261,36 @@ def pins(lock: Path) -> dict[str, str]:
     return found
 
 
-def test_the_runner_lock_pins_what_the_tests_run_with_plus_the_lambda_client() -> None:
-    runner_pins = pins(RUNNER_LOCK)
+@pytest.mark.parametrize("lock", [RUNNER_LOCK, LAMBDA_LOCK], ids=lambda p: p.name)
+def test_each_image_lock_pins_what_the_tests_run_with_with_hashes(lock: Path) -> None:
+    lock_pins = pins(lock)
     tested_pins = pins(DEV_LOCK)
-    missing = sorted(set(pins(PROJECT_LOCK)) - set(runner_pins))
-    assert not missing, f"runtime packages missing from requirements-runner.lock: {missing}"
-    assert "sagemaker" in runner_pins  # the plan step resolves serving-container images with it
+    missing = sorted(set(pins(PROJECT_LOCK)) - set(lock_pins))
+    assert not missing, f"runtime packages missing from {lock.name}: {missing}"
     stale = {
         name: (tested_pins[name], version)
-        for name, version in runner_pins.items()
+        for name, version in lock_pins.items()
         if name in tested_pins and tested_pins[name] != version
     }
-    assert not stale, f"requirements-runner.lock is out of date (run `make runner-lock`): {stale}"
-    assert "awslambdaric" in runner_pins
-    text = RUNNER_LOCK.read_text()
+    assert not stale, f"{lock.name} is out of date (run `make runner-lock`): {stale}"
+    text = lock.read_text()
     unhashed = [
         name
-        for name in runner_pins
+        for name in lock_pins
         if not re.search(rf"^{re.escape(name)}==\S+ \\\n\s+--hash=", text, re.M | re.I)
     ]
     assert not unhashed, f"pins without hashes: {unhashed}"
+
+
+def test_the_runner_stage_does_not_ship_the_sagemaker_sdk_and_the_lambda_stage_adds_it() -> None:
+    runner_pins = pins(RUNNER_LOCK)
+    lambda_pins = pins(LAMBDA_LOCK)
+    assert not [name for name in PLAN_ONLY_PACKAGES if name in runner_pins]
+    assert "awslambdaric" not in runner_pins
+    # The plan step resolves serving-container images with the SDK; awslambdaric runs the handlers.
+    assert {"sagemaker", "awslambdaric"} <= set(lambda_pins)
+    # The lambda stage adds packages to the runner's environment and changes none of its pins.
+    assert {name: lambda_pins.get(name) for name in runner_pins} == runner_pins
 
 
 # ------------------------------------------------------------------------------------ clean environment
@@ -348,19 +371,45 @@ def test_the_entry_point_runs_from_a_clean_environment_built_like_the_image(tmp_
     workdir.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    where = _run(
-        [python, "-c", "import awslambdaric, fmbench; print(fmbench.__file__)"],
-        "importing",
-        cwd=workdir,
-        env=env,
-    )
+    where = _run([python, "-c", "import fmbench; print(fmbench.__file__)"], "importing", cwd=workdir, env=env)
     assert where.stdout.strip().startswith(str(venv))
-    # The lambda stage: its handlers (lambdas/ copied to /app, PYTHONPATH=/app) import with the same wheels.
+    # The runner stage has no SageMaker SDK: the load runner never resolves an image.
+    absent = subprocess.run(
+        [python, "-c", "import sagemaker"], cwd=workdir, env=env, capture_output=True, text=True, check=False
+    )
+    assert absent.returncode != 0 and "No module named 'sagemaker'" in absent.stderr
+
+    _runs_a_branch(python, workdir, env, tmp_path)
+
+    # The lambda stage: its own lock on top, then its handlers (lambdas/ copied to /app, PYTHONPATH=/app).
+    _run(
+        [
+            uv,
+            "pip",
+            "install",
+            "--python",
+            python,
+            "--require-hashes",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "-r",
+            context / "requirements-lambda.lock",
+        ],
+        "installing requirements-lambda.lock",
+        timeout=INSTALL_TIMEOUT_S,
+    )
     app = tmp_path / "app"
     if (context / "lambdas").is_dir():
         shutil.copytree(context / "lambdas", app / "lambdas")
     handlers = sorted(f"lambdas.{p.stem}" for p in (app / "lambdas").glob("*.py") if p.stem != "__init__")
-    imports = "; ".join(["import awslambdaric.bootstrap", *(f"import {name}" for name in handlers)])
+    imports = "; ".join(
+        [
+            "import awslambdaric.bootstrap",
+            "import sagemaker.core.image_uris",
+            *(f"import {h}" for h in handlers),
+        ]
+    )
     _run(
         [python, "-c", imports],
         "importing the Lambda handlers",
@@ -368,6 +417,9 @@ def test_the_entry_point_runs_from_a_clean_environment_built_like_the_image(tmp_
         env={**env, "PYTHONPATH": str(app)},
     )
 
+
+def _runs_a_branch(python: Path, workdir: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """The runner's entry point sweeps a branch and refuses a bad spec, from the clean environment."""
     results = tmp_path / "results"
     spec = _spec(results)
     ran = subprocess.run(

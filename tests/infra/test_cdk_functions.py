@@ -16,6 +16,8 @@ from template_queries import (
     statements_of_role,
 )
 
+from fmbench.cloud.settings import PlanSettings
+
 HANDLERS = {
     "plan": "lambdas.plan.handler",
     "deploy": "lambdas.deploy.handler",
@@ -122,6 +124,7 @@ def test_each_function_gets_only_the_variables_its_settings_model_reads(
             "FMBENCH_MAX_DEPLOY_SECONDS": "3600",
             "FMBENCH_RUNNER_TIMEOUT_SECONDS": "14400",
             "FMBENCH_EXECUTION_TIMEOUT_SECONDS": "86400",
+            "FMBENCH_EXISTING_ENDPOINT_NAMES": "[]",
         },
         "deploy": {"FMBENCH_SAGEMAKER_ROLE_ARN": f"${{{_sagemaker_role_id(template_json)}.Arn}}"},
         "endpoint_status": {"FMBENCH_RESULTS_BUCKET": bucket},
@@ -148,6 +151,25 @@ def test_context_reaches_the_plans_bounds(custom_template_json: dict[str, Any]) 
         "FMBENCH_RUNNER_TIMEOUT_SECONDS": "3600",
         "FMBENCH_EXECUTION_TIMEOUT_SECONDS": "36000",
     }
+
+
+def test_the_plan_knows_which_existing_endpoints_the_runner_may_invoke(
+    custom_template_json: dict[str, Any],
+) -> None:
+    """The names the runner's role grants reach the plan's settings, which refuses any other endpoint."""
+    _, plan = function_by_handler(custom_template_json, HANDLERS["plan"])
+    names = plan["Environment"]["Variables"]["FMBENCH_EXISTING_ENDPOINT_NAMES"]
+    # The other variables are CloudFormation references here; the plan's settings read this one as given.
+    settings = PlanSettings.from_environ(
+        {
+            "AWS_REGION": "us-east-1",
+            "FMBENCH_RESULTS_BUCKET": "results-bucket",
+            "FMBENCH_MAX_CONCURRENT_BRANCHES": "1",
+            "FMBENCH_EXISTING_ENDPOINT_NAMES": names,
+        }
+    )
+    # The same list the runner's role grants (tests/infra/test_cdk_runner.py checks the grant).
+    assert settings.existing_endpoint_names == ("My-Llama31-8B-Endpoint",)
 
 
 def test_each_function_has_its_own_role_without_managed_policies(template_json: dict[str, Any]) -> None:
@@ -258,6 +280,8 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         f"{bucket}/specs/*"
     }
     assert {r for s in plan if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {f"{bucket}/specs/*"}
+    # A report-only run of an unknown run id lists its run's folder to tell "no plan" from a denied read.
+    assert statement(["s3:ListBucket"], [bucket], {"StringLike": {"s3:prefix": ["specs/*"]}}) in plan
     # The quota check reads quota values; Service Quotas has no resource to scope listing to.
     assert (
         statement(["servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"], ["*"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import pytest
@@ -12,8 +13,8 @@ from fmbench.cloud.sagemaker import (
     resolve_environment,
     resolve_image_uri,
 )
-from fmbench.config import SageMakerTarget
-from fmbench.deployment import ServingContainerError
+from fmbench.config import InferenceAmiVersion, SageMakerTarget
+from fmbench.deployment import CUDA_13_INFERENCE_AMI_VERSION, ServingContainerError
 
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:111122223333:secret:fmbench/hf-token-AbCdEf"
 
@@ -157,3 +158,54 @@ def test_secret_references_are_resolved_only_when_the_model_is_created() -> None
     assert resolved["OPTION_MAX_MODEL_LEN"] == "8192"
     with pytest.raises(SecretReferenceError, match="HF_TOKEN"):
         resolve_environment(deployment.environment, None)
+
+
+# ------------------------------------------------------------------------------------- host AMI
+
+
+def test_the_pinned_ami_versions_are_botocores() -> None:
+    """The suite's choices are exactly what CreateEndpointConfig accepts in the pinned botocore."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    assert set(typing.get_args(InferenceAmiVersion)) == set(
+        model.shape_for("ProductionVariantInferenceAmiVersion").enum
+    )
+    assert CUDA_13_INFERENCE_AMI_VERSION in typing.get_args(InferenceAmiVersion)
+
+
+@pytest.mark.parametrize(
+    ("container", "expected"),
+    [
+        # vllm:0.30.0-gpu-py312-cu130-...: CUDA 13 needs the 580 driver, only on the AL2023 AMI.
+        ("vllm", "al2023-ami-sagemaker-inference-gpu-4-1"),
+        ("vllm:0.23.0", "al2023-ami-sagemaker-inference-gpu-4-1"),
+        ("lmi", None),  # cu128
+        ("tgi", None),  # cu124
+    ],
+)
+def test_the_host_ami_follows_the_images_cuda(container: str, expected: str | None) -> None:
+    deployment = plan_deployment(target(container=container, payload_format="vllm-openai"), "us-east-1")
+    assert deployment.inference_ami_version == expected
+
+
+def test_the_suite_chooses_the_host_ami_and_an_unknown_one_is_refused() -> None:
+    chosen = target(
+        container="vllm",
+        payload_format="vllm-openai",
+        inference_ami_version="al2-ami-sagemaker-inference-gpu-3-1",
+    )
+    assert plan_deployment(chosen, "us-east-1").inference_ami_version == "al2-ami-sagemaker-inference-gpu-3-1"
+    custom_image = target(image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/mine:1.0-cu131")
+    assert plan_deployment(custom_image, "us-east-1").inference_ami_version == CUDA_13_INFERENCE_AMI_VERSION
+    with pytest.raises(ValueError, match="inference_ami_version"):
+        target(inference_ami_version="al2-ami-sagemaker-inference-gpu-5")
+    with pytest.raises(ValueError, match="inference_ami_version applies to an endpoint the workflow deploys"):
+        SageMakerTarget.model_validate(
+            {
+                "name": "mine",
+                "platform": "sagemaker",
+                "endpoint_name": "mine",
+                "inference_ami_version": CUDA_13_INFERENCE_AMI_VERSION,
+            }
+        )

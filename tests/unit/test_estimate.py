@@ -158,7 +158,9 @@ def test_the_budget_refuses_an_estimate_above_it_with_every_part_named() -> None
 
 
 def test_a_part_without_a_price_cannot_be_bounded_under_a_budget() -> None:
-    estimate = estimate_branches(specs(sagemaker_target("llama", instance_type="ml.c5.large")), CLOUD)
+    # A CPU instance (no accelerators, so not in the instance table) without a bundled price.
+    cpu = sagemaker_target("llama", instance_type="ml.c5.large", accelerators=0)
+    estimate = estimate_branches(specs(cpu), CLOUD)
     assert (estimate.complete, estimate.total_usd, estimate.parts[0].usd) == (False, 0.0, None)
     check_budget(estimate, Budget())
     with pytest.raises(BudgetExceededError, match="cost of llama cannot be bounded"):
