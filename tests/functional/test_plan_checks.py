@@ -174,7 +174,8 @@ def test_a_run_that_needs_more_instances_at_once_than_the_quota_fails_at_plan(s3
 
 
 def test_an_instance_type_without_a_listed_quota_is_noted_not_refused(s3: Any) -> None:
-    result = run_plan(suite_data(target("llama", instance_type="ml.p4d.24xlarge")))
+    # Priced from the bundled table: a price for a type no target uses is refused as a typo.
+    result = run_plan(suite_data(target("llama", instance_type="ml.p4d.24xlarge"), pricing={}))
     assert result["quota_check"] == ["ml.p4d.24xlarge in us-east-1: no quota listed, not checked"]
 
 
@@ -339,5 +340,7 @@ def test_an_existing_endpoint_listed_in_the_stack_plans(s3: Any, monkeypatch: py
 
 def test_without_the_stacks_list_only_the_workflows_own_endpoints_may_be_named(s3: Any) -> None:
     with pytest.raises(SuiteValidationError, match=r"targets\.0\.endpoint_name: .*\(now: none\)"):
-        run_plan(suite_data({"name": "mine", "platform": "sagemaker", "endpoint_name": "my-endpoint"}))
+        run_plan(
+            suite_data({"name": "mine", "platform": "sagemaker", "endpoint_name": "my-endpoint"}, pricing={})
+        )
     assert nothing_created(s3)
