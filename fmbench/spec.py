@@ -30,6 +30,11 @@ class BranchSpec(StrictModel):
     dataset_base_dir: str | None = Field(
         default=None, description="Folder relative dataset paths start from."
     )
+    prompts_uri: str | None = Field(
+        default=None,
+        description="The run's materialized prompts (datasets/run_id=R/, written by the cloud plan step): "
+        "the runner sends these instead of reading the dataset, so every branch sends the same prompts.",
+    )
     sagemaker_endpoint_name: str | None = Field(
         default=None,
         description="The endpoint the workflow deploys for this branch (derived from run and branch id); "
