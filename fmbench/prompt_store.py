@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fmbench.config import Workload
 from fmbench.datasets import DatasetError, LoadedDataset, MalformedRow
 from fmbench.layout import datasets_prefix
-from fmbench.payloads import ChatMessage, Prompt, WorkloadPrompts
+from fmbench.payloads import ChatMessage, Prompt, WorkloadPrompts, prepare_workload
+from fmbench.plan import RunPlan
+from fmbench.spec import DatasetSummary
 from fmbench.storage import StorageAccessError, read_bytes, write_bytes
 from fmbench.tokenizer import load_tokenizer
 
@@ -28,60 +29,21 @@ PROMPTS_NAME = "prompts.jsonl"
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class DatasetSummary:
-    """What a report says about the prompts a run sent: which data, at which revision, with which hash."""
-
-    source: str
-    revision: str | None
-    content_sha256: str | None
-    files: tuple[str, ...]
-    malformed_rows: int
-    duplicates: int
-    prompts_per_bin: dict[str, int]
-    truncated_bins: tuple[str, ...] = ()  # bins cut to the materializing limit
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "revision": self.revision,
-            "content_sha256": self.content_sha256,
-            "files": list(self.files),
-            "malformed_rows": self.malformed_rows,
-            "duplicates": self.duplicates,
-            "prompts_per_bin": dict(self.prompts_per_bin),
-            "truncated_bins": list(self.truncated_bins),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DatasetSummary:
-        return cls(
-            source=str(data["source"]),
-            revision=data.get("revision"),
-            content_sha256=data.get("content_sha256"),
-            files=tuple(data.get("files") or ()),
-            malformed_rows=int(data.get("malformed_rows") or 0),
-            duplicates=int(data.get("duplicates") or 0),
-            prompts_per_bin={str(k): int(v) for k, v in (data.get("prompts_per_bin") or {}).items()},
-            truncated_bins=tuple(data.get("truncated_bins") or ()),
-        )
-
-
 def summarize(prepared: WorkloadPrompts, truncated_bins: Iterable[str] = ()) -> DatasetSummary:
     """The summary of prepared prompts (for synthetic ones, the source is named 'synthetic')."""
     loaded = prepared.dataset
     counts = {label: len(prompts) for label, prompts in prepared.by_bin.items()}
     if loaded is None:
-        return DatasetSummary("synthetic", None, None, (), 0, 0, counts)
+        return DatasetSummary(source="synthetic")  # unbounded: a prompt of its own for every request
     return DatasetSummary(
         source=loaded.source,
         revision=loaded.revision,
         content_sha256=loaded.content_sha256 or None,
-        files=tuple(loaded.files),
+        files=list(loaded.files),
         malformed_rows=len(prepared.malformed),
         duplicates=prepared.duplicates,
         prompts_per_bin=counts,
-        truncated_bins=tuple(truncated_bins),
+        truncated_bins=list(truncated_bins),
     )
 
 
@@ -138,30 +100,19 @@ def materialize(
             truncated.append(label)
         lines.extend(json.dumps(_prompt_json(label, p), ensure_ascii=False) for p in kept)
     summary = summarize(prepared, truncated)
-    if truncated:
-        counts = dict(summary.prompts_per_bin)
-        for label in truncated:
-            counts[label] = max_prompts_per_bin or counts[label]
-        summary = DatasetSummary(
-            summary.source,
-            summary.revision,
-            summary.content_sha256,
-            summary.files,
-            summary.malformed_rows,
-            summary.duplicates,
-            counts,
-            summary.truncated_bins,
-        )
+    if truncated and max_prompts_per_bin is not None:
+        counts = {k: min(v, max_prompts_per_bin) for k, v in summary.prompts_per_bin.items()}
+        summary = summary.model_copy(update={"prompts_per_bin": counts})
     body = ("\n".join(lines) + "\n").encode()
     write_bytes(f"{folder}/{PROMPTS_NAME}", body, "application/x-ndjson")
-    manifest = {"format_version": FORMAT_VERSION, "dataset": summary.to_json()}
+    manifest = {"format_version": FORMAT_VERSION, "dataset": summary.model_dump(mode="json")}
     write_bytes(f"{folder}/{MANIFEST_NAME}", json.dumps(manifest, indent=2).encode(), "application/json")
     return folder, summary
 
 
 def read_summary(folder: str) -> DatasetSummary:
     manifest = json.loads(read_bytes(f"{folder}/{MANIFEST_NAME}"))
-    return DatasetSummary.from_json(manifest["dataset"])
+    return DatasetSummary.model_validate(manifest["dataset"])
 
 
 def load_materialized(workload: Workload, folder: str, base_dir: Path | None = None) -> WorkloadPrompts:
@@ -194,7 +145,32 @@ def load_materialized(workload: Workload, folder: str, base_dir: Path | None = N
         revision=summary.revision,
         content_sha256=summary.content_sha256 or "",
     )
+    # the rows themselves stay with the plan step; the count is what a report shows
     malformed = [
         MalformedRow("(materialized)", "left out when the prompts were made")
     ] * summary.malformed_rows
     return WorkloadPrompts(workload, tokenizer, by_bin, loaded, malformed, summary.duplicates)
+
+
+def materialize_plan(
+    plan: RunPlan,
+    base_dir: Path | None = None,
+    *,
+    token: str | None = None,
+    max_prompts_per_bin: int | None = None,
+) -> RunPlan:
+    """The plan with its prompts made once and written under the run's storage, every branch pointed at
+    them and the dataset's summary kept for the report. Synthetic prompts are summarized, not written.
+
+    Raises ``DatasetError``, ``TokenizerError`` or ``SyntheticError`` (as ``prepare_workload``).
+    """
+    workload = plan.suite.workload
+    prepared = prepare_workload(workload, base_dir, token=token, synthetic_prompts_per_bin=1)
+    if prepared.dataset is None or not plan.branches:
+        return plan.model_copy(update={"dataset": summarize(prepared)})
+    storage_root = plan.branches[0].storage_root
+    folder, summary = materialize(
+        prepared, storage_root, plan.run_id, max_prompts_per_bin=max_prompts_per_bin
+    )
+    branches = [spec.model_copy(update={"prompts_uri": folder}) for spec in plan.branches]
+    return plan.model_copy(update={"dataset": summary, "branches": branches})

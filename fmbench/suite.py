@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from fmbench.config import (
+    LoadPlan,
     Suite,
     SuiteProblem,
     SuiteValidationError,
@@ -20,6 +21,17 @@ from fmbench.config import (
     problems_from_validation_error,
 )
 from fmbench.payloads import DatasetError, check_dataset
+
+
+def requests_per_bin(load: LoadPlan) -> int | None:
+    """Requests a branch sends to each bin over its whole sweep, or None when a phase is timed (unknown).
+
+    Each bin's deck serves every load point of the branch, so this is what ``repeat: error`` is held to.
+    """
+    if load.duration_s is not None or load.warmup_s is not None or load.cooldown_s is not None:
+        return None
+    per_point = load.warmup_requests + (load.requests_per_level or 0) + load.cooldown_requests
+    return load.level_count * per_point
 
 
 def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]:
@@ -46,7 +58,8 @@ def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]
             )
         )
     try:
-        for bin_problem in check_dataset(suite.workload, base_dir=base_dir):
+        requests = requests_per_bin(suite.load)
+        for bin_problem in check_dataset(suite.workload, base_dir=base_dir, requests_per_bin=requests):
             problems.append(SuiteProblem(path=bin_problem[0], reason=bin_problem[1]))
     except DatasetError as exc:
         problems.append(SuiteProblem(path="workload.dataset.source", reason=str(exc)))

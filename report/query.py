@@ -63,6 +63,8 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "schedule_lag_p99_s",
     "runner_cpu_fraction",
     "client_bound",
+    "requests_reused_prompt",
+    "requests_local_token_counts",
 )
 TTFT_SAMPLE_COLUMNS: tuple[str, ...] = ("branch_id", "target_name", "payload_bin", "concurrency", "ttft_s")
 SORT_COLUMNS = ["target_name", "payload_bin", "concurrency", "request_rate_per_s", "branch_id"]
@@ -157,7 +159,9 @@ _STRING_COLUMNS = frozenset(
     {"run_id", "branch_id", "target_name", "platform", "model", "container", "instance_type", "load_mode"}
     | {"payload_bin"}
 )
-_COUNT_COLUMNS = frozenset({"requests", "successes", "errors"})
+_COUNT_COLUMNS = frozenset(
+    {"requests", "successes", "errors", "requests_reused_prompt", "requests_local_token_counts"}
+)
 _NULLABLE_INT_COLUMNS = frozenset({"instance_count", "concurrency"})
 _BOOL_COLUMNS = frozenset({"client_bound"})
 

@@ -6,7 +6,19 @@
 -- A load point is (branch_id, load_mode, concurrency, request_rate_per_s, payload_bin); concurrency and
 -- request_rate_per_s may be NULL, so they are grouped (NULLs group together) and joined NULL-safely.
 -- The window is the rows of phase 'measured'; warm-up and cool-down rows are recorded but never counted.
-WITH measured AS (
+-- Every request of the run, numbered per prompt within its branch and bin in the order sent: a number above
+-- 1 is a request whose prompt an earlier request of the branch (any phase, any load point) already had.
+WITH sent AS (
+    SELECT
+        *,
+        row_number() OVER (
+            PARTITION BY branch_id, payload_bin, prompt_id ORDER BY send_epoch_s, request_id
+        ) AS prompt_use
+    FROM records
+    WHERE run_id = :run_id
+),
+
+measured AS (
     SELECT
         branch_id,
         target_name,
@@ -33,9 +45,10 @@ WITH measured AS (
         completion_tokens_local,
         runner_cpu_fraction,
         client_bound,
+        prompt_use > 1 AS reused_prompt,
         status = 'ok' AS is_success
-    FROM records
-    WHERE run_id = :run_id AND phase = 'measured'
+    FROM sent
+    WHERE phase = 'measured'
 ),
 
 point_totals AS (
@@ -73,7 +86,10 @@ point_totals AS (
         ) * 100 AS completion_tokens_local_diff_pct,
         -- Client self-check: rows of one part carry the same figures; a long point may have several parts.
         max(runner_cpu_fraction) AS runner_cpu_fraction,
-        bool_or(client_bound) AS client_bound
+        bool_or(client_bound) AS client_bound,
+        -- Prompts sent again (repeat: cycle) and answers counted without the server's usage.
+        count(CASE WHEN reused_prompt THEN 1 END) AS requests_reused_prompt,
+        count(CASE WHEN is_success AND token_source <> 'server' THEN 1 END) AS requests_local_token_counts
     FROM measured
     GROUP BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin
 ),
@@ -271,7 +287,9 @@ SELECT
     p.schedule_lag_p50_s,
     p.schedule_lag_p99_s,
     c.runner_cpu_fraction,
-    c.client_bound
+    c.client_bound,
+    c.requests_reused_prompt,
+    c.requests_local_token_counts
 FROM costed AS c
 LEFT JOIN pivoted AS p
     ON p.branch_id = c.branch_id
