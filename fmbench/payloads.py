@@ -405,7 +405,11 @@ def build_payloads(workload: Workload, base_dir: Path | None = None) -> dict[str
 
 
 def check_dataset(
-    workload: Workload, base_dir: Path | None = None, *, requests_per_bin: int | None = None
+    workload: Workload,
+    base_dir: Path | None = None,
+    *,
+    requests_per_bin: int | None = None,
+    token: str | None = None,
 ) -> list[tuple[str, str]]:
     """(field path, reason) for each way the dataset, tokenizer or synthetic spec does not fit.
 
@@ -417,7 +421,7 @@ def check_dataset(
         if problems:
             return problems
     try:
-        prepared = prepare_workload(workload, base_dir, synthetic_prompts_per_bin=1)
+        prepared = prepare_workload(workload, base_dir, token=token, synthetic_prompts_per_bin=1)
     except TokenizerError as exc:
         return [("workload.tokenizer", str(exc))]
     except (DatasetError, SyntheticError) as exc:

@@ -27,6 +27,9 @@ from fmbench.tokenizer import load_tokenizer
 MANIFEST_NAME = "manifest.json"
 PROMPTS_NAME = "prompts.jsonl"
 FORMAT_VERSION = 1
+# What the cloud plan step (a Lambda function: 1769 MiB, 3 minutes) writes per bin at most: 5,000 LongBench
+# prompts of 8,000 tokens are about 160 MB of JSONL, held in memory once as records and once as prompts.
+MAX_MATERIALIZED_PROMPTS_PER_BIN = 5_000
 
 
 def summarize(prepared: WorkloadPrompts, truncated_bins: Iterable[str] = ()) -> DatasetSummary:
@@ -48,7 +51,7 @@ def summarize(prepared: WorkloadPrompts, truncated_bins: Iterable[str] = ()) -> 
 
 
 def prompts_folder(storage_root: str, run_id: str) -> str:
-    return datasets_prefix(storage_root, run_id)
+    return datasets_prefix(storage_root, run_id).rstrip("/")
 
 
 def _prompt_json(label: str, prompt: Prompt) -> dict[str, Any]:

@@ -6,6 +6,7 @@ its dataset (``fmbench.payloads``), which itself reads the models, so they sit a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,15 @@ def requests_per_bin(load: LoadPlan) -> int | None:
     return load.level_count * per_point
 
 
-def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]:
-    """Checks that need the whole suite (and the dataset) rather than one field."""
+def semantic_problems(
+    suite: Suite, base_dir: Path | None, hub_token: Callable[[Suite], str | None] | None = None
+) -> list[SuiteProblem]:
+    """Checks that need the whole suite (and the dataset) rather than one field.
+
+    ``hub_token`` gives the Hugging Face token for the suite's dataset (the cloud reads it from Secrets
+    Manager); it raises ``ValueError`` saying why it cannot, which becomes the problem of
+    ``workload.dataset.hub_token``.
+    """
     expanded, problems = expand_targets(suite)
     if not expanded and not problems:
         problems.append(
@@ -57,9 +65,17 @@ def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]
                 reason=f"{suite.report.headline_bin!r} is not a bin; bins: {', '.join(labels)}",
             )
         )
+    token = None
+    if hub_token is not None:
+        try:
+            token = hub_token(suite)
+        except ValueError as exc:
+            problems.append(SuiteProblem(path="workload.dataset.hub_token", reason=str(exc)))
+            return problems
     try:
         requests = requests_per_bin(suite.load)
-        for bin_problem in check_dataset(suite.workload, base_dir=base_dir, requests_per_bin=requests):
+        found = check_dataset(suite.workload, base_dir=base_dir, requests_per_bin=requests, token=token)
+        for bin_problem in found:
             problems.append(SuiteProblem(path=bin_problem[0], reason=bin_problem[1]))
     except DatasetError as exc:
         problems.append(SuiteProblem(path="workload.dataset.source", reason=str(exc)))
@@ -82,7 +98,13 @@ def parse_suite_text(text: str, source: str = "<suite>") -> Any:
     return data
 
 
-def validate_suite_data(data: Any, base_dir: Path | None = None, source: str | None = None) -> Suite:
+def validate_suite_data(
+    data: Any,
+    base_dir: Path | None = None,
+    source: str | None = None,
+    *,
+    hub_token: Callable[[Suite], str | None] | None = None,
+) -> Suite:
     """Validate a parsed suite (dict); raise ``SuiteValidationError`` listing every problem."""
     if not isinstance(data, dict):
         raise SuiteValidationError(
@@ -92,7 +114,7 @@ def validate_suite_data(data: Any, base_dir: Path | None = None, source: str | N
         suite = Suite.model_validate(data)
     except ValidationError as exc:
         raise SuiteValidationError(problems_from_validation_error(exc), source) from None
-    problems = semantic_problems(suite, base_dir)
+    problems = semantic_problems(suite, base_dir, hub_token)
     if problems:
         raise SuiteValidationError(problems, source)
     return suite
