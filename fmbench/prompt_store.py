@@ -11,7 +11,7 @@ between them. Synthetic prompts are not materialized: they are made from the see
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ FORMAT_VERSION = 1
 # What the cloud plan step (a Lambda function: 1769 MiB, 3 minutes) writes per bin at most: 5,000 LongBench
 # prompts of 8,000 tokens are about 160 MB of JSONL, held in memory once as records and once as prompts.
 MAX_MATERIALIZED_PROMPTS_PER_BIN = 5_000
+# (uri, bytes, content type): fmbench.storage.write_bytes unless given; the cloud plan step uses its S3 client
+Writer = Callable[[str, bytes, str], None]
 
 
 def summarize(prepared: WorkloadPrompts, truncated_bins: Iterable[str] = ()) -> DatasetSummary:
@@ -86,7 +88,12 @@ def _prompt_of(line: dict[str, Any]) -> Prompt:
 
 
 def materialize(
-    prepared: WorkloadPrompts, storage_root: str, run_id: str, *, max_prompts_per_bin: int | None = None
+    prepared: WorkloadPrompts,
+    storage_root: str,
+    run_id: str,
+    *,
+    max_prompts_per_bin: int | None = None,
+    write: Writer = write_bytes,
 ) -> tuple[str, DatasetSummary]:
     """Write the prepared prompts under the run's datasets folder; (the folder, its summary).
 
@@ -107,9 +114,9 @@ def materialize(
         counts = {k: min(v, max_prompts_per_bin) for k, v in summary.prompts_per_bin.items()}
         summary = summary.model_copy(update={"prompts_per_bin": counts})
     body = ("\n".join(lines) + "\n").encode()
-    write_bytes(f"{folder}/{PROMPTS_NAME}", body, "application/x-ndjson")
+    write(f"{folder}/{PROMPTS_NAME}", body, "application/x-ndjson")
     manifest = {"format_version": FORMAT_VERSION, "dataset": summary.model_dump(mode="json")}
-    write_bytes(f"{folder}/{MANIFEST_NAME}", json.dumps(manifest, indent=2).encode(), "application/json")
+    write(f"{folder}/{MANIFEST_NAME}", json.dumps(manifest, indent=2).encode(), "application/json")
     return folder, summary
 
 
@@ -161,6 +168,7 @@ def materialize_plan(
     *,
     token: str | None = None,
     max_prompts_per_bin: int | None = None,
+    write: Writer = write_bytes,
 ) -> RunPlan:
     """The plan with its prompts made once and written under the run's storage, every branch pointed at
     them and the dataset's summary kept for the report. Synthetic prompts are summarized, not written.

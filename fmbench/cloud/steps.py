@@ -195,6 +195,7 @@ def plan_run(
         RunPlan(run_id=run_id, suite=suite, branches=specs, cost_estimate=estimate),
         token=tokens[-1] if tokens else None,
         max_prompts_per_bin=MAX_MATERIALIZED_PROMPTS_PER_BIN,
+        write=lambda uri, data, content_type: s3_objects.put_bytes(s3_client, uri, data, content_type),
     )
     specs = plan.branches
     items = []
