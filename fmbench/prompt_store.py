@@ -181,7 +181,7 @@ def materialize_plan(
         return plan.model_copy(update={"dataset": summarize(prepared)})
     storage_root = plan.branches[0].storage_root
     folder, summary = materialize(
-        prepared, storage_root, plan.run_id, max_prompts_per_bin=max_prompts_per_bin
+        prepared, storage_root, plan.run_id, max_prompts_per_bin=max_prompts_per_bin, write=write
     )
     branches = [spec.model_copy(update={"prompts_uri": folder}) for spec in plan.branches]
     return plan.model_copy(update={"dataset": summary, "branches": branches})
