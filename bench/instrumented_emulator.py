@@ -167,10 +167,15 @@ class CallStampingClient(OpenAIClient):
         self.call_start_s: dict[str, float] = {}
 
     async def invoke(
-        self, prompt_text: str, params: InferenceParameters, timeout_s: float
+        self,
+        prompt_text: str,
+        params: InferenceParameters,
+        timeout_s: float,
+        *,
+        messages: list[dict[str, str]] | None = None,
     ) -> InvocationResult:
         self.call_start_s[prompt_text] = perf_counter()
-        return await super().invoke(prompt_text, params, timeout_s)
+        return await super().invoke(prompt_text, params, timeout_s, messages=messages)
 
 
 if __name__ == "__main__":

@@ -215,6 +215,9 @@ def _print_outcome(console: Console, run: Any) -> None:
             f"{best.transactions_per_minute:.0f} transactions/min, {price} per transaction",
             markup=False,
         )
+    prompts = getattr(result, "prompts", None)
+    for note in prompts.notes if prompts is not None else []:  # prompt reuse, token counts not the server's
+        console.print(f"Note: {note}", markup=False)
     console.print(f"Report: {run.report_dir / 'report.md'} (and report.html, result.json)", markup=False)
     console.print(f"Finished in {run.elapsed_s:.1f} s", markup=False)
 

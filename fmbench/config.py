@@ -370,6 +370,12 @@ class DatasetSpec(SuiteModel):
         "or s3://bucket/key); or 'hf:OWNER/NAME', a dataset on the Hugging Face Hub (its data files for "
         "config and split are read; token from HF_TOKEN).",
     )
+    hub_token: str | None = Field(
+        default=None,
+        pattern=r"^secretsmanager:",
+        description="In the cloud: 'secretsmanager:<arn>' of a secret (named fmbench/...) holding a Hugging "
+        "Face token for a gated or private Hub dataset, read by the plan step. Locally HF_TOKEN is used.",
+    )
     format: Literal["jsonl", "json", "csv", "parquet"] | None = Field(
         default=None, description="File format; default: from the file name (.jsonl, .json, .csv, .parquet)."
     )

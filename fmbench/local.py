@@ -16,6 +16,7 @@ from fmbench.config import Suite
 from fmbench.estimate import check_budget
 from fmbench.layout import outcome_uri, run_plan_uri
 from fmbench.plan import BranchOutcome, RunPlan, plan_suite
+from fmbench.prompt_store import materialize_plan
 from fmbench.records import warm_up_conversion
 from fmbench.runner import ProgressEvent
 from fmbench.spec import BranchSpec
@@ -91,6 +92,8 @@ def run_suite(
     if plan.cost_estimate is not None:
         check_budget(plan.cost_estimate, suite.budget)
     out.mkdir(parents=True, exist_ok=True)
+    # the prompts are made once, for every branch alike, and named in the report
+    plan = materialize_plan(plan, suite_dir)
     save_plan(plan, str(out))
     outcomes = asyncio.run(run_branches(plan, suite.execution.max_parallel_branches, on_progress))
     result = generate_report(plan, outcomes, storage_root=str(out), report_dir=out)

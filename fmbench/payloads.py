@@ -404,14 +404,24 @@ def build_payloads(workload: Workload, base_dir: Path | None = None) -> dict[str
     return prepare_workload(workload, base_dir).by_bin
 
 
-def check_dataset(workload: Workload, base_dir: Path | None = None) -> list[tuple[str, str]]:
-    """(field path, reason) for each way the dataset, tokenizer or synthetic spec does not fit."""
+def check_dataset(
+    workload: Workload,
+    base_dir: Path | None = None,
+    *,
+    requests_per_bin: int | None = None,
+    token: str | None = None,
+) -> list[tuple[str, str]]:
+    """(field path, reason) for each way the dataset, tokenizer or synthetic spec does not fit.
+
+    ``requests_per_bin`` (what a branch's sweep sends to each bin, when known) is held against the
+    distinct prompts of each bin under ``repeat: error``, so the suite is refused before anything runs.
+    """
     if workload.synthetic is not None:
         problems = check_synthetic(workload.synthetic, workload.bins)
         if problems:
             return problems
     try:
-        prepared = prepare_workload(workload, base_dir, synthetic_prompts_per_bin=1)
+        prepared = prepare_workload(workload, base_dir, token=token, synthetic_prompts_per_bin=1)
     except TokenizerError as exc:
         return [("workload.tokenizer", str(exc))]
     except (DatasetError, SyntheticError) as exc:
@@ -426,6 +436,21 @@ def check_dataset(workload: Workload, base_dir: Path | None = None) -> list[tupl
                 (
                     f"workload.bins.{index}",
                     f"no prompt of {source} has [{token_bin.min_tokens}, {token_bin.max_tokens}) tokens",
+                )
+            )
+        elif (
+            workload.repeat == "error"
+            and workload.synthetic is None
+            and requests_per_bin is not None
+            and len(prepared.by_bin[token_bin.label]) < requests_per_bin
+        ):
+            problems.append(
+                (
+                    "workload.repeat",
+                    f"'error' refuses to send a prompt twice, but bin {token_bin.label} has "
+                    f"{len(prepared.by_bin[token_bin.label])} distinct prompt(s) and each branch sends it "
+                    f"{requests_per_bin} requests (all load points, warm-up and cool-down included); "
+                    "use a larger dataset, fewer requests, or repeat: cycle",
                 )
             )
     return problems

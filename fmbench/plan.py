@@ -15,7 +15,7 @@ from fmbench.config import LoadPlan, StrictModel, Suite, Workload
 from fmbench.deployment import resource_names
 from fmbench.estimate import CostEstimate, EstimateSettings, estimate_branches
 from fmbench.pricing import instance_price_per_hour_usd
-from fmbench.spec import BranchSpec
+from fmbench.spec import BranchSpec, DatasetSummary
 
 
 class RunPlan(StrictModel):
@@ -26,6 +26,10 @@ class RunPlan(StrictModel):
         default=None,
         description="Upper bound of the run's cost, made before anything ran; result.json shows it beside "
         "the actual cost.",
+    )
+    dataset: DatasetSummary | None = Field(
+        default=None,
+        description="The prompts the run materialized for its branches (source, revision, content hash).",
     )
 
 

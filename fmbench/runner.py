@@ -27,11 +27,13 @@ from fmbench.loadgen import (
     PartRecorder,
     RecordContext,
 )
-from fmbench.payloads import DatasetError, Prompt, build_payloads
+from fmbench.payloads import DatasetError, PromptDeck, WorkloadPrompts, prepare_workload
 from fmbench.plan import BranchOutcome
+from fmbench.prompt_store import load_materialized
 from fmbench.records import RecordWriter
 from fmbench.spec import BranchSpec
-from fmbench.tokenizer import get_tokenizer
+from fmbench.synthetic import SyntheticError
+from fmbench.tokenizer import Tokenizer, TokenizerError
 
 logger = logging.getLogger(__name__)
 
@@ -271,10 +273,14 @@ async def run_branch(
     # Set-up work runs in a worker thread: in a local run with parallel branches, one event loop also
     # times the other branches' requests, which a branch tokenizing its dataset would hold up.
     try:
-        prompts_by_bin = await asyncio.to_thread(build_payloads, spec.workload, folder)
+        prepared = await asyncio.to_thread(branch_prompts, spec, folder)
     except DatasetError as exc:
         return outcome(f"dataset: {exc}")
-    empty = [label for label, prompts in prompts_by_bin.items() if not prompts]
+    except TokenizerError as exc:
+        return outcome(f"tokenizer: {exc}")
+    except SyntheticError as exc:
+        return outcome(f"synthetic prompts: {exc}")
+    empty = [label for label, prompts in prepared.by_bin.items() if not prompts]
     if empty:
         return outcome(f"no prompts in bin(s) {', '.join(empty)}")
     try:
@@ -292,7 +298,7 @@ async def run_branch(
             failure = await _sweep(
                 spec,
                 client,
-                prompts_by_bin,
+                prepared,
                 writer,
                 progress,
                 tally,
@@ -307,19 +313,46 @@ async def run_branch(
         await client.aclose()
 
 
-def load_points(spec: BranchSpec, prompts_by_bin: dict[str, list[Prompt]]) -> list[LoadPoint]:
+def branch_prompts(spec: BranchSpec, base_dir: Path | None) -> WorkloadPrompts:
+    """The branch's prompts: the run's materialized ones when the plan wrote them, else the workload's own.
+
+    Raises ``DatasetError``, ``TokenizerError`` or ``SyntheticError``.
+    """
+    if spec.prompts_uri is not None:
+        return load_materialized(spec.workload, spec.prompts_uri, base_dir)
+    return prepare_workload(spec.workload, base_dir)
+
+
+def branch_decks(spec: BranchSpec, prepared: WorkloadPrompts) -> dict[str, PromptDeck]:
+    """One deck per bin for the whole branch: its load points draw from it in turn, so each request of
+    the branch gets a prompt no earlier one had while the bin has any (then ``workload.repeat``)."""
+    return {b.label: prepared.deck(b.label) for b in spec.workload.bins}
+
+
+def load_points(spec: BranchSpec, decks: dict[str, PromptDeck]) -> list[LoadPoint]:
     """The branch's sweep in its order (``LoadPlan.points``), each point ready for the load generator."""
     labels = [b.label for b in spec.workload.bins]
     return [
-        LoadPoint.of_plan(spec.load, planned, prompts_by_bin[planned.payload_bin], spec.workload.inference)
+        LoadPoint.of_plan(spec.load, planned, decks[planned.payload_bin], spec.workload.inference)
         for planned in spec.load.points(labels)
     ]
+
+
+def _reuse_message(decks: dict[str, PromptDeck]) -> str | None:
+    reused = {label: deck for label, deck in decks.items() if deck.reused}
+    if not reused:
+        return None
+    parts = [f"bin {label}: {deck.reused} of {deck.drawn}" for label, deck in reused.items()]
+    return (
+        f"requests that reused a prompt (the bin had fewer distinct prompts; workload.repeat: cycle): "
+        f"{'; '.join(parts)}"
+    )
 
 
 async def _sweep(
     spec: BranchSpec,
     client: EndpointClient,
-    prompts_by_bin: dict[str, list[Prompt]],
+    prepared: WorkloadPrompts,
     writer: RecordWriter,
     progress: _Progress,
     tally: _Tally,
@@ -332,9 +365,44 @@ async def _sweep(
     Only a load point whose measured requests all failed stops the sweep; any other failure is a record.
     """
     clock = EpochClock.start()  # one anchor for the whole branch, so all its records share a time scale
-    tokenizer = get_tokenizer(spec.workload.tokenizer)
+    tokenizer: Tokenizer = prepared.tokenizer  # the prompts' counts and the answers' in the same tokens
     context = RecordContext.for_branch(spec)
-    for index, point in enumerate(load_points(spec, prompts_by_bin)):
+    decks = branch_decks(spec, prepared)
+    try:
+        return await _sweep_points(
+            spec,
+            client,
+            load_points(spec, decks),
+            writer,
+            progress,
+            tally,
+            clock,
+            tokenizer,
+            context,
+            flush_interval_s=flush_interval_s,
+            flush_max_records=flush_max_records,
+        )
+    finally:
+        reuse = _reuse_message(decks)
+        if reuse is not None:
+            logger.warning("branch %s: %s", spec.branch_id, reuse)
+
+
+async def _sweep_points(
+    spec: BranchSpec,
+    client: EndpointClient,
+    points: list[LoadPoint],
+    writer: RecordWriter,
+    progress: _Progress,
+    tally: _Tally,
+    clock: EpochClock,
+    tokenizer: Tokenizer,
+    context: RecordContext,
+    *,
+    flush_interval_s: float,
+    flush_max_records: int,
+) -> str | None:
+    for index, point in enumerate(points):
         if point.concurrency is not None:  # before the point starts: connection set-up is not measured
             await client.open_connections(point.concurrency, PROBE_TIMEOUT_S)
         progress.emit("load_point_started", point=point, index=index)
@@ -383,6 +451,8 @@ async def _sweep(
             _ms(check.loop_lag_p99_s),
             f"; CLIENT-BOUND ({'; '.join(result.reasons)})" if result.client_bound else "",
         )
+        if point_run.engine.prompts_exhausted is not None:
+            return f"prompts: {point_run.engine.prompts_exhausted}"
         if summary.all_measured_failed:
             return _failure_reason(point, summary)
         tally.load_points_completed += 1

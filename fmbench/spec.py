@@ -13,6 +13,21 @@ from fmbench.config import LoadPlan, StrictModel, Target, Workload
 from fmbench.deployment import SageMakerDeployment
 
 
+class DatasetSummary(StrictModel):
+    """Which prompts a run sent, for the report: the source, the revision and a hash of the bytes read."""
+
+    source: str = Field(description="The dataset's source as the suite names it, or 'synthetic'.")
+    revision: str | None = Field(default=None, description="The commit a Hub dataset's revision resolved to.")
+    content_sha256: str | None = Field(default=None, description="SHA-256 of the bytes of every file read.")
+    files: list[str] = Field(default_factory=list)
+    malformed_rows: int = Field(default=0, description="Rows left out (malformed_rows: skip).")
+    duplicates: int = Field(default=0, description="Records whose prompt an earlier record already made.")
+    prompts_per_bin: dict[str, int] = Field(default_factory=dict, description="Distinct prompts per bin.")
+    truncated_bins: list[str] = Field(
+        default_factory=list, description="Bins cut to the limit of prompts the plan step materializes."
+    )
+
+
 class BranchSpec(StrictModel):
     """The contract between the planner and a runner (local task or Fargate container)."""
 
@@ -29,6 +44,11 @@ class BranchSpec(StrictModel):
     )
     dataset_base_dir: str | None = Field(
         default=None, description="Folder relative dataset paths start from."
+    )
+    prompts_uri: str | None = Field(
+        default=None,
+        description="The run's materialized prompts (datasets/run_id=R/, written by the cloud plan step): "
+        "the runner sends these instead of reading the dataset, so every branch sends the same prompts.",
     )
     sagemaker_endpoint_name: str | None = Field(
         default=None,

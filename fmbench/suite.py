@@ -7,7 +7,7 @@ its dataset (``fmbench.payloads``), which itself reads the models, so they sit a
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from fmbench.config import (
     FIXED_OUTPUT_PLATFORMS,
+    LoadPlan,
     Suite,
     SuiteProblem,
     SuiteValidationError,
@@ -45,8 +46,26 @@ def instance_type_problem(target: Any) -> str | None:
     )
 
 
-def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]:
-    """Checks that need the whole suite (and the dataset) rather than one field."""
+def requests_per_bin(load: LoadPlan) -> int | None:
+    """Requests a branch sends to each bin over its whole sweep, or None when a phase is timed (unknown).
+
+    Each bin's deck serves every load point of the branch, so this is what ``repeat: error`` is held to.
+    """
+    if load.duration_s is not None or load.warmup_s is not None or load.cooldown_s is not None:
+        return None
+    per_point = load.warmup_requests + (load.requests_per_level or 0) + load.cooldown_requests
+    return load.level_count * per_point
+
+
+def semantic_problems(
+    suite: Suite, base_dir: Path | None, hub_token: Callable[[Suite], str | None] | None = None
+) -> list[SuiteProblem]:
+    """Checks that need the whole suite (and the dataset) rather than one field.
+
+    ``hub_token`` gives the Hugging Face token for the suite's dataset (the cloud reads it from Secrets
+    Manager); it raises ``ValueError`` saying why it cannot, which becomes the problem of
+    ``workload.dataset.hub_token``.
+    """
     expanded, problems = expand_targets(suite)
     if not expanded and not problems:
         problems.append(
@@ -83,8 +102,17 @@ def semantic_problems(suite: Suite, base_dir: Path | None) -> list[SuiteProblem]
                 reason=f"{suite.report.headline_bin!r} is not a bin; bins: {', '.join(labels)}",
             )
         )
+    token = None
+    if hub_token is not None:
+        try:
+            token = hub_token(suite)
+        except ValueError as exc:
+            problems.append(SuiteProblem(path="workload.dataset.hub_token", reason=str(exc)))
+            return problems
     try:
-        for bin_problem in check_dataset(suite.workload, base_dir=base_dir):
+        requests = requests_per_bin(suite.load)
+        found = check_dataset(suite.workload, base_dir=base_dir, requests_per_bin=requests, token=token)
+        for bin_problem in found:
             problems.append(SuiteProblem(path=bin_problem[0], reason=bin_problem[1]))
     except DatasetError as exc:
         problems.append(SuiteProblem(path="workload.dataset.source", reason=str(exc)))
@@ -198,7 +226,13 @@ def _node_problems(root: yaml.Node) -> list[SuiteProblem]:
     return problems
 
 
-def validate_suite_data(data: Any, base_dir: Path | None = None, source: str | None = None) -> Suite:
+def validate_suite_data(
+    data: Any,
+    base_dir: Path | None = None,
+    source: str | None = None,
+    *,
+    hub_token: Callable[[Suite], str | None] | None = None,
+) -> Suite:
     """Validate a parsed suite (dict); raise ``SuiteValidationError`` listing every problem."""
     if not isinstance(data, dict):
         raise SuiteValidationError(
@@ -208,7 +242,7 @@ def validate_suite_data(data: Any, base_dir: Path | None = None, source: str | N
         suite = Suite.model_validate(data)
     except ValidationError as exc:
         raise SuiteValidationError(problems_from_validation_error(exc), source) from None
-    problems = semantic_problems(suite, base_dir)
+    problems = semantic_problems(suite, base_dir, hub_token)
     if problems:
         raise SuiteValidationError(problems, source)
     return suite

@@ -232,6 +232,8 @@ class Functions(Construct):
         )
 
         self.plan = self._function("Plan", FUNCTION_SIZING["plan"], log_retention)
+        # huggingface_hub caches Hub datasets and tokenizers under HF_HOME; /tmp is all a function may write
+        self.plan.add_environment("HF_HOME", "/tmp/huggingface")
         self.deploy = self._function("Deploy", FUNCTION_SIZING["deploy"], log_retention)
         self.endpoint_status = self._function(
             "EndpointStatus", FUNCTION_SIZING["endpoint_status"], log_retention
@@ -240,6 +242,7 @@ class Functions(Construct):
         self.render = self._function("Render", FUNCTION_SIZING["render"], log_retention)
 
         self._allow_reading_quotas()
+        self._allow_reading_secrets(self.plan)  # a Hub token for a gated dataset (workload.dataset.hub_token)
         self._allow_deploying()
         allow_describing(self.endpoint_status, ["endpoint"])
         self._allow_tearing_down()
@@ -366,6 +369,19 @@ class Functions(Construct):
             ["servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"],
             reason="servicequotas:ListServiceQuotas and servicequotas:ListAWSDefaultServiceQuotas support "
             "no resource-level permissions; they only read quota values (the plan's SageMaker quota check).",
+        )
+
+    def _allow_reading_secrets(self, function: lambda_.DockerImageFunction) -> None:
+        secrets = f"arn:{Aws.PARTITION}:secretsmanager:*:{Aws.ACCOUNT_ID}:secret:{SECRET_NAME_PREFIX}*"
+        role_of(function).add_to_principal_policy(
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secrets])
+        )
+        acknowledge_wildcard_resources(
+            role_of(function),
+            [secrets],
+            reason="Secrets a suite refers to (a Hugging Face token) are named under 'fmbench/' by "
+            "convention (docs/architecture.md); Secrets Manager appends a random suffix to every secret "
+            "ARN, so a name needs a wildcard.",
         )
 
     def _allow_deploying(self) -> None:

@@ -9,6 +9,7 @@ from infra.runner import Runner
 from infra.schedules import Schedules
 from infra.settings import LOG_RETENTION_DAYS, FmbenchSettings
 from infra.storage import (
+    DATASETS_PREFIX,
     OUTCOMES_PREFIX,
     RECORDS_PREFIX,
     REPORTS_PREFIX,
@@ -103,11 +104,14 @@ class FmbenchStack(Stack):
         storage = self.storage
         storage.grant_prefixes(
             self.runner.task_role,
-            read=[SPECS_PREFIX, RECORDS_PREFIX],
+            read=[SPECS_PREFIX, RECORDS_PREFIX, DATASETS_PREFIX],
             write=[RECORDS_PREFIX, OUTCOMES_PREFIX],
         )
-        # A report-only execution re-reads the plan.json of the run it reports on.
-        storage.grant_prefixes(self.functions.plan, read=[SPECS_PREFIX], write=[SPECS_PREFIX])
+        # A report-only execution re-reads the plan.json of the run it reports on. The plan writes the run's
+        # prompts under datasets/ and may read a dataset kept there (s3://BUCKET/datasets/...).
+        storage.grant_prefixes(
+            self.functions.plan, read=[SPECS_PREFIX, DATASETS_PREFIX], write=[SPECS_PREFIX, DATASETS_PREFIX]
+        )
         storage.grant_prefixes(self.functions.deploy, read=[SPECS_PREFIX])
         # Once an endpoint is in service, the status step records how long deployment took.
         storage.grant_prefixes(self.functions.endpoint_status, write=[OUTCOMES_PREFIX])

@@ -23,6 +23,9 @@ ATHENA_RESULTS_PREFIX: Final = layout.key_prefix(layout.ATHENA_RESULTS)
 # Written by the plan (one branch spec per branch) and by the runners (one outcome per branch).
 SPECS_PREFIX: Final = layout.key_prefix(layout.SPECS)
 OUTCOMES_PREFIX: Final = layout.key_prefix(layout.OUTCOMES)
+# Written by the plan (a run's materialized prompts), read by the runners; an s3:// dataset kept here is
+# readable by the plan without further grants.
+DATASETS_PREFIX: Final = layout.key_prefix(layout.DATASETS)
 RECORDS_TABLE_NAME: Final = "records"
 RUNS_PREFIX: Final = layout.key_prefix(layout.RUNS)
 RUNS_TABLE_NAME: Final = "runs"

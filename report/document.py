@@ -11,9 +11,27 @@ from report.result import (
     BranchResult,
     LoadPointSummary,
     PlannedLoadPoint,
+    PromptsResult,
     ResultDocument,
 )
-from report.view import BranchView, LoadPointView, ReportView
+from report.view import BranchView, LoadPointView, PromptsView, ReportView
+
+
+def _prompts_result(prompts: PromptsView | None) -> PromptsResult | None:
+    if prompts is None:
+        return None
+    return PromptsResult(
+        source=prompts.source,
+        revision=prompts.revision,
+        content_sha256=prompts.content_sha256,
+        prompts_per_bin=dict(prompts.prompts_per_bin),
+        repeat="error" if prompts.repeat == "error" else "cycle",
+        tokenizer=prompts.tokenizer,
+        measured_requests=prompts.measured_requests,
+        reused_prompt_requests=prompts.reused_prompt_requests,
+        local_token_count_requests=prompts.local_token_count_requests,
+        notes=prompts.notes(),
+    )
 
 
 def _load_point_summary(point: LoadPointView) -> LoadPointSummary:
@@ -84,4 +102,5 @@ def result_document(view: ReportView, artifacts: Artifacts) -> ResultDocument:
         branches=[_branch_result(branch) for branch in view.branches],
         cost=view.cost,
         artifacts=artifacts,
+        prompts=_prompts_result(view.prompts),
     )

@@ -263,6 +263,35 @@ def _error_class_table(view: ReportView) -> dict[str, list[str] | list[list[str]
     return {"columns": columns, "rows": rows}
 
 
+def _prompts_lines(view: ReportView) -> list[str]:
+    """The dataset named exactly (source, revision, content hash), then what reuse and local counts mean."""
+    prompts = view.prompts
+    if prompts is None:
+        return []
+    named = f"`{md(prompts.source)}`"
+    if prompts.revision:
+        named += f" at revision `{md(prompts.revision)}`"
+    if prompts.content_sha256:
+        named += f", content SHA-256 `{prompts.content_sha256}`"
+    lines = [
+        f"Prompts: {named}; tokens counted with `{md(prompts.tokenizer)}`; repeat policy `{prompts.repeat}`."
+    ]
+    if prompts.prompts_per_bin:
+        counts = ", ".join(f"{md(label)}: {n}" for label, n in prompts.prompts_per_bin.items())
+        lines.append(f"Distinct prompts per bin: {counts}.")
+    left_out = []
+    if prompts.malformed_rows:
+        left_out.append(f"{prompts.malformed_rows} malformed row(s) left out")
+    if prompts.duplicates:
+        left_out.append(f"{prompts.duplicates} duplicate prompt(s) sent once")
+    if left_out:
+        lines.append("; ".join(left_out).capitalize() + ".")
+    if not prompts.reused_prompt_requests and prompts.measured_requests:
+        lines.append("Every measured request sent a prompt no earlier request of its branch had sent.")
+    lines.extend(md(note) for note in prompts.notes())
+    return lines
+
+
 def _no_best_hint(view: ReportView) -> str:
     if not view.load_points:
         return "No branch produced measured results."
@@ -337,6 +366,7 @@ def render_markdown(view: ReportView, chart_files: Mapping[str, str]) -> str:
         "client_bound_text": _client_bound_text(view),
         "token_rows": _token_rows(view),
         "error_class_table": _error_class_table(view),
+        "prompts_lines": _prompts_lines(view),
         "charts": chart_entries,
     }
     return _environment().get_template("report.md.j2").render(**context)

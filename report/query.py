@@ -71,6 +71,8 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "time_to_first_answer_p99_s",
     "reasoning_tokens_mean",
     *ERROR_CLASS_COLUMNS,
+    "requests_reused_prompt",
+    "requests_local_token_counts",
 )
 TTFT_SAMPLE_COLUMNS: tuple[str, ...] = ("branch_id", "target_name", "payload_bin", "concurrency", "ttft_s")
 # Columns of request_samples.sql: every measured request, for the comparison of two runs (report/compare.py).
@@ -190,7 +192,16 @@ _STRING_COLUMNS = frozenset(
     {"run_id", "branch_id", "target_name", "platform", "model", "container", "instance_type", "load_mode"}
     | {"payload_bin"}
 )
-_COUNT_COLUMNS = frozenset({"requests", "successes", "errors", *ERROR_CLASS_COLUMNS})
+_COUNT_COLUMNS = frozenset(
+    {
+        "requests",
+        "successes",
+        "errors",
+        "requests_reused_prompt",
+        "requests_local_token_counts",
+        *ERROR_CLASS_COLUMNS,
+    }
+)
 _NULLABLE_INT_COLUMNS = frozenset({"instance_count", "concurrency"})
 _BOOL_COLUMNS = frozenset({"client_bound", "is_success"})
 

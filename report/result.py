@@ -245,6 +245,29 @@ class RegressionResult(_ResultModel):
     unmatched: list[UnmatchedPoint] = Field(default_factory=list)
 
 
+class PromptsResult(_ResultModel):
+    """What was sent and how its tokens were counted."""
+
+    source: str = Field(description="The dataset's source as the suite names it, or 'synthetic'.")
+    revision: str | None = Field(description="The commit a Hub dataset's revision resolved to.")
+    content_sha256: str | None = Field(description="SHA-256 of the dataset bytes read; null if not known.")
+    prompts_per_bin: dict[str, int] = Field(description="Distinct prompts per bin; empty for synthetic.")
+    repeat: Literal["cycle", "error"] = Field(description="The workload's repeat policy.")
+    tokenizer: str = Field(description="The workload's tokenizer (bins and local token counts).")
+    measured_requests: int = Field(ge=0)
+    reused_prompt_requests: int = Field(
+        ge=0,
+        description="Measured requests whose prompt an earlier request of the branch had sent (repeat: "
+        "cycle); on servers with prefix caching their TTFT is lower than a new prompt's.",
+    )
+    local_token_count_requests: int = Field(
+        ge=0,
+        description="Successful measured requests whose token counts (one or both) are the local "
+        "tokenizer's because the server sent no usage.",
+    )
+    notes: list[str] = Field(description="What the counts above mean for the figures, in words.")
+
+
 class ResultDocument(_ResultModel):
     """result.json, also the Step Functions execution output."""
 
@@ -270,6 +293,9 @@ class ResultDocument(_ResultModel):
     artifacts: Artifacts
     regression: RegressionResult | None = Field(
         default=None, description="The run compared with its baseline, when the suite asks for it."
+    )
+    prompts: PromptsResult | None = Field(
+        default=None, description="The dataset sent, prompt reuse and where token counts came from."
     )
 
     @field_validator("generated_at")

@@ -169,6 +169,50 @@ class ClientCheckView:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptsView:
+    """What was sent and how it was counted: the dataset (source, revision, content hash), the requests
+    that reused a prompt, and the answers whose token counts are the local tokenizer's, not the server's."""
+
+    source: str
+    revision: str | None
+    content_sha256: str | None
+    malformed_rows: int
+    duplicates: int
+    prompts_per_bin: Mapping[str, int]
+    truncated_bins: tuple[str, ...]
+    repeat: str
+    tokenizer: str
+    measured_requests: int
+    reused_prompt_requests: int
+    measured_successes: int
+    local_token_count_requests: int
+
+    def notes(self) -> list[str]:
+        """What the counts mean for the figures, in plain words (the Markdown and result.json say them)."""
+        notes = []
+        if self.reused_prompt_requests:
+            notes.append(
+                f"{self.reused_prompt_requests} of {self.measured_requests} measured requests reused a "
+                "prompt that an earlier request of their branch had sent (the bin had fewer distinct "
+                "prompts than requests; workload.repeat: cycle). A server with prefix caching (vLLM, "
+                "SGLang) serves a repeated prompt's prefill from its cache, so these requests' TTFT, "
+                "and the latency and throughput figures with it, are better than new prompts would get."
+            )
+        if self.local_token_count_requests:
+            notes.append(
+                f"{self.local_token_count_requests} of {self.measured_successes} successful measured "
+                f"requests have token counts from the local tokenizer ({self.tokenizer}) because the server "
+                "sent no usage: their token figures are that tokenizer's count, not the model's."
+            )
+        if self.truncated_bins:
+            notes.append(
+                f"Bin(s) {', '.join(self.truncated_bins)} held more prompts than the plan step materializes; "
+                "only the first were sent."
+            )
+        return notes
+
+
+@dataclass(frozen=True, slots=True)
 class ReportView:
     run_id: str
     suite_name: str
@@ -186,6 +230,7 @@ class ReportView:
     cost: CostSummary | None
     cost_per_transactions: int
     client_check: ClientCheckView
+    prompts: PromptsView | None = None
 
     @property
     def best_found(self) -> list[BestConfiguration]:
@@ -288,6 +333,34 @@ def _branch_view(
     return view, tuple(measured.values())
 
 
+def _metric_sum(metrics: pd.DataFrame, column: str) -> int:
+    if column not in metrics.columns or metrics.empty:
+        return 0
+    return int(metrics[column].fillna(0).sum())
+
+
+def _prompts_view(plan: RunPlan, metrics: pd.DataFrame) -> PromptsView:
+    """From the plan's dataset summary (when the run materialized its prompts) and the summary's counts."""
+    workload = plan.suite.workload
+    dataset = plan.dataset
+    source = "synthetic" if workload.synthetic is not None else workload.dataset.source
+    return PromptsView(
+        source=dataset.source if dataset is not None else source,
+        revision=dataset.revision if dataset is not None else None,
+        content_sha256=dataset.content_sha256 if dataset is not None else None,
+        malformed_rows=dataset.malformed_rows if dataset is not None else 0,
+        duplicates=dataset.duplicates if dataset is not None else 0,
+        prompts_per_bin=MappingProxyType(dict(dataset.prompts_per_bin) if dataset is not None else {}),
+        truncated_bins=tuple(dataset.truncated_bins) if dataset is not None else (),
+        repeat=workload.repeat,
+        tokenizer=workload.tokenizer,
+        measured_requests=_metric_sum(metrics, "requests"),
+        reused_prompt_requests=_metric_sum(metrics, "requests_reused_prompt"),
+        measured_successes=_metric_sum(metrics, "successes"),
+        local_token_count_requests=_metric_sum(metrics, "requests_local_token_counts"),
+    )
+
+
 def build_view(
     plan: RunPlan,
     outcomes: Sequence[BranchOutcome],
@@ -335,4 +408,5 @@ def build_view(
             max_loop_lag_p99_s=check.max_loop_lag_p99_s,
             open_loop_max_in_flight=load.max_in_flight if load.rates_per_s else None,
         ),
+        prompts=_prompts_view(plan, metrics),
     )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, Final
 
 from fmbench.cloud.sagemaker import resolve_image_uri
 from fmbench.config import BUILTIN_DATASET_PREFIX, Suite, SuiteProblem, SuiteValidationError
 from fmbench.deployment import (
     EXISTING_ENDPOINTS_KEY,
+    SECRET_ARN_PATTERN,
+    SECRET_REFERENCE_PREFIX,
     ServingContainerError,
     parse_container,
     payload_format_problem,
@@ -17,6 +19,9 @@ from fmbench.deployment import (
     stack_may_invoke,
 )
 from fmbench.suite import validate_suite_data
+
+# Dataset sources the plan step can read in the cloud (a local path is not uploaded with the suite).
+CLOUD_DATASET_PREFIXES: Final = (BUILTIN_DATASET_PREFIX, "s3://", "hf:")
 
 # How a problem of the execution input names its source (``execution input: field.path: reason``).
 EXECUTION_INPUT_SOURCE: Final = "execution input"
@@ -51,12 +56,13 @@ def cloud_suite_problems(suite: Suite, region: str, *, resolve_images: bool = Tr
     resolves every image in its region (the SageMaker SDK's tables), catching a version that does not exist.
     """
     problems: list[SuiteProblem] = []
-    if not suite.workload.dataset.source.startswith(BUILTIN_DATASET_PREFIX):
+    source = suite.workload.dataset.source
+    if suite.workload.synthetic is None and not source.startswith(CLOUD_DATASET_PREFIXES):
         problems.append(
             SuiteProblem(
                 path="workload.dataset.source",
-                reason="the cloud runner reads built-in datasets only (builtin:NAME); a local file is not "
-                "uploaded with the suite",
+                reason="a local file is not uploaded with the suite: copy it to S3 and give its s3:// URI "
+                "(or a Hub dataset, hf:OWNER/NAME, or a built-in one, builtin:NAME)",
             )
         )
     for expanded in suite.expanded():
@@ -104,19 +110,39 @@ def endpoint_access_problems(suite: Suite, existing_endpoint_names: Collection[s
     ]
 
 
+def hub_token_reader(read_secret: Callable[[str], str] | None) -> Callable[[Suite], str | None]:
+    """The Hub token of a suite's dataset, read from the Secrets Manager secret ``hub_token`` names.
+
+    Raises ``ValueError`` (the suite validation's problem at ``workload.dataset.hub_token``) for a malformed
+    reference or a secret that cannot be read. Without ``read_secret`` no token is read.
+    """
+
+    def token(suite: Suite) -> str | None:
+        reference = suite.workload.dataset.hub_token
+        if reference is None or read_secret is None:
+            return None
+        arn = reference[len(SECRET_REFERENCE_PREFIX) :]
+        if not SECRET_ARN_PATTERN.match(arn):
+            raise ValueError(f"{SECRET_REFERENCE_PREFIX} must be followed by a Secrets Manager secret ARN")
+        return read_secret(arn)
+
+    return token
+
+
 def validate_cloud_suite(
     data: Any,
     region: str,
     *,
     resolve_images: bool = True,
     existing_endpoint_names: Collection[str] | None = None,
+    hub_token: Callable[[Suite], str | None] | None = None,
 ) -> Suite:
     """The suite of an execution input, or ``SuiteValidationError`` listing every problem.
 
     With ``existing_endpoint_names`` (the stack's, known to the Plan function), an existing SageMaker
-    endpoint the runner may not invoke is a problem too.
+    endpoint the runner may not invoke is a problem too. ``hub_token`` reads the dataset's Hub token.
     """
-    suite = validate_suite_data(data, base_dir=None, source=EXECUTION_INPUT_SOURCE)
+    suite = validate_suite_data(data, base_dir=None, source=EXECUTION_INPUT_SOURCE, hub_token=hub_token)
     problems = cloud_suite_problems(suite, region, resolve_images=resolve_images)
     if existing_endpoint_names is not None:
         problems += endpoint_access_problems(suite, existing_endpoint_names)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from fmbench import layout
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.aws import error_code
-from fmbench.cloud.checks import EXECUTION_INPUT_SOURCE, validate_cloud_suite
+from fmbench.cloud.checks import EXECUTION_INPUT_SOURCE, hub_token_reader, validate_cloud_suite
 from fmbench.cloud.events import (
     REPORT_ONLY_KEY,
     RUN_ID_PATTERN,
@@ -40,10 +40,11 @@ from fmbench.cloud.sagemaker import (
     teardown,
 )
 from fmbench.cloud.settings import DeploySettings, PlanSettings, StatusSettings, TeardownSettings
-from fmbench.config import SuiteProblem, SuiteValidationError, problems_from_validation_error
+from fmbench.config import Suite, SuiteProblem, SuiteValidationError, problems_from_validation_error
 from fmbench.deployment import FAILED, IN_SERVICE, MAX_STATUS_POLLS, secret_references
 from fmbench.estimate import check_budget, endpoint_ttl_problems, estimate_branches
 from fmbench.plan import RunPlan, new_run_id, plan_suite
+from fmbench.prompt_store import MAX_MATERIALIZED_PROMPTS_PER_BIN, materialize_plan
 from fmbench.spec import BranchSpec
 from fmbench.storage import split_s3_uri
 
@@ -176,8 +177,20 @@ def plan_run(
     request = report_only_request(event.suite)
     if request is not None:
         return plan_report_only(request, settings, s3_client, metrics_query)
+    tokens: list[str | None] = []  # the Hub token validation read, kept for materializing below
+
+    def hub_token(suite: Suite) -> str | None:
+        read_secret = None
+        if client_factory is not None and suite.workload.dataset.hub_token is not None:
+            read_secret = secrets_manager_reader(client_factory("secretsmanager", settings.region))
+        tokens.append(hub_token_reader(read_secret)(suite))
+        return tokens[-1]
+
     suite = validate_cloud_suite(
-        event.suite, settings.region, existing_endpoint_names=settings.existing_endpoint_names
+        event.suite,
+        settings.region,
+        existing_endpoint_names=settings.existing_endpoint_names,
+        hub_token=hub_token,
     )
     run_id = run_id_for(event.execution_name)
     storage_root = s3_objects.s3_uri(settings.results_bucket)
@@ -201,7 +214,15 @@ def plan_run(
     if client_factory is not None:
         needs = instances_needed_at_once(specs, max_concurrency, settings.region)
         quota_notes = check_endpoint_quotas(needs, client_factory, max_concurrency)
-    plan = RunPlan(run_id=run_id, suite=suite, branches=specs, cost_estimate=estimate)
+    # Every check passed: the prompts are made once, into the run's storage, and every branch's runner
+    # sends those (bounded per bin: docs/workload.md, "In the cloud").
+    plan = materialize_plan(
+        RunPlan(run_id=run_id, suite=suite, branches=specs, cost_estimate=estimate),
+        token=tokens[-1] if tokens else None,
+        max_prompts_per_bin=MAX_MATERIALIZED_PROMPTS_PER_BIN,
+        write=lambda uri, data, content_type: s3_objects.put_bytes(s3_client, uri, data, content_type),
+    )
+    specs = plan.branches
     items = []
     for spec in specs:
         uri = layout.branch_spec_uri(storage_root, run_id, spec.branch_id)

@@ -126,8 +126,15 @@ class EndpointClient(Protocol):
     """
 
     async def invoke(
-        self, prompt_text: str, params: InferenceParameters, timeout_s: float
-    ) -> InvocationResult: ...
+        self,
+        prompt_text: str,
+        params: InferenceParameters,
+        timeout_s: float,
+        *,
+        messages: list[dict[str, str]] | None = None,
+    ) -> InvocationResult:
+        """``messages`` (a system prompt, a conversation) replaces ``prompt_text`` where the API is a chat."""
+        ...
 
     async def probe(self, timeout_s: float) -> str | None:
         """None when the endpoint answers at all, else a human-readable reason."""

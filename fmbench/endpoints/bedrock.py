@@ -43,22 +43,41 @@ class BedrockClient(AwsRuntimeClient):
         super().__init__(**options)
         self.model_id = model_id
 
-    def request(self, prompt_text: str, params: InferenceParameters) -> dict[str, Any]:
-        """Keyword arguments of Converse and ConverseStream (the same for both)."""
+    def request(
+        self, prompt_text: str, params: InferenceParameters, messages: list[dict[str, str]] | None = None
+    ) -> dict[str, Any]:
+        """Keyword arguments of Converse and ConverseStream (the same for both).
+
+        Converse takes a system prompt apart from the conversation, so system messages go there.
+        """
         inference: dict[str, Any] = {"maxTokens": params.max_new_tokens, "temperature": params.temperature}
         if params.top_p is not None:
             inference["topP"] = params.top_p
-        return {
+        turns = messages if messages is not None else [{"role": "user", "content": prompt_text}]
+        request: dict[str, Any] = {
             "modelId": self.model_id,
-            "messages": [{"role": "user", "content": [{"text": prompt_text}]}],
+            "messages": [
+                {"role": m["role"], "content": [{"text": m["content"]}]}
+                for m in turns
+                if m["role"] != "system"
+            ],
             "inferenceConfig": inference,
         }
+        system = [{"text": m["content"]} for m in turns if m["role"] == "system"]
+        if system:
+            request["system"] = system
+        return request
 
     async def invoke(
-        self, prompt_text: str, params: InferenceParameters, timeout_s: float
+        self,
+        prompt_text: str,
+        params: InferenceParameters,
+        timeout_s: float,
+        *,
+        messages: list[dict[str, str]] | None = None,
     ) -> InvocationResult:
         """One request, bounded as a whole by ``timeout_s``; never raises (only cancellation propagates)."""
-        request = self.request(prompt_text, params)
+        request = self.request(prompt_text, params, messages)
         pieces: list[str] = []
         try:
             client = await self._get_client()

@@ -141,12 +141,15 @@ class OpenAIClient:
 
     # --------------------------------------------------------------------------------------- invoke
 
-    def _encode(self, prompt_text: str, params: InferenceParameters) -> bytes:
+    def _encode(
+        self, prompt_text: str, params: InferenceParameters, messages: list[dict[str, str]] | None = None
+    ) -> bytes:
         body: dict[str, Any] = {}
         if self.model:
             body["model"] = self.model
         if self._is_chat:
-            body["messages"] = [{"role": "user", "content": prompt_text}]
+            user_only = [{"role": "user", "content": prompt_text}]
+            body["messages"] = messages if messages is not None else user_only
         else:
             body["prompt"] = prompt_text
         body["max_tokens"] = params.max_new_tokens
@@ -165,14 +168,19 @@ class OpenAIClient:
         return json.dumps(body).encode()
 
     async def invoke(
-        self, prompt_text: str, params: InferenceParameters, timeout_s: float
+        self,
+        prompt_text: str,
+        params: InferenceParameters,
+        timeout_s: float,
+        *,
+        messages: list[dict[str, str]] | None = None,
     ) -> InvocationResult:
         """One request, bounded as a whole (connect to last byte) by ``timeout_s``; never raises.
 
         ``result.end_perf_s`` is set only once the response is complete, so an error that comes after
         completion (a drop while draining the connection) cannot turn a good answer into a failure.
         """
-        data = self._encode(prompt_text, params)
+        data = self._encode(prompt_text, params, messages)
         headers = self._stream_headers if params.stream else self._plain_headers
         session = self._get_session()
         parts: list[str] = []

@@ -46,9 +46,16 @@ class SageMakerClient(AwsRuntimeClient):
         self.payload = payload
 
     async def invoke(
-        self, prompt_text: str, params: InferenceParameters, timeout_s: float
+        self,
+        prompt_text: str,
+        params: InferenceParameters,
+        timeout_s: float,
+        *,
+        messages: list[dict[str, str]] | None = None,
     ) -> InvocationResult:
         """One request, bounded as a whole by ``timeout_s``; never raises (only cancellation propagates).
+
+        The container formats take one text, so ``messages`` is not sent: the prompt's text is.
 
         ``end_perf_s`` is set once the answer is complete, so a failure after that (the connection dropped
         while the body's last bytes drain) cannot turn a complete answer into an error.

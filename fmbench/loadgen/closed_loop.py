@@ -10,6 +10,7 @@ from fmbench.endpoints.base import EndpointClient
 from fmbench.loadgen.engine import LoadEngine
 from fmbench.loadgen.points import LoadPoint, LoadPointError, Phase, PhaseTracker
 from fmbench.loadgen.recording import Attempt
+from fmbench.payloads import Prompt
 
 
 class ClosedLoop(LoadEngine):
@@ -61,14 +62,20 @@ class ClosedLoop(LoadEngine):
         """
         return attempt.seq not in self._first_seqs
 
-    def _claim(self, now_s: float) -> tuple[int, Phase] | None:
-        """The next sequence number and its phase, or None once the stop rule is met (no await)."""
+    def _claim(self, now_s: float) -> tuple[int, Phase, Prompt] | None:
+        """The next sequence number, its phase and prompt, or None once the stop rule is met or the bin
+        has no prompt left to give (no await)."""
+        if self.prompts_exhausted is not None:
+            return None
         phase = self._phases.classify(now_s - self._start_perf_s)
         if phase is None:
             return None
         seq = self._next_seq
+        prompt = self._next_prompt(seq)
+        if prompt is None:
+            return None
         self._next_seq = seq + 1
-        return seq, phase
+        return seq, phase, prompt
 
     async def _worker(self, start_s: float) -> None:
         """One worker; with a ramp-up it starts ``start_s`` after the load point, and is due then."""
@@ -80,11 +87,11 @@ class ClosedLoop(LoadEngine):
             claim = self._claim(perf_counter())
             if claim is None:
                 return
-            seq, phase = claim
+            seq, phase, prompt = claim
             if first:
                 self._first_seqs.add(seq)
                 first = False
-            result = (await self._send(seq, phase, free_since_perf_s)).result
+            result = (await self._send(seq, phase, free_since_perf_s, prompt)).result
             # A result without a plausible end (a client that never set it) must not read as huge lag.
             plausible = result.end_perf_s >= result.send_perf_s
             free_since_perf_s = result.end_perf_s if plausible else perf_counter()

@@ -10,6 +10,7 @@ from time import perf_counter
 from fmbench.endpoints.base import CLIENT_ERROR, TIMEOUT, EndpointClient, InvocationResult, shorten
 from fmbench.loadgen.points import LoadPoint, Phase
 from fmbench.loadgen.recording import Attempt
+from fmbench.payloads import Prompt, PromptsExhaustedError
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class LoadEngine:
         self.in_flight = 0
         self.max_in_flight = 0
         self._on_request_done = on_request_done
+        # Why the load point stopped early: its bin ran out of distinct prompts under ``repeat: error``.
+        self.prompts_exhausted: str | None = None
 
     async def run(self) -> list[Attempt]:
         raise NotImplementedError
@@ -51,16 +54,32 @@ class LoadEngine:
         taken, self.attempts = self.attempts, []
         return taken
 
-    async def _send(self, seq: int, phase: Phase, scheduled_perf_s: float) -> Attempt:
-        """One request; it becomes an attempt whatever happens, cancellation included."""
+    def _next_prompt(self, seq: int) -> Prompt | None:
+        """The prompt of request ``seq`` (O(1), no await), or None once the bin has none left to give.
+
+        Called where a schedule claims the request, so that a refused prompt stops the load point before
+        anything is sent, like its stop rule does.
+        """
         point = self.point
-        prompt = point.prompts[seq % len(point.prompts)]
+        deck = point.deck
+        if deck is None:
+            return point.prompts[seq % len(point.prompts)]
+        if self.prompts_exhausted is not None:
+            return None
+        try:
+            return deck.draw()
+        except PromptsExhaustedError as exc:
+            self.prompts_exhausted = str(exc)
+            return None
+
+    async def _send(self, seq: int, phase: Phase, scheduled_perf_s: float, prompt: Prompt) -> Attempt:
+        """One request; it becomes an attempt whatever happens, cancellation included."""
         self.in_flight += 1
         if self.in_flight > self.max_in_flight:
             self.max_in_flight = self.in_flight
         started_perf_s = perf_counter()
         try:
-            result = await self._invoke(prompt.text, started_perf_s)
+            result = await self._invoke(prompt, started_perf_s)
         except asyncio.CancelledError:
             # The request was attempted, so it still becomes a record before the cancellation goes on.
             cancelled = failed_result(started_perf_s, "cancelled")
@@ -76,12 +95,16 @@ class LoadEngine:
         self._keep(attempt)
         return attempt
 
-    async def _invoke(self, prompt_text: str, started_perf_s: float) -> InvocationResult:
+    async def _invoke(self, prompt: Prompt, started_perf_s: float) -> InvocationResult:
         timeout_s = self.point.timeout_s
         guard = asyncio.timeout(timeout_s + TIMEOUT_GRACE_S)
         try:
             async with guard:
-                return await self.client.invoke(prompt_text, self.point.params, timeout_s)
+                if prompt.system_prompt is None and prompt.messages is None:
+                    return await self.client.invoke(prompt.text, self.point.params, timeout_s)
+                # a chat API sends the system prompt and the conversation; others send the text
+                messages = prompt.chat_messages()
+                return await self.client.invoke(prompt.text, self.point.params, timeout_s, messages=messages)
         except TimeoutError:
             if not guard.expired():
                 raise

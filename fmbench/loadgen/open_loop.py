@@ -14,6 +14,7 @@ from fmbench.endpoints.base import EndpointClient
 from fmbench.loadgen.engine import LoadEngine
 from fmbench.loadgen.points import LoadPoint, LoadPointError, Phase, PhaseTracker
 from fmbench.loadgen.recording import Attempt
+from fmbench.payloads import Prompt
 
 
 def arrival_offsets_s(arrival: Arrival, rate_per_s: float, seed: int = 0) -> Iterator[float]:
@@ -84,17 +85,25 @@ class OpenLoop(LoadEngine):
                     phase = phases.classify(offset_s)
                     if phase is None:
                         break
+                    prompt = self._next_prompt(seq)
+                    if prompt is None:
+                        break
                     await timer.sleep_until(start_loop_s + offset_s)
                     if slots is not None:
                         await slots.acquire()
-                    group.create_task(self._send_in_slot(seq, phase, start_perf_s + offset_s, slots))
+                    group.create_task(self._send_in_slot(seq, phase, start_perf_s + offset_s, prompt, slots))
         return self.attempts
 
     async def _send_in_slot(
-        self, seq: int, phase: Phase, scheduled_perf_s: float, slots: asyncio.Semaphore | None
+        self,
+        seq: int,
+        phase: Phase,
+        scheduled_perf_s: float,
+        prompt: Prompt,
+        slots: asyncio.Semaphore | None,
     ) -> None:
         try:
-            await self._send(seq, phase, scheduled_perf_s)
+            await self._send(seq, phase, scheduled_perf_s, prompt)
         finally:
             if slots is not None:
                 slots.release()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fmbench.config import Arrival, InferenceParameters, LoadPlan, PlannedPoint
-from fmbench.payloads import Prompt
+from fmbench.payloads import Prompt, PromptDeck
 
 Phase = Literal["warmup", "measured", "cooldown"]
 WARMUP: Phase = "warmup"
@@ -44,6 +44,10 @@ class LoadPoint:
     max_in_flight: int | None = None
     seed: int = 0
     ramp_up_s: float = 0.0
+    deck: PromptDeck | None = None
+
+    # ``deck`` (the branch's deck of this bin, shared by all its load points) gives each request the next
+    # prompt of the branch's seeded order; without one, request ``seq`` gets ``prompts[seq % len]``.
 
     def __post_init__(self) -> None:
         # Only what the engines themselves rely on: which loop to run, prompts to cycle through, and when
@@ -58,10 +62,19 @@ class LoadPoint:
 
     @classmethod
     def of_plan(
-        cls, load: LoadPlan, planned: PlannedPoint, prompts: Sequence[Prompt], params: InferenceParameters
+        cls,
+        load: LoadPlan,
+        planned: PlannedPoint,
+        prompts: Sequence[Prompt] | PromptDeck,
+        params: InferenceParameters,
     ) -> LoadPoint:
-        """The runtime form of one point of a validated sweep (``LoadPlan.points``), in the engine's terms."""
+        """The runtime form of one point of a validated sweep (``LoadPlan.points``), in the engine's terms.
+
+        Given a deck, the point draws from it (so a branch's load points continue one order of prompts).
+        """
         closed = planned.concurrency is not None
+        deck = prompts if isinstance(prompts, PromptDeck) else None
+        fixed = prompts.prompts if isinstance(prompts, PromptDeck) else prompts
         return cls(
             concurrency=planned.concurrency,
             request_rate_per_s=planned.request_rate_per_s,
@@ -69,7 +82,8 @@ class LoadPoint:
             max_in_flight=None if closed else load.max_in_flight,
             seed=load.seed,
             payload_bin=planned.payload_bin,
-            prompts=prompts,
+            prompts=fixed,
+            deck=deck,
             params=params,
             timeout_s=load.request_timeout_s,
             warmup_requests=load.warmup_requests,

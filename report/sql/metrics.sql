@@ -6,7 +6,19 @@
 -- A load point is (branch_id, load_mode, concurrency, request_rate_per_s, payload_bin); concurrency and
 -- request_rate_per_s may be NULL, so they are grouped (NULLs group together) and joined NULL-safely.
 -- The window is the rows of phase 'measured'; warm-up and cool-down rows are recorded but never counted.
-WITH measured AS (
+-- Every request of the run, numbered per prompt within its branch and bin in the order sent: a number above
+-- 1 is a request whose prompt an earlier request of the branch (any phase, any load point) already had.
+WITH sent AS (
+    SELECT
+        *,
+        row_number() OVER (
+            PARTITION BY branch_id, payload_bin, prompt_id ORDER BY send_epoch_s, request_id
+        ) AS prompt_use
+    FROM records
+    WHERE run_id = :run_id
+),
+
+measured AS (
     SELECT
         branch_id,
         target_name,
@@ -36,9 +48,10 @@ WITH measured AS (
         time_to_first_answer_s,
         reasoning_tokens,
         error_class,
+        prompt_use > 1 AS reused_prompt,
         status = 'ok' AS is_success
-    FROM records
-    WHERE run_id = :run_id AND phase = 'measured'
+    FROM sent
+    WHERE phase = 'measured'
 ),
 
 point_totals AS (
@@ -87,7 +100,10 @@ point_totals AS (
         max(runner_cpu_fraction) AS runner_cpu_fraction,
         bool_or(client_bound) AS client_bound,
         -- Reasoning models: NULL where no successful request had a reasoning count.
-        avg(CASE WHEN is_success THEN CAST(reasoning_tokens AS DOUBLE) END) AS reasoning_tokens_mean
+        avg(CASE WHEN is_success THEN CAST(reasoning_tokens AS DOUBLE) END) AS reasoning_tokens_mean,
+        -- Prompts sent again (repeat: cycle) and answers counted without the server's usage.
+        count(CASE WHEN reused_prompt THEN 1 END) AS requests_reused_prompt,
+        count(CASE WHEN is_success AND token_source <> 'server' THEN 1 END) AS requests_local_token_counts
     FROM measured
     GROUP BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin
 ),
@@ -312,7 +328,9 @@ SELECT
     c.errors_connection_error,
     c.errors_stream_cut,
     c.errors_malformed_response,
-    c.errors_client_error
+    c.errors_client_error,
+    c.requests_reused_prompt,
+    c.requests_local_token_counts
 FROM costed AS c
 LEFT JOIN pivoted AS p
     ON p.branch_id = c.branch_id

@@ -177,7 +177,10 @@ def test_plan_writes_every_spec_and_returns_the_map_items(s3: Any) -> None:
     expected_keys = [
         f"specs/run_id={RUN_ID}/branch_id={item['branch_id']}.json" for item in result["branches"]
     ]
-    assert keys(s3) == sorted([*expected_keys, f"specs/run_id={RUN_ID}/plan.json"])
+    # ... and the run's prompts, made once for every branch
+    prompts = [f"datasets/run_id={RUN_ID}/manifest.json", f"datasets/run_id={RUN_ID}/prompts.jsonl"]
+    assert keys(s3) == sorted([*expected_keys, f"specs/run_id={RUN_ID}/plan.json", *prompts])
+    assert all(BranchSpec.model_validate(read_json(s3, key)).prompts_uri for key in expected_keys)
     for item in result["branches"]:
         assert item["spec_uri"] == f"s3://{BUCKET}/specs/run_id={RUN_ID}/branch_id={item['branch_id']}.json"
     spec = BranchSpec.model_validate(read_json(s3, expected_keys[result["branches"].index(deployed)]))

@@ -38,7 +38,12 @@ class FakeClient:
     ends_perf_s: dict[int, float] = field(default_factory=dict)
 
     async def invoke(
-        self, prompt_text: str, params: InferenceParameters, timeout_s: float
+        self,
+        prompt_text: str,
+        params: InferenceParameters,
+        timeout_s: float,
+        *,
+        messages: list[dict[str, str]] | None = None,
     ) -> InvocationResult:
         call = len(self.prompts_seen)
         self.prompts_seen.append(prompt_text)

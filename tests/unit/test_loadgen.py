@@ -298,7 +298,14 @@ async def test_a_closed_loop_that_falls_behind_between_answers_is_client_bound()
     from fmbench.loadgen.driver import LoadPointRun
 
     class SlowToFollowUp(FakeClient):
-        async def invoke(self, prompt_text: str, params: InferenceParameters, timeout_s: float) -> Result:
+        async def invoke(
+            self,
+            prompt_text: str,
+            params: InferenceParameters,
+            timeout_s: float,
+            *,
+            messages: list[dict[str, str]] | None = None,
+        ) -> Result:
             answer = await super().invoke(prompt_text, params, timeout_s)
             time.sleep(0.08)  # the client is busy for 80 ms after every answer, before the next request
             return answer

@@ -117,6 +117,8 @@ def random_records(rng: np.random.Generator) -> dict[str, list[RequestRecord]]:
                             max_in_flight=None if rate is None else 16,
                             payload_bin=bin_label,
                             request_id=f"{branch_id}-{concurrency}-{rate}-{bin_label}-{index}",
+                            # a pool small enough that some prompts are sent again (repeat: cycle)
+                            prompt_id=f"p{int(rng.integers(0, 400))}",
                             phase=phase,
                             scheduled_epoch_s=send_s - lag_s,
                             send_epoch_s=send_s,
@@ -159,6 +161,9 @@ def numpy_metrics(by_branch: dict[str, list[RequestRecord]]) -> pd.DataFrame:
     rows = []
     for branch_id, records in by_branch.items():
         frame = pd.DataFrame([dataclasses.asdict(r) for r in records])
+        # a request reused its prompt when an earlier one of the branch (any phase) sent it in the same bin
+        frame = frame.sort_values(["send_epoch_s", "request_id"])
+        frame["reused_prompt"] = frame.duplicated(subset=["payload_bin", "prompt_id"], keep="first")
         frame = frame[frame["phase"] == "measured"]
         keys = ["load_mode", "concurrency", "request_rate_per_s", "payload_bin"]
         for key, point in frame.groupby(keys, dropna=False):
@@ -192,6 +197,8 @@ def numpy_metrics(by_branch: dict[str, list[RequestRecord]]) -> pd.DataFrame:
                 runner_cpu_fraction=float(point["runner_cpu_fraction"].max()),
                 client_bound=bool(point["client_bound"].any()),
                 reasoning_tokens_mean=float(reasoning.mean()) if len(reasoning) else None,
+                requests_reused_prompt=int(point["reused_prompt"].sum()),
+                requests_local_token_counts=int((ok["token_source"] != "server").sum()),
             )
             row.update(
                 branch_id=branch_id,

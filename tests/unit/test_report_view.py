@@ -84,6 +84,8 @@ def row(branch_id: str, target: str, concurrency: int, payload_bin: str, **overr
         price_per_txn_usd=0.01 / concurrency,
         prompt_tokens_local_diff_pct=1.5 if concurrency == 4 else NAN,
         client_bound=concurrency == 4 and payload_bin == SMALL,
+        requests_reused_prompt=0,
+        requests_local_token_counts=0,
     )
     values.update(overrides)
     return values

@@ -7,10 +7,13 @@ knows an older list of instance types, hence g4dn rather than g5 below.
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from harness import RESULTS_BUCKET, DeployedWorkflow, Execution
 from shims import s3_object_keys
@@ -86,6 +89,16 @@ def teardown_event_of(workflow: DeployedWorkflow, branch_id: str) -> dict[str, A
     assert call.error_type is None
     event: dict[str, Any] = call.event
     return event
+
+
+def records_frame(s3: Any, branch_id: str, run_id: str) -> dict[str, list[Any]]:
+    """A branch's request records, read from its Parquet parts in S3 in send order."""
+    prefix = f"s3://{RESULTS_BUCKET}/records/run_id={run_id}/branch_id={branch_id}/"
+    parts = [
+        pq.read_table(io.BytesIO(s3.get_object(Bucket=RESULTS_BUCKET, Key=key)["Body"].read()))
+        for key in sorted(s3_object_keys(s3, prefix))
+    ]
+    return pa.concat_tables(parts).sort_by("send_epoch_s").to_pydict()
 
 
 def published_result(run_id: str) -> Any:
@@ -265,3 +278,48 @@ def assert_nothing_spent(workflow: DeployedWorkflow, run_id: str) -> None:
     assert workflow.runner.runs == []
     assert sagemaker_leftovers() == NOTHING_LEFT
     assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/records/run_id={run_id}/") == []
+
+
+def test_an_s3_jsonl_dataset_is_materialized_once_and_every_branch_sends_its_prompts(
+    workflow: DeployedWorkflow, emulator_url: str
+) -> None:
+    s3 = boto3.client("s3")
+    lines = [
+        json.dumps({"id": f"ticket-{i:02d}", "ticket": f"My order {i} arrived damaged.", "reply": "ok"})
+        for i in range(40)
+    ]
+    key = "datasets/inputs/tickets.jsonl"  # under datasets/, which the plan function may read
+    s3.put_object(Bucket=RESULTS_BUCKET, Key=key, Body=("\n".join(lines) + "\n").encode())
+    data = suite("s3-dataset", [openai_target("byo-a", emulator_url), openai_target("byo-b", emulator_url)])
+    data["workload"] = {
+        "dataset": {"source": f"s3://{RESULTS_BUCKET}/{key}", "ground_truth": "reply"},
+        "prompt_template": "Ticket: {ticket}\nReply:",
+        "bins": [{"min_tokens": 1, "max_tokens": 100}],
+        "seed": 3,
+        "inference": {"max_new_tokens": 6},
+    }
+
+    execution = workflow.run(data, name="run-s3-dataset")
+
+    branches = by_target(execution)
+    assert statuses(branches) == {"byo-a": "succeeded", "byo-b": "succeeded"}
+    # The plan wrote the binned prompts once; every branch's spec points at them.
+    prefix = f"s3://{RESULTS_BUCKET}/datasets/run_id=run-s3-dataset/"
+    written = sorted(k.rsplit("/", 1)[1] for k in s3_object_keys(s3, prefix))
+    assert written == ["manifest.json", "prompts.jsonl"]
+    sent: dict[str, list[str]] = {}
+    for name, branch in branches.items():
+        spec_key = f"specs/run_id=run-s3-dataset/branch_id={branch['branch_id']}.json"
+        spec = json.loads(s3.get_object(Bucket=RESULTS_BUCKET, Key=spec_key)["Body"].read())
+        assert spec["prompts_uri"] == prefix.rstrip("/")
+        frame = records_frame(s3, branch["branch_id"], "run-s3-dataset")
+        sent[name] = list(frame["prompt_id"])
+    # 2 levels x 4 requests, each a distinct ticket of the dataset, the same ones for both targets
+    for ids in sent.values():
+        assert len(ids) == 8 and len(set(ids)) == 8
+        assert all(i.startswith("ticket-") for i in ids)
+    assert sorted(sent["byo-a"]) == sorted(sent["byo-b"])
+    prompts = execution.output["prompts"]
+    assert prompts["source"] == f"s3://{RESULTS_BUCKET}/{key}"
+    assert len(prompts["content_sha256"]) == 64
+    assert prompts["reused_prompt_requests"] == 0
