@@ -244,6 +244,7 @@ def test_a_quota_of_zero_refuses_and_a_denied_read_is_an_error_not_a_skip() -> N
 
 def test_a_report_only_input_plans_no_branch_and_the_saved_runs_query(s3: Any) -> None:
     first = run_plan(suite_data(target("llama"), {"name": "haiku", "platform": "bedrock", "model_id": "m"}))
+    written_by_first = keys(s3)
 
     again = run_plan({"report_only": {"run_id": RUN_ID}}, execution_name=f"{RUN_ID}-report-1")
 
@@ -252,7 +253,9 @@ def test_a_report_only_input_plans_no_branch_and_the_saved_runs_query(s3: Any) -
     assert again["report_branches"] == first["branches"]
     assert again["metrics_query"] == first["metrics_query"]
     assert again["cost_estimate_usd"] == first["cost_estimate_usd"]
-    assert len(keys(s3)) == 3  # the first plan's specs and plan.json, nothing more
+    # the first plan's specs, plan.json and materialized prompts, nothing more
+    assert keys(s3) == written_by_first
+    assert any(key.endswith("/plan.json") for key in written_by_first)
 
 
 def test_a_malformed_or_unknown_report_only_input_is_refused_clearly(s3: Any) -> None:
