@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from moto import mock_aws
 from fmbench.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, main
 from fmbench.cloud.checks import cloud_suite_problems
 from fmbench.suite import load_suite
+from report.execution_output import BranchCounts, ExecutionOutput
+from report.result import SloSummary
 
 REGION = "us-east-1"
 BUCKET = "fmbench-results-cli"
@@ -55,6 +58,27 @@ def result_document() -> dict[str, Any]:
     }
 
 
+def execution_output_document() -> dict[str, Any]:
+    """What the Render state returns as the execution's output: the summary pointing to result.json."""
+    prefix = f"s3://{BUCKET}/reports/run_id={RUN_ID}"
+    output = ExecutionOutput(
+        run_id=RUN_ID,
+        suite_name="cli-suite",
+        generated_at=datetime(2025, 1, 2, 4, 0, tzinfo=UTC),
+        status="succeeded",
+        branches=BranchCounts(total=2, succeeded=2, partial=0, failed=0),
+        slo=SloSummary(p95_latency_s=None, p95_ttft_s=None, max_error_rate=0.05),
+        headline_bin=None,
+        best=None,
+        best_per_bin=[],
+        result_json=f"{prefix}/result.json",
+        report_html=f"{prefix}/report.html",
+        report_md=f"{prefix}/report.md",
+        report_prefix=f"{prefix}/",
+    )
+    return output.model_dump(mode="json")
+
+
 def workflow_definition() -> str:
     """A stand-in with the real one's shape: Plan, a Map over the branches with per-branch states, Render."""
     branches = [{"branch_id": "haiku-1"}, {"branch_id": "mine-2"}]
@@ -76,7 +100,7 @@ def workflow_definition() -> str:
                     },
                     "Next": "Render",
                 },
-                "Render": {"Type": "Pass", "Result": result_document(), "End": True},
+                "Render": {"Type": "Pass", "Result": execution_output_document(), "End": True},
             },
         }
     )
@@ -196,6 +220,8 @@ def test_start_wait_follows_each_branch_and_downloads_the_report(
     assert sorted(p.name for p in out_dir.iterdir()) == sorted([*REPORT_FILES, "result.json"])
     assert (out_dir / "report.md").read_bytes() == REPORT_FILES["report.md"]
     assert json.loads((out_dir / "result.json").read_text())["run_id"] == RUN_ID
+    # The execution's output is a summary; the branch table comes from the downloaded result.json.
+    assert "Result of run " + RUN_ID in printed and "mine-2" in printed
 
 
 def test_an_invalid_suite_starts_nothing(
@@ -262,6 +288,7 @@ def test_status_shows_the_run_its_branches_and_its_report(
     printed = capsys.readouterr().out
     assert f"Run {RUN_ID}: SUCCEEDED" in printed
     assert "haiku-1" in printed and "Teardown" in printed
+    assert f"Result of run {RUN_ID}: succeeded (2 succeeded, 0 partial, 0 failed of 2 branches)" in printed
     assert f"Report: s3://{BUCKET}/reports/run_id={RUN_ID}/report.html" in printed
 
 
