@@ -64,7 +64,7 @@ BRANCH: Final = "$.branch"
 FAILURE: Final = "$.failure"
 ERROR: Final = "$.failure.error"
 POLLS: Final = "$.polls"
-# Teardown's answer: the branch's error with its cause cut short, which BranchFailed leaves in the Map's results.
+# Teardown's answer: the branch's error, its cause cut short, which BranchFailed leaves in the Map's results.
 TEARDOWN: Final = "$.teardown"
 
 

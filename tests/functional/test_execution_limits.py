@@ -125,7 +125,7 @@ def plan_of(data: dict[str, Any], run_id: str = RUN_ID) -> dict[str, Any]:
 
 
 def long_failure(item: dict[str, Any]) -> dict[str, Any]:
-    """A Catch's error as RunLoad's leaves it: States.TaskFailed with the stopped task's JSON (here 10 KiB)."""
+    """A Catch's error as RunLoad's leaves it: States.TaskFailed with the stopped task's JSON (10 KiB)."""
     task = {"TaskArn": f"arn:aws:ecs:{REGION}:123456789012:task/fmbench/{item['branch_id']}"}
     task["StoppedReason"] = "Essential container in task exited; " + "é x" * 1270 + " end-of-cause"
     cause = json.dumps(task)
@@ -217,7 +217,8 @@ def test_a_failing_teardown_reports_a_bounded_cause() -> None:
     assert result["error"]["Error"] == "TeardownFailedError"
     assert json_size(result["error"]["Cause"]) <= MAX_ERROR_CAUSE_BYTES
     assert json_size(result) <= max_branch_result_bytes()
-    assert json.loads(result["error"]["Cause"])["errorMessage"].startswith("InvalidRegionError: Provided region_name")
+    message = json.loads(result["error"]["Cause"])["errorMessage"]
+    assert message.startswith("InvalidRegionError: Provided region_name")
 
 
 # ------------------------------------------------------------------------------------------- edges
@@ -296,7 +297,7 @@ def test_deployed_branches_are_bounded_by_their_status_polls(s3: Any) -> None:
         plan_of(suite([deployed_target(i) for i in range(most + 1)]), run_id="too-many-deployed")
     (problem,) = refused.value.problems
     assert problem.path == "targets"
-    assert problem.reason.startswith("15 branches (15 deploying an endpoint, polled up to 60 times) may write")
+    assert problem.reason.startswith("15 branches (15 deploying an endpoint, polled up to 60 times) may")
     assert "one Step Functions execution holds 25,000" in problem.reason
     assert "at most 14 deployed branches each at 60 polls" in problem.reason
     assert "fmbench:maxDeployMinutes" in problem.reason
