@@ -150,7 +150,8 @@ def test_teardown_always_follows_and_receives_the_item_with_the_error(branch_sta
     assert branch_states["EndpointFailed"]["Next"] == branch_states["EndpointTimedOut"]["Next"] == "Teardown"
     assert teardown["Parameters"]["Payload.$"] == "States.JsonMerge($.branch, $.failure, false)"
     # Only the error it cut short is kept, for BranchFailed; what it deleted is in its logs and the history.
-    assert (teardown["ResultSelector"], teardown["ResultPath"]) == ({"error.$": "$.Payload.error"}, "$.teardown")
+    assert teardown["ResultSelector"] == {"error.$": "$.Payload.error"}
+    assert teardown["ResultPath"] == "$.teardown"
     result = branch_states[teardown["Next"]]
     assert result["Choices"] == [{"Variable": "$.failure.error", "IsPresent": True, "Next": "BranchFailed"}]
     assert result["Default"] == "BranchSucceeded"
