@@ -387,14 +387,18 @@ def test_teardown_deletes_only_the_branch_resources_and_twice_is_fine(s3: Any, s
     first = teardown_lambda.handler({**item, "error": {"Error": "States.TaskFailed", "Cause": "x"}}, None)
     second = teardown_lambda.handler(item, None)
 
-    assert first == {"deleted": [f"endpoint/{name}", f"endpoint-config/{name}", f"model/{name}"]}
-    assert second == {"deleted": []}
+    assert first == {
+        "deleted": [f"endpoint/{name}", f"endpoint-config/{name}", f"model/{name}"],
+        # The branch's error as the Map keeps it (short causes stay whole).
+        "error": {"Error": "States.TaskFailed", "Cause": "x"},
+    }
+    assert second == {"deleted": [], "error": None}
     assert [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]] == ["my-own-endpoint"]
     assert [m["ModelName"] for m in sagemaker.list_models()["Models"]] == ["users-model"]
     # branches that deployed nothing (an existing endpoint, Bedrock) have nothing torn down
     for other in result["branches"]:
         if not other["needs_deploy"]:
-            assert teardown_lambda.handler(other, None) == {"deleted": []}
+            assert teardown_lambda.handler(other, None) == {"deleted": [], "error": None}
     assert [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]] == ["my-own-endpoint"]
 
 
