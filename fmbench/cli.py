@@ -628,13 +628,16 @@ def cmd_emulator(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from report.execution_output import write_execution_output_schema
     from report.result import write_result_schema
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_suite_schema(out / "suite.schema.json")
-    write_result_schema(out / "result.schema.json")
-    print(f"wrote {out / 'suite.schema.json'} and {out / 'result.schema.json'}")
+    names = ("suite.schema.json", "result.schema.json", "execution-output.schema.json")
+    write_suite_schema(out / names[0])
+    write_result_schema(out / names[1])
+    write_execution_output_schema(out / names[2])
+    print(f"wrote {', '.join(str(out / name) for name in names)}")
     return EXIT_OK
 
 
@@ -673,6 +676,31 @@ def _print_entry(console: Console, entry: Any) -> None:
 
 
 def _print_result_summary(console: Console, document: dict[str, Any]) -> None:
+    """result.json with its branch table, or the execution's output (its summary): counts per status."""
+    branches = document.get("branches")
+    if isinstance(branches, dict):
+        console.print(
+            f"Result of run {document.get('run_id')}: {document.get('status')} ("
+            + ", ".join(f"{branches.get(key, 0)} {key}" for key in ("succeeded", "partial", "failed"))
+            + f" of {branches.get('total', 0)} branches)",
+            markup=False,
+        )
+    else:
+        _print_branch_table(console, document)
+    best = document.get("best")
+    if isinstance(best, dict):
+        console.print(
+            f"Best under the SLO (bin {best.get('payload_file')}): {best.get('experiment_name')} on "
+            f"{best.get('instance_type')} at concurrency {best.get('concurrency')}",
+            markup=False,
+        )
+    artifacts = document.get("artifacts") or {}
+    report_html = document.get("report_html") or artifacts.get("report_html")
+    if report_html:
+        console.print(f"Report: {report_html}", markup=False)
+
+
+def _print_branch_table(console: Console, document: dict[str, Any]) -> None:
     table = Table(title=f"Result of run {document.get('run_id')}: {document.get('status')}")
     for column in ("branch", "status", "requests", "deployment s", "reason"):
         table.add_column(column)
@@ -686,16 +714,6 @@ def _print_result_summary(console: Console, document: dict[str, Any]) -> None:
             str(branch.get("reason") or ""),
         )
     console.print(table)
-    best = document.get("best")
-    if isinstance(best, dict):
-        console.print(
-            f"Best under the SLO (bin {best.get('payload_file')}): {best.get('experiment_name')} on "
-            f"{best.get('instance_type')} at concurrency {best.get('concurrency')}",
-            markup=False,
-        )
-    artifacts = document.get("artifacts") or {}
-    if artifacts.get("report_html"):
-        console.print(f"Report: {artifacts['report_html']}", markup=False)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -751,11 +769,14 @@ def cmd_start(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     out = Path(args.out or Path("results") / run_id)
     files = download_report(client("s3", session=session), view.output, out)
-    _print_result_summary(console, view.output)
+    # The execution's output is a summary; the downloaded result.json has every branch and its reason.
+    downloaded = out / "result.json"
+    document = json.loads(downloaded.read_text(encoding="utf-8")) if downloaded.is_file() else view.output
+    _print_result_summary(console, document)
     console.print(f"Downloaded {len(files)} file(s) to {out}", markup=False)
     if view.output.get("status") == "failed":
         return EXIT_FAILED
-    regression = view.output.get("regression")
+    regression = document.get("regression")  # in result.json; the execution's output only summarizes it
     if isinstance(regression, dict) and regression.get("verdict") == "regressed":
         console.print(
             f"Regression verdict against {regression.get('baseline_run_id')}: regressed: "

@@ -15,6 +15,7 @@ partition values back as columns::
     outcomes/run_id=R/branch_id=B/outcome.json         the runner's account of its branch
     outcomes/run_id=R/branch_id=B/deployment.json      when the branch's endpoint came into service
     outcomes/run_id=R/branch_id=B/teardown.json        when Teardown deleted it
+    outcomes/run_id=R/branch_id=B/failure.json         the whole error that ended a failed branch
     outcomes/run_id=R/branch_results.json              the workflow's Map results, for a re-render
     reports/run_id=R/                                  the report's files
     datasets/run_id=R/                                 materialized prompts of the run
@@ -119,6 +120,11 @@ def deployment_record_uri(root: str, run_id: str, branch_id: str) -> str:
 def teardown_record_uri(root: str, run_id: str, branch_id: str) -> str:
     """Beside deployment.json: when Teardown deleted the endpoint, for the run's actual cost."""
     return _join(branch_folder(root, OUTCOMES, run_id, branch_id), "teardown.json")
+
+
+def failure_record_uri(root: str, run_id: str, branch_id: str) -> str:
+    """The whole error of a branch that failed in the workflow; the Map's result carries it cut short."""
+    return _join(branch_folder(root, OUTCOMES, run_id, branch_id), "failure.json")
 
 
 def branch_results_uri(root: str, run_id: str) -> str:

@@ -64,6 +64,8 @@ BRANCH: Final = "$.branch"
 FAILURE: Final = "$.failure"
 ERROR: Final = "$.failure.error"
 POLLS: Final = "$.polls"
+# Teardown's answer: the branch's error, its cause cut short, which BranchFailed leaves in the Map's results.
+TEARDOWN: Final = "$.teardown"
 
 
 class Workflow(Construct):
@@ -100,7 +102,7 @@ class Workflow(Construct):
             .next(self._branches())
             .next(self._query(workgroup_name=athena_workgroup_name, database_name=athena_database_name))
             .next(self._render())
-            .next(sfn.Succeed(self, "Done", comment="The output is result.json."))
+            .next(sfn.Succeed(self, "Done", comment="The output is the summary of result.json."))
         )
 
         # Under /aws/vendedlogs/: CloudWatch Logs then needs no resource policy per log group for the
@@ -328,7 +330,9 @@ class Workflow(Construct):
                 sfn.JsonPath.json_merge(sfn.JsonPath.object_at(BRANCH), sfn.JsonPath.object_at(FAILURE))
             ),
             retry_on_service_exceptions=False,
-            result_path=sfn.JsonPath.DISCARD,
+            # The branch's error cut short (the whole one goes to failure.json): the Map's result keeps it.
+            result_selector={"error": sfn.JsonPath.object_at("$.Payload.error")},
+            result_path=TEARDOWN,
         )
         _retry_lambda_service_errors(teardown)
         # SageMaker refuses to delete an endpoint that is still being created (the handler raises
@@ -362,7 +366,11 @@ class Workflow(Construct):
         branch_failed = sfn.Pass(
             self,
             "BranchFailed",
-            parameters={"branch_id": branch_id, "status": "failed", "error": sfn.JsonPath.object_at(ERROR)},
+            parameters={
+                "branch_id": branch_id,
+                "status": "failed",
+                "error": sfn.JsonPath.object_at(f"{TEARDOWN}.error"),
+            },
         )
         branch_succeeded = sfn.Pass(
             self,

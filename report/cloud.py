@@ -19,7 +19,13 @@ from botocore.exceptions import ClientError
 
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.aws import error_message
-from fmbench.cloud.events import BranchResultItem, DeploymentRecord, RenderEvent, TeardownRecord
+from fmbench.cloud.events import (
+    BranchResultItem,
+    DeploymentRecord,
+    FailureRecord,
+    RenderEvent,
+    TeardownRecord,
+)
 from fmbench.cloud.settings import RenderSettings
 from fmbench.cloud.steps import (
     RunPlanNotFoundError,  # noqa: F401 - re-exported: callers of read_plan catch it from here
@@ -28,6 +34,7 @@ from fmbench.cloud.steps import (
 from fmbench.layout import (
     branch_results_uri,
     deployment_record_uri,
+    failure_record_uri,
     outcome_uri,
     reports_prefix,
     run_records_prefix,
@@ -174,6 +181,13 @@ def read_outcome(s3_client: Any, spec: BranchSpec, branch_result: BranchResultIt
     data = s3_objects.get_bytes(s3_client, outcome_uri(spec.storage_root, spec.run_id, spec.branch_id))
     if data is not None:
         return BranchOutcome.model_validate_json(data)
+    # The whole error Teardown recorded; the Map's result carries it cut short.
+    failure = s3_objects.get_bytes(
+        s3_client, failure_record_uri(spec.storage_root, spec.run_id, spec.branch_id)
+    )
+    if failure is not None:
+        error = FailureRecord.model_validate_json(failure).error
+        branch_result = BranchResultItem(branch_id=spec.branch_id, status="failed", error=error)
     reason = branch_result.error_reason() if branch_result is not None else None
     return BranchOutcome(
         branch_id=spec.branch_id,

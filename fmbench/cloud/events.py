@@ -102,6 +102,20 @@ class TeardownEvent(BranchItem):
 
 class TeardownOutput(ResultModel):
     deleted: list[str]
+    error: dict[str, str | None] | None = Field(
+        default=None,
+        description="The branch's error, name and cause cut short (fmbench.cloud.limits.bounded_error) as "
+        "the Map's result carries it; the whole error is in failure.json.",
+    )
+
+
+class FailureRecord(StrictModel):
+    """The whole error that ended a branch (a Catch's Error and Cause), for the report: the Map's result
+    carries it cut short to keep the execution's state data bounded."""
+
+    run_id: str
+    branch_id: str
+    error: dict[str, Any]
 
 
 class TeardownRecord(StrictModel):

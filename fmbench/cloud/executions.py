@@ -239,19 +239,36 @@ def follow_run(
 # ----------------------------------------------------------------------------------------- reports
 
 
-def reports_prefix(result_document: dict[str, Any]) -> str | None:
-    """The s3:// folder of a run's report, from result.json's own location."""
-    artifacts = result_document.get("artifacts")
-    location = artifacts.get("result_json") if isinstance(artifacts, dict) else None
+def result_json_uri(output: dict[str, Any]) -> str | None:
+    """Where result.json is: the execution output's ``result_json`` (the summary Render returns), or
+    ``artifacts.result_json`` of an output that is result.json itself (a stack from before the summary)."""
+    location = output.get("result_json")
+    if not isinstance(location, str):
+        artifacts = output.get("artifacts")
+        location = artifacts.get("result_json") if isinstance(artifacts, dict) else None
     if not isinstance(location, str) or not location.startswith("s3://") or "/" not in location[5:]:
         return None
-    return location.rsplit("/", 1)[0] + "/"
+    return location
 
 
-def download_report(s3_client: Any, result_document: dict[str, Any], out: Path) -> list[Path]:
+def reports_prefix(output: dict[str, Any]) -> str | None:
+    """The s3:// folder of a run's report, from the execution output's pointer to result.json."""
+    location = result_json_uri(output)
+    return location.rsplit("/", 1)[0] + "/" if location is not None else None
+
+
+def download_report(s3_client: Any, output: dict[str, Any], out: Path) -> list[Path]:
     """Download the run's report folder (report.md, report.html, charts, summary.parquet, result.json)."""
-    prefix = reports_prefix(result_document)
+    prefix = reports_prefix(output)
     if prefix is None:
-        raise ValueError("the execution output has no s3:// artifacts.result_json to download from")
+        raise ValueError("the execution output has no s3:// result_json to download from")
     out.mkdir(parents=True, exist_ok=True)
     return s3_objects.download_prefix(s3_client, prefix, out)
+
+
+def read_result_document(s3_client: Any, output: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's whole result.json from S3, where the execution output points; None when it is not there."""
+    location = result_json_uri(output)
+    data = s3_objects.get_bytes(s3_client, location) if location is not None else None
+    document = _output_document(data.decode("utf-8")) if data is not None else None
+    return document

@@ -23,6 +23,7 @@ from fmbench.cloud.events import (
     BranchItem,
     DeploymentRecord,
     DeployOutput,
+    FailureRecord,
     PlanEvent,
     PlanResult,
     ReportOnlyRequest,
@@ -31,6 +32,7 @@ from fmbench.cloud.events import (
     TeardownOutput,
     TeardownRecord,
 )
+from fmbench.cloud.limits import bounded_error, execution_limit_problems, json_size
 from fmbench.cloud.quotas import ClientFactory, check_endpoint_quotas, instances_needed_at_once
 from fmbench.cloud.sagemaker import (
     deploy,
@@ -214,29 +216,12 @@ def plan_run(
     if client_factory is not None:
         needs = instances_needed_at_once(specs, max_concurrency, settings.region)
         quota_notes = check_endpoint_quotas(needs, client_factory, max_concurrency)
-    # Every check passed: the prompts are made once, into the run's storage, and every branch's runner
-    # sends those (bounded per bin: docs/workload.md, "In the cloud").
-    plan = materialize_plan(
-        RunPlan(run_id=run_id, suite=suite, branches=specs, cost_estimate=estimate),
-        token=tokens[-1] if tokens else None,
-        max_prompts_per_bin=MAX_MATERIALIZED_PROMPTS_PER_BIN,
-        write=lambda uri, data, content_type: s3_objects.put_bytes(s3_client, uri, data, content_type),
-    )
-    specs = plan.branches
-    items = []
-    for spec in specs:
-        uri = layout.branch_spec_uri(storage_root, run_id, spec.branch_id)
-        s3_objects.put_json(s3_client, uri, _document(spec))
-        items.append(branch_item(spec, uri, max_status_polls))
-    s3_objects.put_json(s3_client, layout.run_plan_uri(storage_root, run_id), _document(plan))
-    logger.info(
-        "planned run %s: %d branch(es), cost at most $%.2f%s",
-        run_id,
-        len(items),
-        estimate.total_usd,
-        "" if estimate.complete else " plus parts of unknown price",
-    )
-    return PlanResult(
+    plan = RunPlan(run_id=run_id, suite=suite, branches=specs, cost_estimate=estimate)
+    items = [
+        branch_item(spec, layout.branch_spec_uri(storage_root, run_id, spec.branch_id), max_status_polls)
+        for spec in specs
+    ]
+    result = PlanResult(
         run_id=run_id,
         suite_name=suite.name,
         storage_root=storage_root,
@@ -246,6 +231,34 @@ def plan_run(
         cost_estimate_usd=estimate.total_usd,
         quota_check=quota_notes,
     )
+    deployed = sum(1 for spec in specs if spec.target.needs_deploy)
+    limit_problems = execution_limit_problems(
+        deployed_branches=deployed,
+        other_branches=len(specs) - deployed,
+        max_status_polls=max_status_polls,
+        plan_state_bytes=json_size({"plan": result.model_dump(mode="json")}),
+    )
+    if limit_problems:
+        raise SuiteValidationError(limit_problems, EXECUTION_INPUT_SOURCE)
+    # Every check passed: the prompts are made once, into the run's storage, and every branch's runner
+    # sends those (bounded per bin: docs/workload.md, "In the cloud").
+    plan = materialize_plan(
+        plan,
+        token=tokens[-1] if tokens else None,
+        max_prompts_per_bin=MAX_MATERIALIZED_PROMPTS_PER_BIN,
+        write=lambda uri, data, content_type: s3_objects.put_bytes(s3_client, uri, data, content_type),
+    )
+    for spec, item in zip(plan.branches, items, strict=True):
+        s3_objects.put_json(s3_client, item.spec_uri, _document(spec))
+    s3_objects.put_json(s3_client, layout.run_plan_uri(storage_root, run_id), _document(plan))
+    logger.info(
+        "planned run %s: %d branch(es), cost at most $%.2f%s",
+        run_id,
+        len(items),
+        estimate.total_usd,
+        "" if estimate.complete else " plus parts of unknown price",
+    )
+    return result
 
 
 class BranchSpecNotFoundError(LookupError):
@@ -336,12 +349,15 @@ def teardown_branch(
     With a results bucket in ``settings``, the endpoint's creation time is read before it is deleted and
     ``teardown.json`` records both, from which Render counts the branch's instance seconds.
     """
+    record_to = settings.results_bucket if settings is not None and s3_client is not None else None
+    failure = bounded_error(event.error) if event.error else None
+    if event.error and record_to:
+        _record_failure(s3_client, s3_objects.s3_uri(record_to), event, event.error)
     if not event.needs_deploy:
-        return TeardownOutput(deleted=[])
+        return TeardownOutput(deleted=[], error=failure)
     if event.error:
         logger.info("branch %s: tearing down after %s", event.branch_id, event.error.get("Error"))
     created_epoch_s = None
-    record_to = settings.results_bucket if settings is not None and s3_client is not None else None
     if record_to and event.endpoint_name:
         created_epoch_s = endpoint_status(sm_client, event.endpoint_name).created_epoch_s
     deleted = teardown(sm_client, event.run_id, event.branch_id)
@@ -365,4 +381,15 @@ def teardown_branch(
             layout.teardown_record_uri(s3_objects.s3_uri(record_to), event.run_id, event.branch_id),
             record.model_dump(mode="json"),
         )
-    return TeardownOutput(deleted=deleted)
+    return TeardownOutput(deleted=deleted, error=failure)
+
+
+def _record_failure(s3_client: Any, root: str, event: TeardownEvent, error: dict[str, Any]) -> None:
+    """The whole error, for the report; best effort, as deleting the endpoint matters more than the record
+    (without it the report shows the error as the Map's result carries it, cut short)."""
+    record = FailureRecord(run_id=event.run_id, branch_id=event.branch_id, error=error)
+    uri = layout.failure_record_uri(root, event.run_id, event.branch_id)
+    try:
+        s3_objects.put_json(s3_client, uri, record.model_dump(mode="json"))
+    except ClientError as exc:
+        logger.warning("branch %s: failure not recorded at %s: %s", event.branch_id, uri, exc)

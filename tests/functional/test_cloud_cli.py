@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from moto import mock_aws
 from fmbench.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_REGRESSED, main
 from fmbench.cloud.checks import cloud_suite_problems
 from fmbench.suite import load_suite
+from report.execution_output import BranchCounts, ExecutionOutput
+from report.result import SloSummary
 
 REGION = "us-east-1"
 BUCKET = "fmbench-results-cli"
@@ -55,7 +58,28 @@ def result_document() -> dict[str, Any]:
     }
 
 
-def workflow_definition(result: dict[str, Any] | None = None) -> str:
+def execution_output_document() -> dict[str, Any]:
+    """What the Render state returns as the execution's output: the summary pointing to result.json."""
+    prefix = f"s3://{BUCKET}/reports/run_id={RUN_ID}"
+    output = ExecutionOutput(
+        run_id=RUN_ID,
+        suite_name="cli-suite",
+        generated_at=datetime(2025, 1, 2, 4, 0, tzinfo=UTC),
+        status="succeeded",
+        branches=BranchCounts(total=2, succeeded=2, partial=0, failed=0),
+        slo=SloSummary(p95_latency_s=None, p95_ttft_s=None, max_error_rate=0.05),
+        headline_bin=None,
+        best=None,
+        best_per_bin=[],
+        result_json=f"{prefix}/result.json",
+        report_html=f"{prefix}/report.html",
+        report_md=f"{prefix}/report.md",
+        report_prefix=f"{prefix}/",
+    )
+    return output.model_dump(mode="json")
+
+
+def workflow_definition() -> str:
     """A stand-in with the real one's shape: Plan, a Map over the branches with per-branch states, Render."""
     branches = [{"branch_id": "haiku-1"}, {"branch_id": "mine-2"}]
     return json.dumps(
@@ -76,7 +100,7 @@ def workflow_definition(result: dict[str, Any] | None = None) -> str:
                     },
                     "Next": "Render",
                 },
-                "Render": {"Type": "Pass", "Result": result or result_document(), "End": True},
+                "Render": {"Type": "Pass", "Result": execution_output_document(), "End": True},
             },
         }
     )
@@ -196,6 +220,8 @@ def test_start_wait_follows_each_branch_and_downloads_the_report(
     assert sorted(p.name for p in out_dir.iterdir()) == sorted([*REPORT_FILES, "result.json"])
     assert (out_dir / "report.md").read_bytes() == REPORT_FILES["report.md"]
     assert json.loads((out_dir / "result.json").read_text())["run_id"] == RUN_ID
+    # The execution's output is a summary; the branch table comes from the downloaded result.json.
+    assert "Result of run " + RUN_ID in printed and "mine-2" in printed
 
 
 def test_an_invalid_suite_starts_nothing(
@@ -237,8 +263,14 @@ def test_start_with_a_state_machine_arn_needs_no_stack(
 
 
 def test_start_wait_exits_3_when_the_run_regressed(
-    stepfunctions: Any, s3: Any, suite_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stepfunctions: Any,
+    s3: Any,
+    state_machine: str,
+    suite_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The verdict is read from result.json in S3 (the execution's output is only a summary of it)."""
     regressed = {
         **result_document(),
         "regression": {
@@ -247,10 +279,18 @@ def test_start_wait_exits_3_when_the_run_regressed(
             "regressed_metrics": ["latency_p95"],
         },
     }
-    machine = stepfunctions.create_state_machine(
-        name="Regressing", definition=workflow_definition(regressed), roleArn=ROLE_ARN
-    )["stateMachineArn"]
-    arguments = ["start", str(suite_file), "--state-machine-arn", machine, "--wait", "--out", str(tmp_path)]
+    s3.put_object(
+        Bucket=BUCKET, Key=f"reports/run_id={RUN_ID}/result.json", Body=json.dumps(regressed).encode()
+    )
+    arguments = [
+        "start",
+        str(suite_file),
+        "--state-machine-arn",
+        state_machine,
+        "--wait",
+        "--out",
+        str(tmp_path),
+    ]
     code = main([*arguments, "--run-id", RUN_ID, "--poll-interval-s", "0.05"])
     assert code == EXIT_REGRESSED
     assert "regressed: latency_p95" in capsys.readouterr().out
@@ -282,6 +322,7 @@ def test_status_shows_the_run_its_branches_and_its_report(
     printed = capsys.readouterr().out
     assert f"Run {RUN_ID}: SUCCEEDED" in printed
     assert "haiku-1" in printed and "Teardown" in printed
+    assert f"Result of run {RUN_ID}: succeeded (2 succeeded, 0 partial, 0 failed of 2 branches)" in printed
     assert f"Report: s3://{BUCKET}/reports/run_id={RUN_ID}/report.html" in printed
 
 

@@ -40,6 +40,7 @@ from fmbench.spec import BranchSpec
 from lambdas import deploy, endpoint_status, plan, render
 from lambdas import teardown as teardown_lambda
 from report.cloud import AthenaQueryError, run_athena_query, ttft_samples_frame
+from report.execution_output import ExecutionOutput, execution_output
 from report.query import METRIC_COLUMNS, TTFT_SAMPLE_COLUMNS, QueryError, athena_metrics_query, typed_frame
 from report.result import ResultDocument
 
@@ -429,14 +430,18 @@ def test_teardown_deletes_only_the_branch_resources_and_twice_is_fine(s3: Any, s
     first = teardown_lambda.handler({**item, "error": {"Error": "States.TaskFailed", "Cause": "x"}}, None)
     second = teardown_lambda.handler(item, None)
 
-    assert first == {"deleted": [f"endpoint/{name}", f"endpoint-config/{name}", f"model/{name}"]}
-    assert second == {"deleted": []}
+    assert first == {
+        "deleted": [f"endpoint/{name}", f"endpoint-config/{name}", f"model/{name}"],
+        # The branch's error as the Map keeps it (short causes stay whole).
+        "error": {"Error": "States.TaskFailed", "Cause": "x"},
+    }
+    assert second == {"deleted": [], "error": None}
     assert [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]] == ["my-own-endpoint"]
     assert [m["ModelName"] for m in sagemaker.list_models()["Models"]] == ["users-model"]
     # branches that deployed nothing (an existing endpoint, Bedrock) have nothing torn down
     for other in result["branches"]:
         if not other["needs_deploy"]:
-            assert teardown_lambda.handler(other, None) == {"deleted": []}
+            assert teardown_lambda.handler(other, None) == {"deleted": [], "error": None}
     assert [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]] == ["my-own-endpoint"]
 
 
@@ -541,7 +546,7 @@ def finished_query(athena: Any, sql: str) -> str:
     return str(query_id)
 
 
-def test_render_publishes_the_report_and_returns_result_json(s3: Any, athena: Any) -> None:
+def test_render_publishes_the_report_and_returns_its_summary(s3: Any, athena: Any) -> None:
     result = planned(s3)
     by_platform = {item["platform"] + str(item["needs_deploy"]): item for item in result["branches"]}
     deployed, existing, bedrock = (
@@ -586,17 +591,19 @@ def test_render_publishes_the_report_and_returns_result_json(s3: Any, athena: An
         "Cause": json.dumps({"errorMessage": "model access denied", "errorType": "AccessDeniedException"}),
     }
 
-    document = render.handler(
-        {
-            "run_id": RUN_ID,
-            "query_execution_id": query_id,
-            "branch_results": [
-                {"branch_id": deployed["branch_id"], "status": "succeeded", "error": None},
-                {"branch_id": existing["branch_id"], "status": "succeeded", "error": None},
-                {"branch_id": bedrock["branch_id"], "status": "failed", "error": failure},
-            ],
-        },
-        None,
+    output = ExecutionOutput.model_validate(
+        render.handler(
+            {
+                "run_id": RUN_ID,
+                "query_execution_id": query_id,
+                "branch_results": [
+                    {"branch_id": deployed["branch_id"], "status": "succeeded", "error": None},
+                    {"branch_id": existing["branch_id"], "status": "succeeded", "error": None},
+                    {"branch_id": bedrock["branch_id"], "status": "failed", "error": failure},
+                ],
+            },
+            None,
+        )
     )
 
     prefix = f"reports/run_id={RUN_ID}/"
@@ -604,8 +611,12 @@ def test_render_publishes_the_report_and_returns_result_json(s3: Any, athena: An
     assert {"report.md", "report.html", "summary.parquet", "result.json", "ttft_distribution.png"} <= set(
         published
     )
-    parsed = ResultDocument.model_validate(document)
-    assert read_json(s3, prefix + "result.json") == json.loads(parsed.model_dump_json())
+    # The handler returns the summary (the execution's output); result.json is in S3, where it points.
+    parsed = ResultDocument.model_validate(read_json(s3, prefix + "result.json"))
+    assert output == execution_output(parsed)
+    assert output.result_json == f"s3://{BUCKET}/{prefix}result.json"
+    assert output.report_prefix == f"s3://{BUCKET}/{prefix}"
+    assert (output.status, output.branches.total, output.branches.failed) == ("partial", 3, 1)
     assert parsed.run_id == RUN_ID
     assert parsed.status == "partial"
     assert parsed.artifacts.result_json == f"s3://{BUCKET}/{prefix}result.json"
@@ -722,30 +733,29 @@ def test_render_puts_the_actual_cost_beside_the_estimate_and_a_report_only_rende
     ]
 
     queue.extend([athena_result(metrics), athena_result(metrics.iloc[:0][["branch_id"]])])
-    first = ResultDocument.model_validate(
-        render.handler(
-            {
-                "run_id": RUN_ID,
-                "query_execution_id": finished_query(athena, result["metrics_query"]),
-                "branch_results": branch_results,
-            },
-            None,
-        )
+    render.handler(
+        {
+            "run_id": RUN_ID,
+            "query_execution_id": finished_query(athena, result["metrics_query"]),
+            "branch_results": branch_results,
+        },
+        None,
     )
+    result_key = f"reports/run_id={RUN_ID}/result.json"
+    first = ResultDocument.model_validate(read_json(s3, result_key))
     report_only = plan.handler(
         {"suite": {"report_only": {"run_id": RUN_ID}}, "execution_name": "rerender"}, None
     )
     queue.extend([athena_result(metrics), athena_result(metrics.iloc[:0][["branch_id"]])])
-    again = ResultDocument.model_validate(
-        render.handler(
-            {
-                "run_id": report_only["run_id"],
-                "query_execution_id": finished_query(athena, report_only["metrics_query"]),
-                "branch_results": [],  # the report-only execution's Map ran nothing
-            },
-            None,
-        )
+    render.handler(
+        {
+            "run_id": report_only["run_id"],
+            "query_execution_id": finished_query(athena, report_only["metrics_query"]),
+            "branch_results": [],  # the report-only execution's Map ran nothing
+        },
+        None,
     )
+    again = ResultDocument.model_validate(read_json(s3, result_key))
 
     assert first.cost is not None
     assert first.cost.estimate_usd == result["cost_estimate_usd"]

@@ -131,7 +131,8 @@ def test_every_branch_ends_in_a_result_and_never_fails_the_map(branch_states: di
         "BranchFailed": {
             "branch_id.$": "$.branch.branch_id",
             "status": "failed",
-            "error.$": "$.failure.error",
+            # Teardown's copy of the error, cut short (the whole error goes to failure.json in S3).
+            "error.$": "$.teardown.error",
         },
         "TeardownFailed": {
             "branch_id.$": "$.branch.branch_id",
@@ -148,7 +149,9 @@ def test_teardown_always_follows_and_receives_the_item_with_the_error(branch_sta
     assert branch_states["RunLoad"]["Next"] == "Teardown"
     assert branch_states["EndpointFailed"]["Next"] == branch_states["EndpointTimedOut"]["Next"] == "Teardown"
     assert teardown["Parameters"]["Payload.$"] == "States.JsonMerge($.branch, $.failure, false)"
-    assert teardown["ResultPath"] is None  # a side effect: its result is discarded
+    # Only the error it cut short is kept, for BranchFailed; what it deleted is in its logs and the history.
+    assert teardown["ResultSelector"] == {"error.$": "$.Payload.error"}
+    assert teardown["ResultPath"] == "$.teardown"
     result = branch_states[teardown["Next"]]
     assert result["Choices"] == [{"Variable": "$.failure.error", "IsPresent": True, "Next": "BranchFailed"}]
     assert result["Default"] == "BranchSucceeded"
@@ -261,7 +264,7 @@ def test_the_runner_is_retried_only_when_its_task_never_started(branch_states: d
     }
 
 
-def test_query_runs_the_plans_metrics_sql_in_the_workgroup_and_render_outputs_result_json(
+def test_query_runs_the_plans_metrics_sql_in_the_workgroup_and_render_outputs_the_summary(
     definition: dict[str, Any], template_json: dict[str, Any]
 ) -> None:
     query, render_state = definition["States"]["Query"], definition["States"]["Render"]

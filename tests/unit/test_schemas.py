@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from fmbench.config import suite_json_schema
+from report.execution_output import execution_output_json_schema
 from report.result import result_json_schema
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
@@ -19,6 +20,13 @@ def test_suite_schema_is_current() -> None:
 def test_result_schema_is_current() -> None:
     committed = json.loads((SCHEMA_DIR / "result.schema.json").read_text())
     assert committed == result_json_schema(), "schema/result.schema.json is stale: run `make schema`"
+
+
+def test_execution_output_schema_is_current() -> None:
+    committed = json.loads((SCHEMA_DIR / "execution-output.schema.json").read_text())
+    assert committed == execution_output_json_schema(), (
+        "schema/execution-output.schema.json is stale: run `make schema`"
+    )
 
 
 def test_suite_schema_forbids_unknown_fields() -> None:
