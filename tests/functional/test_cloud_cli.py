@@ -242,7 +242,8 @@ def test_an_invalid_suite_starts_nothing(
     )
     path.write_text(yaml.safe_dump(local_dataset), encoding="utf-8")
     assert main(["start", str(path)]) == EXIT_INVALID
-    assert "workload.dataset.source: the cloud runner reads built-in datasets only" in capsys.readouterr().err
+    message = capsys.readouterr().err
+    assert "workload.dataset.source: a local file is not uploaded with the suite: copy it to S3" in message
     assert executions(stepfunctions, state_machine) == []
 
 
