@@ -346,4 +346,5 @@ def test_render_output_stays_small_for_hundreds_of_load_points(s3: Any, athena: 
     # result.json grows by about 600 bytes a load point: a few more and it alone would fail the state.
     assert many_result > 200_000 and (many_result - few_result) / (400 - 4) > 500
     assert many_output < 10_000
-    assert many_output == few_output  # 400 load points or 4: the summary does not grow
+    # 400 load points or 4: the summary does not grow; only the digits of its figures (costs) differ
+    assert abs(many_output - few_output) <= 32
