@@ -45,12 +45,15 @@ def sagemaker_target(name: str, instance_type: str = "ml.g4dn.xlarge", **fields:
 
 
 def specs(*targets: dict[str, Any], **suite: Any) -> list[BranchSpec]:
+    # The suite's g4dn price, when a target uses g4dn (a price no target uses is refused as a typo).
+    uses_g4dn = any(target.get("instance_type") == "ml.g4dn.xlarge" for target in targets)
+    prices = {"ml.g4dn.xlarge": 0.736} if uses_g4dn else {}
     data = {
         "name": "estimate",
         "targets": list(targets),
         "workload": {"bins": BINS},
         "load": LOAD,
-        "pricing": {"instance_price_per_hour_usd": {"ml.g4dn.xlarge": 0.736}},
+        "pricing": {"instance_price_per_hour_usd": prices},
         **suite,
     }
     return plan_suite(validate_suite_data(data), storage_root="s3://b", run_id="run-e").branches
