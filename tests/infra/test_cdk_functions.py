@@ -125,6 +125,8 @@ def test_each_function_gets_only_the_variables_its_settings_model_reads(
             "FMBENCH_RUNNER_TIMEOUT_SECONDS": "14400",
             "FMBENCH_EXECUTION_TIMEOUT_SECONDS": "86400",
             "FMBENCH_EXISTING_ENDPOINT_NAMES": "[]",
+            # Not a setting: huggingface_hub's cache of Hub datasets and tokenizers (the writable /tmp).
+            "HF_HOME": "/tmp/huggingface",
         },
         "deploy": {"FMBENCH_SAGEMAKER_ROLE_ARN": f"${{{_sagemaker_role_id(template_json)}.Arn}}"},
         "endpoint_status": {"FMBENCH_RESULTS_BUCKET": bucket},
@@ -274,14 +276,21 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         "s3:ListBucket",
         "servicequotas:ListServiceQuotas",
         "servicequotas:ListAWSDefaultServiceQuotas",
+        # A Hub dataset's token, from a secret named fmbench/... (workload.dataset.hub_token).
+        "secretsmanager:GetSecretValue",
     }
-    # A report-only execution reads the plan.json of an earlier run; the plan writes specs/ only.
+    # A report-only execution reads the plan.json of an earlier run; the plan writes specs/ and the run's
+    # materialized prompts (datasets/) only.
     assert {r for s in plan if any(a.startswith("s3:Get") for a in s["Action"]) for r in s["Resource"]} == {
-        f"{bucket}/specs/*"
+        f"{bucket}/specs/*",
+        f"{bucket}/datasets/*",
     }
-    assert {r for s in plan if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {f"{bucket}/specs/*"}
+    assert {r for s in plan if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {
+        f"{bucket}/specs/*",
+        f"{bucket}/datasets/*",
+    }
     # A report-only run of an unknown run id lists its run's folder to tell "no plan" from a denied read.
-    assert statement(["s3:ListBucket"], [bucket], {"StringLike": {"s3:prefix": ["specs/*"]}}) in plan
+    assert statement(["s3:ListBucket"], [bucket], {"StringLike": {"s3:prefix": ["datasets/*", "specs/*"]}}) in plan
     # The quota check reads quota values; Service Quotas has no resource to scope listing to.
     assert (
         statement(["servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"], ["*"])

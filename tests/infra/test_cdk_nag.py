@@ -38,6 +38,7 @@ _WILDCARDS: dict[str, set[str]] = {
         f"{BUCKET}/specs/*",
         f"{BUCKET}/records/*",
         f"{BUCKET}/outcomes/*",
+        f"{BUCKET}/datasets/*",
     },
     "Runner/TaskDefinition/ExecutionRole": {"*"},
     "Functions/SageMakerExecutionRole": {
@@ -46,7 +47,12 @@ _WILDCARDS: dict[str, set[str]] = {
         ENDPOINT_LOGS,
         f"{ENDPOINT_LOGS}:log-stream:*",
     },
-    "Functions/PlanRole": {"*", f"{BUCKET}/specs/*"},
+    "Functions/PlanRole": {
+        "*",
+        f"{BUCKET}/specs/*",
+        f"{BUCKET}/datasets/*",
+        "arn:<AWS::Partition>:secretsmanager:*:<AWS::AccountId>:secret:fmbench/*",
+    },
     "Functions/DeployRole": {
         "*",
         *SAGEMAKER_ARNS,

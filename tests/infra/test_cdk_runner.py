@@ -87,15 +87,16 @@ def test_task_role_writes_records_and_outcomes_reads_specs_and_invokes_product_e
             ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],
             [FOUNDATION_MODELS, INFERENCE_PROFILES],
         ),
-        # Its own parts' metadata is read back to count what this run wrote.
-        statement(["s3:GetObject"], [f"{bucket}/specs/*", f"{bucket}/records/*"]),
+        # Its own parts' metadata is read back to count what this run wrote; the run's prompts (datasets/)
+        # are what every branch sends.
+        statement(["s3:GetObject"], [f"{bucket}/specs/*", f"{bucket}/records/*", f"{bucket}/datasets/*"]),
         statement(
             ["s3:PutObject", "s3:AbortMultipartUpload"], [f"{bucket}/records/*", f"{bucket}/outcomes/*"]
         ),
         statement(
             ["s3:ListBucket"],
             [bucket],
-            {"StringLike": {"s3:prefix": ["outcomes/*", "records/*", "specs/*"]}},
+            {"StringLike": {"s3:prefix": ["datasets/*", "outcomes/*", "records/*", "specs/*"]}},
         ),
     ]
     assert canonical(statements) == canonical(expected)

@@ -77,27 +77,30 @@ def test_sagemaker_is_reached_only_for_product_resources(any_template: dict[str,
     assert found >= 10  # deploy, status, teardown, cleanup, sweeper, runner: the check saw them
 
 
-def test_only_the_deploy_function_reads_secrets_and_only_those_named_fmbench(
+def test_only_deploy_and_plan_read_secrets_and_only_those_named_fmbench(
     template_json: dict[str, Any],
 ) -> None:
+    """Deploy reads a model's Hub token for the container; Plan reads a Hub dataset's token
+    (workload.dataset.hub_token). Nothing else reads secrets, and only those named fmbench/..."""
     readers = {
         (owner, tuple(_as_list(each["Action"])), tuple(_as_list(each["Resource"])))
         for owner, each in _allow_statements(template_json)
         if any(a.startswith("secretsmanager:") for a in _as_list(each["Action"]))
     }
-    _, deploy = function_by_handler(template_json, "lambdas.deploy.handler")
-    (deploy_policy,) = [
-        logical_id
-        for logical_id, props in resources(template_json, "AWS::IAM::Policy").items()
-        if props["Roles"] == [{"Ref": role_id_of(deploy["Role"])}]
-    ]
 
+    def policy_of(handler: str) -> str:
+        _, function = function_by_handler(template_json, handler)
+        (policy,) = [
+            logical_id
+            for logical_id, props in resources(template_json, "AWS::IAM::Policy").items()
+            if props["Roles"] == [{"Ref": role_id_of(function["Role"])}]
+        ]
+        return policy
+
+    named_fmbench = ("arn:${AWS::Partition}:secretsmanager:*:${AWS::AccountId}:secret:fmbench/*",)
     assert readers == {
-        (
-            deploy_policy,
-            ("secretsmanager:GetSecretValue",),
-            ("arn:${AWS::Partition}:secretsmanager:*:${AWS::AccountId}:secret:fmbench/*",),
-        )
+        (policy_of("lambdas.deploy.handler"), ("secretsmanager:GetSecretValue",), named_fmbench),
+        (policy_of("lambdas.plan.handler"), ("secretsmanager:GetSecretValue",), named_fmbench),
     }
 
 
