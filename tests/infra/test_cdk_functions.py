@@ -290,7 +290,8 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         f"{bucket}/datasets/*",
     }
     # A report-only run of an unknown run id lists its run's folder to tell "no plan" from a denied read.
-    assert statement(["s3:ListBucket"], [bucket], {"StringLike": {"s3:prefix": ["datasets/*", "specs/*"]}}) in plan
+    listing = {"StringLike": {"s3:prefix": ["datasets/*", "specs/*"]}}
+    assert statement(["s3:ListBucket"], [bucket], listing) in plan
     # The quota check reads quota values; Service Quotas has no resource to scope listing to.
     assert (
         statement(["servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"], ["*"])
