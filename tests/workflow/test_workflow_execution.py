@@ -345,7 +345,7 @@ def test_an_s3_jsonl_dataset_is_materialized_once_and_every_branch_sends_its_pro
         assert len(ids) == 8 and len(set(ids)) == 8
         assert all(i.startswith("ticket-") for i in ids)
     assert sorted(sent["byo-a"]) == sorted(sent["byo-b"])
-    prompts = execution.output["prompts"]
+    prompts = published_result("run-s3-dataset")["prompts"]  # result.json; the output only summarizes it
     assert prompts["source"] == f"s3://{RESULTS_BUCKET}/{key}"
     assert len(prompts["content_sha256"]) == 64
     assert prompts["reused_prompt_requests"] == 0
