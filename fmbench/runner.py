@@ -29,7 +29,7 @@ from fmbench.loadgen import (
 )
 from fmbench.payloads import DatasetError, Prompt, build_payloads
 from fmbench.plan import BranchOutcome
-from fmbench.records import RecordWriter
+from fmbench.records import RecordsNotWrittenError, RecordWriter
 from fmbench.spec import BranchSpec
 from fmbench.tokenizer import get_tokenizer
 
@@ -298,6 +298,8 @@ async def run_branch(
                 flush_interval_s=flush_interval_s,
                 flush_max_records=flush_max_records,
             )
+        except RecordsNotWrittenError:
+            raise  # the caller accounts for it with what is on storage
         except Exception as exc:
             logger.exception("branch %s: the sweep failed", spec.branch_id)
             failure = f"runner error: {type(exc).__name__}: {exc}"
