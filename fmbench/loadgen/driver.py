@@ -155,14 +155,17 @@ class LoadPointRun:
                 self._writes.wait()
             raise
         _running_points -= 1
-        await self._loop_lag.stop()
-        self._stopping = True
-        self._wake.set()
         try:
-            await flusher  # re-raises a failed interim write, but only after the rest is written below
+            await self._loop_lag.stop()
         finally:
-            final = self._cut(final=True)
-            await self._writes.write(self._hand_over, final)
+            # Also when cancelled here, after the last request: the whole point is still written.
+            self._stopping = True
+            self._wake.set()
+            try:
+                await flusher  # re-raises a failed interim write, but only after the rest is written below
+            finally:
+                final = self._cut(final=True)
+                await self._writes.write(self._hand_over, final)
         return PointResult(
             summary=self._tally.summary(),
             check=final.check,

@@ -132,7 +132,10 @@ def wait_for_load(process: subprocess.Popen[str], seen: list[str]) -> bool:
 @pytest.fixture(scope="module")
 def emulators() -> Iterator[list[str]]:
     """One emulator per parallel run, so that each run's requests are counted on its own."""
-    processes = [EmulatorProcess(EmulatorSettings(port=0, model="m", **TIMING)) for _ in range(LOOP_PARALLEL)]
+    processes = [
+        EmulatorProcess(EmulatorSettings(port=0, model="m", **TIMING), startup_timeout_s=STOP_TIMEOUT_S)
+        for _ in range(LOOP_PARALLEL)
+    ]
     try:
         yield [process.__enter__().url for process in processes]
     finally:
@@ -216,10 +219,16 @@ def test_sigterm_and_sigint_at_random_moments_keep_every_request_and_leave_no_ch
         f"records kept {kept}, orphans {sum(r.orphans for r in results)}"
     )
     print(figures)
+    print([(r.signal_name, r.returncode, r.answered, r.kept) for r in results])
     for r in results:
+        signum = signal.Signals[r.signal_name]
+        if r.returncode == -signum:
+            # the stop came while Python itself was starting, before fmbench's handlers: nothing had begun
+            assert r.answered == 0 and r.outcome_counts == [], r
+            continue
         assert "Traceback" not in r.stderr, r.stderr
         # stopped: 128 + the signal; or the run was over before the signal came
-        assert r.returncode in (0, 128 + signal.Signals[r.signal_name]), (r.returncode, r.stderr)
+        assert r.returncode in (0, 128 + signum), (r.returncode, r.stderr)
         assert r.orphans == 0
         # every request the endpoint received has its record (one sent but not yet received has one too)
         assert r.kept >= r.answered, figures
