@@ -313,14 +313,16 @@ def test_sigkill_leaves_no_emulator_and_the_report_counts_the_records_on_disk(tm
 
 def test_an_emulator_child_that_dies_mid_run_fails_the_run_with_its_exit_code(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    process = start_run(suite_file(tmp_path, None, emulator_child=True, requests=200), out)
+    process = start_run(suite_file(tmp_path, None, emulator_child=True, requests=400), out)
     seen: list[str] = []
     try:
         assert wait_for_load(process, seen)
         deadline_s = time.monotonic() + STOP_TIMEOUT_S
-        while not rows_per_branch(out) and time.monotonic() < deadline_s:
+        while not (children := children_of(process.pid)) and time.monotonic() < deadline_s:
             time.sleep(0.05)
-        (child,) = children_of(process.pid)
+        while not rows_per_branch(out) and time.monotonic() < deadline_s:  # the first point is written
+            time.sleep(0.05)
+        (child,) = children
         child.kill()
         rest, err = process.communicate(timeout=STOP_TIMEOUT_S)
     finally:
