@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import signal
 import subprocess
@@ -203,10 +204,18 @@ def test_sigterm_and_sigint_at_random_moments_keep_every_request_and_leave_no_ch
     rng = random.Random(17)
     seeds = [rng.random() for _ in range(LOOP_RUNS)]
 
+    free: queue.Queue[str] = queue.Queue()
+    for url in emulators:
+        free.put(url)
+
     def tried(index: int) -> Tried:
         folder = tmp_path / f"run{index:02d}"
         folder.mkdir()
-        return one_stopped_run(index, emulators[index % LOOP_PARALLEL], folder, random.Random(seeds[index]))
+        url = free.get()  # an emulator no other run is using now, so that its count is this run's
+        try:
+            return one_stopped_run(index, url, folder, random.Random(seeds[index]))
+        finally:
+            free.put(url)
 
     with ThreadPoolExecutor(LOOP_PARALLEL) as pool:
         results = list(pool.map(tried, range(LOOP_RUNS)))
