@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import signal
@@ -723,8 +724,35 @@ class _Terminated(BaseException):
     """SIGTERM before the run's own handlers are installed (while the suite loads, say)."""
 
 
+# The stop signal the command got outside the run's own handlers. A signal handler's exception can land
+# where Python cannot raise it (a weakref callback, a ``__del__``): it is then printed as an "exception
+# ignored" traceback and lost, so the stop is also noted here and acted on when the command returns.
+_stop_seen: list[str] = []
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
+    _stop_seen.append("SIGTERM")
     raise _Terminated
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    _stop_seen.append("SIGINT")
+    raise KeyboardInterrupt
+
+
+def _quiet_lost_stop(unraisable: Any, *, default: Any) -> None:
+    """A stop raised where Python could not raise it is acted on when the command returns: no traceback."""
+    if not isinstance(unraisable.exc_value, (_Terminated, KeyboardInterrupt)):
+        default(unraisable)
+
+
+def _stopped(name: str) -> int:
+    print(
+        f"stopped by {name}; anything measured is kept in the --out folder "
+        "(`fmbench report RUN_ID --root OUT` renders it)",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED if name == "SIGINT" else EXIT_TERMINATED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -734,27 +762,31 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A run's own handlers (fmbench.local) take over while it sends load; before and after, a stop
     # still ends the command cleanly, without a traceback.
-    previous = signal.getsignal(signal.SIGTERM)
-    catch_term = (
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    catch_stops = (
         args.command in ("run", "load")
-        and previous is signal.SIG_DFL
+        and previous[signal.SIGTERM] is signal.SIG_DFL
+        and previous[signal.SIGINT] is signal.default_int_handler
         and threading.current_thread() is threading.main_thread()
     )
-    if catch_term:
+    previous_hook = sys.unraisablehook
+    if catch_stops:
+        _stop_seen.clear()
         signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGINT, _raise_interrupted)
+        sys.unraisablehook = functools.partial(_quiet_lost_stop, default=previous_hook)
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
     except (KeyboardInterrupt, _Terminated) as stop:
-        name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else "SIGTERM"
-        print(
-            f"stopped by {name}; anything measured is kept in the --out folder "
-            "(`fmbench report RUN_ID --root OUT` renders it)",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED if name == "SIGINT" else EXIT_TERMINATED
+        return _stopped("SIGINT" if isinstance(stop, KeyboardInterrupt) else "SIGTERM")
     finally:
-        if catch_term:
-            signal.signal(signal.SIGTERM, previous)
+        if catch_stops:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            sys.unraisablehook = previous_hook
+    if catch_stops and _stop_seen and code == 0:
+        return _stopped(_stop_seen[0])  # a stop whose exception Python lost: the command ended anyway
+    return code
 
 
 if __name__ == "__main__":
