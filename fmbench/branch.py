@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
@@ -259,5 +260,28 @@ async def live_branch(
             started_epoch_s=started_epoch_s,
             ended_epoch_s=time.time(),
         )
-    await asyncio.to_thread(branch_storage.write_outcome, outcome)
+    await _write_outcome_whole(branch_storage, outcome)
     return outcome
+
+
+async def _write_outcome_whole(branch_storage: BranchStorage, outcome: BranchOutcome) -> None:
+    """The final outcome, written in a worker thread that a cancellation cannot drop.
+
+    A stop that lands after the sweep ended, while this write waits for its thread, would otherwise leave
+    the placeholder (no requests counted) beside a fully measured branch: ``asyncio.to_thread`` cancelled
+    before its job starts drops the job. Here the job always runs, and a cancelled caller waits for it.
+    """
+    done = threading.Event()
+
+    def job() -> None:
+        try:
+            branch_storage.write_outcome(outcome)
+        finally:
+            done.set()
+
+    written = asyncio.get_running_loop().run_in_executor(None, job)
+    try:
+        await asyncio.shield(written)
+    except asyncio.CancelledError:
+        done.wait()  # blocking: nothing else should run before the outcome is on storage
+        raise
