@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
@@ -19,8 +21,15 @@ from pyarrow import fs as pafs
 from fmbench import layout, storage
 from fmbench.config import EmulatorTarget
 from fmbench.plan import BranchOutcome
+from fmbench.records import RecordsNotWrittenError
 from fmbench.runner import ProgressEvent, run_branch
 from fmbench.spec import BranchSpec
+
+# The placeholder outcome is padded to this size, so that on a full disk the final outcome can still be
+# written over it in place (``storage.overwrite_in_place``) rather than lost with the space.
+OUTCOME_RESERVE_BYTES = 8192
+# How often a branch checks that its emulator child still lives.
+EMULATOR_WATCH_INTERVAL_S = 0.2
 
 # Called with the emulator's URL and process id once it serves.
 EmulatorStarted = Callable[[str, int | None], None]
@@ -51,7 +60,7 @@ class BranchStorage:
             _, self._parts_before = self._parts()
         except OSError as exc:
             raise storage.StorageAccessError(self.records_uri, "write", exc) from exc
-        self.write_outcome(placeholder)
+        self.write_outcome(placeholder, reserve=True)
 
     def records_written_by_this_run(self) -> int:
         """Rows in the parts this run added: exact even when the sweep was cancelled mid-point (a retried
@@ -61,9 +70,18 @@ class BranchStorage:
             pq.read_metadata(part, filesystem=filesystem).num_rows for part in parts - self._parts_before
         )
 
-    def write_outcome(self, outcome: BranchOutcome) -> None:
+    def write_outcome(self, outcome: BranchOutcome, *, reserve: bool = False) -> None:
+        """``reserve``: pad the document (JSON allows trailing blanks) to ``OUTCOME_RESERVE_BYTES``, so
+        that a later outcome that finds the disk full is written over it instead of being lost."""
         data = (outcome.model_dump_json(indent=2) + "\n").encode()
-        storage.write_bytes(self.outcome_uri, data, content_type="application/json")
+        if reserve:
+            data = data.ljust(OUTCOME_RESERVE_BYTES)
+        try:
+            storage.write_bytes(self.outcome_uri, data, content_type="application/json")
+        except storage.StorageAccessError as exc:
+            full = getattr(exc.__cause__, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
+            if not (full and storage.overwrite_in_place(self.outcome_uri, data)):
+                raise
 
 
 def ended_outcome(
@@ -88,6 +106,10 @@ def ended_outcome(
     )
 
 
+class EmulatorDiedError(RuntimeError):
+    """The branch's emulator child exited while its load ran: what followed measured a dead endpoint."""
+
+
 @contextlib.asynccontextmanager
 async def endpoint_for(
     spec: BranchSpec, on_emulator_started: EmulatorStarted | None = None
@@ -97,7 +119,9 @@ async def endpoint_for(
 
     Starting and stopping block for a moment; they run in a thread so that other branches' load, timed on
     this event loop, is not disturbed. A cancellation that arrives while the child is starting waits for
-    the start to finish and then stops the child, so no emulator outlives its branch.
+    the start to finish and then stops the child, so no emulator outlives its branch. While the branch
+    runs, the child is watched: if it exits, the sweep is cancelled (its records flushed) and
+    ``EmulatorDiedError`` says so, instead of the dead child being measured as the endpoint.
     """
     if not isinstance(spec.target, EmulatorTarget):
         yield None
@@ -107,12 +131,33 @@ async def endpoint_for(
 
     process = EmulatorProcess(EmulatorSettings.for_target(spec.target.emulator, spec.target.model))
     starting = asyncio.ensure_future(asyncio.to_thread(process.start))
+    watch: asyncio.Task[None] | None = None
+    died: list[int] = []
     try:
         url = await asyncio.shield(starting)
         if on_emulator_started is not None:
             on_emulator_started(url, process.pid)
-        yield url
+        branch_task = asyncio.current_task()
+
+        async def watch_child() -> None:
+            while (code := process.returncode) is None:
+                await asyncio.sleep(EMULATOR_WATCH_INTERVAL_S)
+            died.append(code)
+            if branch_task is not None:
+                branch_task.cancel()
+
+        watch = asyncio.create_task(watch_child(), name=f"fmbench-emulator-watch-{spec.branch_id}")
+        try:
+            yield url
+        except asyncio.CancelledError:
+            if not died:
+                raise
+            if branch_task is not None:
+                branch_task.uncancel()
+            raise EmulatorDiedError(f"the emulator process exited with code {died[0]} mid-run") from None
     finally:
+        if watch is not None:
+            watch.cancel()
         await asyncio.wait([starting])
         if not starting.cancelled():
             starting.exception()  # retrieved here so that asyncio does not report it as lost
@@ -129,11 +174,54 @@ async def sweep_branch(
         return await run_branch(spec, endpoint_url=url, on_progress=on_progress)
 
 
+class PointsFinished:
+    """Passes progress events on and counts the load points finished: the account of a sweep that was
+    cancelled or failed before it could give its own."""
+
+    def __init__(self, listener: ProgressListener | None) -> None:
+        self.listener = listener
+        self.count = 0
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.kind == "load_point_finished":
+            self.count += 1
+        if self.listener is not None:
+            self.listener(event)
+
+
+def counted_outcome(
+    spec: BranchSpec,
+    branch_storage: BranchStorage,
+    reason: str,
+    load_points_completed: int,
+    started_epoch_s: float,
+    records_not_written: int = 0,
+) -> BranchOutcome:
+    """The outcome of a branch ended from outside (a signal, a dead emulator, a full disk): its records
+    are counted on storage, so that it says what a report of the run will find."""
+    try:
+        records = branch_storage.records_written_by_this_run()
+    except OSError:
+        records = 0
+    status: Literal["partial", "failed"] = "partial" if records else "failed"
+    outcome = ended_outcome(spec, status, reason, records, load_points_completed, started_epoch_s)
+    if records_not_written:
+        outcome = outcome.model_copy(update={"requests_attempted": records + records_not_written})
+    return outcome
+
+
 async def live_branch(
-    spec: BranchSpec, not_finished_reason: str, on_progress: ProgressListener | None = None
+    spec: BranchSpec,
+    not_finished_reason: str,
+    on_progress: ProgressListener | None = None,
+    stop_reason: Callable[[], str | None] = lambda: None,
 ) -> BranchOutcome:
     """The whole life of a branch in a process that runs several: any failure of the branch becomes its
-    'failed' outcome rather than an exception, so one broken branch does not take the others down."""
+    'failed' outcome rather than an exception, so one broken branch does not take the others down.
+
+    Cancelled (``stop_reason`` says why: a signal), it writes an outcome that counts the records on
+    storage (the sweep flushed them before the cancellation reached here) and the cancellation goes on.
+    """
     started_epoch_s = time.time()
     branch_storage = BranchStorage(spec)
     placeholder = BranchOutcome(
@@ -144,9 +232,25 @@ async def live_branch(
         started_epoch_s=started_epoch_s,
     )
     # Only the placeholder: this process counts no records of its own (its sweep's verdict does).
-    await asyncio.to_thread(branch_storage.write_outcome, placeholder)
+    await asyncio.to_thread(branch_storage.prepare, placeholder)
+    finished = PointsFinished(on_progress)
     try:
-        outcome = await sweep_branch(spec, on_progress)
+        outcome = await sweep_branch(spec, finished)
+    except asyncio.CancelledError:
+        reason = (stop_reason() or "cancelled") + (
+            f" after {finished.count} of {spec.load_point_count} load point(s)"
+        )
+        outcome = counted_outcome(spec, branch_storage, reason, finished.count, started_epoch_s)
+        branch_storage.write_outcome(outcome)  # no await: the task is being cancelled
+        raise
+    except RecordsNotWrittenError as exc:
+        reason = f"storage error: {exc}"
+        outcome = counted_outcome(
+            spec, branch_storage, reason, finished.count, started_epoch_s, exc.records_not_written
+        )
+    except EmulatorDiedError as exc:
+        reason = f"{exc}; the records measured before are kept"
+        outcome = counted_outcome(spec, branch_storage, reason, finished.count, started_epoch_s)
     except Exception as exc:  # noqa: BLE001 - the branch's failure is its outcome
         outcome = BranchOutcome(
             branch_id=spec.branch_id,
@@ -156,5 +260,28 @@ async def live_branch(
             started_epoch_s=started_epoch_s,
             ended_epoch_s=time.time(),
         )
-    await asyncio.to_thread(branch_storage.write_outcome, outcome)
+    await _write_outcome_whole(branch_storage, outcome)
     return outcome
+
+
+async def _write_outcome_whole(branch_storage: BranchStorage, outcome: BranchOutcome) -> None:
+    """The final outcome, written in a worker thread that a cancellation cannot drop.
+
+    A stop that lands after the sweep ended, while this write waits for its thread, would otherwise leave
+    the placeholder (no requests counted) beside a fully measured branch: ``asyncio.to_thread`` cancelled
+    before its job starts drops the job. Here the job always runs, and a cancelled caller waits for it.
+    """
+    done = threading.Event()
+
+    def job() -> None:
+        try:
+            branch_storage.write_outcome(outcome)
+        finally:
+            done.set()
+
+    written = asyncio.get_running_loop().run_in_executor(None, job)
+    try:
+        await asyncio.shield(written)
+    except asyncio.CancelledError:
+        done.wait()  # blocking: nothing else should run before the outcome is on storage
+        raise

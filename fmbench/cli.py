@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_REGRESSED = 3  # a comparison found a regression (docs/regression.md): CI fails the job on it
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # SIGINT: 128 + 2, as a shell reports it
+EXIT_TERMINATED = 143  # SIGTERM: 128 + 15
 DEFAULT_LOAD_CONCURRENCY = [1, 8, 32]
 
 
@@ -219,13 +223,34 @@ def _print_outcome(console: Console, run: Any) -> None:
     for note in prompts.notes if prompts is not None else []:  # prompt reuse, token counts not the server's
         console.print(f"Note: {note}", markup=False)
     console.print(f"Report: {run.report_dir / 'report.md'} (and report.html, result.json)", markup=False)
+    own = Path(run.result.artifacts.report_md).parent
+    console.print(f"Run {run.plan.run_id}'s own copy, kept when the folder is reused: {own}", markup=False)
     console.print(f"Finished in {run.elapsed_s:.1f} s", markup=False)
 
 
+def _print_stopped(console: Console, run: Any) -> None:
+    """A run stopped by a signal, or whose report could not be written: what is kept, and the command
+    that renders the report from it."""
+    table = Table(title=f"Run {run.plan.run_id}: {'stopped' if run.stopped_by else 'not reported'}")
+    for column in ("branch", "status", "requests", "reason"):
+        table.add_column(column)
+    for outcome in run.outcomes:
+        table.add_row(outcome.branch_id, outcome.status, str(outcome.records_written), outcome.reason or "")
+    console.print(table)
+    kept = sum(outcome.records_written for outcome in run.outcomes)
+    if run.report_error:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(run.report_error, markup=False)
+    console.print(
+        f"{kept} record(s) kept in {run.report_dir}. Render the report with:\n  {run.report_command}",
+        markup=False,
+    )
+
+
 def _run_and_report(suite: Suite, out: Path, suite_dir: Path | None, run_id: str | None) -> int:
-    from fmbench.local import run_suite
+    from fmbench.local import OutFolderError, run_suite
 
     console = _console()
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     plan_preview = plan_suite(suite, storage_root=str(out), run_id=run_id or "preview")
     console.print(_plan_table(plan_preview))
     if not _show_estimate(console, plan_preview):
@@ -236,7 +261,23 @@ def _run_and_report(suite: Suite, out: Path, suite_dir: Path | None, run_id: str
     except BudgetExceededError as error:
         _print_budget_error(error)
         return EXIT_INVALID
-    _print_outcome(console, run)
+    except OutFolderError as error:
+        err.print(f"--out: {error}; nothing was sent", markup=False)
+        return EXIT_INVALID
+    if run.result is None:
+        _print_stopped(console, run)
+    else:
+        _print_outcome(console, run)
+    for note in run.notes:
+        err.print(note, markup=False)
+    if run.faults:
+        err.print("The run was cut short by this machine, not by the endpoint:", markup=False)
+        for fault in run.faults:
+            err.print(f"  {fault}", markup=False)
+    if run.stopped_by:
+        return 128 + run.stopped_by
+    if run.result is None or run.faults:
+        return EXIT_FAILED
     if run.result.status == "failed":
         return EXIT_FAILED
     return _regression_exit(console, run.result.regression)
@@ -407,7 +448,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         _print_problems(error)
         return EXIT_INVALID
     status = _run_and_report(suite, Path(args.out), Path.cwd(), None)
-    _print_summary_table(Path(args.out))
+    if status in (EXIT_OK, EXIT_FAILED):
+        _print_summary_table(Path(args.out))
     return status
 
 
@@ -471,16 +513,23 @@ def _print_summary_table(out: Path) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Render a local run's report again from its records, plan and outcomes; nothing runs again."""
-    from fmbench.local import SavedRunNotFoundError, report_saved_run
+    from fmbench.local import SavedRunNotFoundError, publish_top_report, report_saved_run, run_report_dir
     from report.render import REPORT_MD
 
     console, err = _console(), Console(stderr=True, highlight=False, soft_wrap=True)
-    out = Path(args.out or args.root)
+    root = Path(args.root).resolve()
+    out = Path(args.out) if args.out else run_report_dir(root, args.run_id)
     try:
-        result = report_saved_run(args.root, args.run_id, out)
+        result = report_saved_run(root, args.run_id, out)
     except SavedRunNotFoundError as exc:
         err.print(str(exc), markup=False)
         return EXIT_FAILED
+    except OSError as exc:
+        err.print(f"the report could not be written: {exc}", markup=False)
+        return EXIT_FAILED
+    if not args.out:
+        for note in publish_top_report(root, args.run_id, out):
+            err.print(note, markup=False)
     measured = sum(len(branch.load_points) for branch in result.branches)
     missing = sum(len(branch.load_points_not_measured) for branch in result.branches)
     console.print(
@@ -849,7 +898,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_id", metavar="RUN_ID", help="the run id (records/run_id=RUN_ID under --root)")
     report.add_argument("--root", required=True, help="the folder the run wrote to (its --out)")
-    report.add_argument("--out", default=None, help="where the report goes (default: --root)")
+    report.add_argument(
+        "--out",
+        default=None,
+        help="where the report goes (default: ROOT/reports/run_id=RUN_ID, also copied to the top of ROOT)",
+    )
     report.set_defaults(handler=cmd_report)
 
     load = commands.add_parser("load", help="benchmark one OpenAI-compatible endpoint directly")
@@ -973,12 +1026,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM before the run's own handlers are installed (while the suite loads, say)."""
+
+
+# The stop signal the command got outside the run's own handlers. A signal handler's exception can land
+# where Python cannot raise it (a weakref callback, a ``__del__``): it is then printed as an "exception
+# ignored" traceback and lost, so the stop is also noted here and acted on when the command returns.
+_stop_seen: list[str] = []
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    _stop_seen.append("SIGTERM")
+    raise _Terminated
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    _stop_seen.append("SIGINT")
+    raise KeyboardInterrupt
+
+
+def _quiet_lost_stop(unraisable: Any, *, default: Any) -> None:
+    """A stop raised where Python could not raise it is acted on when the command returns: no traceback."""
+    if not isinstance(unraisable.exc_value, (_Terminated, KeyboardInterrupt)):
+        default(unraisable)
+
+
+def _stopped(name: str) -> int:
+    print(
+        f"stopped by {name}; anything measured is kept in the --out folder "
+        "(`fmbench report RUN_ID --root OUT` renders it)",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED if name == "SIGINT" else EXIT_TERMINATED
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "emulator":
         return cmd_emulator(argparse.Namespace(), argv[1:])
     args = build_parser().parse_args(argv)
-    return int(args.handler(args))
+    # A run's own handlers (fmbench.local) take over while it sends load; before and after, a stop
+    # still ends the command cleanly, without a traceback.
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    catch_stops = (
+        args.command in ("run", "load")
+        and previous[signal.SIGTERM] is signal.SIG_DFL
+        and previous[signal.SIGINT] is signal.default_int_handler
+        and threading.current_thread() is threading.main_thread()
+    )
+    previous_hook = sys.unraisablehook
+    if catch_stops:
+        _stop_seen.clear()
+        signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGINT, _raise_interrupted)
+        sys.unraisablehook = functools.partial(_quiet_lost_stop, default=previous_hook)
+    try:
+        code = int(args.handler(args))
+    except (KeyboardInterrupt, _Terminated) as stop:
+        return _stopped("SIGINT" if isinstance(stop, KeyboardInterrupt) else "SIGTERM")
+    finally:
+        if catch_stops:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            sys.unraisablehook = previous_hook
+    if catch_stops and _stop_seen and code == 0:
+        return _stopped(_stop_seen[0])  # a stop whose exception Python lost: the command ended anyway
+    return code
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ Times are epoch seconds (float64) so that the same arithmetic works in Trino and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import os
 import posixpath
 import threading
 import time
@@ -177,6 +179,24 @@ def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return storage.resolve_filesystem(uri)
 
 
+class RecordsNotWrittenError(storage.StorageAccessError):
+    """A part could not be written (a full disk, a lost permission): names the part, what it held, and
+    how many of the branch's records are not on storage; the parts written before stay whole."""
+
+    def __init__(self, uri: str, cause: BaseException, records: int, not_written: int, written: int) -> None:
+        super().__init__(uri, "write", cause)
+        self.records = records
+        self.records_not_written = not_written
+        self.records_written = written
+        self.args = (
+            f"cannot write {uri}: {cause}; {records} record(s) of that part not written "
+            f"({not_written} of the branch so far); the {written} record(s) written before are kept",
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class RecordWriter:
     """Buffers records of one branch and writes them as numbered Parquet parts.
 
@@ -192,7 +212,9 @@ class RecordWriter:
         self._lock = threading.Lock()
         self._next_part = 0
         self.rows_written = 0
+        self.rows_not_written = 0
         self.files: list[str] = []
+        self._local = not self.prefix.startswith(storage.S3_PREFIX)
         self._filesystem.create_dir(self._path, recursive=True)
         self._next_part = self._first_free_part()
         warm_up_conversion()
@@ -221,11 +243,33 @@ class RecordWriter:
             self._next_part += 1
         table = records_to_table(batch, pause_s=pause_s)
         path = posixpath.join(self._path, name)
-        pq.write_table(table, path, filesystem=self._filesystem, compression="zstd")
+        try:
+            self._write_part(table, path)
+        except OSError as exc:
+            with self._lock:
+                self.rows_not_written += table.num_rows
+                not_written, written = self.rows_not_written, self.rows_written
+            uri = posixpath.join(self.prefix, name)
+            raise RecordsNotWrittenError(uri, exc, table.num_rows, not_written, written) from exc
         with self._lock:
             self.rows_written += table.num_rows
             self.files.append(path)
         return path
+
+    def _write_part(self, table: pa.Table, path: str) -> None:
+        """A part appears whole or not at all: locally it is written under a temporary name (which no
+        reader globs) and renamed; on S3 an upload only becomes visible once complete. A failed write
+        leaves nothing behind."""
+        target = f"{path}.tmp-{os.getpid()}" if self._local else path
+        try:
+            pq.write_table(table, target, filesystem=self._filesystem, compression="zstd")
+            if target != path:
+                self._filesystem.move(target, path)
+        except BaseException:
+            if self._local:
+                with contextlib.suppress(OSError):
+                    self._filesystem.delete_file(target)
+            raise
 
 
 def record_field_names() -> list[str]:

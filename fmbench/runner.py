@@ -30,7 +30,7 @@ from fmbench.loadgen import (
 from fmbench.payloads import DatasetError, PromptDeck, WorkloadPrompts, prepare_workload
 from fmbench.plan import BranchOutcome
 from fmbench.prompt_store import load_materialized
-from fmbench.records import RecordWriter
+from fmbench.records import RecordsNotWrittenError, RecordWriter
 from fmbench.spec import BranchSpec
 from fmbench.synthetic import SyntheticError
 from fmbench.tokenizer import Tokenizer, TokenizerError
@@ -305,6 +305,8 @@ async def run_branch(
                 flush_interval_s=flush_interval_s,
                 flush_max_records=flush_max_records,
             )
+        except RecordsNotWrittenError:
+            raise  # the caller accounts for it with what is on storage
         except Exception as exc:
             logger.exception("branch %s: the sweep failed", spec.branch_id)
             failure = f"runner error: {type(exc).__name__}: {exc}"

@@ -37,9 +37,10 @@ from typing import Any, Literal, TextIO
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fmbench import storage
-from fmbench.branch import BranchStorage, ended_outcome, sweep_branch
+from fmbench.branch import BranchStorage, EmulatorDiedError, ended_outcome, sweep_branch
 from fmbench.config import PLATFORMS, SuiteProblem, problems_from_validation_error
 from fmbench.plan import BranchOutcome
+from fmbench.records import RecordsNotWrittenError
 from fmbench.runner import BranchSetupError, ProgressEvent
 from fmbench.spec import BranchSpec
 
@@ -375,6 +376,8 @@ async def _outcome_of_run(
         exit_code = EXIT_OUTCOME_WRITTEN
         if isinstance(exc, EmulatorStartError):
             reason = f"the emulator did not start: {exc}"
+        elif isinstance(exc, EmulatorDiedError):
+            reason = f"{exc}; the records measured before are kept"
         elif isinstance(exc, OSError):
             logger.exception("branch %s: storage failed", spec.branch_id)
             reason = f"storage error: {exc}"
@@ -385,7 +388,14 @@ async def _outcome_of_run(
             exit_code = EXIT_CRASHED
         records = _records_written(branch_storage, log)
         finished = progress.load_points_finished
-        return ended_outcome(spec, "failed", reason, records, finished, started_epoch_s), exit_code
+        # what was kept of a sweep cut short by its emulator or its storage is a partial result
+        cut_short = isinstance(exc, EmulatorDiedError | RecordsNotWrittenError) and records > 0
+        outcome = ended_outcome(
+            spec, "partial" if cut_short else "failed", reason, records, finished, started_epoch_s
+        )
+        if isinstance(exc, RecordsNotWrittenError):
+            outcome = outcome.model_copy(update={"requests_attempted": records + exc.records_not_written})
+        return outcome, exit_code
 
 
 async def run_runner(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 from collections.abc import Mapping
@@ -207,8 +208,34 @@ def write_bytes(uri: str, data: bytes, content_type: str = "application/octet-st
             return
         filesystem.create_dir(posixpath.dirname(path), recursive=True)
         temporary = f"{path}.tmp-{os.getpid()}"
-        with filesystem.open_output_stream(temporary) as stream:
-            stream.write(data)
-        filesystem.move(temporary, path)
+        try:
+            with filesystem.open_output_stream(temporary) as stream:
+                stream.write(data)
+            filesystem.move(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # a full disk must not also keep the half-written copy
+                filesystem.delete_file(temporary)
+            raise
     except OSError as exc:
         raise StorageAccessError(uri, "write", exc) from exc
+
+
+def overwrite_in_place(uri: str, data: bytes) -> bool:
+    """Write ``data`` over an existing local file's first bytes, padded with spaces to its size: no new
+    block is needed, so this works on a full disk. For whitespace-tolerant text (JSON) only. False when
+    the file is not local, missing, or smaller than ``data``."""
+    if "://" in uri and not uri.startswith(FILE_PREFIX):
+        return False
+    _, path = resolve_filesystem(uri)
+    try:
+        with Path(path).open("r+b") as file:
+            size = file.seek(0, os.SEEK_END)
+            if size < len(data):
+                return False
+            file.seek(0)
+            file.write(data + b" " * (size - len(data)))
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError:
+        return False
+    return True

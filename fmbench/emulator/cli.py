@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import os
 import signal
 import sys
+import threading
 from typing import TextIO
 
 from pydantic import ValidationError
@@ -17,6 +20,52 @@ from fmbench.emulator.settings import EmulatorSettings, add_settings_options, se
 READY_PREFIX = "FMBENCH_EMULATOR_READY"
 # The option by which a parent (``EmulatorProcess``) hands its child the settings as one JSON document.
 SETTINGS_JSON_OPTION = "--settings-json"
+# Set by a parent (``EmulatorProcess``) to its pid: the child then stops when that parent is gone.
+PARENT_PID_ENV_VAR = "FMBENCH_EMULATOR_PARENT_PID"
+_PR_SET_PDEATHSIG = 1
+# The parent-death signal: Linux sends it when the *thread* that started the child ends, which is not
+# always the parent's end (``EmulatorProcess.start`` often runs in a worker thread), so it is a signal the
+# child handles by checking whether its parent is really gone, never one that ends it outright.
+PARENT_DEATH_SIGNAL = signal.SIGUSR2
+
+
+def _ask_for_parent_death_signal() -> None:
+    """Linux: the kernel signals this process when the thread that started it ends, whatever ended the
+    parent (SIGKILL included). Elsewhere (or if refused) the stdin watch still works."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+
+
+def watch_parent(stop: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
+    """Stop when the parent named in the environment is gone, whatever ended it: on the parent-death
+    signal (Linux), when stdin (a pipe only the parent holds open) reaches its end, and at once if the
+    parent was gone before the watch began."""
+    parent = os.environ.get(PARENT_PID_ENV_VAR)
+    if not parent:
+        return
+
+    def check() -> None:
+        if str(os.getppid()) != parent:
+            stop.set()
+
+    loop.add_signal_handler(PARENT_DEATH_SIGNAL, check)
+    _ask_for_parent_death_signal()
+    check()
+
+    def read_to_end() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=read_to_end, name="fmbench-parent-watch", daemon=True).start()
 
 
 def build_parser(prog: str = "python -m fmbench.emulator") -> argparse.ArgumentParser:
@@ -72,13 +121,14 @@ async def serve(settings: EmulatorSettings, out: TextIO | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    watch_parent(stop, loop)
     try:
         async with running_emulator(settings) as url:
             stream = out or sys.stdout
             print(f"{READY_PREFIX} {url}", file=stream, flush=True)
             await stop.wait()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, PARENT_DEATH_SIGNAL):
             loop.remove_signal_handler(signum)
 
 

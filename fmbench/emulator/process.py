@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 from types import TracebackType
 from typing import IO, Self
 
-from fmbench.emulator.cli import READY_PREFIX, SETTINGS_JSON_OPTION
+from fmbench.emulator.cli import PARENT_PID_ENV_VAR, READY_PREFIX, SETTINGS_JSON_OPTION
 from fmbench.emulator.settings import EmulatorSettings
 
 _STDERR_TAIL_CHARS = 4000
@@ -56,6 +57,11 @@ class EmulatorProcess:
         return self._url
 
     @property
+    def returncode(self) -> int | None:
+        """The child's exit code once it has exited, None while it runs (or was never started)."""
+        return self._process.poll() if self._process is not None else None
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
@@ -87,8 +93,16 @@ class EmulatorProcess:
             raise RuntimeError("the emulator process is already started")
         # Kept open for the life of the child, so that its stderr can be quoted if it fails.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        # The child outlives no parent: it gets a parent-death signal (Linux) and watches its stdin, a pipe
+        # only this process holds open. In a process group of its own, a terminal's Ctrl-C reaches only
+        # the parent, which flushes what it measured before it stops the child.
         self._process = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env={**os.environ, PARENT_PID_ENV_VAR: str(os.getpid())},
+            process_group=0,
         )
         assert self._process.stdout is not None
         lines: queue.Queue[str | None] = queue.Queue()
@@ -129,8 +143,9 @@ class EmulatorProcess:
                 process.wait()
         if self._reader is not None:
             self._reader.join(timeout=self.stop_timeout_s)
-        if process.stdout is not None:
-            process.stdout.close()
+        for pipe in (process.stdout, process.stdin):
+            if pipe is not None:
+                pipe.close()
         self._process = None
         self._reader = None
         self._url = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
@@ -131,6 +132,7 @@ class LoadPointRun:
         self._stopping = False
         self._first_bound: SelfCheck | None = None
         self._parts = 0
+        self._writes = _PendingWrites()
 
     async def run(self) -> PointResult:
         global _running_points
@@ -145,18 +147,25 @@ class LoadPointRun:
             _running_points -= 1
             flusher.cancel()
             self._loop_lag.stop_now()
-            # Also on cancellation or a crash: what was measured is kept (no await while cancelled).
-            self._hand_over(self._cut(final=True))
+            # Also on cancellation or a crash: what was measured is kept (no await while cancelled), and
+            # a part a worker thread is still writing is on storage before the cancellation goes on.
+            try:
+                self._hand_over(self._cut(final=True))
+            finally:
+                self._writes.wait()
             raise
         _running_points -= 1
-        await self._loop_lag.stop()
-        self._stopping = True
-        self._wake.set()
         try:
-            await flusher  # re-raises a failed interim write, but only after the rest is written below
+            await self._loop_lag.stop()
         finally:
-            final = self._cut(final=True)
-            await asyncio.to_thread(self._hand_over, final)
+            # Also when cancelled here, after the last request: the whole point is still written.
+            self._stopping = True
+            self._wake.set()
+            try:
+                await flusher  # re-raises a failed interim write, but only after the rest is written below
+            finally:
+                final = self._cut(final=True)
+                await self._writes.write(self._hand_over, final)
         return PointResult(
             summary=self._tally.summary(),
             check=final.check,
@@ -191,7 +200,7 @@ class LoadPointRun:
                 return
             part = self._cut(final=False)
             if part.attempts:
-                await asyncio.to_thread(self._hand_over, part)
+                await self._writes.write(self._hand_over, part)
 
     def _cut(self, *, final: bool) -> PointPart:
         """Take the attempts so far and judge the load point up to now (no await: atomic in the loop)."""
@@ -214,6 +223,43 @@ class LoadPointRun:
     def _hand_over(self, part: PointPart) -> None:
         self._parts += 1
         self._write_part(part)
+
+
+class _PendingWrites:
+    """Parts handed to worker threads: a cancellation may stop the wait for one, never the write.
+
+    ``asyncio.to_thread`` cancelled while its job is still queued drops the job, and cancelled while the
+    job runs lets the caller go on before the part is on storage; a SIGTERM at that moment would lose the
+    part or count the records on storage without it. Here the job is shielded from the cancellation, and
+    a cancelled caller waits (blocking, as nothing else should run then) until every part is written.
+    """
+
+    def __init__(self) -> None:
+        self._idle = threading.Condition()
+        self._pending = 0
+
+    async def write(self, hand_over: Callable[[PointPart], None], part: PointPart) -> None:
+        with self._idle:
+            self._pending += 1
+
+        def job() -> None:
+            try:
+                hand_over(part)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+        written = asyncio.get_running_loop().run_in_executor(None, job)
+        try:
+            await asyncio.shield(written)
+        except asyncio.CancelledError:
+            self.wait()
+            raise
+
+    def wait(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._pending == 0)
 
 
 @dataclass(frozen=True, slots=True)
