@@ -128,7 +128,9 @@ def comparison_chart(result: RegressionResult, path: Path) -> Path | None:
             [f.interval_high if f.interval_high is not None else f.change for f in shown], dtype=float
         )
         axes.barh(positions, changes, color=[_COLOURS[f.verdict] for f in shown])
-        axes.errorbar(changes, positions, xerr=[changes - low, high - changes], fmt="none", ecolor="black")
+        # The interval as drawn from its ends: a bootstrap interval need not be centred on (or even hold) the
+        # point estimate, so it is not an error bar around the bar's end.
+        axes.hlines(positions, low, high, colors="black")
         axes.axvline(0, color="black", linewidth=0.8)
         labels = [
             f"{f.metric} {f.target_name} {_load(f)} {f.payload_bin} "
