@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -58,12 +59,15 @@ def watch_parent(stop: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
     check()
 
     def read_to_end() -> None:
+        # The file descriptor itself, not sys.stdin: a daemon thread blocked in a buffered read holds the
+        # reader's lock, and an interpreter that exits meanwhile (a failed start) aborts on that lock.
         try:
-            while sys.stdin.buffer.read(4096):
+            while os.read(0, 4096):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
-        loop.call_soon_threadsafe(stop.set)
+        with contextlib.suppress(RuntimeError):  # the loop may already be closed
+            loop.call_soon_threadsafe(stop.set)
 
     threading.Thread(target=read_to_end, name="fmbench-parent-watch", daemon=True).start()
 
