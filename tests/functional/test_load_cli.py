@@ -150,6 +150,13 @@ async def test_a_root_url_with_a_key_headers_and_an_extra_body(serve: Any, tmp_p
     summary = pd.read_parquet(tmp_path / "summary.parquet")
     assert summary["reasoning_tokens_mean"].tolist() == [2.0]
     assert summary["time_to_first_answer_p50_s"].notna().all()
+    # ... and the terminal, the report and result.json say the counts are the local tokenizer's
+    measured = int(summary["requests"].sum())
+    said = f"{measured} of {measured} successful measured requests have token counts from the local tokenizer"
+    assert said in stdout + stderr
+    assert said in (tmp_path / "report.md").read_text(encoding="utf-8")
+    result = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
+    assert result["prompts"]["local_token_count_requests"] == measured > 0
 
 
 async def test_discovery_without_the_key_says_a_key_is_wanted(
