@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from moto.server import ThreadedMotoServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 StartScripted = Callable[..., Awaitable[str]]
@@ -69,3 +70,14 @@ async def emulator_health() -> AsyncIterator[EmulatorHealth]:
                 return body
 
         yield health
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """A real HTTP S3 (moto) on loopback, one per test module: pyarrow's C++ S3 client and a runner
+    subprocess cannot be intercepted in-process."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -19,7 +19,6 @@ import boto3
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from fmbench import branch, runner_main
 from fmbench.emulator.process import EmulatorProcess
@@ -109,16 +108,6 @@ def counting_server() -> Iterator[ThreadingHTTPServer]:
     server.shutdown()
     thread.join()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """A real HTTP S3 (moto) on loopback: pyarrow's C++ S3 client cannot be intercepted in-process."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

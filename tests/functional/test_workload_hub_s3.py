@@ -14,7 +14,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hub_standin import HubRepo, HubStandIn, running_hub, train_tokenizer_json
-from moto.server import ThreadedMotoServer
 from tokenizers import Tokenizer as HFTokenizer
 
 from fmbench.config import SuiteValidationError, Workload
@@ -240,15 +239,6 @@ def test_synthetic_prompts_are_exact_in_the_trained_tokenizer_with_a_shared_pref
 
 
 # ----------------------------------------------------------------------------------------------- S3
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
