@@ -35,15 +35,12 @@ def offline_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-async def scripted_server() -> AsyncIterator[StartScripted]:
-    """``await start(handler, *paths)`` serves ``handler`` on those POST paths on 127.0.0.1 and returns the
-    server's base URL (``http://127.0.0.1:PORT``); every server started is stopped after the test."""
+async def app_server() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
+    """``await serve(app)`` serves an aiohttp application on 127.0.0.1 and returns its base URL
+    (``http://127.0.0.1:PORT``); every application served is stopped after the test."""
     runners: list[web.AppRunner] = []
 
-    async def start(handler: Handler, *paths: str) -> str:
-        app = web.Application()
-        for path in paths:
-            app.router.add_post(path, handler)
+    async def serve(app: web.Application) -> str:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         runners.append(runner)
@@ -52,9 +49,23 @@ async def scripted_server() -> AsyncIterator[StartScripted]:
         host, port = runner.addresses[0][:2]
         return f"http://{host}:{port}"
 
-    yield start
+    yield serve
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def scripted_server(app_server: Callable[[web.Application], Awaitable[str]]) -> StartScripted:
+    """``await start(handler, *paths)`` serves ``handler`` on those POST paths on 127.0.0.1 and returns the
+    server's base URL (``http://127.0.0.1:PORT``); every server started is stopped after the test."""
+
+    async def start(handler: Handler, *paths: str) -> str:
+        app = web.Application()
+        for path in paths:
+            app.router.add_post(path, handler)
+        return await app_server(app)
+
+    return start
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,25 +90,17 @@ class KeyedServer:
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[..., Any]]:
-    runners: list[web.AppRunner] = []
+def serve(app_server: Callable[[web.Application], Awaitable[str]]) -> Callable[..., Awaitable[str]]:
+    """``await serve(server)``: a KeyedServer's OpenAI paths on loopback (``None``: 404 to everything)."""
 
     async def start(server: KeyedServer | None = None, *, api_paths: bool = True) -> str:
         app = web.Application()
         if server is not None and api_paths:
             app.router.add_get("/v1/models", server.models)
             app.router.add_post("/v1/chat/completions", server.chat)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        return f"http://{host}:{port}"
+        return await app_server(app)
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    return start
 
 
 async def test_a_root_url_with_a_key_headers_and_an_extra_body(serve: Any, tmp_path: Path) -> None:
