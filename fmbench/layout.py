@@ -19,7 +19,7 @@ partition values back as columns::
     outcomes/run_id=R/branch_results.json              the workflow's Map results, for a re-render
     reports/run_id=R/                                  the report's files
     datasets/run_id=R/                                 materialized prompts of the run
-    evaluations/run_id=R/                              judgments of the responses
+    evaluations/run_id=R/branch_id=B/part-NNNNN.parquet judgments of a branch's answers
     server_metrics/run_id=R/branch_id=B/               the endpoint's own metrics during the sweep
     runs/run_id=R.parquet                              the runs table: one file, one row per run
     athena-results/                                    Athena's query output (cloud only)
@@ -148,6 +148,11 @@ def datasets_prefix(root: str, run_id: str) -> str:
 def evaluations_prefix(root: str, run_id: str) -> str:
     """Judgments of a run's responses, kept apart from the records they judge."""
     return run_folder(root, EVALUATIONS, run_id) + "/"
+
+
+def evaluation_part_prefix(root: str, run_id: str, branch_id: str) -> str:
+    """One candidate's judgments (``fmbench.judgments``), partitioned like the records they judge."""
+    return branch_folder(root, EVALUATIONS, run_id, branch_id) + "/"
 
 
 def server_metrics_prefix(root: str, run_id: str, branch_id: str) -> str:
