@@ -836,6 +836,13 @@ class Slo(SuiteModel):
     p95_latency_s: float | None = Field(default=None, gt=0)
     p95_ttft_s: float | None = Field(default=None, gt=0)
     max_error_rate: float = Field(default=0.0, ge=0, le=1)
+    min_accuracy: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="The accuracy floor: the share of judged prompts whose majority verdict is 'correct' "
+        "(a prompt without a majority counts against it); needs the suite's evaluation section.",
+    )
 
 
 class Pricing(SuiteModel):
