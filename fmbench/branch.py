@@ -21,6 +21,7 @@ from pyarrow import fs as pafs
 from fmbench import layout, storage
 from fmbench.config import EmulatorTarget
 from fmbench.plan import BranchOutcome
+from fmbench.prompt_store import PROMPTS_NAME
 from fmbench.records import RecordsNotWrittenError
 from fmbench.runner import ProgressEvent, run_branch
 from fmbench.spec import BranchSpec
@@ -110,6 +111,16 @@ class EmulatorDiedError(RuntimeError):
     """The branch's emulator child exited while its load ran: what followed measured a dead endpoint."""
 
 
+def emulator_prompts_file(spec: BranchSpec) -> str | None:
+    """The run's prompts file an emulator target with ``accuracy`` answers from (a local run's; the
+    emulator reads local files only), else None."""
+    if not isinstance(spec.target, EmulatorTarget) or spec.target.emulator.accuracy is None:
+        return None
+    if spec.prompts_uri is None or "://" in spec.prompts_uri:
+        return None
+    return f"{spec.prompts_uri.rstrip('/')}/{PROMPTS_NAME}"
+
+
 @contextlib.asynccontextmanager
 async def endpoint_for(
     spec: BranchSpec, on_emulator_started: EmulatorStarted | None = None
@@ -129,7 +140,10 @@ async def endpoint_for(
     from fmbench.emulator.process import EmulatorProcess
     from fmbench.emulator.settings import EmulatorSettings
 
-    process = EmulatorProcess(EmulatorSettings.for_target(spec.target.emulator, spec.target.model))
+    settings = EmulatorSettings.for_target(
+        spec.target.emulator, spec.target.model, prompts_file=emulator_prompts_file(spec)
+    )
+    process = EmulatorProcess(settings)
     starting = asyncio.ensure_future(asyncio.to_thread(process.start))
     watch: asyncio.Task[None] | None = None
     died: list[int] = []

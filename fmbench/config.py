@@ -26,6 +26,7 @@ from pydantic import (
 
 from fmbench.custom_format import RequestTemplate, TextPath
 from fmbench.emulator.settings import EmulatorBehaviour
+from fmbench.judge_format import JudgeFamily, family_of
 from fmbench.tokenizer import TokenizerError, check_tokenizer_spec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
@@ -958,6 +959,172 @@ class RegressionOptions(SuiteModel):
         return value
 
 
+# ----------------------------------------------------------------------------------------- evaluation
+
+
+class Judge(SuiteModel):
+    """One judge of the panel: a Bedrock model (``model_id``) or a target definition (``target``)."""
+
+    name: Name = Field(description="The judge's name in the panel (and in the judgment rows).")
+    model_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Bedrock model id or inference profile id (the usual way), called through Converse.",
+    )
+    target: Target | None = Field(
+        default=None,
+        description="Any target definition instead (platform openai, sagemaker with endpoint_name, "
+        "emulator, bedrock): the judge is called as a branch calls that target.",
+    )
+    family: JudgeFamily | None = Field(
+        default=None,
+        description="The judge prompt template (anthropic, llama, mistral, nova, generic); default: "
+        "detected from the model id (or the target's model).",
+    )
+    region: str | None = Field(
+        default=None,
+        pattern=AWS_REGION_PATTERN,
+        description="Bedrock judge: AWS region; default: the runner's.",
+    )
+    endpoint_url: HttpUrl | None = Field(
+        default=None, description="Bedrock judge: runtime URL override (a VPC endpoint, or an emulator)."
+    )
+    input_price_per_1k_tokens_usd: float = Field(
+        default=0.0, ge=0, description="Price of 1,000 judge prompt tokens, USD (on-demand)."
+    )
+    output_price_per_1k_tokens_usd: float = Field(
+        default=0.0, ge=0, description="Price of 1,000 judge answer tokens, USD (on-demand)."
+    )
+
+    @model_validator(mode="after")
+    def _one_model(self) -> Judge:
+        if (self.model_id is None) == (self.target is None):
+            raise ValueError("give exactly one of model_id (a Bedrock model) or target")
+        if self.target is not None and (self.region is not None or self.endpoint_url is not None):
+            raise ValueError("region and endpoint_url apply to a model_id judge; set them in the target")
+        if isinstance(self.target, SageMakerTarget) and self.target.needs_deploy:
+            raise ValueError("a SageMaker judge needs endpoint_name (judges are not deployed)")
+        return self
+
+    @property
+    def model(self) -> str:
+        """The judge's model id, as the judgment rows name it."""
+        if self.model_id is not None:
+            return self.model_id
+        target = self.target
+        if isinstance(target, BedrockTarget):
+            return target.model_id
+        return (target.model if target is not None else "") or (target.name if target is not None else "")
+
+    @property
+    def resolved_family(self) -> JudgeFamily:
+        return self.family or family_of(self.model)
+
+
+# The default panel (PoLL: judges of different families). Bedrock model ids (US cross-region inference
+# profiles, which these models need for on-demand calls in us-east-1) and their on-demand prices in USD per
+# 1,000 tokens, input and output, as listed on https://aws.amazon.com/bedrock/pricing/ (2025). Prices
+# change: check before quoting them.
+DEFAULT_JUDGES: tuple[dict[str, Any], ...] = (
+    {
+        "name": "claude-3-5-haiku",
+        "model_id": "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+        "input_price_per_1k_tokens_usd": 0.0008,
+        "output_price_per_1k_tokens_usd": 0.004,
+    },
+    {
+        "name": "llama-3-3-70b",
+        "model_id": "us.meta.llama3-3-70b-instruct-v1:0",
+        "input_price_per_1k_tokens_usd": 0.00072,
+        "output_price_per_1k_tokens_usd": 0.00072,
+    },
+    {
+        "name": "nova-pro",
+        "model_id": "us.amazon.nova-pro-v1:0",
+        "input_price_per_1k_tokens_usd": 0.0008,
+        "output_price_per_1k_tokens_usd": 0.0032,
+    },
+)
+
+
+def _default_judges() -> list[Judge]:
+    return [Judge.model_validate(judge) for judge in DEFAULT_JUDGES]
+
+
+class JudgeInference(SuiteModel):
+    temperature: float = Field(default=0.0, ge=0, le=2, description="Judge sampling temperature.")
+    max_tokens: int = Field(default=256, ge=16, le=4096, description="Most tokens of one verdict.")
+
+
+class EmbeddingsSpec(SuiteModel):
+    """Where the answers' embeddings come from, for their cosine similarity to the reference."""
+
+    model_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A Bedrock embeddings model, e.g. amazon.titan-embed-text-v2:0.",
+    )
+    url: HttpUrl | None = Field(
+        default=None, description="An OpenAI-compatible embeddings API base URL (…/v1; /embeddings is added)."
+    )
+    model: str = Field(default="", description="The model name sent to the OpenAI-compatible API.")
+    region: str | None = Field(default=None, pattern=AWS_REGION_PATTERN)
+    endpoint_url: HttpUrl | None = Field(default=None, description="Bedrock runtime URL override.")
+    price_per_1k_tokens_usd: float = Field(default=0.0, ge=0, description="Price of 1,000 embedded tokens.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EmbeddingsSpec:
+        if (self.model_id is None) == (self.url is None):
+            raise ValueError("give exactly one of model_id (Bedrock) or url (OpenAI-compatible)")
+        return self
+
+
+class Evaluation(SuiteModel):
+    """Accuracy by a panel of LLM judges (PoLL), each prompt decided by the majority of their votes."""
+
+    judges: list[Judge] = Field(
+        default_factory=_default_judges,
+        min_length=1,
+        max_length=9,
+        description="The panel; default: Claude 3.5 Haiku, Llama 3.3 70B Instruct and Amazon Nova Pro on "
+        "Bedrock (docs/accuracy.md). An odd number avoids ties.",
+    )
+    max_answers_per_bin: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Answers judged per candidate and bin: one per distinct prompt (the same prompts for "
+        "every candidate, in a seeded order), at most this many.",
+    )
+    inference: JudgeInference = Field(default_factory=JudgeInference)
+    max_concurrency: int = Field(default=4, ge=1, le=256, description="Calls in flight per judge.")
+    retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="Retries of a throttled, timed-out or failed (5xx, connection) judge call, with "
+        "exponential backoff.",
+    )
+    backoff_s: float = Field(default=1.0, ge=0, le=60, description="First retry's wait; doubled each time.")
+    request_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="Bound of one judge call.")
+    lexical: bool = Field(
+        default=True, description="Also compute token F1 and ROUGE-L of each answer against its reference."
+    )
+    embeddings: EmbeddingsSpec | None = Field(
+        default=None, description="Also compute the cosine similarity of answer and reference embeddings."
+    )
+    seed: int = Field(default=0, description="Seed of which prompts are judged when a bin has more.")
+
+    @field_validator("judges")
+    @classmethod
+    def _unique_judges(cls, value: list[Judge]) -> list[Judge]:
+        names = [judge.name for judge in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"judge names must be unique: {', '.join(twice)}")
+        return value
+
+
 # ---------------------------------------------------------------------------------------------- suite
 
 
@@ -977,6 +1144,10 @@ class Suite(SuiteModel):
     budget: Budget = Field(default_factory=Budget)
     regression: RegressionOptions | None = Field(
         default=None, description="Compare each run with a baseline run; null: no comparison."
+    )
+    evaluation: Evaluation | None = Field(
+        default=None,
+        description="Judge the answers' accuracy with a panel of LLM judges (docs/accuracy.md); null: none.",
     )
 
     def expanded_targets(self) -> list[Any]:

@@ -410,12 +410,22 @@ def check_dataset(
     *,
     requests_per_bin: int | None = None,
     token: str | None = None,
+    needs_ground_truth: bool = False,
 ) -> list[tuple[str, str]]:
     """(field path, reason) for each way the dataset, tokenizer or synthetic spec does not fit.
 
     ``requests_per_bin`` (what a branch's sweep sends to each bin, when known) is held against the
     distinct prompts of each bin under ``repeat: error``, so the suite is refused before anything runs.
+    ``needs_ground_truth`` (a suite that judges accuracy): every prompt must have a reference answer.
     """
+    if needs_ground_truth and workload.synthetic is not None:
+        return [
+            (
+                "workload.dataset.ground_truth",
+                "synthetic prompts have no ground truth, and evaluation judges answers against it: use a "
+                "dataset with reference answers, or remove evaluation",
+            )
+        ]
     if workload.synthetic is not None:
         problems = check_synthetic(workload.synthetic, workload.bins)
         if problems:
@@ -430,6 +440,19 @@ def check_dataset(
         return [("workload.prompt_template", f"cannot render: {exc}")]
     problems = []
     source = "synthetic prompts" if workload.synthetic is not None else workload.dataset.source
+    if needs_ground_truth:
+        lacking = sum(1 for prompts in prepared.by_bin.values() for p in prompts if not p.reference_answers)
+        if lacking:
+            named = workload.dataset.ground_truth
+            known = ", ".join(GROUND_TRUTH_FIELDS)
+            field = f"field {named!r}" if named else f"a ground-truth field ({known})"
+            problems.append(
+                (
+                    "workload.dataset.ground_truth",
+                    f"{lacking} prompt(s) of {source} have no reference answer in {field}; evaluation "
+                    "judges answers against it: name the field holding it, or remove evaluation",
+                )
+            )
     for index, token_bin in enumerate(workload.bins):
         if not prepared.by_bin[token_bin.label]:
             problems.append(

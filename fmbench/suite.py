@@ -102,6 +102,7 @@ def semantic_problems(
                 reason=f"{suite.report.headline_bin!r} is not a bin; bins: {', '.join(labels)}",
             )
         )
+    problems.extend(_evaluation_problems(suite))
     token = None
     if hub_token is not None:
         try:
@@ -111,12 +112,26 @@ def semantic_problems(
             return problems
     try:
         requests = requests_per_bin(suite.load)
-        found = check_dataset(suite.workload, base_dir=base_dir, requests_per_bin=requests, token=token)
+        found = check_dataset(
+            suite.workload,
+            base_dir=base_dir,
+            requests_per_bin=requests,
+            token=token,
+            needs_ground_truth=suite.evaluation is not None,
+        )
         for bin_problem in found:
             problems.append(SuiteProblem(path=bin_problem[0], reason=bin_problem[1]))
     except DatasetError as exc:
         problems.append(SuiteProblem(path="workload.dataset.source", reason=str(exc)))
     return problems
+
+
+def _evaluation_problems(suite: Suite) -> list[SuiteProblem]:
+    """An accuracy floor needs the judges that measure accuracy."""
+    if suite.slo.min_accuracy is not None and suite.evaluation is None:
+        reason = "needs an evaluation section (the judges that measure accuracy); add one, or remove this"
+        return [SuiteProblem(path="slo.min_accuracy", reason=reason)]
+    return []
 
 
 # A suite is a page of YAML; the bound keeps a wrong file (a dataset, a log) from being parsed at all.

@@ -35,10 +35,9 @@ from fmbench.emulator.protocol import (
     InvalidRequestError,
     ParsedRequest,
     ResponseWriter,
-    generated_token,
+    answer_token,
     parse_request,
 )
-from fmbench.emulator.settings import EmulatorSettings
 from fmbench.emulator.state import EmulatorState, Fault
 from fmbench.tokenizer import get_tokenizer
 
@@ -67,8 +66,8 @@ def _json_line(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
 
 
-def _answer_text(n_tokens: int) -> str:
-    return "".join(generated_token(i) for i in range(n_tokens))
+def _answer_text(parsed: ParsedRequest, n_tokens: int) -> str:
+    return "".join(answer_token(parsed, i) for i in range(n_tokens))
 
 
 def _payload_part(data: bytes) -> bytes:
@@ -130,17 +129,21 @@ class _LmiStyle(_ContainerStyle):
         lines = []
         for i in range(start, stop):
             line: dict[str, Any] = {
-                "token": {"id": _TOKEN_ID_BASE + i, "text": generated_token(i), "log_prob": _LOG_PROB}
+                "token": {
+                    "id": _TOKEN_ID_BASE + i,
+                    "text": answer_token(self.parsed, i),
+                    "log_prob": _LOG_PROB,
+                }
             }
             if i == n_tokens - 1:
-                line["generated_text"] = _answer_text(n_tokens)
+                line["generated_text"] = _answer_text(self.parsed, n_tokens)
                 if self.request.details:
                     line["details"] = self._details(n_tokens, finish_reason)
             lines.append(_json_line(line))
         return b"".join(lines)
 
     def answer(self, n_tokens: int, finish_reason: str) -> dict[str, Any] | list[Any]:
-        answer: dict[str, Any] = {"generated_text": _answer_text(n_tokens)}
+        answer: dict[str, Any] = {"generated_text": _answer_text(self.parsed, n_tokens)}
         if self.request.details:
             answer["details"] = self._details(n_tokens, finish_reason)
         return answer
@@ -153,7 +156,12 @@ class _TgiStyle(_LmiStyle):
     malformed_line = b'data:{"index": 1, "token": \n\n'
 
     def _token(self, i: int) -> dict[str, Any]:
-        return {"id": _TOKEN_ID_BASE + i, "text": generated_token(i), "logprob": _LOG_PROB, "special": False}
+        return {
+            "id": _TOKEN_ID_BASE + i,
+            "text": answer_token(self.parsed, i),
+            "logprob": _LOG_PROB,
+            "special": False,
+        }
 
     def token_lines(self, start: int, stop: int, n_tokens: int, finish_reason: str) -> bytes:
         events = []
@@ -170,14 +178,14 @@ class _TgiStyle(_LmiStyle):
             event = {
                 "index": i,
                 "token": self._token(i),
-                "generated_text": _answer_text(n_tokens) if last else None,
+                "generated_text": _answer_text(self.parsed, n_tokens) if last else None,
                 "details": details,
             }
             events.append(_sse(event))
         return b"".join(events)
 
     def answer(self, n_tokens: int, finish_reason: str) -> dict[str, Any] | list[Any]:
-        answer: dict[str, Any] = {"generated_text": _answer_text(n_tokens)}
+        answer: dict[str, Any] = {"generated_text": _answer_text(self.parsed, n_tokens)}
         if self.request.details:
             answer["details"] = {
                 "finish_reason": "length" if finish_reason == "length" else "eos_token",
@@ -213,7 +221,8 @@ class _OpenAIStyle(_ContainerStyle):
         return self.writer.full_response(n_tokens, finish_reason)
 
 
-def _text_generation_style(body: dict[str, Any], settings: EmulatorSettings) -> _ContainerStyle:
+def _text_generation_style(body: dict[str, Any], state: EmulatorState) -> _ContainerStyle:
+    settings = state.settings
     inputs = body.get("inputs")
     if not isinstance(inputs, str):
         raise InvalidRequestError("'inputs' must be a string")
@@ -239,25 +248,28 @@ def _text_generation_style(body: dict[str, Any], settings: EmulatorSettings) -> 
         max_tokens=max_new_tokens,
         stream=stream,
         include_usage=False,
+        user_text=inputs,
     )
+    parsed = state.scripted(parsed)
     request = _TextGeneration(inputs=inputs, details=bool(parameters.get("details", False)))
     return _TgiStyle(parsed, request) if settings.sagemaker_format == "tgi" else _LmiStyle(parsed, request)
 
 
-def _container_style(raw: bytes, settings: EmulatorSettings) -> _ContainerStyle:
+def _container_style(raw: bytes, state: EmulatorState) -> _ContainerStyle:
     """The container dialect the body speaks; InvalidRequestError for a body the container would refuse."""
+    settings = state.settings
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
     if isinstance(body, dict) and "messages" in body:
-        return _OpenAIStyle(parse_request("chat", raw), settings.model)
+        return _OpenAIStyle(state.scripted(parse_request("chat", raw)), settings.model)
     if isinstance(body, dict) and "inputs" in body:
         if settings.sagemaker_format == "vllm":
             raise InvalidRequestError(
                 "this container serves the OpenAI chat completions API: send 'messages'"
             )
-        return _text_generation_style(body, settings)
+        return _text_generation_style(body, state)
     raise InvalidRequestError("expected an {inputs, parameters} body or an OpenAI chat completions request")
 
 
@@ -350,7 +362,9 @@ class _BedrockDialect(Dialect):
 
     def body(self, n_tokens: int, finish_reason: str, latency_ms: int) -> tuple[bytes, str]:
         answer = {
-            "output": {"message": {"role": "assistant", "content": [{"text": _answer_text(n_tokens)}]}},
+            "output": {
+                "message": {"role": "assistant", "content": [{"text": _answer_text(self.parsed, n_tokens)}]}
+            },
             "stopReason": self._stop_reason(finish_reason),
             "usage": self._usage(n_tokens),
             "metrics": {"latencyMs": latency_ms},
@@ -363,7 +377,7 @@ class _BedrockDialect(Dialect):
     def token_frames(self, start: int, stop: int, n_tokens: int, finish_reason: str) -> bytes:
         return b"".join(
             eventstream.json_event_message(
-                "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": generated_token(i)}}
+                "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": answer_token(self.parsed, i)}}
             )
             for i in range(start, stop)
         )
@@ -399,17 +413,21 @@ def _converse_request(raw: bytes, model_id: str, stream: bool) -> ParsedRequest:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("messages: at least one message is required")
     texts: list[str] = []
+    user_text = ""
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
             raise InvalidRequestError(f"messages.{i}: needs a role of user or assistant")
         content = message.get("content")
         if not isinstance(content, list) or not content:
             raise InvalidRequestError(f"messages.{i}.content: at least one content block is required")
-        texts += [
+        said = [
             block["text"]
             for block in content
             if isinstance(block, dict) and isinstance(block.get("text"), str)
         ]
+        texts += said
+        if message["role"] == "user":
+            user_text = "\n".join(said)
     config = body.get("inferenceConfig") or {}
     if not isinstance(config, dict):
         raise InvalidRequestError("inferenceConfig must be an object")
@@ -425,6 +443,7 @@ def _converse_request(raw: bytes, model_id: str, stream: bool) -> ParsedRequest:
         max_tokens=max_tokens,
         stream=stream,
         include_usage=True,
+        user_text=user_text,
     )
 
 
@@ -436,7 +455,7 @@ def _sagemaker_builder(request: web.Request, streamed: bool) -> Build:
 
     def build(raw: bytes, state: EmulatorState) -> Dialect:
         try:
-            style = _container_style(raw, state.settings)
+            style = _container_style(raw, state)
         except InvalidRequestError as exc:
             container_status = 422 if state.settings.sagemaker_format == "tgi" else 400
             raise RejectedRequestError(model_error(endpoint_name, container_status, str(exc))) from None
@@ -450,7 +469,7 @@ def _bedrock_builder(request: web.Request, stream: bool) -> Build:
 
     def build(raw: bytes, state: EmulatorState) -> Dialect:
         try:
-            return _BedrockDialect(_converse_request(raw, model_id, stream))
+            return _BedrockDialect(state.scripted(_converse_request(raw, model_id, stream)))
         except InvalidRequestError as exc:
             raise RejectedRequestError(
                 _aws_error(400, "ValidationException", {"message": str(exc)})

@@ -77,7 +77,8 @@ def _openai_builder(kind: ApiKind) -> Build:
     def build(raw: bytes, state: EmulatorState) -> Dialect:
         try:
             settings = state.settings
-            return _OpenAIDialect(parse_request(kind, raw), settings.model, settings.reasoning_tokens)
+            parsed = state.scripted(parse_request(kind, raw))
+            return _OpenAIDialect(parsed, settings.model, settings.reasoning_tokens)
         except InvalidRequestError as exc:
             raise RejectedRequestError(_json_error(400, str(exc), "invalid_request_error")) from None
 

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fmbench.emulator.answers import Script
 from fmbench.tokenizer import get_tokenizer
 
 ApiKind = Literal["chat", "completions"]
@@ -45,6 +46,18 @@ class ParsedRequest:
     # max_tokens whatever the model would have stopped at.
     min_tokens: int = 0
     ignore_eos: bool = False
+    # The last user message (or the prompt): what the emulated accuracy and judge read.
+    user_text: str = ""
+    # The answer's own words (emulator/answers.py), else the filler words of ``generated_token``.
+    script: Script | None = None
+
+
+def answer_token(parsed: ParsedRequest, index: int, reasoning_tokens: int = 0) -> str:
+    """Token ``index`` of the answer to ``parsed``: its script's words (after any reasoning), then filler."""
+    script = parsed.script
+    if script is not None and 0 <= index - reasoning_tokens < len(script.tokens):
+        return script.tokens[index - reasoning_tokens]
+    return generated_token(index)
 
 
 def generated_token(index: int) -> str:
@@ -79,25 +92,29 @@ def _content_text(content: Any, where: str) -> str:
     raise InvalidRequestError(f"{where}: 'content' must be a string, a list of parts or null")
 
 
-def _prompt_text(kind: ApiKind, body: dict[str, Any]) -> str:
+def _prompt_text(kind: ApiKind, body: dict[str, Any]) -> tuple[str, str]:
+    """(every message's text, the last user message's text); for completions the prompt, twice."""
     if kind == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise InvalidRequestError("'messages' is required and must be a non-empty list")
         texts = []
+        user_text = ""
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
                 raise InvalidRequestError(f"messages[{i}] must be an object")
             if not isinstance(message.get("role"), str):
                 raise InvalidRequestError(f"messages[{i}]: 'role' is required and must be a string")
             texts.append(_content_text(message.get("content"), f"messages[{i}]"))
-        return "\n".join(texts)
+            if message["role"] == "user":
+                user_text = texts[-1]
+        return "\n".join(texts), user_text
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise InvalidRequestError("'prompt' is required and must be a string")
-    return prompt
+    return prompt, prompt
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
@@ -148,7 +165,7 @@ def parse_request(kind: ApiKind, raw_body: bytes) -> ParsedRequest:
     ignore_eos = body.get("ignore_eos", False)
     if not isinstance(ignore_eos, bool):
         raise InvalidRequestError("'ignore_eos' must be a boolean")
-    prompt = _prompt_text(kind, body)
+    prompt, user_text = _prompt_text(kind, body)
     max_tokens = _max_tokens(body)
     return ParsedRequest(
         kind=kind,
@@ -159,6 +176,7 @@ def parse_request(kind: ApiKind, raw_body: bytes) -> ParsedRequest:
         include_usage=bool(stream_options.get("include_usage", False)),
         min_tokens=_min_tokens(body, max_tokens),
         ignore_eos=ignore_eos,
+        user_text=user_text,
     )
 
 
@@ -217,6 +235,8 @@ class ResponseWriter:
 
     def token_chunk(self, index: int) -> bytes:
         """The SSE event of token ``index``; after the first, from a template (the hot path at load)."""
+        if self.request.script is not None:
+            return self._sse_for(index, answer_token(self.request, index, self.reasoning_tokens))
         if index == 0 or index == self.reasoning_tokens:
             return self.token_chunk_encoded(index)
         if index < self.reasoning_tokens:
@@ -273,7 +293,7 @@ class ResponseWriter:
 
     def full_response(self, completion_tokens: int, finish_reason: str) -> dict[str, Any]:
         reasoning = self._reasoning_in(completion_tokens)
-        text = "".join(generated_token(i) for i in range(reasoning, completion_tokens))
+        text = "".join(answer_token(self.request, i, reasoning) for i in range(reasoning, completion_tokens))
         choice: dict[str, Any]
         if self.request.kind == "chat":
             message = {"role": "assistant", "content": text}

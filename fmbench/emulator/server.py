@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fmbench.emulator.answers import AnswerBook
 from fmbench.emulator.aws_routes import add_aws_routes
 from fmbench.emulator.engine import BatchEngine, LoopClock
 from fmbench.emulator.generation import ReadStampingHandler
@@ -40,6 +41,11 @@ def health_body(state: EmulatorState) -> dict[str, Any]:
         "peak_in_flight": state.peak_in_flight,
         "requests_total": state.requests_total,
     }
+    if s.accuracy is not None:
+        body["known_prompts"] = len(state.answers) if state.answers is not None else 0
+        body["scripted_answers"] = state.scripted_answers
+    if s.judge_error_rate is not None:
+        body["verdicts"] = state.verdicts
     if state.engine is not None:
         body["running"] = state.engine.running_count
         body["waiting"] = state.engine.waiting_count
@@ -71,6 +77,7 @@ def build_app(settings: EmulatorSettings, *, profile: EmulatorProfile | None = N
         engine=engine,
         fault_rng=random.Random(settings.seed),
         clock=clock,
+        answers=AnswerBook.read(settings.prompts_file) if settings.prompts_file else None,
     )
     app = web.Application(client_max_size=_CLIENT_MAX_SIZE_BYTES)
     app[STATE_KEY] = state

@@ -30,6 +30,7 @@ class OptionGroup:
 
 _FIXED = OptionGroup("fixed timing (all three or none; overrides the profile's timing)")
 _FAULTS = OptionGroup("fault injection (fractions of requests, in [0, 1])")
+_ANSWERS = OptionGroup("answers (emulated accuracy, emulated judge; docs/accuracy.md)")
 
 Rate = Annotated[float, Field(ge=0, le=1), _FAULTS]
 
@@ -68,6 +69,27 @@ class EmulatorBehaviour(BaseModel):
         description="Send one unparsable event mid-stream (a bad CRC on Bedrock), or an unparsable body.",
     )
     seed: int = Field(default=0, description="Seed of the timing jitter and of the fault draws.")
+    accuracy: Annotated[float | None, _ANSWERS] = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Probability that an answer starts with the prompt's ground truth (from the run's "
+        "prompts file), at a prompt of 0 tokens; otherwise it starts with another prompt's ground truth. "
+        "Drawn once per prompt (seeded): the same prompt always gets the same answer.",
+    )
+    accuracy_drop_per_1k_tokens: Annotated[float, _ANSWERS] = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="How much the accuracy falls per 1,000 prompt tokens (linear, floored at 0).",
+    )
+    judge_error_rate: Annotated[float | None, _ANSWERS] = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Act as a judge: a judge prompt of fmbench's gets a verdict from comparing its "
+        "reference and candidate answers (normalized), flipped at this rate (seeded).",
+    )
 
     @field_validator("profile")
     @classmethod
@@ -112,14 +134,24 @@ class EmulatorSettings(EmulatorBehaviour):
         "OpenAI chat bodies always get vLLM-style answers, and 'vllm' refuses any other body.",
     )
 
+    prompts_file: str | None = Field(
+        default=None,
+        description="The run's materialized prompts (datasets/run_id=R/prompts.jsonl): the ground truth "
+        "the accuracy option answers with.",
+    )
+
     @classmethod
-    def for_target(cls, behaviour_of_target: EmulatorBehaviour, model: str | None) -> Self:
+    def for_target(
+        cls, behaviour_of_target: EmulatorBehaviour, model: str | None, *, prompts_file: str | None = None
+    ) -> Self:
         """The emulator a suite's target asks for (its ``emulator`` options and ``model``), on a free
         loopback port. It takes the options rather than the target so the emulator never imports the suite."""
         behaviour = behaviour_of_target.model_dump()
         if behaviour["ttft_ms"] is not None:
             behaviour["profile"] = None  # fixed timing: the profile's timing is not used
-        return cls(host="127.0.0.1", port=0, model=model or "emulated-model", **behaviour)
+        return cls(
+            host="127.0.0.1", port=0, model=model or "emulated-model", prompts_file=prompts_file, **behaviour
+        )
 
     @property
     def resolved_profile(self) -> EmulatorProfile:

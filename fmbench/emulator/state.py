@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import random
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fmbench.emulator.answers import AnswerBook, Script, chunks, judge_script
 from fmbench.emulator.engine import BatchEngine, LoopClock
 from fmbench.emulator.profiles import EmulatorProfile
 from fmbench.emulator.protocol import DEFAULT_MAX_TOKENS, ParsedRequest
@@ -43,6 +45,26 @@ class EmulatorState:
     requests_total: int = 0
     shutting_down: bool = False
     handler_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    answers: AnswerBook | None = None  # the run's prompts and their ground truth (settings.accuracy)
+    scripted_answers: int = 0  # answers that gave a known prompt's (right or wrong) answer
+    verdicts: int = 0  # judge prompts answered with a verdict
+
+    def scripted(self, parsed: ParsedRequest) -> ParsedRequest:
+        """The request with the words its answer says (``emulator/answers.py``), when the settings ask."""
+        s = self.settings
+        script: Script | None = None
+        if s.judge_error_rate is not None:
+            script = judge_script(parsed.user_text, s.judge_error_rate, s.seed, parsed.model or s.model)
+            if script is not None:
+                self.verdicts += 1
+        if script is None and s.accuracy is not None and self.answers is not None:
+            answer = self.answers.answer(
+                parsed.user_text, parsed.prompt_tokens, s.accuracy, s.accuracy_drop_per_1k_tokens, s.seed
+            )
+            if answer is not None:
+                self.scripted_answers += 1
+                script = Script(chunks(" " + answer), ends=False)
+        return parsed if script is None else dataclasses.replace(parsed, script=script)
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:
@@ -86,6 +108,11 @@ class EmulatorState:
         runs on to ``max_tokens`` and ``min_tokens`` lengthens it to at least that many.
         """
         s = self.settings
+        if parsed.script is not None and parsed.script.ends:
+            natural = max(len(parsed.script.tokens), parsed.min_tokens, 1)
+            if parsed.max_tokens is None or parsed.max_tokens >= natural:
+                return natural, "stop"
+            return parsed.max_tokens, "length"
         if s.output_tokens is not None:
             natural = s.output_tokens
             if parsed.ignore_eos and parsed.max_tokens is not None:
