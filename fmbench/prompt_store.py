@@ -87,6 +87,18 @@ def _prompt_of(line: dict[str, Any]) -> Prompt:
     )
 
 
+def read_prompts(folder: str) -> dict[tuple[str, str], Prompt]:
+    """(bin, prompt id) -> prompt, as a run materialized them (no tokenizer needed): what the judging reads.
+
+    ``DatasetError`` when the folder holds no prompts this version wrote."""
+    try:
+        raw = read_bytes(f"{folder}/{PROMPTS_NAME}").decode()
+        lines = [json.loads(text) for text in raw.splitlines() if text.strip()]
+        return {(str(line["bin"]), str(line["id"])): _prompt_of(line) for line in lines}
+    except (StorageAccessError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"cannot read the run's materialized prompts at {folder}: {exc}") from exc
+
+
 def materialize(
     prepared: WorkloadPrompts,
     storage_root: str,
