@@ -246,6 +246,28 @@ def _print_stopped(console: Console, run: Any) -> None:
     )
 
 
+def _print_evaluation(console: Console, summary: Any) -> None:
+    """One line per judge of the panel: what it judged and what that cost."""
+    table = Table(title=f"Judged {summary.answers} answer(s) of run {summary.run_id}")
+    for column in ("judge", "family", "judged", "correct", "incorrect", "unparsed", "errors", "cost"):
+        table.add_column(column)
+    for tally in summary.judges:
+        errors = str(tally.errors)
+        if tally.error_classes:
+            errors += " (" + ", ".join(f"{k} {v}" for k, v in sorted(tally.error_classes.items())) + ")"
+        table.add_row(
+            tally.judge,
+            tally.family,
+            str(tally.judged),
+            str(tally.correct),
+            str(tally.incorrect),
+            str(tally.unparsed),
+            errors,
+            f"${tally.cost_usd:.4f}",
+        )
+    console.print(table)
+
+
 def _run_and_report(suite: Suite, out: Path, suite_dir: Path | None, run_id: str | None) -> int:
     from fmbench.local import OutFolderError, run_suite
 
@@ -264,6 +286,10 @@ def _run_and_report(suite: Suite, out: Path, suite_dir: Path | None, run_id: str
     except OutFolderError as error:
         err.print(f"--out: {error}; nothing was sent", markup=False)
         return EXIT_INVALID
+    if run.evaluation is not None:
+        _print_evaluation(console, run.evaluation)
+    if run.evaluation_error:
+        err.print(run.evaluation_error, markup=False)
     if run.result is None:
         _print_stopped(console, run)
     else:
@@ -281,6 +307,67 @@ def _run_and_report(suite: Suite, out: Path, suite_dir: Path | None, run_id: str
     if run.result.status == "failed":
         return EXIT_FAILED
     return _regression_exit(console, run.result.regression)
+
+
+def _run_to_evaluate(root: str, run_id: str | None) -> str:
+    """The run id given, else the run a local folder's top report shows, else its only run."""
+    if run_id:
+        return run_id
+    from fmbench.local import TOP_REPORT_MANIFEST
+
+    if "://" in root:
+        raise ValueError("give --run-id for a run under an s3:// root")
+    manifest = Path(root) / TOP_REPORT_MANIFEST
+    if manifest.is_file():
+        shown = json.loads(manifest.read_text()).get("run_id")
+        if isinstance(shown, str):
+            return shown
+    runs = sorted(p.name.split("=", 1)[1] for p in (Path(root) / "specs").glob("run_id=*"))
+    if len(runs) == 1:
+        return runs[0]
+    raise ValueError(f"{root} holds {len(runs)} run(s): give --run-id")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Judge a finished run's answers again (its evaluations are replaced) with its suite's panel, or with
+    the evaluation section of --suite."""
+    from fmbench.evaluation.run import EvaluationError
+    from fmbench.local import SavedRunNotFoundError, judge_emulators, read_saved_plan
+
+    console = _console()
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    root = args.root if "://" in args.root else str(Path(args.root).resolve())
+    try:
+        run_id = _run_to_evaluate(root, args.run_id)
+        plan = read_saved_plan(root, run_id)
+    except (ValueError, SavedRunNotFoundError) as error:
+        err.print(f"evaluate: {error}", markup=False)
+        return EXIT_INVALID
+    if args.suite is not None:
+        try:
+            suite = load_suite(args.suite)
+        except SuiteValidationError as error:
+            _print_problems(error)
+            return EXIT_INVALID
+        plan = plan.model_copy(
+            update={"suite": plan.suite.model_copy(update={"evaluation": suite.evaluation})}
+        )
+    if plan.suite.evaluation is None:
+        err.print(f"evaluate: run {run_id}'s suite has no evaluation section; give --suite", markup=False)
+        return EXIT_INVALID
+    from fmbench.evaluation.run import evaluate_run
+
+    try:
+        with judge_emulators(plan.suite.evaluation) as (urls, _failed):
+            summary = evaluate_run(plan, root, judge_urls=urls)
+    except (EvaluationError, OSError, ValueError) as error:
+        err.print(f"evaluate: {error}", markup=False)
+        return EXIT_FAILED
+    _print_evaluation(console, summary)
+    console.print(f"Judgments: {root}/evaluations/run_id={run_id}/", markup=False)
+    if "://" not in root:
+        console.print(f"Render the report with them: fmbench report {run_id} --root {root}", markup=False)
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -892,6 +979,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output folder (records and report)")
     run.add_argument("--run-id", default=None, help="run id (default: time stamp and random suffix)")
     run.set_defaults(handler=cmd_run)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="judge a finished run's answers with a panel of LLM judges (replaces its judgments)"
+    )
+    evaluate.add_argument(
+        "root", metavar="RUN_DIR_OR_ROOT", help="the run's folder (its --out) or s3:// root"
+    )
+    evaluate.add_argument("--run-id", default=None, help="the run (default: the folder's only or shown run)")
+    evaluate.add_argument("--suite", default=None, help="take the evaluation section from this suite instead")
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     report = commands.add_parser(
         "report", help="render a local run's report again from its records, plan and outcomes"

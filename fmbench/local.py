@@ -11,7 +11,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from fmbench import layout, storage
 from fmbench.branch import BranchStorage, ended_outcome, live_branch
-from fmbench.config import Suite
+from fmbench.config import EmulatorTarget, Evaluation, Suite
 from fmbench.estimate import check_budget
+from fmbench.evaluation.run import EvaluationError, EvaluationSummary, evaluate_run
 from fmbench.layout import outcome_uri, run_plan_uri
 from fmbench.plan import BranchOutcome, RunPlan, new_run_id, plan_suite
 from fmbench.prompt_store import materialize_plan
@@ -173,6 +174,8 @@ class LocalRun:
     stopped_by: int | None = None
     report_error: str | None = None
     notes: list[str] = field(default_factory=list)
+    evaluation: EvaluationSummary | None = None
+    evaluation_error: str | None = None
 
     @property
     def report_command(self) -> str:
@@ -311,6 +314,8 @@ def run_suite(
     stop = StopRequest()
     outcomes = asyncio.run(run_branches(plan, suite.execution.max_parallel_branches, on_progress, stop))
     run = LocalRun(plan, outcomes, None, out, 0.0, stopped_by=stop.signum)
+    if stop.signum is None and suite.evaluation is not None:
+        run.evaluation, run.evaluation_error = judge_saved_run(plan, str(out))
     if stop.signum is None:
         report_dir = run_report_dir(out, plan.run_id)
         try:
@@ -321,6 +326,47 @@ def run_suite(
             run.report_error = f"the report could not be written: {exc}"
     run.elapsed_s = time.perf_counter() - started
     return run
+
+
+@contextlib.contextmanager
+def judge_emulators(evaluation: Evaluation) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+    """The panel's emulator judges, each an emulator child like a branch's: ({judge: base URL}, {judge: why
+    it did not start}). A judge that does not start is left out; its rows say so (verdict error)."""
+    from fmbench.emulator.process import EmulatorProcess, EmulatorStartError
+    from fmbench.emulator.settings import EmulatorSettings
+
+    urls: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        for judge in evaluation.judges:
+            if not isinstance(judge.target, EmulatorTarget):
+                continue
+            settings = EmulatorSettings.for_target(judge.target.emulator, judge.target.model)
+            process = stack.enter_context(contextlib.closing(_Closing(EmulatorProcess(settings))))
+            try:
+                urls[judge.name] = process.emulator.start()
+            except EmulatorStartError as exc:
+                failed[judge.name] = str(exc)
+        yield urls, failed
+
+
+class _Closing:
+    def __init__(self, emulator: Any) -> None:
+        self.emulator = emulator
+
+    def close(self) -> None:
+        self.emulator.stop()
+
+
+def judge_saved_run(plan: RunPlan, root: str) -> tuple[EvaluationSummary | None, str | None]:
+    """Judge a run's answers with its suite's panel (emulator judges started here); (summary, None), or
+    (None, why not): a failed judging never costs the run its records or its report."""
+    assert plan.suite.evaluation is not None
+    try:
+        with judge_emulators(plan.suite.evaluation) as (urls, _failed):
+            return evaluate_run(plan, root, judge_urls=urls), None
+    except (EvaluationError, OSError, ValueError) as exc:
+        return None, f"the answers could not be judged: {exc}"
 
 
 def _finish_run(
