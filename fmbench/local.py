@@ -330,32 +330,33 @@ def run_suite(
 
 @contextlib.contextmanager
 def judge_emulators(evaluation: Evaluation) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
-    """The panel's emulator judges, each an emulator child like a branch's: ({judge: base URL}, {judge: why
-    it did not start}). A judge that does not start is left out; its rows say so (verdict error)."""
+    """The panel's emulator judges, each an emulator child like a branch's, started together: ({judge: base
+    URL}, {judge: why it did not start}). A judge that does not start is left out; its rows say so."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from fmbench.emulator.process import EmulatorProcess, EmulatorStartError
     from fmbench.emulator.settings import EmulatorSettings
 
+    processes = {
+        judge.name: EmulatorProcess(EmulatorSettings.for_target(judge.target.emulator, judge.target.model))
+        for judge in evaluation.judges
+        if isinstance(judge.target, EmulatorTarget)
+    }
     urls: dict[str, str] = {}
     failed: dict[str, str] = {}
-    with contextlib.ExitStack() as stack:
-        for judge in evaluation.judges:
-            if not isinstance(judge.target, EmulatorTarget):
-                continue
-            settings = EmulatorSettings.for_target(judge.target.emulator, judge.target.model)
-            process = stack.enter_context(contextlib.closing(_Closing(EmulatorProcess(settings))))
-            try:
-                urls[judge.name] = process.emulator.start()
-            except EmulatorStartError as exc:
-                failed[judge.name] = str(exc)
+    try:
+        if processes:
+            with ThreadPoolExecutor(max_workers=len(processes)) as pool:
+                started = {name: pool.submit(process.start) for name, process in processes.items()}
+            for name, future in started.items():
+                try:
+                    urls[name] = future.result()
+                except EmulatorStartError as exc:
+                    failed[name] = str(exc)
         yield urls, failed
-
-
-class _Closing:
-    def __init__(self, emulator: Any) -> None:
-        self.emulator = emulator
-
-    def close(self) -> None:
-        self.emulator.stop()
+    finally:
+        for process in processes.values():
+            process.stop()
 
 
 def judge_saved_run(plan: RunPlan, root: str) -> tuple[EvaluationSummary | None, str | None]:
