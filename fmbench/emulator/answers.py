@@ -64,7 +64,7 @@ class AnswerBook:
                 continue
             self._by_text[_prompt_key(line)] = answers
             self._answers.append(answers[0])
-        self._distinct = sorted(set(self._answers))
+        self._distinct = [(answer, normalize_answer(answer)) for answer in sorted(set(self._answers))]
 
     @classmethod
     def read(cls, path: str) -> AnswerBook:
@@ -89,7 +89,11 @@ class AnswerBook:
         if draw.random() < chance:
             return answers[0]
         rights = {normalize_answer(x) for x in answers}
-        wrong = [a for a in self._distinct if normalize_answer(a) not in rights]
+        for _ in range(8):  # another prompt's answer, drawn until it differs (almost always at once)
+            answer, normalized = draw.choice(self._distinct)
+            if normalized not in rights:
+                return answer
+        wrong = [answer for answer, normalized in self._distinct if normalized not in rights]
         return draw.choice(wrong) if wrong else "I do not know."
 
 

@@ -199,7 +199,8 @@ def test_fmbench_evaluate_replaces_a_runs_judgments_with_schema_rows(tmp_path: P
     assert [p.name for p in parts] == ["part-00000.parquet"]
     assert pq.read_schema(parts[0]).remove_metadata() == JUDGMENT_SCHEMA
     glob = f"{tmp_path}/evaluations/*/*/*.parquet"
-    columns = duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{glob}', hive_partitioning = true)").fetchall()
+    query = f"DESCRIBE SELECT * FROM read_parquet('{glob}', hive_partitioning = true)"
+    columns = duckdb.sql(query).fetchall()
     names = [c[0] for c in columns]
     assert names[: len(JUDGMENT_SCHEMA)] == JUDGMENT_SCHEMA.names
     assert set(names[len(JUDGMENT_SCHEMA) :]) == {"run_id", "branch_id"}
