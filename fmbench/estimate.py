@@ -14,6 +14,11 @@ endpoint using its whole deployment allowance) and states each bound in ``basis`
 - Bedrock tokens: every request with a prompt at its bin's upper token bound and ``max_new_tokens``
   generated; with a timed phase, the closed loop's requests at ``concurrency x seconds / 0.1 s`` and the
   open loop's at the arrival count plus three standard deviations.
+- judging (a suite with ``evaluation``), per judge: the answers judged (per branch and bin,
+  ``max_answers_per_bin`` or the bin's requests if fewer) x 2 calls (the re-ask) x (a prompt of the
+  template's ``TEMPLATE_TOKENS_BOUND`` tokens, the bin's largest prompt twice (question, and references
+  as long), ``max_new_tokens`` of candidate) in, the judge's ``max_tokens`` out, at the judge's prices;
+  tokens counted as the workload's tokenizer counts them.
 """
 
 from __future__ import annotations
@@ -24,7 +29,16 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import Field
 
-from fmbench.config import BedrockTarget, Budget, LoadPlan, StrictModel, SuiteProblem
+from fmbench.config import (
+    BedrockTarget,
+    Budget,
+    EmulatorTarget,
+    Evaluation,
+    LoadPlan,
+    StrictModel,
+    SuiteProblem,
+)
+from fmbench.judge_format import TEMPLATE_TOKENS_BOUND
 
 if TYPE_CHECKING:
     from fmbench.spec import BranchSpec
@@ -117,8 +131,10 @@ class CostPart(StrictModel):
             head += f"{'emulated ' if self.emulated else ''}{instance} at {price} for up to "
             head += f"{_hours(self.lifetime_s)} ({phases})"
         elif self.billing == "tokens":
+            kind = "judge calls" if self.platform == "judge" else "requests"
             head += (
-                f"Bedrock, up to {self.requests or 0:,} requests: {self.input_tokens or 0:,} input tokens "
+                f"{'' if self.platform == 'judge' else 'Bedrock, '}up to {self.requests or 0:,} {kind}: "
+                f"{self.input_tokens or 0:,} input tokens "
                 f"at {_price_1k(self.input_price_per_1k_tokens_usd)} + {self.output_tokens or 0:,} output "
                 f"tokens at {_price_1k(self.output_price_per_1k_tokens_usd)}"
             )
@@ -347,10 +363,57 @@ def cost_part(spec: BranchSpec, settings: EstimateSettings) -> CostPart:
     return _unbilled_part(spec, "an endpoint this run neither deploys nor pays per request")
 
 
-def estimate_branches(specs: Sequence[BranchSpec], settings: EstimateSettings | None = None) -> CostEstimate:
-    """The estimate of a set of branch specs (a plan's)."""
+def _judging_parts(specs: Sequence[BranchSpec], evaluation: Evaluation) -> list[CostPart]:
+    """One part per judge: every answer it may judge, asked twice, at the largest prompts (module doc)."""
+    answers = 0
+    input_per_answer = 0
+    for spec in specs:
+        per_bin = sum(
+            load_point_requests_bound(spec.load, concurrency=c, rate_per_s=r) for c, r in spec.load.levels()
+        )
+        judged = min(evaluation.max_answers_per_bin, per_bin)
+        answers += judged * len(spec.workload.bins)
+        input_per_answer += judged * sum(
+            TEMPLATE_TOKENS_BOUND + 2 * (b.max_tokens - 1) + spec.workload.inference.max_new_tokens
+            for b in spec.workload.bins
+        )
+    parts = []
+    for judge in evaluation.judges:
+        calls = 2 * answers
+        input_tokens = 2 * input_per_answer
+        output_tokens = calls * evaluation.inference.max_tokens
+        input_price = judge.input_price_per_1k_tokens_usd
+        output_price = judge.output_price_per_1k_tokens_usd
+        parts.append(
+            CostPart(
+                branch_id="evaluation",
+                target_name=f"judge {judge.name}",
+                platform="judge",
+                billing="tokens",
+                emulated=isinstance(judge.target, EmulatorTarget),
+                requests=calls,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                input_price_per_1k_tokens_usd=input_price,
+                output_price_per_1k_tokens_usd=output_price,
+                usd=(input_tokens * input_price + output_tokens * output_price) / 1000,
+                basis=f"{answers:,} answers judged, each asked twice (the re-ask), at the bins' largest "
+                "prompts with references as long, the judge's max_tokens answered",
+            )
+        )
+    return parts
+
+
+def estimate_branches(
+    specs: Sequence[BranchSpec],
+    settings: EstimateSettings | None = None,
+    evaluation: Evaluation | None = None,
+) -> CostEstimate:
+    """The estimate of a set of branch specs (a plan's), and of judging their answers (``evaluation``)."""
     settings = settings or EstimateSettings()
     parts = [cost_part(spec, settings) for spec in specs]
+    if evaluation is not None:
+        parts += _judging_parts(specs, evaluation)
     return CostEstimate(
         total_usd=round(sum(part.usd or 0.0 for part in parts), 6),
         complete=all(part.usd is not None for part in parts),

@@ -22,6 +22,10 @@ CANDIDATE_TAG: Final = "candidate_answer"
 CORRECT: Final = "correct"
 INCORRECT: Final = "incorrect"
 
+# Tokens of a judge prompt besides its question, references and candidate (the longest template, re-asked,
+# counted by the simple tokenizer has some 230): what the cost estimate adds per judge call.
+TEMPLATE_TOKENS_BOUND: Final = 400
+
 # Substrings of a model id (lower case) -> the family of its template; the first match wins.
 _FAMILY_HINTS: Final[tuple[tuple[str, JudgeFamily], ...]] = (
     ("anthropic", "anthropic"),

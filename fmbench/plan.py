@@ -105,7 +105,7 @@ def plan_suite(
         run_id=run_id,
         suite=suite,
         branches=branches,
-        cost_estimate=estimate_branches(branches, estimate_settings),
+        cost_estimate=estimate_branches(branches, estimate_settings, suite.evaluation),
     )
 
 

@@ -205,7 +205,7 @@ def plan_run(
         for spec in plan.branches
     ]
     max_status_polls = settings.max_status_polls(MAX_STATUS_POLLS)
-    estimate = estimate_branches(specs, settings.estimate_settings(max_status_polls))
+    estimate = estimate_branches(specs, settings.estimate_settings(max_status_polls), suite.evaluation)
     if settings.runner_timeout_s is not None:
         ttl_problems = endpoint_ttl_problems(estimate, ttl_s)
         if ttl_problems:

@@ -277,3 +277,61 @@ def test_the_default_panel_is_three_bedrock_families_and_judges_are_checked(tmp_
         "unknown field"
         in _problems(tmp_path, _suite(tmp_path, evaluation=unknown))["evaluation.judges.0.temperature"]
     )
+
+
+# ----------------------------------------------------------------------------------------- estimate
+
+
+def test_the_template_bound_holds_every_template() -> None:
+    from fmbench.judge_format import TEMPLATE_TOKENS_BOUND
+    from fmbench.tokenizer import get_tokenizer
+
+    count = get_tokenizer("simple").count
+    assert all(
+        count(judge_prompt(f, "", (), "", reask=True).text()) <= TEMPLATE_TOKENS_BOUND for f in FAMILIES
+    )
+
+
+def test_the_judging_cost_bound_is_answers_times_judges_times_tokens_times_price(tmp_path: Path) -> None:
+    from fmbench.config import Budget
+    from fmbench.estimate import BudgetExceededError, check_budget
+    from fmbench.judge_format import TEMPLATE_TOKENS_BOUND
+    from fmbench.plan import plan_suite
+
+    judge = {
+        "name": "j",
+        "model_id": "m",
+        "input_price_per_1k_tokens_usd": 0.001,
+        "output_price_per_1k_tokens_usd": 0.002,
+    }
+    evaluation = {"judges": [judge, {**judge, "name": "k"}], "max_answers_per_bin": 30}
+    workload = {
+        "dataset": {"source": "builtin:synthetic-qa"},
+        "bins": [{"min_tokens": 1, "max_tokens": 500}, {"min_tokens": 500, "max_tokens": 9000}],
+        "inference": {"max_new_tokens": 64},
+    }
+    data = _suite(
+        tmp_path,
+        workload=workload,
+        evaluation=evaluation,
+        load={"concurrency": [1, 2], "requests_per_level": 10},
+    )
+    suite = validate_suite_data(data)
+    estimate = plan_suite(suite, str(tmp_path), "r").cost_estimate
+    assert estimate is not None
+    parts = [p for p in estimate.parts if p.platform == "judge"]
+    assert [p.target_name for p in parts] == ["judge j", "judge k"]
+    answers_per_bin = min(30, 2 * 10)  # two levels of 10 requests, capped at 30
+    calls = 2 * answers_per_bin * 2  # two bins, each answer asked twice
+    tokens_in = (
+        2
+        * answers_per_bin
+        * ((TEMPLATE_TOKENS_BOUND + 2 * 499 + 64) + (TEMPLATE_TOKENS_BOUND + 2 * 8999 + 64))
+    )
+    tokens_out = calls * 256
+    for part in parts:
+        assert (part.requests, part.input_tokens, part.output_tokens) == (calls, tokens_in, tokens_out)
+        assert part.usd == pytest.approx((tokens_in * 0.001 + tokens_out * 0.002) / 1000)
+    assert estimate.total_usd == pytest.approx(sum(p.usd or 0 for p in estimate.parts))
+    with pytest.raises(BudgetExceededError, match="judge j"):
+        check_budget(estimate, Budget(max_usd=sum(p.usd or 0 for p in parts) / 2))
