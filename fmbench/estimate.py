@@ -386,7 +386,7 @@ def _judging_parts(specs: Sequence[BranchSpec], evaluation: Evaluation) -> list[
         output_price = judge.output_price_per_1k_tokens_usd
         parts.append(
             CostPart(
-                branch_id="evaluation",
+                branch_id=f"evaluation/{judge.name}",
                 target_name=f"judge {judge.name}",
                 platform="judge",
                 billing="tokens",
