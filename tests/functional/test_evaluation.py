@@ -253,3 +253,93 @@ async def test_bedrock_judge_through_botocore_and_the_emulators_converse_route(
         assert row["cost_usd"] == pytest.approx(expected)
         assert row["prompt_tokens"] > 100
     assert summary.judges[0].cost_usd == pytest.approx(sum(r["cost_usd"] for r in rows))
+
+
+def _chat_answer(text: str) -> dict[str, Any]:
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 300, "completion_tokens": 20, "total_tokens": 320},
+    }
+
+
+async def test_an_unreadable_verdict_is_asked_again_once_and_a_refusing_judge_is_given_up(
+    scripted_server: Any,
+) -> None:
+    from aiohttp import web
+
+    from fmbench.config import Evaluation
+    from fmbench.evaluation.judges import JudgeCaller, judge_client
+    from fmbench.evaluation.templates import REASK_NOTE
+
+    replies: dict[str, list[str]] = {"q-late": ["I think so.", "Verdict: correct"], "q-never": ["hm", "hmm"]}
+    asked: list[tuple[str, bool]] = []
+
+    async def judge(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        user = body["messages"][-1]["content"]
+        question = next(q for q in ("q-late", "q-never", "q-denied") if q in user)
+        asked.append((question, user.startswith(REASK_NOTE)))
+        if question == "q-denied":
+            return web.json_response({"error": {"message": "denied"}}, status=403)
+        return web.json_response(_chat_answer(replies[question].pop(0)))
+
+    url = await scripted_server(judge, "/v1/chat/completions")
+    target = {"name": "j", "platform": "openai", "endpoint_url": f"{url}/v1", "model": "gpt-judge"}
+    evaluation = Evaluation.model_validate(
+        {"judges": [{"name": "j", "target": target, "input_price_per_1k_tokens_usd": 0.01}], "backoff_s": 0}
+    )
+    judge_spec = evaluation.judges[0]
+    caller = JudgeCaller(judge_spec, evaluation, judge_client(judge_spec, evaluation))
+    try:
+        late = await caller.verdict("q-late", ("a",), "a")
+        never = await caller.verdict("q-never", ("a",), "a")
+        denied = [await caller.verdict("q-denied", ("a",), "a") for _ in range(5)]
+    finally:
+        await caller.client.aclose()
+    assert (late.verdict, late.attempts, late.how) == ("correct", 2, "verdict_line")
+    assert late.cost_usd == pytest.approx(2 * 300 * 0.01 / 1000)  # both calls are paid
+    assert (never.verdict, never.attempts, never.raw_text) == ("unparsed", 2, "hmm")
+    assert asked[:4] == [("q-late", False), ("q-late", True), ("q-never", False), ("q-never", True)]
+    assert [(d.verdict, d.error_class) for d in denied] == [("error", "http_4xx")] * 5
+    # a refusal is not retried, and after three in a row the judge is not called again
+    assert [d.attempts for d in denied] == [1, 1, 1, 0, 0]
+    assert sum(1 for q, _ in asked if q == "q-denied") == 3
+
+
+async def test_embedding_similarity_comes_from_an_openai_compatible_embeddings_api(
+    tmp_path: Path, scripted_server: Any
+) -> None:
+    import numpy as np
+    from aiohttp import web
+
+    def vector(text: str) -> list[float]:
+        return [float(text.lower().count(letter)) for letter in "abcdefghijklmnopqrstuvwxyz"]
+
+    async def embeddings(request: web.Request) -> web.StreamResponse:
+        texts = (await request.json())["input"]
+        data = [{"index": i, "embedding": vector(t), "object": "embedding"} for i, t in enumerate(texts)]
+        return web.json_response({"data": data, "usage": {"prompt_tokens": 10, "total_tokens": 10}})
+
+    url = await scripted_server(embeddings, "/v1/embeddings")
+    targets = [{"name": "cand", "platform": "emulator", "model": "m", "emulator": {**FAST, "accuracy": 0.5}}]
+    evaluation = {
+        "judges": [{"name": "j", "target": _judge_target("judge", judge_error_rate=0.0)}],
+        "max_answers_per_bin": 6,
+        "embeddings": {"url": f"{url}/v1", "model": "e", "price_per_1k_tokens_usd": 0.1},
+    }
+    plan = await asyncio.to_thread(_finished_run, tmp_path, _suite(targets, 16, evaluation))
+    async with running_emulator(EmulatorSettings(model="judge", judge_error_rate=0.0, **FAST)) as judge_url:
+        summary = await evaluate_run_async(plan, str(tmp_path), judge_urls={"j": judge_url})
+    rows = _rows(tmp_path)
+    prompts = read_prompts(prompts_folder(str(tmp_path), "r1"))
+    glob = f"{tmp_path}/records/*/*/*.parquet"
+    texts = dict(duckdb.sql(f"SELECT request_id, response_text FROM read_parquet('{glob}')").fetchall())
+    assert len(rows) == 6
+    for row in rows:
+        answer = np.array(vector(texts[row["request_id"]]))
+        reference = np.array(vector(prompts[("all", row["prompt_id"])].reference_answers[0]))
+        expected = answer @ reference / np.linalg.norm(answer) / np.linalg.norm(reference)
+        assert row["embedding_similarity"] == pytest.approx(expected)
+    assert summary.embedding_cost_usd == pytest.approx(6 * 10 * 0.1 / 1000)
