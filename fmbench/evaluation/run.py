@@ -167,8 +167,6 @@ async def evaluate_run_async(
                 max_per_bin=evaluation.max_answers_per_bin,
                 seed=evaluation.seed,
             )
-            if not answers:
-                continue
             writer = JudgmentWriter(root, plan.run_id, spec.branch_id)
             for start in range(0, len(answers), ANSWERS_PER_PART):
                 chunk = answers[start : start + ANSWERS_PER_PART]
@@ -189,6 +187,7 @@ async def evaluate_run_async(
                 summary.answers += len(chunk)
                 if on_answer is not None:
                     on_answer(len(chunk))
+            writer.close()
     finally:
         for _, caller in callers:
             if isinstance(caller, JudgeCaller):

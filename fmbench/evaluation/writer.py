@@ -55,14 +55,23 @@ def judgments_to_table(rows: list[Judgment]) -> pa.Table:
 
 
 def clear_evaluations(root: str, run_id: str) -> None:
-    """Delete a run's judgments (``fmbench evaluate`` replaces them); nothing else of the run."""
-    filesystem, path = storage.resolve_filesystem(layout.evaluations_prefix(root, run_id))
+    """Delete a local run's judgments (``fmbench evaluate`` replaces them); nothing else of the run.
+
+    On S3 nothing is deleted: Arrow re-creates an empty ``.../`` marker object for the folder of every
+    object it deletes, and Athena reads such objects as files of the table. There each branch's writer
+    writes its parts from number 0 over the earlier ones, and empties (0 rows) any earlier part beyond them.
+    """
+    prefix = layout.evaluations_prefix(root, run_id)
+    if prefix.startswith(storage.S3_PREFIX):
+        return
+    filesystem, path = storage.resolve_filesystem(prefix)
     with contextlib.suppress(FileNotFoundError):
         filesystem.delete_dir_contents(path.rstrip("/"), missing_dir_ok=True)
 
 
 class JudgmentWriter:
-    """Writes one candidate's rows as parts; a part appears whole or not at all (as ``RecordWriter``)."""
+    """Writes one candidate's rows as parts from number 0; a part appears whole or not at all (as
+    ``RecordWriter``). ``close`` empties the parts of an earlier judging beyond those written (S3)."""
 
     def __init__(self, root: str, run_id: str, branch_id: str) -> None:
         self.prefix = layout.evaluation_part_prefix(root, run_id, branch_id)
@@ -72,14 +81,25 @@ class JudgmentWriter:
         self._filesystem.create_dir(self._path, recursive=True)
         selector = pafs.FileSelector(self._path, allow_not_found=True)
         names = [info.base_name for info in self._filesystem.get_file_info(selector)]
-        numbers = [n for name in names if (n := layout.part_number(name)) is not None]
-        self._next_part = max(numbers, default=-1) + 1
+        self._earlier = sorted(n for name in names if (n := layout.part_number(name)) is not None)
+        self._next_part = 0
         self.rows_written = 0
 
     def write(self, rows: list[Judgment]) -> str | None:
         if not rows:
             return None
-        table = judgments_to_table(rows)
+        path = self._write_table(judgments_to_table(rows))
+        self.rows_written += len(rows)
+        return path
+
+    def close(self) -> None:
+        """Empty every earlier part this judging did not write over."""
+        for number in self._earlier:
+            if number >= self._next_part:
+                self._next_part = number
+                self._write_table(judgments_to_table([]))
+
+    def _write_table(self, table: pa.Table) -> str:
         path = posixpath.join(self._path, layout.part_name(self._next_part))
         self._next_part += 1
         target = f"{path}.tmp-{os.getpid()}" if self._local else path
@@ -92,5 +112,4 @@ class JudgmentWriter:
                 with contextlib.suppress(OSError):
                     self._filesystem.delete_file(target)
             raise
-        self.rows_written += table.num_rows
         return path

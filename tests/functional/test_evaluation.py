@@ -343,3 +343,45 @@ async def test_embedding_similarity_comes_from_an_openai_compatible_embeddings_a
         expected = answer @ reference / np.linalg.norm(answer) / np.linalg.norm(reference)
         assert row["embedding_similarity"] == pytest.approx(expected)
     assert summary.embedding_cost_usd == pytest.approx(6 * 10 * 0.1 / 1000)
+
+
+def test_fmbench_evaluate_judges_a_run_under_an_s3_root(
+    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": moto_endpoint,
+        "NO_PROXY": "127.0.0.1,localhost",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="results")
+    judge = {"name": "solo", "target": _judge_target("judge", judge_error_rate=0.0)}
+    targets = [{"name": "cand", "platform": "emulator", "model": "m", "emulator": {**FAST, "accuracy": 0.5}}]
+    local = tmp_path / "local"
+    _finished_run(local, _suite(targets, 16, {"judges": [judge], "max_answers_per_bin": 5}))
+    for path in local.rglob("*"):  # the run as a cloud run leaves it in its bucket
+        if path.is_file():
+            s3.upload_file(str(path), "results", f"root/{path.relative_to(local)}")
+    branch = next(p.name for p in (local / "records" / "run_id=r1").iterdir())
+    folder = f"root/evaluations/run_id=r1/{branch}"
+    for number in (0, 3):  # an earlier judging's parts: written over, or emptied
+        s3.put_object(Bucket="results", Key=f"{folder}/part-0000{number}.parquet", Body=b"earlier")
+    assert main(["evaluate", "s3://results/root", "--run-id", "r1"]) == 0
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="results", Prefix="root/")["Contents"])
+    judged = [key for key in keys if key.startswith("root/evaluations/")]
+    assert judged == [f"{folder}/part-00000.parquet", f"{folder}/part-00003.parquet"]  # no folder markers
+    tables = []
+    for number, key in enumerate(judged):
+        s3.download_file("results", key, str(tmp_path / f"{number}.parquet"))
+        tables.append(pq.read_table(tmp_path / f"{number}.parquet"))
+    assert [t.schema.remove_metadata() == JUDGMENT_SCHEMA for t in tables] == [True, True]
+    assert [t.num_rows for t in tables] == [5, 0]
+    assert not [key for key in keys if key.endswith("/")]
