@@ -385,3 +385,43 @@ def test_fmbench_evaluate_judges_a_run_under_an_s3_root(
     assert [t.schema.remove_metadata() == JUDGMENT_SCHEMA for t in tables] == [True, True]
     assert [t.num_rows for t in tables] == [5, 0]
     assert not [key for key in keys if key.endswith("/")]
+
+
+async def test_the_emulator_answers_from_the_prompts_file_on_every_api(tmp_path: Path) -> None:
+    import json
+
+    import aiohttp
+
+    lines = [
+        {"bin": "b", "id": str(i), "text": f"Where is place {i}?", "reference_answers": [f"Town{i}"]}
+        for i in range(20)
+    ]
+    prompts_file = tmp_path / "prompts.jsonl"
+    prompts_file.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+
+    async def answers(accuracy: float) -> list[str]:
+        settings = EmulatorSettings(accuracy=accuracy, prompts_file=str(prompts_file), **FAST)
+        said = []
+        async with running_emulator(settings) as url, aiohttp.ClientSession() as session:
+            prompt = "Where is place 7?"
+            chat = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 8}
+            async with session.post(f"{url}/v1/chat/completions", json=chat) as response:
+                said.append((await response.json())["choices"][0]["message"]["content"])
+            async with session.post(
+                f"{url}/v1/completions", json={"prompt": prompt, "max_tokens": 8}
+            ) as response:
+                said.append((await response.json())["choices"][0]["text"])
+            lmi = {"inputs": prompt, "parameters": {"max_new_tokens": 8}}
+            async with session.post(f"{url}/endpoints/e/invocations", json=lmi) as response:
+                said.append((await response.json())["generated_text"])
+            async with session.get(f"{url}/health") as response:
+                health = await response.json()
+            assert (health["known_prompts"], health["scripted_answers"]) == (20, 3)
+        return said
+
+    right = await answers(1.0)
+    assert [text.split()[0] for text in right] == ["Town7"] * 3
+    assert all(len(text.split()) == 6 for text in right)  # the answer, then filler to the planned length
+    wrong = await answers(0.0)
+    assert len({text.split()[0] for text in wrong}) == 1  # the same wrong answer on every API
+    assert wrong[0].split()[0].startswith("Town") and wrong[0].split()[0] != "Town7"
