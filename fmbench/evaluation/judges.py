@@ -219,7 +219,7 @@ class JudgeCaller:
             outcome.cost_usd = 0.0
         if parsed is not None:
             outcome.verdict, outcome.reason, outcome.how = parsed.verdict, parsed.reason, parsed.how
-        elif last is not None and last.status != "ok":
+        elif raw is None and last is not None and last.status != "ok":  # no call answered at all
             outcome.verdict = "error"
             outcome.error_class = last.error_class
             outcome.reason = last.error_message
