@@ -145,7 +145,7 @@ def unset_api_keys(suite: Suite, environ: Mapping[str, str]) -> list[SuiteProble
     every request without its key. Not part of ``validate_suite_data``: a cloud runner has its own
     environment, and ``fmbench-runner`` checks the variable there."""
     expanded, _ = expand_targets(suite)
-    return [
+    problems = [
         SuiteProblem(
             path=each.field_path("api_key_env"),
             reason=f"environment variable {each.target.api_key_env} is not set",
@@ -153,6 +153,17 @@ def unset_api_keys(suite: Suite, environ: Mapping[str, str]) -> list[SuiteProble
         for each in expanded
         if getattr(each.target, "api_key_env", None) and each.target.api_key_env not in environ
     ]
+    judges = suite.evaluation.judges if suite.evaluation is not None else []
+    for index, judge in enumerate(judges):
+        key = getattr(judge.target, "api_key_env", None)
+        if key and key not in environ:
+            problems.append(
+                SuiteProblem(
+                    path=f"evaluation.judges.{index}.target.api_key_env",
+                    reason=f"environment variable {key} is not set",
+                )
+            )
+    return problems
 
 
 def _priced_instance_type(target: Any) -> str | None:

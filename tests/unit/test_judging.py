@@ -335,3 +335,19 @@ def test_the_judging_cost_bound_is_answers_times_judges_times_tokens_times_price
     assert estimate.total_usd == pytest.approx(sum(p.usd or 0 for p in estimate.parts))
     with pytest.raises(BudgetExceededError, match="judge j"):
         check_budget(estimate, Budget(max_usd=sum(p.usd or 0 for p in parts) / 2))
+
+
+def test_a_judges_unset_api_key_is_refused_before_the_run(tmp_path: Path) -> None:
+    from fmbench.suite import unset_api_keys
+
+    target = {
+        "name": "x",
+        "platform": "openai",
+        "endpoint_url": "http://127.0.0.1:1/v1",
+        "api_key_env": "JUDGE_KEY",
+    }
+    suite = validate_suite_data(_suite(tmp_path, evaluation={"judges": [{"name": "j", "target": target}]}))
+    assert [str(p) for p in unset_api_keys(suite, {})] == [
+        "evaluation.judges.0.target.api_key_env: environment variable JUDGE_KEY is not set"
+    ]
+    assert unset_api_keys(suite, {"JUDGE_KEY": "k"}) == []
