@@ -11,6 +11,7 @@ from report.result import (
     Artifacts,
     BranchAccuracy,
     BranchResult,
+    JudgeCandidateShare,
     JudgePairAgreement,
     JudgeSummary,
     LoadPointSummary,
@@ -103,6 +104,17 @@ def _panel_agreement(accuracy: AccuracyView | None) -> PanelAgreement | None:
                 cost_usd=round(judge.cost_usd, 6),
             )
             for judge in accuracy.judges
+        ],
+        judge_candidates=[
+            JudgeCandidateShare(
+                judge=share.judge,
+                branch_id=share.branch_id or "",
+                target_name=share.target_name or "",
+                correct=share.correct,
+                incorrect=share.incorrect,
+                share_correct=share.share_correct,
+            )
+            for share in accuracy.judge_candidates
         ],
         pairs=[
             JudgePairAgreement(

@@ -166,6 +166,17 @@ class JudgeSummary(_ResultModel):
     cost_usd: float = Field(ge=0, description="Sum of its calls' known costs, USD.")
 
 
+class JudgeCandidateShare(_ResultModel):
+    """One judge's votes on one candidate: where a judge favours or disfavours a candidate, it shows here."""
+
+    judge: str
+    branch_id: str
+    target_name: str
+    correct: int = Field(ge=0)
+    incorrect: int = Field(ge=0)
+    share_correct: float | None = Field(description="correct / (correct + incorrect); null without a vote.")
+
+
 class JudgePairAgreement(_ResultModel):
     judge: str
     other_judge: str
@@ -181,6 +192,7 @@ class PanelAgreement(_ResultModel):
     rated_prompts: int = Field(ge=0, description="Answers with at least two votes: Fleiss' kappa's items.")
     fleiss_kappa: float | None = Field(description="Fleiss' kappa over the panel; null when undefined.")
     judges: list[JudgeSummary]
+    judge_candidates: list[JudgeCandidateShare] = Field(default_factory=list)
     pairs: list[JudgePairAgreement]
 
 
