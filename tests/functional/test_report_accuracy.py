@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from test_report_render import REPO, run_plan, suite_data
 
-from fmbench.config import Slo
+from fmbench.config import RegressionOptions, Slo
 from fmbench.plan import BranchOutcome, RunPlan
+from report.regression_report import compare_saved_runs
 from report.render import generate_report
 from report.result import ResultDocument, read_result
 
@@ -209,3 +210,23 @@ def test_accuracy_definitions_are_the_same_in_docs_and_report() -> None:
     )
     assert between is not None
     assert between.group(1) == definitions
+
+
+def test_a_saved_run_whose_accuracy_dropped_is_regressed(tmp_path: Path) -> None:
+    """compare_saved_runs reads both runs' judgments (accuracy.sql on DuckDB) beside their requests."""
+    runs = {}
+    for name, correct_share in (("base", 1.0), ("cand", 0.5)):
+        plan, _, root = run_plan(tmp_path / name, suite_data())
+        ids = {b.target.name: b.branch_id for b in plan.branches}
+        rows = [
+            judgment("small", f"p{n}", judge, "correct" if n < 60 * correct_share else "incorrect")
+            for n in range(60)
+            for judge in JUDGES
+        ]
+        write_judgments(root, plan.run_id, {ids["small"]: rows})
+        runs[name] = (root, plan.run_id)
+    result = compare_saved_runs(runs["base"], runs["cand"], RegressionOptions())
+    accuracy = {f.target_name: f for f in result.findings if f.metric == "accuracy"}
+    assert accuracy["small"].verdict == "regressed" and accuracy["small"].change == pytest.approx(-50.0)
+    assert accuracy["large"].verdict == "skipped"  # never judged
+    assert result.verdict == "regressed" and result.regressed_metrics == ["accuracy"]
