@@ -246,7 +246,7 @@ def accuracy_view(
         return None
     rows: dict[str, list[dict[str, Any]]] = {}
     for record in figures.to_dict(orient="records"):
-        rows.setdefault(str(record["figure"]), []).append(record)
+        rows.setdefault(str(record["figure"]), []).append({str(k): v for k, v in record.items()})
     panel_rows = rows.get("panel", [])
     if not panel_rows or _count(panel_rows[0]["verdicts"]) == 0:
         return None
