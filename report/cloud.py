@@ -187,9 +187,12 @@ def accuracy_frame(
     """The run's accuracy counts (accuracy.sql on the Glue table of judgments), or None when the run has no
     judgment in S3 (it was not judged: no query is run) or the query failed (the report then has no accuracy
     section, and a suite's accuracy floor chooses nothing, as for an unjudged run)."""
-    if not branch_ids or not s3_objects.list_keys(s3_client, run_folder(storage_root, EVALUATIONS, run_id)):
+    if not branch_ids:
         return None
     try:
+        # A stack whose Render role may not list evaluations/ (older than judging) reports without accuracy.
+        if not s3_objects.list_keys(s3_client, run_folder(storage_root, EVALUATIONS, run_id)):
+            return None
         query_execution_id = run_athena_query(
             athena_client,
             athena_accuracy_query(run_id, branch_ids),

@@ -101,3 +101,11 @@ def test_a_run_never_judged_runs_no_accuracy_query(aws: tuple[Any, Any]) -> None
     frame = accuracy_frame(s3, athena, settings(), f"s3://{BUCKET}", RUN_ID, list(BRANCHES))
     assert frame is None
     assert athena.list_query_executions()["QueryExecutionIds"] == []
+
+
+def test_judgments_that_cannot_be_listed_leave_the_accuracy_out(aws: tuple[Any, Any]) -> None:
+    """A Render role that may not list evaluations/ (here: a bucket that is not there) reports without it."""
+    s3, athena = aws
+    frame = accuracy_frame(s3, athena, settings(), "s3://no-such-bucket-here", RUN_ID, list(BRANCHES))
+    assert frame is None
+    assert athena.list_query_executions()["QueryExecutionIds"] == []
