@@ -315,7 +315,28 @@ def _no_best_hint(view: ReportView) -> str:
             f"{bound_but_met} load point(s) of this bin met the SLO but were client-bound, so they cannot "
             f"be recommended: rerun them with a runner that keeps up. {hint}"
         )
-    return hint
+    return _below_floor_hint(view) + hint
+
+
+def _below_floor_hint(view: ReportView) -> str:
+    """When the accuracy floor is what left the headline bin without a best configuration, say so."""
+    if view.slo.min_accuracy is None:
+        return ""
+    accuracy = view.accuracy
+    held_back = [
+        point
+        for point in view.in_bin(view.headline_bin)
+        if point.meets_slo
+        and not point.client_bound
+        and (accuracy is None or not accuracy.meets_floor(point.branch_id))
+    ]
+    if not held_back:
+        return ""
+    why = "the run was not judged" if accuracy is None else "their branch is below it or was not judged"
+    return (
+        f"{len(held_back)} load point(s) of this bin met the latency and error limits but not the accuracy "
+        f"floor of {view.slo.min_accuracy * 100:g}% ({why}). "
+    )
 
 
 def _status_text(view: ReportView) -> str:

@@ -189,6 +189,7 @@ def test_a_floor_without_judgments_chooses_nothing(tmp_path: Path) -> None:
     text = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
     assert "## Accuracy" not in text
     assert "majority_accuracy" not in document.artifacts.charts
+    assert "but not the accuracy floor of 50% (the run was not judged)" in text
 
 
 def test_a_run_never_judged_has_no_accuracy_anywhere(tmp_path: Path) -> None:
