@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,28 @@ SELECTION_RULE = " ".join(
         "then the most transactions per minute, then the lowest p95 latency.",
     ]
 )
+
+
+ACCURACY_RULE = " ".join(
+    [
+        "A branch whose majority-vote accuracy (majority-correct prompts / judged prompts,",
+        "a prompt without a majority counting against it) is below the SLO's accuracy floor,",
+        "or whose answers were not judged,",
+        "is never chosen: the best is the cheapest load point that meets the latency and error limits",
+        "and whose branch meets the accuracy floor.",
+    ]
+)
+
+
+def selection_rule(slo: Slo | None = None) -> str:
+    """The rule in words: with the accuracy floor's sentence when the SLO sets one."""
+    if slo is not None and slo.min_accuracy is not None:
+        return f"{SELECTION_RULE} {ACCURACY_RULE}"
+    return SELECTION_RULE
+
+
+# Branch id -> majority-vote accuracy (0..1), None for a branch judged without a prompt; absent: not judged.
+AccuracyByBranch = Mapping[str, float | None]
 
 
 def python_value(value: Any) -> Any:
@@ -56,9 +78,24 @@ def is_client_bound(metrics: pd.DataFrame) -> pd.Series:
     return metrics["client_bound"].astype("boolean").fillna(False).astype(bool)
 
 
-def selectable(metrics: pd.DataFrame, slo: Slo) -> pd.Series:
-    """Rows the selection may choose: they meet the SLO and their client kept up."""
-    return meets_slo(metrics, slo) & ~is_client_bound(metrics)
+def meets_accuracy_floor(metrics: pd.DataFrame, slo: Slo, accuracy: AccuracyByBranch | None) -> pd.Series:
+    """One bool per metrics row: its branch's majority accuracy reaches ``slo.min_accuracy`` (all rows when
+    no floor is set); a branch without judgments never does."""
+    if slo.min_accuracy is None:
+        return pd.Series(True, index=metrics.index, dtype=bool)
+    floor, known = slo.min_accuracy, accuracy or {}
+
+    def reaches(branch_id: Any) -> bool:
+        value = known.get(str(branch_id))
+        return value is not None and value >= floor
+
+    return metrics["branch_id"].map(reaches).astype(bool)
+
+
+def selectable(metrics: pd.DataFrame, slo: Slo, accuracy: AccuracyByBranch | None = None) -> pd.Series:
+    """Rows the selection may choose: they meet the SLO (the accuracy floor included) and their client
+    kept up."""
+    return meets_slo(metrics, slo) & ~is_client_bound(metrics) & meets_accuracy_floor(metrics, slo, accuracy)
 
 
 def _rank_key(row: pd.Series) -> tuple[Any, ...]:
@@ -80,7 +117,7 @@ def _rank_key(row: pd.Series) -> tuple[Any, ...]:
 
 
 def best_configuration(row: pd.Series) -> BestConfiguration:
-    """One metrics row in FMBench's field names."""
+    """One metrics row in FMBench's field names (the branch's accuracy is in its ``BranchResult``)."""
 
     def get(column: str) -> Any:
         return python_value(row[column])
@@ -109,12 +146,15 @@ def best_configuration(row: pd.Series) -> BestConfiguration:
     )
 
 
-def best_in_bin(metrics: pd.DataFrame, slo: Slo, payload_bin: str) -> BestConfiguration | None:
+def best_in_bin(
+    metrics: pd.DataFrame, slo: Slo, payload_bin: str, accuracy: AccuracyByBranch | None = None
+) -> BestConfiguration | None:
     """The best load point of one bin under the SLO, or None when no load point of the bin qualifies.
 
-    Client-bound load points are left out before ranking, so not even the cheapest of them can win.
+    Client-bound load points, and those of branches below the accuracy floor, are left out before ranking,
+    so not even the cheapest of them can win.
     """
-    candidates = metrics[(metrics["payload_bin"] == payload_bin) & selectable(metrics, slo)]
+    candidates = metrics[(metrics["payload_bin"] == payload_bin) & selectable(metrics, slo, accuracy)]
     if candidates.empty:
         return None
     best_row = min((row for _, row in candidates.iterrows()), key=_rank_key)
@@ -140,16 +180,21 @@ class Selection:
 
 
 def select_best(
-    metrics: pd.DataFrame, slo: Slo, bins: Sequence[str] | None = None, headline_bin: str | None = None
+    metrics: pd.DataFrame,
+    slo: Slo,
+    bins: Sequence[str] | None = None,
+    headline_bin: str | None = None,
+    accuracy: AccuracyByBranch | None = None,
 ) -> Selection:
     """Best configuration per bin (in ``bins`` order; default: the bins in ``metrics``) and the headline.
 
     ``headline_bin`` defaults to the last of ``bins``; callers with a suite pass ``headline_bin_label``.
+    ``accuracy`` (branch id -> majority accuracy of a judged run) is checked against ``slo.min_accuracy``.
     """
     labels = list(bins) if bins is not None else sorted(set(metrics["payload_bin"].dropna()))
-    per_bin = {label: best_in_bin(metrics, slo, label) for label in labels}
+    per_bin = {label: best_in_bin(metrics, slo, label, accuracy) for label in labels}
     headline = headline_bin if headline_bin is not None else (labels[-1] if labels else None)
     best = per_bin.get(headline) if headline is not None else None
     if headline is not None and headline not in per_bin:
-        best = best_in_bin(metrics, slo, headline)
+        best = best_in_bin(metrics, slo, headline, accuracy)
     return Selection(headline_bin=headline, best=best, best_per_bin=per_bin)

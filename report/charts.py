@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from report.query import METRIC_COLUMNS, SORT_COLUMNS, typed_frame
 
 if TYPE_CHECKING:
+    from report.accuracy import AccuracyView
     from report.view import ReportView
 
 DPI = 110
@@ -73,6 +74,18 @@ CHARTS: tuple[ChartSpec, ...] = (
         "errors_by_class",
         "Errors by class",
         "Failed measured requests of each branch, all load points, stacked by error class.",
+    ),
+    ChartSpec(
+        "majority_accuracy",
+        "Majority-vote accuracy",
+        "Share of each candidate's judged prompts whose judges' majority said correct, with its 95% Wilson "
+        "interval; prompts without a majority count against it. Dashed: the SLO's accuracy floor.",
+    ),
+    ChartSpec(
+        "accuracy_vs_prompt_length",
+        "Accuracy vs prompt length",
+        "Majority-vote accuracy of each candidate per prompt-length bin (bins in the suite's order), with "
+        "95% Wilson intervals; a bin of few judged prompts has a wide interval.",
     ),
 )
 _PALETTE = matplotlib.colormaps["tab10"]
@@ -382,6 +395,81 @@ def errors_by_class_chart(view: ReportView, path: str | Path) -> Path | None:
     return target
 
 
+def majority_accuracy_chart(accuracy: AccuracyView | None, path: str | Path) -> Path | None:
+    """One bar per candidate: its majority-vote accuracy and Wilson interval; drawn only for a judged run."""
+    if accuracy is None or not accuracy.candidates:
+        return None
+    target = Path(path)
+    candidates = accuracy.candidates
+    names = [c.target_name for c in candidates]
+    values = np.array([(c.accuracy or 0.0) * 100 for c in candidates])
+    low = np.array(
+        [values[i] - (c.interval[0] * 100 if c.interval else values[i]) for i, c in enumerate(candidates)]
+    )
+    high = np.array(
+        [(c.interval[1] * 100 if c.interval else values[i]) - values[i] for i, c in enumerate(candidates)]
+    )
+    with _figure(target, width_in=max(6.5, 1.2 * len(names) + 2.5), height_in=4.5) as (_, axes):
+        positions = np.arange(len(names))
+        axes.bar(positions, values, color=[_color(i) for i in range(len(names))], alpha=0.8)
+        axes.errorbar(positions, values, yerr=[low, high], fmt="none", ecolor="black", capsize=5)
+        for position, c in zip(positions, candidates, strict=True):
+            axes.annotate(
+                f"{c.majority_correct}/{c.prompts}" + (f", {c.no_majority} tie" if c.no_majority else ""),
+                (float(position), 2.0),
+                ha="center",
+                fontsize=8,
+            )
+        if accuracy.min_accuracy is not None:
+            axes.axhline(accuracy.min_accuracy * 100, color="red", linestyle="--", linewidth=1, label="floor")
+            axes.legend(fontsize=8)
+        axes.set_xticks(positions, names)
+        axes.set_ylim(0, 105)
+        axes.set_ylabel("majority-vote accuracy (% of judged prompts)")
+        axes.set_title("Majority-vote accuracy (95% Wilson interval)")
+        axes.grid(True, axis="y", alpha=0.3)
+    return target
+
+
+def accuracy_vs_prompt_length_chart(
+    accuracy: AccuracyView | None, bins: tuple[str, ...], path: str | Path
+) -> Path | None:
+    """A line per candidate across the prompt-length bins; drawn only for a judged run."""
+    if accuracy is None or not accuracy.per_bin:
+        return None
+    target = Path(path)
+    labels = [label for label in bins if any(c.payload_bin == label for c in accuracy.per_bin)]
+    labels += sorted({str(c.payload_bin) for c in accuracy.per_bin} - set(labels))
+    by_branch: dict[tuple[str, str], list[Any]] = {}
+    for c in accuracy.per_bin:
+        by_branch.setdefault((c.target_name, c.branch_id), []).append(c)
+    with _figure(target) as (_, axes):
+        for index, ((name, _), figures) in enumerate(sorted(by_branch.items())):
+            figures = sorted(figures, key=lambda c: labels.index(str(c.payload_bin)))
+            x = np.array([labels.index(str(c.payload_bin)) for c in figures], dtype=float)
+            y = np.array([(c.accuracy or 0.0) * 100 for c in figures])
+            low = np.array(
+                [c.interval[0] * 100 if c.interval else v for c, v in zip(figures, y, strict=True)]
+            )
+            high = np.array(
+                [c.interval[1] * 100 if c.interval else v for c, v in zip(figures, y, strict=True)]
+            )
+            offset = (index - (len(by_branch) - 1) / 2) * 0.04  # keep the intervals of equal points apart
+            axes.errorbar(
+                x + offset, y, yerr=[y - low, high - y], fmt="o-", color=_color(index), capsize=3, label=name
+            )
+        if accuracy.min_accuracy is not None:
+            axes.axhline(accuracy.min_accuracy * 100, color="red", linestyle="--", linewidth=1, label="floor")
+        axes.set_xticks(range(len(labels)), labels)
+        axes.set_ylim(0, 105)
+        axes.set_xlabel("prompt-length bin (prompt tokens)")
+        axes.set_ylabel("majority-vote accuracy (% of judged prompts)")
+        axes.set_title("Accuracy vs prompt length (95% Wilson intervals)")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8)
+    return target
+
+
 def load_point_frame(view: ReportView) -> pd.DataFrame:
     """The view's load points as the chart functions' frame: the summary's columns and dtypes, in the
     summary's sort order whatever order the view was built from."""
@@ -416,6 +504,10 @@ def draw_charts(view: ReportView, samples: pd.DataFrame, report_dir: Path) -> di
             metrics, headline_bin, path
         ),
         "errors_by_class": lambda path: errors_by_class_chart(view, path),
+        "majority_accuracy": lambda path: majority_accuracy_chart(view.accuracy, path),
+        "accuracy_vs_prompt_length": lambda path: accuracy_vs_prompt_length_chart(
+            view.accuracy, view.bins, path
+        ),
     }
     drawn = {}
     for spec in CHARTS:

@@ -1,4 +1,5 @@
-"""The cloud render step: Athena's metrics, the plan and outcomes in S3 -> the report, published to S3.
+"""The cloud render step: Athena's metrics (and accuracy, for a judged run), the plan and outcomes in S3 ->
+the report, published to S3.
 
 The report itself is built by ``report.render.build_report``, exactly as a local run builds it; this module
 only fetches its inputs from Athena and S3 and publishes its files under ``reports/run_id=<run>/``.
@@ -32,11 +33,13 @@ from fmbench.cloud.steps import (
     read_run_plan,
 )
 from fmbench.layout import (
+    EVALUATIONS,
     branch_results_uri,
     deployment_record_uri,
     failure_record_uri,
     outcome_uri,
     reports_prefix,
+    run_folder,
     run_records_prefix,
     teardown_record_uri,
 )
@@ -44,10 +47,13 @@ from fmbench.plan import BranchOutcome, RunPlan
 from fmbench.spec import BranchSpec
 from report.costs import EndpointLifetime
 from report.query import (
+    ACCURACY_COLUMNS,
     METRIC_COLUMNS,
     SORT_COLUMNS,
     TTFT_SAMPLE_COLUMNS,
+    athena_accuracy_query,
     athena_ttft_samples_query,
+    sort_accuracy,
     typed_frame,
 )
 from report.render import NO_OUTCOME_REASON, RESULT_JSON, build_report
@@ -169,6 +175,38 @@ def ttft_samples_frame(
     return typed_frame(frame, TTFT_SAMPLE_COLUMNS).reset_index(drop=True)
 
 
+def accuracy_frame(
+    s3_client: Any,
+    athena_client: Any,
+    settings: RenderSettings,
+    storage_root: str,
+    run_id: str,
+    branch_ids: list[str],
+    **wait: Any,
+) -> pd.DataFrame | None:
+    """The run's accuracy counts (accuracy.sql on the Glue table of judgments), or None when the run has no
+    judgment in S3 (it was not judged: no query is run) or the query failed (the report then has no accuracy
+    section, and a suite's accuracy floor chooses nothing, as for an unjudged run)."""
+    if not branch_ids:
+        return None
+    try:
+        # A stack whose Render role may not list evaluations/ (older than judging) reports without accuracy.
+        if not s3_objects.list_keys(s3_client, run_folder(storage_root, EVALUATIONS, run_id)):
+            return None
+        query_execution_id = run_athena_query(
+            athena_client,
+            athena_accuracy_query(run_id, branch_ids),
+            workgroup=settings.athena_workgroup,
+            database=settings.athena_database,
+            **wait,
+        )
+        frame = athena_result_frame(athena_client, query_execution_id)
+    except (AthenaQueryError, ClientError) as exc:
+        logger.warning("run %s: no accuracy in the report: %s", run_id, error_message(exc))
+        return None
+    return sort_accuracy(typed_frame(frame, ACCURACY_COLUMNS))
+
+
 # --------------------------------------------------------------------------------------------- S3
 
 
@@ -284,6 +322,9 @@ def render_run(
     metrics = metrics_frame(athena_client, event.query_execution_id)
     branch_ids = [spec.branch_id for spec in plan.branches]
     samples = ttft_samples_frame(athena_client, settings, event.run_id, branch_ids, **ttft_wait)
+    accuracy = accuracy_frame(
+        s3_client, athena_client, settings, storage_root, event.run_id, branch_ids, **ttft_wait
+    )
     publish_uri = reports_prefix(storage_root, event.run_id)
     with tempfile.TemporaryDirectory(prefix="fmbench-report-") as folder:
         report_dir = Path(folder)
@@ -296,6 +337,7 @@ def render_run(
             records_location=run_records_prefix(storage_root, event.run_id),
             publish_uri=publish_uri,
             endpoint_lifetimes=lifetimes,
+            accuracy=accuracy,
         )
         if deployments:
             document = with_deployment_times(document, deployments)

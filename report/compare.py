@@ -6,7 +6,10 @@ Pure: the caller reads each run's measured requests (``report/sql/request_sample
 so the statistics can be checked on synthetic samples. A change counts as a regression only when it is
 beyond the suite's threshold in the worse direction *and* significant at the confidence level: percentiles
 and throughput get a seeded percentile-bootstrap interval of the relative change (each run's requests of the
-point resampled independently), the error rate a one-sided two-proportion z-test. numpy only.
+point resampled independently), the error rate a one-sided two-proportion z-test. Accuracy is per target,
+not per load point (a candidate's answers are judged once per distinct prompt): the majority-correct share
+of its judged prompts (accuracy.sql's ``candidate`` rows of each run), by the same two-proportion test.
+numpy only.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ def method_text(options: RegressionOptions) -> str:
         f"percentile bootstrap of the relative change ({options.resamples:,} resamples of each run's "
         f"measured requests, seed {options.seed}; throughput of a closed loop via Little's law, "
         "concurrency x successes / summed request time); error rate by a two-proportion z-test "
-        "(pooled). Significant means the two-sided interval at that level excludes no change. "
+        "(pooled); judged accuracy per target (majority-correct prompts / judged prompts, all bins) by the "
+        "same test. Significant means the two-sided interval at that level excludes no change. "
         "The confidence holds for the comparison as a whole: with m tests made, each is run at "
         "1 - (1 - confidence) / m (Bonferroni), so more load points do not mean more false alarms. "
         "Load points are matched by target name, load point (concurrency or rate) and prompt bin."
@@ -292,9 +296,8 @@ def _tests_of(base: _Point, cand: _Point, options: RegressionOptions) -> int:
         "ttft_p95": base.ttft_s.size > 0 and cand.ttft_s.size > 0,
         "transactions_per_minute": True,
         "error_rate": True,
-        "accuracy": False,
     }
-    return sum(present[metric] for metric in options.metrics)
+    return sum(present.get(metric, False) for metric in options.metrics)
 
 
 def _point_findings(
@@ -345,16 +348,96 @@ def _point_findings(
             )
         elif metric == "error_rate":
             yield _error_rate_finding(key, base, cand, thresholds.error_rate_points, confidence)
-        else:  # accuracy: the records carry no judgments yet
-            yield _skipped(
-                key,
-                metric,
-                None,
-                None,
-                "points",
-                thresholds.accuracy_points,
-                "no judged accuracy in the runs",
-            )
+        # accuracy is compared per target, not per load point: _accuracy_findings
+
+
+ACCURACY_BIN = "all"  # an accuracy finding covers every bin of its target (RegressionFinding.payload_bin)
+
+
+class _Judged(NamedTuple):
+    """One run's judged prompts of one target and how many of them the majority called correct."""
+
+    prompts: int
+    majority_correct: int
+
+
+def _judged(accuracy: pd.DataFrame | None) -> dict[str, _Judged]:
+    """Target name -> judged prompts, from accuracy.sql's ``candidate`` rows (summed over a target's
+    branches); empty for a run that was not judged."""
+    if accuracy is None or accuracy.empty:
+        return {}
+    rows = accuracy[accuracy["figure"] == "candidate"]
+    totals: dict[str, _Judged] = {}
+    for record in rows.to_dict(orient="records"):
+        name = str(record["target_name"])
+        before = totals.get(name, _Judged(0, 0))
+        prompts, correct = int(_none(record["prompts"]) or 0), int(_none(record["majority_correct"]) or 0)
+        totals[name] = _Judged(before.prompts + prompts, before.majority_correct + correct)
+    return {name: judged for name, judged in totals.items() if judged.prompts > 0}
+
+
+def _accuracy_key(target_name: str) -> PointKey:
+    return PointKey(target_name, "", None, None, ACCURACY_BIN)
+
+
+def _accuracy_finding(
+    target_name: str, base: _Judged, cand: _Judged, threshold: float, confidence: float
+) -> RegressionFinding:
+    """A drop of the majority-correct share by more than ``threshold`` points that the one-sided pooled
+    two-proportion test finds significant is a regression; a rise as large and significant, an improvement."""
+    diff, se, p_rise = two_proportion_test(
+        base.majority_correct, base.prompts, cand.majority_correct, cand.prompts
+    )
+    p_drop = 1.0 - p_rise if diff != 0 or se > 0 else 1.0
+    z = normal_quantile(1.0 - (1.0 - confidence) / 2.0)
+    alpha = (1.0 - confidence) / 2.0
+    verdict: FindingVerdict = "unchanged"
+    if -diff > threshold and p_drop < alpha:
+        verdict = "regressed"
+    elif diff > threshold and p_rise < alpha:
+        verdict = "improved"
+    return RegressionFinding(
+        target_name=target_name,
+        payload_bin=ACCURACY_BIN,
+        concurrency=None,
+        request_rate_per_s=None,
+        metric="accuracy",
+        baseline=base.majority_correct / base.prompts,
+        candidate=cand.majority_correct / cand.prompts,
+        change=diff,
+        change_unit="points",
+        interval_low=diff - z * se,
+        interval_high=diff + z * se,
+        threshold=threshold,
+        p_value=p_drop,
+        verdict=verdict,
+    )
+
+
+def _accuracy_findings(
+    targets: list[str],
+    base: dict[str, _Judged],
+    cand: dict[str, _Judged],
+    threshold: float,
+    confidence: float,
+) -> Iterator[RegressionFinding]:
+    """One finding per target measured in both runs: compared when both runs judged it, else skipped."""
+    for target in targets:
+        if target in base and target in cand:
+            yield _accuracy_finding(target, base[target], cand[target], threshold, confidence)
+            continue
+        missing = [run for run, judged in (("baseline", base), ("candidate", cand)) if target not in judged]
+        yield _skipped(
+            _accuracy_key(target),
+            "accuracy",
+            base[target].majority_correct / base[target].prompts if target in base else None,
+            cand[target].majority_correct / cand[target].prompts if target in cand else None,
+            "points",
+            threshold,
+            "no judged accuracy in the runs"
+            if len(missing) == 2
+            else f"no judged accuracy of this target in the {missing[0]}",
+        )
 
 
 def compare_runs(
@@ -362,21 +445,36 @@ def compare_runs(
     candidate: pd.DataFrame,
     options: RegressionOptions,
     baseline_run_id: str,
+    *,
+    baseline_accuracy: pd.DataFrame | None = None,
+    candidate_accuracy: pd.DataFrame | None = None,
 ) -> RegressionResult:
     """The candidate's measured requests against the baseline's (columns ``SAMPLE_COLUMNS``).
 
     Points are matched by (target name, load mode, concurrency, rate, prompt bin); a point of only one run
     is listed as unmatched. The generator is seeded once per comparison, so the same inputs give the same
-    intervals.
+    intervals. ``baseline_accuracy`` and ``candidate_accuracy`` are each run's accuracy.sql rows (None: not
+    judged); accuracy is compared per target matched in both runs' requests.
     """
     base_points, cand_points = _points(baseline), _points(candidate)
     rng = np.random.default_rng(options.seed)
     matched = sorted(base_points.keys() & cand_points.keys(), key=_sort_key)
-    tests = sum(_tests_of(base_points[key], cand_points[key], options) for key in matched)
+    targets = sorted({key.target_name for key in matched})
+    base_judged, cand_judged = _judged(baseline_accuracy), _judged(candidate_accuracy)
+    accuracy_tests = (
+        sum(t in base_judged and t in cand_judged for t in targets) if "accuracy" in options.metrics else 0
+    )
+    tests = sum(_tests_of(base_points[key], cand_points[key], options) for key in matched) + accuracy_tests
     per_test = 1.0 - (1.0 - options.confidence) / max(tests, 1)
     findings: list[RegressionFinding] = []
     for key in matched:
         findings.extend(_point_findings(key, base_points[key], cand_points[key], options, per_test, rng))
+    if "accuracy" in options.metrics:
+        findings.extend(
+            _accuracy_findings(
+                targets, base_judged, cand_judged, options.thresholds.accuracy_points, per_test
+            )
+        )
     unmatched = [
         UnmatchedPoint(
             run=run,

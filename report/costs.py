@@ -18,8 +18,9 @@ from fmbench.config import BedrockTarget
 from fmbench.estimate import SECONDS_PER_HOUR, CostEstimate, estimate_branches
 from fmbench.plan import BranchOutcome, RunPlan
 from fmbench.spec import BranchSpec
+from report.accuracy import AccuracyView
 from report.analysis import python_value
-from report.result import ActualCostPart, CostSummary
+from report.result import ActualCostPart, CostSummary, JudgingCost
 
 NOT_BILLED_BASIS: Final = "not billed by this run"
 
@@ -136,22 +137,41 @@ def actual_cost_parts(
     return parts
 
 
+def judging_cost(accuracy: AccuracyView | None) -> JudgingCost | None:
+    """The panel's cost: the sum of every judgment row's ``cost_usd`` (accuracy.sql); None when not judged."""
+    if accuracy is None:
+        return None
+    return JudgingCost(
+        usd=round(accuracy.cost_usd, 6),
+        complete=accuracy.verdicts_without_cost == 0,
+        verdicts_without_cost=accuracy.verdicts_without_cost,
+        attempts=accuracy.attempts,
+        prompt_tokens=accuracy.prompt_tokens,
+        completion_tokens=accuracy.completion_tokens,
+    )
+
+
 def cost_summary(
     plan: RunPlan,
     outcomes: Mapping[str, BranchOutcome],
     metrics: pd.DataFrame,
     lifetimes: Mapping[str, EndpointLifetime] | None = None,
+    accuracy: AccuracyView | None = None,
 ) -> CostSummary:
-    """The plan's estimate (made before the run; recomputed for a plan saved without one) and the actual."""
+    """The plan's estimate (made before the run; recomputed for a plan saved without one) and the actual,
+    the judges' cost included as its own line when the run was judged."""
     estimate: CostEstimate = plan.cost_estimate or estimate_branches(plan.branches)
     actual = actual_cost_parts(plan, outcomes, metrics, lifetimes or {})
     billed = [part for part in estimate.parts if part.billing != "none"]
+    judging = judging_cost(accuracy)
     return CostSummary(
         estimate_usd=estimate.total_usd,
         estimate_complete=estimate.complete,
         estimate_parts=estimate.parts,
-        actual_usd=round(sum(part.usd or 0.0 for part in actual), 6),
-        actual_complete=all(part.usd is not None for part in actual),
+        actual_usd=round(sum(part.usd or 0.0 for part in actual) + (judging.usd if judging else 0.0), 6),
+        actual_complete=all(part.usd is not None for part in actual)
+        and (judging is None or judging.complete),
         actual_parts=actual,
         emulated=bool(billed) and all(part.emulated for part in billed),
+        judging=judging,
     )

@@ -6,10 +6,16 @@ models and result.json is then built from the view: one module holding both woul
 
 from __future__ import annotations
 
+from report.accuracy import AccuracyView
 from report.result import (
     Artifacts,
+    BranchAccuracy,
     BranchResult,
+    JudgeCandidateShare,
+    JudgePairAgreement,
+    JudgeSummary,
     LoadPointSummary,
+    PanelAgreement,
     PlannedLoadPoint,
     PromptsResult,
     ResultDocument,
@@ -57,7 +63,73 @@ def _load_point_summary(point: LoadPointView) -> LoadPointSummary:
     )
 
 
-def _branch_result(branch: BranchView) -> BranchResult:
+def _branch_accuracy(accuracy: AccuracyView | None, branch_id: str) -> BranchAccuracy | None:
+    figures = accuracy.of_branch(branch_id) if accuracy is not None else None
+    if accuracy is None or figures is None:
+        return None
+    low, high = figures.interval if figures.interval is not None else (None, None)
+    return BranchAccuracy(
+        majority_accuracy=figures.accuracy,
+        interval_low=low,
+        interval_high=high,
+        confidence=accuracy.confidence,
+        judged_prompts=figures.prompts,
+        majority_correct=figures.majority_correct,
+        majority_incorrect=figures.majority_incorrect,
+        no_majority=figures.no_majority,
+        meets_floor=accuracy.meets_floor(branch_id) if accuracy.min_accuracy is not None else None,
+    )
+
+
+def _panel_agreement(accuracy: AccuracyView | None) -> PanelAgreement | None:
+    if accuracy is None:
+        return None
+    return PanelAgreement(
+        judged_prompts=accuracy.judged_prompts,
+        rated_prompts=accuracy.rated_prompts,
+        fleiss_kappa=accuracy.fleiss_kappa,
+        judges=[
+            JudgeSummary(
+                judge=judge.judge,
+                judge_model=judge.judge_model,
+                verdicts=judge.verdicts,
+                correct=judge.correct,
+                incorrect=judge.incorrect,
+                unparsed=judge.unparsed,
+                errors=judge.error_verdicts,
+                share_correct=judge.share_correct,
+                attempts=judge.attempts,
+                prompt_tokens=judge.prompt_tokens,
+                completion_tokens=judge.completion_tokens,
+                cost_usd=round(judge.cost_usd, 6),
+            )
+            for judge in accuracy.judges
+        ],
+        judge_candidates=[
+            JudgeCandidateShare(
+                judge=share.judge,
+                branch_id=share.branch_id or "",
+                target_name=share.target_name or "",
+                correct=share.correct,
+                incorrect=share.incorrect,
+                share_correct=share.share_correct,
+            )
+            for share in accuracy.judge_candidates
+        ],
+        pairs=[
+            JudgePairAgreement(
+                judge=pair.judge,
+                other_judge=pair.other_judge,
+                prompts=pair.prompts,
+                observed_agreement=pair.observed_agreement,
+                cohen_kappa=pair.cohen_kappa,
+            )
+            for pair in accuracy.pairs
+        ],
+    )
+
+
+def _branch_result(branch: BranchView, accuracy: AccuracyView | None = None) -> BranchResult:
     return BranchResult(
         branch_id=branch.branch_id,
         target_name=branch.target_name,
@@ -83,6 +155,7 @@ def _branch_result(branch: BranchView) -> BranchResult:
             for key in branch.not_measured
         ],
         errors_by_class=branch.errors_by_class,
+        accuracy=_branch_accuracy(accuracy, branch.branch_id),
     )
 
 
@@ -99,8 +172,9 @@ def result_document(view: ReportView, artifacts: Artifacts) -> ResultDocument:
         headline_bin=view.headline_bin,
         best=view.best,
         best_per_bin=view.best_found,
-        branches=[_branch_result(branch) for branch in view.branches],
+        branches=[_branch_result(branch, view.accuracy) for branch in view.branches],
         cost=view.cost,
         artifacts=artifacts,
         prompts=_prompts_result(view.prompts),
+        agreement=_panel_agreement(view.accuracy),
     )

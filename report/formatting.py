@@ -77,4 +77,7 @@ def load_label(concurrency: Any, rate_per_s: Any) -> str:
 def slo_text(slo: Slo | SloSummary) -> str:
     latency = f"<= {slo.p95_latency_s:g} s" if slo.p95_latency_s is not None else "no limit"
     ttft = f"<= {slo.p95_ttft_s:g} s" if slo.p95_ttft_s is not None else "no limit"
-    return f"p95 latency {latency}; p95 TTFT {ttft}; error rate <= {slo.max_error_rate * 100:g}%"
+    text = f"p95 latency {latency}; p95 TTFT {ttft}; error rate <= {slo.max_error_rate * 100:g}%"
+    if slo.min_accuracy is not None:
+        text += f"; majority-vote accuracy >= {slo.min_accuracy * 100:g}%"
+    return text

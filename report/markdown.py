@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jinja2
 
+from report.accuracy import AccuracyView, MajorityAccuracy
 from report.charts import CHARTS
 from report.formatting import (
     NOT_AVAILABLE,
@@ -43,9 +44,13 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
-def _best_rows(best: BestConfiguration) -> list[tuple[str, str]]:
-    """FMBench's vertical Information | Value table: its field names, with our units beside them."""
+def _best_rows(best: BestConfiguration, accuracy: AccuracyView | None = None) -> list[tuple[str, str]]:
+    """FMBench's vertical Information | Value table: its field names, with our units beside them (and the
+    branch's majority-vote accuracy when the run was judged)."""
     rate = [("`request_rate_per_s`", number(best.request_rate_per_s))] if best.request_rate_per_s else []
+    judged = (
+        [] if accuracy is None else [("`accuracy` (majority vote)", _accuracy_cell(accuracy, best.branch_id))]
+    )
     return [
         ("`experiment_name`", md(best.experiment_name)),
         ("`payload_file`", md(best.payload_file)),
@@ -66,16 +71,20 @@ def _best_rows(best: BestConfiguration) -> list[tuple[str, str]]:
         ("`transactions_per_minute`", number(best.transactions_per_minute)),
         ("`price_per_txn` (USD)", usd(best.price_per_txn)),
         ("`price_per_1m_output_tokens` (USD)", usd(best.price_per_1m_output_tokens)),
+        *judged,
         ("`branch_id`", f"`{best.branch_id}`"),
     ]
 
 
-def _best_per_bin_rows(best_per_bin: Mapping[str, BestConfiguration | None]) -> list[list[str]]:
+def _best_per_bin_rows(
+    best_per_bin: Mapping[str, BestConfiguration | None], accuracy: AccuracyView | None = None
+) -> list[list[str]]:
     rows = []
     for label, best in best_per_bin.items():
         if best is None:
-            rows.append([md(label), "no load point meets the SLO", *[""] * 7])
+            rows.append([md(label), "no load point meets the SLO", *[""] * (7 if accuracy is None else 8)])
             continue
+        judged = [] if accuracy is None else [_accuracy_cell(accuracy, best.branch_id)]
         rows.append(
             [
                 md(label),
@@ -87,6 +96,7 @@ def _best_per_bin_rows(best_per_bin: Mapping[str, BestConfiguration | None]) -> 
                 number(best.transactions_per_minute),
                 usd(best.price_per_txn),
                 usd(best.price_per_1m_output_tokens),
+                *judged,
             ]
         )
     return rows
@@ -182,6 +192,7 @@ def _cost_rows(cost: CostSummary) -> list[list[str]]:
         )
     estimate_total = money(cost.estimate_usd) + ("" if cost.estimate_complete else " + unknown")
     actual_total = money(cost.actual_usd) + ("" if cost.actual_complete else " + unknown")
+    rows.extend(_judging_cost_row(cost))
     rows.append(["**Total**", "", f"**{estimate_total}**", f"**{actual_total}**", ""])
     return rows
 
@@ -195,6 +206,8 @@ def _cost_text(cost: CostSummary) -> str:
     )
     if cost.emulated:
         text += " This run is emulated: the figures use the emulated instances' prices; nothing is billed."
+    if cost.judging is not None:
+        text += " Judging is the sum of the judges' recorded call costs, in the actual total; not estimated."
     return text
 
 
@@ -302,7 +315,28 @@ def _no_best_hint(view: ReportView) -> str:
             f"{bound_but_met} load point(s) of this bin met the SLO but were client-bound, so they cannot "
             f"be recommended: rerun them with a runner that keeps up. {hint}"
         )
-    return hint
+    return _below_floor_hint(view) + hint
+
+
+def _below_floor_hint(view: ReportView) -> str:
+    """When the accuracy floor is what left the headline bin without a best configuration, say so."""
+    if view.slo.min_accuracy is None:
+        return ""
+    accuracy = view.accuracy
+    held_back = [
+        point
+        for point in view.in_bin(view.headline_bin)
+        if point.meets_slo
+        and not point.client_bound
+        and (accuracy is None or not accuracy.meets_floor(point.branch_id))
+    ]
+    if not held_back:
+        return ""
+    why = "the run was not judged" if accuracy is None else "their branch is below it or was not judged"
+    return (
+        f"{len(held_back)} load point(s) of this bin met the latency and error limits but not the accuracy "
+        f"floor of {view.slo.min_accuracy * 100:g}% ({why}). "
+    )
 
 
 def _status_text(view: ReportView) -> str:
@@ -327,6 +361,203 @@ def _load_point_table(branch: BranchView, bins: tuple[str, ...]) -> dict[str, ob
     }
 
 
+# ------------------------------------------------------------------------------------------ accuracy
+
+# A bin or candidate judged on fewer prompts than this gets a note: its interval is wide.
+FEW_JUDGED_PROMPTS = 30
+
+
+def _accuracy_cell(accuracy: AccuracyView, branch_id: str) -> str:
+    """A branch's majority accuracy for the best-configuration tables ('not judged' without judgments)."""
+    figures = accuracy.of_branch(branch_id)
+    return percent(figures.accuracy) if figures is not None else "not judged"
+
+
+def _interval_text(figures: MajorityAccuracy) -> str:
+    if figures.interval is None:
+        return NOT_AVAILABLE
+    low, high = figures.interval
+    return f"{low * 100:.1f}% to {high * 100:.1f}%"
+
+
+def _kappa(value: float | None) -> str:
+    return NOT_AVAILABLE if value is None else f"{value:.3f}"
+
+
+def _majority_rows(accuracy: AccuracyView) -> list[list[str]]:
+    rows = []
+    for c in accuracy.candidates:
+        floor = (
+            []
+            if accuracy.min_accuracy is None
+            else ["yes" if accuracy.meets_floor(c.branch_id) else "**no**"]
+        )
+        rows.append(
+            [
+                md(c.target_name),
+                f"`{c.branch_id}`",
+                str(c.prompts),
+                str(c.majority_correct),
+                str(c.majority_incorrect),
+                str(c.no_majority),
+                percent(c.accuracy),
+                _interval_text(c),
+                *floor,
+            ]
+        )
+    return rows
+
+
+def _bin_rows(accuracy: AccuracyView, bins: tuple[str, ...]) -> list[list[str]]:
+    def order(c: MajorityAccuracy) -> tuple[str, str, int]:
+        label = c.payload_bin or ""
+        return c.target_name, c.branch_id, bins.index(label) if label in bins else len(bins)
+
+    return [
+        [
+            md(c.target_name),
+            md(c.payload_bin),
+            str(c.prompts),
+            str(c.majority_correct),
+            str(c.no_majority),
+            percent(c.accuracy),
+            _interval_text(c),
+        ]
+        for c in sorted(accuracy.per_bin, key=order)
+    ]
+
+
+def _judge_rows(accuracy: AccuracyView) -> list[list[str]]:
+    rows = [
+        [
+            md(j.judge),
+            md(j.judge_model),
+            str(j.verdicts),
+            str(j.correct),
+            str(j.incorrect),
+            str(j.unparsed),
+            str(j.error_verdicts),
+            percent(j.share_correct),
+            str(j.attempts),
+            str(j.prompt_tokens),
+            str(j.completion_tokens),
+            usd(j.cost_usd) + (" + unknown" if j.verdicts_without_cost else ""),
+        ]
+        for j in accuracy.judges
+    ]
+    cost = usd(accuracy.cost_usd) + (" + unknown" if accuracy.verdicts_without_cost else "")
+    rows.append(
+        [
+            "**Panel**",
+            "",
+            str(accuracy.verdicts),
+            str(sum(j.correct for j in accuracy.judges)),
+            str(sum(j.incorrect for j in accuracy.judges)),
+            str(accuracy.unparsed),
+            str(accuracy.error_verdicts),
+            "",
+            str(accuracy.attempts),
+            str(accuracy.prompt_tokens),
+            str(accuracy.completion_tokens),
+            f"**{cost}**",
+        ]
+    )
+    return rows
+
+
+def _judge_candidate_table(accuracy: AccuracyView) -> dict[str, list[str] | list[list[str]]]:
+    """Share correct of each judge's votes (rows) on each candidate (columns): a judge's bias shows here."""
+    candidates = [(c.branch_id, c.target_name) for c in accuracy.candidates]
+    shares = {(s.judge, s.branch_id): s for s in accuracy.judge_candidates}
+    rows = []
+    for judge in accuracy.judges:
+        cells = []
+        for branch_id, _ in candidates:
+            share = shares.get((judge.judge, branch_id))
+            votes = share.correct + share.incorrect if share is not None else 0
+            cells.append(f"{percent(share.share_correct)} of {votes}" if share is not None and votes else "")
+        rows.append([md(judge.judge), *cells])
+    return {"columns": [md(name) for _, name in candidates], "rows": rows}
+
+
+def _pair_rows(accuracy: AccuracyView) -> list[list[str]]:
+    return [
+        [md(p.judge), md(p.other_judge), str(p.prompts), percent(p.observed_agreement), _kappa(p.cohen_kappa)]
+        for p in accuracy.pairs
+    ]
+
+
+def _accuracy_notes(accuracy: AccuracyView) -> list[str]:
+    """What could make these figures mislead, for this run (docs/metrics.md, "Accuracy")."""
+    notes = []
+    ties = sum(c.no_majority for c in accuracy.candidates)
+    if ties:
+        notes.append(
+            f"{ties} judged prompt(s) had no majority (the votes tied, or every judge's verdict was unparsed "
+            "or an error): they count against the accuracy, never as correct or incorrect."
+        )
+    few = [c for c in accuracy.per_bin if c.prompts < FEW_JUDGED_PROMPTS]
+    if few:
+        notes.append(
+            f"{len(few)} candidate x bin figure(s) rest on fewer than {FEW_JUDGED_PROMPTS} judged prompts: "
+            "their intervals are wide, and a difference between them may be chance."
+        )
+    if len(accuracy.judges) % 2 == 0:
+        notes.append(
+            f"The panel has an even number of judges ({len(accuracy.judges)}): a prompt's votes can tie."
+        )
+    if accuracy.fleiss_kappa is not None and accuracy.fleiss_kappa < 0.4:
+        notes.append(
+            f"The judges agree little beyond chance (Fleiss' kappa {accuracy.fleiss_kappa:.2f}, below 0.4): "
+            "the majority verdicts are noisy, and the accuracy depends on who sits on the panel."
+        )
+    return notes
+
+
+def _accuracy_context(view: ReportView) -> dict[str, object] | None:
+    accuracy = view.accuracy
+    if accuracy is None:
+        return None
+    floor = (
+        f" The SLO's accuracy floor is {accuracy.min_accuracy * 100:g}%: a branch below it is never the best "
+        "configuration."
+        if accuracy.min_accuracy is not None
+        else ""
+    )
+    return {
+        "intro": (
+            f"{len(accuracy.judges)} judge(s) gave {accuracy.verdicts} verdicts on {accuracy.judged_prompts} "
+            "answers (one per candidate and distinct prompt). Only 'correct' and 'incorrect' are votes; the "
+            "majority of a prompt's votes decides it. Accuracy = majority-correct prompts / judged prompts, "
+            f"with its {accuracy.confidence:.0%} Wilson interval.{floor}"
+        ),
+        "floor_column": accuracy.min_accuracy is not None,
+        "majority_rows": _majority_rows(accuracy),
+        "bin_rows": _bin_rows(accuracy, view.bins),
+        "judge_rows": _judge_rows(accuracy),
+        "fleiss_text": (
+            f"Fleiss' kappa over the panel: **{_kappa(accuracy.fleiss_kappa)}**, over the "
+            f"{accuracy.rated_prompts} answers with at least two votes (1 = full agreement, 0 = what chance "
+            "gives, below 0 = less than chance)."
+        ),
+        "pair_rows": _pair_rows(accuracy),
+        "judge_candidates": _judge_candidate_table(accuracy),
+        "notes": [md(note) for note in _accuracy_notes(accuracy)],
+    }
+
+
+def _judging_cost_row(cost: CostSummary) -> list[list[str]]:
+    judging = cost.judging
+    if judging is None:
+        return []
+    spent = money(judging.usd) + ("" if judging.complete else " + unknown")
+    basis = (
+        f"sum of the judges' call costs ({judging.attempts} calls, {judging.prompt_tokens} prompt and "
+        f"{judging.completion_tokens} completion tokens)"
+    )
+    return [["Judging (panel of LLM judges)", "", NOT_AVAILABLE, spent, basis]]
+
+
 def render_markdown(view: ReportView, chart_files: Mapping[str, str]) -> str:
     """report.md. ``chart_files`` maps chart name -> the image reference to write (a relative file name)."""
     incomplete = any(not point.completed for branch in view.branches for point in branch.measured.values())
@@ -348,9 +579,10 @@ def render_markdown(view: ReportView, chart_files: Mapping[str, str]) -> str:
         "status_text": _status_text(view),
         "slo_text": slo_text(view.slo),
         "headline_bin": view.headline_bin,
-        "best_rows": _best_rows(view.best) if view.best is not None else [],
+        "best_rows": _best_rows(view.best, view.accuracy) if view.best is not None else [],
         "no_best_hint": _no_best_hint(view),
-        "best_per_bin_rows": _best_per_bin_rows(view.best_per_bin),
+        "best_per_bin_rows": _best_per_bin_rows(view.best_per_bin, view.accuracy),
+        "accuracy": _accuracy_context(view),
         "selection_rule": view.selection_rule,
         "branch_rows": _branch_rows(view.branches),
         "not_measured_lines": _not_measured_lines(view.branches),

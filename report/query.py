@@ -88,6 +88,41 @@ REQUEST_SAMPLE_COLUMNS: tuple[str, ...] = (
     "send_epoch_s",
     "end_epoch_s",
 )
+# Columns of accuracy.sql: one row per figure set (``figure``), docs/metrics.md "Accuracy".
+ACCURACY_COLUMNS: tuple[str, ...] = (
+    "figure",
+    "branch_id",
+    "target_name",
+    "payload_bin",
+    "judge",
+    "other_judge",
+    "judge_model",
+    "prompts",
+    "majority_correct",
+    "majority_incorrect",
+    "no_majority",
+    "accuracy",
+    "verdicts",
+    "correct",
+    "incorrect",
+    "unparsed",
+    "error_verdicts",
+    "share_correct",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "verdicts_without_cost",
+    "both_correct",
+    "first_only_correct",
+    "second_only_correct",
+    "both_incorrect",
+    "rated_items",
+    "agreement_sum",
+)
+# The table of judgment rows (fmbench/judgments.py) the accuracy query reads: a DuckDB view locally, the
+# Glue table over evaluations/ in the cloud.
+JUDGMENTS_TABLE = "judgments"
 SORT_COLUMNS = ["target_name", "payload_bin", "concurrency", "request_rate_per_s", "branch_id"]
 
 _SQL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -183,6 +218,42 @@ def request_samples(storage_root: str, run_id: str) -> pd.DataFrame:
     return _typed(_query_records(storage_root, run_id, "request_samples"), REQUEST_SAMPLE_COLUMNS)
 
 
+def run_judgments_glob(storage_root: str, run_id: str) -> str:
+    """Where the run's judgment parts are: one folder per judged branch under the run's Hive partition."""
+    root = Path(storage_root).resolve()
+    return str(Path(layout.run_folder(str(root), layout.EVALUATIONS, run_id)) / "*" / "*.parquet")
+
+
+def has_judgments(storage_root: str, run_id: str) -> bool:
+    """Whether a local run has any Parquet part of judgments (its accuracy was judged)."""
+    if "://" in storage_root:
+        return False
+    run_folder = Path(layout.run_folder(str(Path(storage_root).resolve()), layout.EVALUATIONS, run_id))
+    return any(run_folder.glob("*/*.parquet"))
+
+
+def accuracy_figures(storage_root: str, run_id: str) -> pd.DataFrame | None:
+    """The run's accuracy counts (columns ``ACCURACY_COLUMNS``, accuracy.sql on DuckDB), from a local root;
+    None when the run has no judgments (it was not judged), so that its report has no accuracy section."""
+    if not has_judgments(storage_root, run_id):
+        return None
+    glob = exp.Literal.string(run_judgments_glob(storage_root, run_id)).sql(dialect="duckdb")
+    with duckdb.connect(":memory:") as connection:
+        connection.execute(
+            f"CREATE VIEW {JUDGMENTS_TABLE} AS SELECT * FROM read_parquet("
+            f"{glob}, hive_partitioning = true, union_by_name = true, "
+            "hive_types = {'run_id': VARCHAR, 'branch_id': VARCHAR})"
+        )
+        frame = connection.execute(to_duckdb(load_sql("accuracy"), run_id=run_id)).df()
+    return sort_accuracy(typed_frame(frame, ACCURACY_COLUMNS))
+
+
+def sort_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
+    """accuracy.sql's rows in one order whatever the engine: by figure set, candidate, bin, judge."""
+    keys = ["figure", "target_name", "branch_id", "payload_bin", "judge", "other_judge"]
+    return frame.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
+
+
 def has_records(storage_root: str, run_id: str) -> bool:
     """Whether a local run has any Parquet part of records under the root."""
     return _has_records(storage_root, run_id)
@@ -190,7 +261,30 @@ def has_records(storage_root: str, run_id: str) -> bool:
 
 _STRING_COLUMNS = frozenset(
     {"run_id", "branch_id", "target_name", "platform", "model", "container", "instance_type", "load_mode"}
-    | {"payload_bin"}
+    | {"payload_bin", "figure", "judge", "other_judge", "judge_model"}
+)
+# Counts of accuracy.sql that are NULL outside their figure set.
+_NULLABLE_COUNT_COLUMNS = frozenset(
+    {
+        "prompts",
+        "majority_correct",
+        "majority_incorrect",
+        "no_majority",
+        "verdicts",
+        "correct",
+        "incorrect",
+        "unparsed",
+        "error_verdicts",
+        "attempts",
+        "prompt_tokens",
+        "completion_tokens",
+        "verdicts_without_cost",
+        "both_correct",
+        "first_only_correct",
+        "second_only_correct",
+        "both_incorrect",
+        "rated_items",
+    }
 )
 _COUNT_COLUMNS = frozenset(
     {
@@ -210,7 +304,7 @@ def _dtype(column: str) -> str:
     """One dtype per column whatever the data, so summary.parquet has the same schema in every run."""
     if column in _COUNT_COLUMNS:
         return "int64"
-    if column in _NULLABLE_INT_COLUMNS:
+    if column in _NULLABLE_INT_COLUMNS or column in _NULLABLE_COUNT_COLUMNS:
         return "Int64"
     if column in _STRING_COLUMNS:
         return "str"
@@ -230,8 +324,9 @@ def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------- Athena
 
 
-def athena_query(query_name: str, run_id: str, branch_ids: list[str]) -> str:
-    """``report/sql/<query_name>.sql`` for Athena: the run id bound, the records restricted to ``branch_ids``.
+def athena_query(query_name: str, run_id: str, branch_ids: list[str], table: str = "records") -> str:
+    """``report/sql/<query_name>.sql`` for Athena: the run id bound, ``table`` (the records, or the judgments)
+    restricted to ``branch_ids``.
 
     The Glue table projects its ``run_id`` and ``branch_id`` partitions from injected values, so Athena runs
     a query on it only when both are given as literals. The ``branch_id IN (...)`` condition is added to the
@@ -239,17 +334,17 @@ def athena_query(query_name: str, run_id: str, branch_ids: list[str]) -> str:
     literals, never formatted into the text), and the result is written in the Trino dialect.
     """
     if not branch_ids:
-        raise QueryError("an Athena query on the records table needs at least one branch id")
+        raise QueryError(f"an Athena query on the {table} table needs at least one branch id")
     tree = sqlglot.parse_one(bind_parameters(load_sql(query_name), "trino", run_id=run_id), read="trino")
-    tables = [table for table in tree.find_all(exp.Table) if table.name == "records" and not table.db]
+    tables = [found for found in tree.find_all(exp.Table) if found.name == table and not found.db]
     if not tables:
-        raise QueryError(f"{query_name}.sql does not read the records table")
-    for table in tables:
-        select = table.find_ancestor(exp.Select)
+        raise QueryError(f"{query_name}.sql does not read the {table} table")
+    for found in tables:
+        select = found.find_ancestor(exp.Select)
         if select is None:
-            raise QueryError(f"{query_name}.sql reads the records table outside a SELECT")
+            raise QueryError(f"{query_name}.sql reads the {table} table outside a SELECT")
         condition = exp.In(
-            this=exp.column("branch_id", table=table.alias_or_name),
+            this=exp.column("branch_id", table=found.alias_or_name),
             expressions=[exp.Literal.string(branch_id) for branch_id in branch_ids],
         )
         select.where(condition, append=True, copy=False)
@@ -264,6 +359,11 @@ def athena_metrics_query(run_id: str, branch_ids: list[str]) -> str:
 def athena_ttft_samples_query(run_id: str, branch_ids: list[str]) -> str:
     """The TTFT samples query (ttft_samples.sql) of one run's branches, for the TTFT chart."""
     return athena_query("ttft_samples", run_id, branch_ids)
+
+
+def athena_accuracy_query(run_id: str, branch_ids: list[str]) -> str:
+    """The accuracy query (accuracy.sql) of one run's branches, on the Glue table of judgments."""
+    return athena_query("accuracy", run_id, branch_ids, table=JUDGMENTS_TABLE)
 
 
 def typed_frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from fmbench.plan import RunPlan
 from report.compare import compare_runs, no_baseline
 from report.history import latest_successful_run
 from report.html import render_html
-from report.query import has_records, request_samples
+from report.query import accuracy_figures, has_records, request_samples
 from report.result import RegressionFinding, RegressionResult
 
 COMPARISON_MD = "comparison.md"
@@ -49,7 +49,7 @@ def _load(finding: RegressionFinding) -> str:
 def _figure(value: float | None, metric: str) -> str:
     if value is None:
         return "-"
-    if metric == "error_rate":
+    if metric in ("error_rate", "accuracy"):
         return f"{value:.2%}"
     if metric == "transactions_per_minute":
         return f"{value:.1f}"
@@ -294,11 +294,18 @@ def saved_regression_options(root: str, run_id: str) -> RegressionOptions | None
 def compare_saved_runs(
     baseline: tuple[str, str], candidate: tuple[str, str], options: RegressionOptions
 ) -> RegressionResult:
-    """Both runs' measured requests read with request_samples.sql (DuckDB), then compared."""
+    """Both runs' measured requests read with request_samples.sql, and their judgments (when judged) with
+    accuracy.sql (DuckDB), then compared."""
     base_root, base_run = baseline
     cand_root, cand_run = candidate
+    judged = "accuracy" in options.metrics
     return compare_runs(
-        request_samples(base_root, base_run), request_samples(cand_root, cand_run), options, base_run
+        request_samples(base_root, base_run),
+        request_samples(cand_root, cand_run),
+        options,
+        base_run,
+        baseline_accuracy=accuracy_figures(base_root, base_run) if judged else None,
+        candidate_accuracy=accuracy_figures(cand_root, cand_run) if judged else None,
     )
 
 

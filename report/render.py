@@ -16,7 +16,7 @@ from report.costs import EndpointLifetime
 from report.document import result_document
 from report.html import ReportError, render_html
 from report.markdown import render_markdown
-from report.query import compute_metrics, ttft_samples
+from report.query import accuracy_figures, compute_metrics, ttft_samples
 from report.result import Artifacts, ResultDocument, write_result
 from report.view import NO_OUTCOME_REASON, build_view
 
@@ -58,19 +58,26 @@ def build_report(
     publish_uri: str | None = None,
     generated_at: datetime | None = None,
     endpoint_lifetimes: Mapping[str, EndpointLifetime] | None = None,
+    accuracy: pd.DataFrame | None = None,
 ) -> ResultDocument:
     """Everything after the query: the same for DuckDB locally and Athena in the cloud.
 
     ``metrics`` has the columns of ``report.query.METRIC_COLUMNS``, ``samples`` those of
     ``TTFT_SAMPLE_COLUMNS``. ``publish_uri`` is where ``report_dir``'s files will be published (e.g. the
     run's s3:// reports prefix); artifact locations in result.json use it, else the local paths.
-    ``endpoint_lifetimes`` (deployed branches: creation and deletion) make the actual cost.
+    ``endpoint_lifetimes`` (deployed branches: creation and deletion) make the actual cost. ``accuracy``
+    (columns ``ACCURACY_COLUMNS``; None for a run never judged) adds the judges' accuracy.
     The view is built once; every file below is drawn or written from it.
     """
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     view = build_view(
-        plan, outcomes, metrics, generated_at=generated_at, endpoint_lifetimes=endpoint_lifetimes
+        plan,
+        outcomes,
+        metrics,
+        generated_at=generated_at,
+        endpoint_lifetimes=endpoint_lifetimes,
+        accuracy=accuracy,
     )
 
     metrics.to_parquet(out / SUMMARY_PARQUET, index=False)
@@ -104,7 +111,8 @@ def generate_report(
     publish_uri: str | None = None,
     generated_at: datetime | None = None,
 ) -> ResultDocument:
-    """The local report of a run: DuckDB over the records under ``storage_root`` (a local folder)."""
+    """The local report of a run: DuckDB over the records (and judgments, when the run was judged) under
+    ``storage_root`` (a local folder)."""
     metrics = compute_metrics(storage_root, plan.run_id)
     samples = ttft_samples(storage_root, plan.run_id)
     return build_report(
@@ -116,4 +124,5 @@ def generate_report(
         records_location=run_records_prefix(storage_root, plan.run_id),
         publish_uri=publish_uri,
         generated_at=generated_at,
+        accuracy=accuracy_figures(storage_root, plan.run_id),
     )

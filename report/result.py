@@ -75,6 +75,12 @@ class SloSummary(_ResultModel):
     )
     p95_ttft_s: float | None = Field(description="Maximum p95 time to first token, seconds; null: no limit.")
     max_error_rate: float = Field(ge=0, le=1, description="Maximum error rate (0..1).")
+    min_accuracy: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Accuracy floor: lowest majority-vote accuracy of a branch (0..1); null: no floor.",
+    )
 
 
 class LoadPointSummary(_ResultModel):
@@ -123,6 +129,73 @@ class PlannedLoadPoint(_ResultModel):
     payload_bin: str
 
 
+class BranchAccuracy(_ResultModel):
+    """A judged branch's majority-vote accuracy (docs/metrics.md, "Accuracy")."""
+
+    majority_accuracy: float | None = Field(
+        ge=0, le=1, description="Majority-correct prompts / judged prompts (0..1); null without a prompt."
+    )
+    interval_low: float | None = Field(description="Lower end of the Wilson interval at `confidence`.")
+    interval_high: float | None = Field(description="Upper end of the Wilson interval at `confidence`.")
+    confidence: float = Field(gt=0, lt=1, description="Confidence level of the interval.")
+    judged_prompts: int = Field(ge=0, description="Distinct prompts of the branch with any verdict.")
+    majority_correct: int = Field(ge=0)
+    majority_incorrect: int = Field(ge=0)
+    no_majority: int = Field(
+        ge=0, description="Prompts whose votes tied or that got no vote: counted against the accuracy."
+    )
+    meets_floor: bool | None = Field(
+        description="The accuracy reaches the SLO's min_accuracy; null when the SLO sets no floor."
+    )
+
+
+class JudgeSummary(_ResultModel):
+    """One judge of the panel over every branch: its verdicts and what they cost."""
+
+    judge: str
+    judge_model: str | None
+    verdicts: int = Field(ge=0, description="Prompts it gave a verdict on (its latest row per prompt).")
+    correct: int = Field(ge=0)
+    incorrect: int = Field(ge=0)
+    unparsed: int = Field(ge=0, description="Answers that did not read as a verdict: not a vote.")
+    errors: int = Field(ge=0, description="Calls that got no answer: not a vote.")
+    share_correct: float | None = Field(description="correct / (correct + incorrect): of its votes only.")
+    attempts: int = Field(ge=0, description="Calls made, re-asks included.")
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    cost_usd: float = Field(ge=0, description="Sum of its calls' known costs, USD.")
+
+
+class JudgeCandidateShare(_ResultModel):
+    """One judge's votes on one candidate: where a judge favours or disfavours a candidate, it shows here."""
+
+    judge: str
+    branch_id: str
+    target_name: str
+    correct: int = Field(ge=0)
+    incorrect: int = Field(ge=0)
+    share_correct: float | None = Field(description="correct / (correct + incorrect); null without a vote.")
+
+
+class JudgePairAgreement(_ResultModel):
+    judge: str
+    other_judge: str
+    prompts: int = Field(ge=0, description="Prompts both judges voted on.")
+    observed_agreement: float | None = Field(description="Share of those prompts with the same vote.")
+    cohen_kappa: float | None = Field(description="Cohen's kappa; null when undefined (no prompt, one vote).")
+
+
+class PanelAgreement(_ResultModel):
+    """The judging panel: each judge, and how far the judges agree beyond chance."""
+
+    judged_prompts: int = Field(ge=0, description="Distinct (branch, prompt) answers with any verdict.")
+    rated_prompts: int = Field(ge=0, description="Answers with at least two votes: Fleiss' kappa's items.")
+    fleiss_kappa: float | None = Field(description="Fleiss' kappa over the panel; null when undefined.")
+    judges: list[JudgeSummary]
+    judge_candidates: list[JudgeCandidateShare] = Field(default_factory=list)
+    pairs: list[JudgePairAgreement]
+
+
 class BranchResult(_ResultModel):
     branch_id: str
     target_name: str
@@ -154,6 +227,9 @@ class BranchResult(_ResultModel):
         description="Seconds from endpoint creation to InService, for endpoints the workflow deployed; "
         "null otherwise (existing endpoints, Bedrock, local runs).",
     )
+    accuracy: BranchAccuracy | None = Field(
+        default=None, description="Majority-vote accuracy judged by the panel; null when not judged."
+    )
 
 
 class ActualCostPart(_ResultModel):
@@ -169,6 +245,17 @@ class ActualCostPart(_ResultModel):
     basis: str = Field(description="How the figure was counted, in words.")
 
 
+class JudgingCost(_ResultModel):
+    """What the panel of judges cost: the sum of the judgment rows' costs."""
+
+    usd: float = Field(ge=0, description="Sum of the known costs of every judge's calls, USD.")
+    complete: bool = Field(description="Every judgment row had a cost.")
+    verdicts_without_cost: int = Field(ge=0)
+    attempts: int = Field(ge=0, description="Calls made to the judges, re-asks included.")
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+
+
 class CostSummary(_ResultModel):
     """The estimate made before the run (an upper bound) beside what the run cost."""
 
@@ -179,6 +266,9 @@ class CostSummary(_ResultModel):
     actual_complete: bool = Field(description="Every part of the actual cost is known.")
     actual_parts: list[ActualCostPart]
     emulated: bool = Field(description="Every billed part is emulated: a local run that cost nothing.")
+    judging: JudgingCost | None = Field(
+        default=None, description="The judges' cost, included in actual_usd; null when not judged."
+    )
 
 
 class Artifacts(_ResultModel):
@@ -296,6 +386,9 @@ class ResultDocument(_ResultModel):
     )
     prompts: PromptsResult | None = Field(
         default=None, description="The dataset sent, prompt reuse and where token counts came from."
+    )
+    agreement: PanelAgreement | None = Field(
+        default=None, description="The judging panel and its agreement; null when the run was not judged."
     )
 
     @field_validator("generated_at")

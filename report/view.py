@@ -19,13 +19,14 @@ import pandas as pd
 from fmbench.endpoints.base import ERROR_CLASSES
 from fmbench.plan import BranchOutcome, RunPlan
 from fmbench.spec import BranchSpec
+from report.accuracy import AccuracyView, accuracy_view
 from report.analysis import (
-    SELECTION_RULE,
     headline_bin_label,
     is_client_bound,
     meets_slo,
     python_value,
     select_best,
+    selection_rule,
 )
 from report.costs import EndpointLifetime, cost_summary
 from report.result import BestConfiguration, BranchStatus, CostSummary, SloSummary, overall_status
@@ -231,6 +232,7 @@ class ReportView:
     cost_per_transactions: int
     client_check: ClientCheckView
     prompts: PromptsView | None = None
+    accuracy: AccuracyView | None = None  # None: the run was not judged
 
     @property
     def best_found(self) -> list[BestConfiguration]:
@@ -368,13 +370,22 @@ def build_view(
     *,
     generated_at: datetime | None = None,
     endpoint_lifetimes: Mapping[str, EndpointLifetime] | None = None,
+    accuracy: pd.DataFrame | None = None,
 ) -> ReportView:
     """The one view of a run: the SQL summary (columns ``report.query.METRIC_COLUMNS``, any row order),
-    the plan and the branches' outcomes."""
+    the plan and the branches' outcomes; ``accuracy`` (columns ``report.query.ACCURACY_COLUMNS``, None for
+    a run never judged) adds the panel's accuracy and puts the suite's accuracy floor into the selection."""
     suite = plan.suite
     bins = tuple(b.label for b in suite.workload.bins)
     headline = headline_bin_label(suite)
-    selection = select_best(metrics, suite.slo, bins=bins, headline_bin=headline)
+    judged = accuracy_view(accuracy, suite.slo.min_accuracy)
+    selection = select_best(
+        metrics,
+        suite.slo,
+        bins=bins,
+        headline_bin=headline,
+        accuracy=judged.accuracy_by_branch() if judged is not None else None,
+    )
     by_id = {outcome.branch_id: outcome for outcome in outcomes}
     all_points = _load_points(metrics, plan, bins)
     branches = []
@@ -393,14 +404,14 @@ def build_view(
         generated_at=(generated_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0),
         status=overall_status([b.status for b in branches]),
         slo=SloSummary(**suite.slo.model_dump()),
-        selection_rule=SELECTION_RULE,
+        selection_rule=selection_rule(suite.slo),
         bins=bins,
         headline_bin=headline,
         best=selection.best,
         best_per_bin=MappingProxyType(dict(selection.best_per_bin)),
         branches=tuple(branches),
         load_points=tuple(placed.get((point.branch_id, point.key), point) for point in all_points),
-        cost=cost_summary(plan, by_id, metrics, endpoint_lifetimes),
+        cost=cost_summary(plan, by_id, metrics, endpoint_lifetimes, judged),
         cost_per_transactions=suite.report.cost_per_transactions,
         client_check=ClientCheckView(
             max_schedule_lag_p99_s=check.max_schedule_lag_p99_s,
@@ -409,4 +420,5 @@ def build_view(
             open_loop_max_in_flight=load.max_in_flight if load.rates_per_s else None,
         ),
         prompts=_prompts_view(plan, metrics),
+        accuracy=judged,
     )
