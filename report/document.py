@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from report.result import (
     Artifacts,
+    BranchCapacity,
     BranchResult,
     LoadPointSummary,
     PlannedLoadPoint,
@@ -57,7 +58,7 @@ def _load_point_summary(point: LoadPointView) -> LoadPointSummary:
     )
 
 
-def _branch_result(branch: BranchView) -> BranchResult:
+def _branch_result(branch: BranchView, capacity: BranchCapacity | None = None) -> BranchResult:
     return BranchResult(
         branch_id=branch.branch_id,
         target_name=branch.target_name,
@@ -83,11 +84,13 @@ def _branch_result(branch: BranchView) -> BranchResult:
             for key in branch.not_measured
         ],
         errors_by_class=branch.errors_by_class,
+        capacity=capacity,
     )
 
 
 def result_document(view: ReportView, artifacts: Artifacts) -> ResultDocument:
     """result.json of the view: the same figures the Markdown shows, for machines."""
+    capacity = {each.branch_id: each for each in view.capacity}
     return ResultDocument(
         run_id=view.run_id,
         suite_name=view.suite_name,
@@ -99,8 +102,9 @@ def result_document(view: ReportView, artifacts: Artifacts) -> ResultDocument:
         headline_bin=view.headline_bin,
         best=view.best,
         best_per_bin=view.best_found,
-        branches=[_branch_result(branch) for branch in view.branches],
+        branches=[_branch_result(branch, capacity.get(branch.branch_id)) for branch in view.branches],
         cost=view.cost,
         artifacts=artifacts,
         prompts=_prompts_result(view.prompts),
+        capacity_plan=view.capacity_plan,
     )

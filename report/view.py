@@ -27,8 +27,17 @@ from report.analysis import (
     python_value,
     select_best,
 )
+from report.capacity import branch_capacity, capacity_plan
 from report.costs import EndpointLifetime, cost_summary
-from report.result import BestConfiguration, BranchStatus, CostSummary, SloSummary, overall_status
+from report.result import (
+    BestConfiguration,
+    BranchCapacity,
+    BranchStatus,
+    CapacityPlanResult,
+    CostSummary,
+    SloSummary,
+    overall_status,
+)
 
 NO_OUTCOME_REASON = "no outcome was reported for this branch"
 
@@ -231,6 +240,8 @@ class ReportView:
     cost_per_transactions: int
     client_check: ClientCheckView
     prompts: PromptsView | None = None
+    capacity: tuple[BranchCapacity, ...] = ()  # per branch in plan order (report/capacity.py)
+    capacity_plan: CapacityPlanResult | None = None
 
     @property
     def best_found(self) -> list[BestConfiguration]:
@@ -409,4 +420,6 @@ def build_view(
             open_loop_max_in_flight=load.max_in_flight if load.rates_per_s else None,
         ),
         prompts=_prompts_view(plan, metrics),
+        capacity=tuple(branch_capacity(spec, metrics, suite.slo, headline) for spec in plan.branches),
+        capacity_plan=capacity_plan(plan, metrics, headline),
     )

@@ -8,6 +8,7 @@ loop up to about B / S requests per second. B comes from the emulator's /health,
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,21 +19,30 @@ import pyarrow.dataset as ds
 from fmbench.emulator.profiles import get_profile
 from fmbench.emulator.server import running_emulator
 from fmbench.emulator.settings import EmulatorSettings
-from fmbench.plan import plan_suite
+from fmbench.plan import RunPlan, plan_suite
 from fmbench.runner import run_branch
-from fmbench.search import replay
-from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
-from report.analysis import is_client_bound, meets_slo
+from report.document import result_document
+from report.markdown import render_markdown
 from report.query import compute_metrics
+from report.result import Artifacts, SearchResult
+from report.view import ReportView, build_view
 
 PROFILE = "flat-batch-8"
 TOKENS = 9  # the first token at admission, then 8 decode steps
 SERVICE_S = (TOKENS - 1) * get_profile(PROFILE).decode_base_ms / 1000  # 0.2 s
 SLO_S = 1.5 * SERVICE_S
+ARTIFACTS = Artifacts(
+    report_md="report.md",
+    report_html="report.html",
+    summary_parquet="summary.parquet",
+    result_json="result.json",
+    charts={},
+    records_prefix="records/",
+)
 
 
-def branch(tmp_path: Path, load: dict[str, Any]) -> BranchSpec:
+def run_plan(tmp_path: Path, load: dict[str, Any]) -> RunPlan:
     data = {
         "name": "capacity-test",
         "targets": [{"name": "emu", "platform": "emulator", "emulator": {"profile": PROFILE}}],
@@ -44,10 +54,9 @@ def branch(tmp_path: Path, load: dict[str, Any]) -> BranchSpec:
         },
         "load": load,
         "slo": {"p95_latency_s": SLO_S},
+        "capacity": {"target_requests_per_minute": [600, 6000]},
     }
-    plan = plan_suite(validate_suite_data(data), storage_root=str(tmp_path), run_id="search")
-    (spec,) = plan.branches
-    return spec
+    return plan_suite(validate_suite_data(data), storage_root=str(tmp_path), run_id="search")
 
 
 async def max_batch(url: str) -> int:
@@ -55,13 +64,16 @@ async def max_batch(url: str) -> int:
         return int((await response.json())["max_batch"])
 
 
-async def search_records(tmp_path: Path, spec: BranchSpec) -> tuple[int, list[dict[str, Any]]]:
+async def search_records(tmp_path: Path, plan: RunPlan) -> tuple[int, list[dict[str, Any]], ReportView]:
+    """Runs the branch; returns the emulator's batch limit, the records and the report's view of the run."""
+    (spec,) = plan.branches
     async with running_emulator(EmulatorSettings(profile=PROFILE)) as url:
         batch = await max_batch(url)
         outcome = await run_branch(spec, endpoint_url=url)
     assert (outcome.status, outcome.reason) == ("succeeded", None)
     dataset = ds.dataset(tmp_path / "records", format="parquet", partitioning="hive")
-    return batch, dataset.to_table().to_pylist()
+    view = build_view(plan, [outcome], compute_metrics(str(tmp_path), "search"))
+    return batch, dataset.to_table().to_pylist(), view
 
 
 def tried_in_order(rows: list[dict[str, Any]], column: str) -> list[float]:
@@ -70,19 +82,14 @@ def tried_in_order(rows: list[dict[str, Any]], column: str) -> list[float]:
     return [steps[step] for step in sorted(steps)]
 
 
-def report_replay(tmp_path: Path, spec: BranchSpec, column: str) -> list[float]:
-    """The search as the report replays it from the SQL summary: the same levels in the same order."""
-    metrics = compute_metrics(str(tmp_path), "search")
-    ok = (meets_slo(metrics, spec.slo) & ~is_client_bound(metrics)).tolist()
-    verdicts = {
-        float(level): "pass" if passed else "fail" for level, passed in zip(metrics[column], ok, strict=True)
-    }
-    assert spec.load.search is not None
-    return [step.level for step in replay(spec.load.search, verdicts.get).steps]
+def reported_search(view: ReportView) -> SearchResult:
+    (capacity,) = view.capacity
+    assert capacity.search is not None
+    return capacity.search
 
 
 async def test_closed_loop_search_finds_the_batch_limit(tmp_path: Path) -> None:
-    spec = branch(
+    plan = run_plan(
         tmp_path,
         {
             "search": {"mode": "concurrency", "start": 4, "max": 32, "max_points": 8},
@@ -90,18 +97,42 @@ async def test_closed_loop_search_finds_the_batch_limit(tmp_path: Path) -> None:
             "request_timeout_s": 10,
         },
     )
-    batch, rows = await search_records(tmp_path, spec)
+    batch, rows, view = await search_records(tmp_path, plan)
     order = tried_in_order(rows, "concurrency")
     assert order[:3] == [4, 8, 16]  # doubling from start until a level fails
     per_level = Counter(row["concurrency"] for row in rows if row["phase"] == "measured")
     assert set(per_level.values()) == {24}  # every level tried is a whole load point
     passing = max(level for level in order if _passes(rows, level))
     assert abs(passing - batch) <= 1  # the capacity under the SLO: the batch limit, within one step
-    assert report_replay(tmp_path, spec, "concurrency") == order
+
+    # The report replays the search from the SQL summary: the same levels in the same order, the same end.
+    search = reported_search(view)
+    assert [p.concurrency for p in search.points_tried] == order
+    assert search.found and search.capacity_concurrency == passing
+    (capacity,) = view.capacity
+    assert capacity.capacity_under_slo is not None and capacity.capacity_under_slo.concurrency == passing
+    # Throughput stops at B / S while latency climbs: the knee is the batch limit.
+    assert capacity.knee is not None and abs((capacity.knee.concurrency or 0) - batch) <= 1
+
+    # The plan: instances = ceil(target / TPM of the best SLO-meeting point), one instance here.
+    assert view.capacity_plan is not None
+    best_tpm = capacity.best_goodput.transactions_per_minute if capacity.best_goodput else None
+    assert best_tpm is not None
+    for row in view.capacity_plan.rows:
+        (cell,) = row.cells
+        assert cell.instances == math.ceil(row.target_requests_per_minute / best_tpm)
+        assert row.cheapest_branch_id == cell.branch_id
+    document = result_document(view, ARTIFACTS)
+    (branch_result,) = document.branches
+    assert branch_result.capacity is not None and branch_result.capacity.search == search
+    assert document.capacity_plan == view.capacity_plan
+    text = render_markdown(view, {})
+    assert "## Capacity" in text and "### Capacity plan" in text
+    assert "tried in order c4 pass, c8 pass, c16 fail" in text
 
 
 async def test_open_loop_search_finds_batch_over_service_time(tmp_path: Path) -> None:
-    spec = branch(
+    plan = run_plan(
         tmp_path,
         {
             "search": {"mode": "rate", "start": 20, "max": 160, "max_points": 8, "tolerance": 0.1},
@@ -112,7 +143,7 @@ async def test_open_loop_search_finds_batch_over_service_time(tmp_path: Path) ->
             "client_check": {"max_schedule_lag_p99_s": 1.0},
         },
     )
-    batch, rows = await search_records(tmp_path, spec)
+    batch, rows, view = await search_records(tmp_path, plan)
     order = tried_in_order(rows, "request_rate_per_s")
     assert order[:3] == [20, 40, 80]
     capacity = batch / SERVICE_S  # 40 requests per second
@@ -120,7 +151,9 @@ async def test_open_loop_search_finds_batch_over_service_time(tmp_path: Path) ->
     # Within the tolerance below; above it a short point also passes a slight overload (its queue has not
     # grown past the SLO by the point's end: about B / (2 x 0.95 x requests) of the rate, here 9 %).
     assert capacity * 0.9 <= passing <= capacity * 1.25
-    assert report_replay(tmp_path, spec, "request_rate_per_s") == order
+    search = reported_search(view)
+    assert [p.request_rate_per_s for p in search.points_tried] == order
+    assert search.capacity_rate_per_s == passing
 
 
 def _passes(rows: list[dict[str, Any]], level: float) -> bool:
