@@ -270,7 +270,7 @@ def _level_text(level: CapacityLevel | None) -> str:
     if level is None:
         return "n/a"
     load = f"c{level.concurrency}" if level.concurrency is not None else f"{level.request_rate_per_s:g} req/s"
-    tpm = number(level.transactions_per_minute, 1) if level.transactions_per_minute is not None else "n/a"
+    tpm = number(level.transactions_per_minute)
     p95 = f"{level.latency_p95_s:.3f} s" if level.latency_p95_s is not None else "n/a"
     return f"{load} ({tpm} TPM, p95 {p95})"
 
@@ -327,7 +327,7 @@ def capacity_markdown(branches: Sequence[BranchCapacity], plan: CapacityPlanResu
             for cell in row.cells:
                 text = _cell_text(cell)
                 cells.append(f"**{text}**" if cell.branch_id == row.cheapest_branch_id else text)
-            lines.append(f"| {number(row.target_requests_per_minute, 0)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {row.target_requests_per_minute:,g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
