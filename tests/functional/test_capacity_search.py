@@ -167,3 +167,23 @@ def _passes(rows: list[dict[str, Any]], level: float) -> bool:
         if row[column] == level and row["phase"] == "measured" and row["status"] == "ok"
     ]
     return bool(latencies) and float(np.quantile(latencies, 0.95)) <= SLO_S
+
+
+async def test_a_time_budget_ends_the_search_and_the_report_says_where(tmp_path: Path) -> None:
+    """No level starts after max_duration_s: here only the first runs; the report replays up to it."""
+    plan = run_plan(
+        tmp_path,
+        {
+            "search": {"mode": "concurrency", "start": 2, "max": 64, "max_duration_s": 0.001},
+            "requests_per_level": 4,
+            "request_timeout_s": 10,
+        },
+    )
+    _, rows, view = await search_records(tmp_path, plan)
+    assert tried_in_order(rows, "concurrency") == [2]
+    search = reported_search(view)
+    assert [p.concurrency for p in search.points_tried] == [2]
+    assert search.found and search.capacity_concurrency == 2
+    assert "level 4 was not measured" in (search.stop_reason or "")
+    (branch,) = view.branches
+    assert branch.not_measured == ()  # search levels are not planned points: none is missing
