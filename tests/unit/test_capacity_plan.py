@@ -172,3 +172,14 @@ def test_capacity_plan_table_and_cheapest() -> None:
 def test_no_plan_without_the_suite_section() -> None:
     plan = suite()
     assert capacity_plan(plan, pd.DataFrame(batched(plan.branches[0].branch_id, 8, 0.5)), BIN) is None
+
+
+def test_a_branch_without_rows_has_no_capacity_figures() -> None:
+    plan = suite(load={"search": {"mode": "concurrency", "start": 1, "max": 8}, "requests_per_level": 5})
+    empty = pd.DataFrame([point("other", 1, 60.0, 0.5)])
+    capacity = branch_capacity(plan.branches[0], empty, plan.suite.slo, BIN)
+    assert (capacity.knee, capacity.capacity_under_slo, capacity.best_goodput) == (None, None, None)
+    assert capacity.search is not None and not capacity.search.found and capacity.search.points_tried == []
+    assert "level 1 was not measured" in (capacity.search.stop_reason or "")
+    text = capacity_markdown([capacity], None)
+    assert "tried in order nothing; no level met the SLO" in text
