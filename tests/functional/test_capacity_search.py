@@ -32,6 +32,7 @@ PROFILE = "flat-batch-8"
 TOKENS = 9  # the first token at admission, then 8 decode steps
 SERVICE_S = (TOKENS - 1) * get_profile(PROFILE).decode_base_ms / 1000  # 0.2 s
 SLO_S = 1.5 * SERVICE_S
+LENIENT_CHECK = {"max_schedule_lag_p99_s": 1.0, "max_loop_lag_p99_s": 0.1, "max_runner_cpu_fraction": 2.0}
 ARTIFACTS = Artifacts(
     report_md="report.md",
     report_html="report.html",
@@ -52,7 +53,10 @@ def run_plan(tmp_path: Path, load: dict[str, Any]) -> RunPlan:
             "max_prompts_per_bin": 5,
             "repeat": "cycle",
         },
-        "load": load,
+        # The emulator shares the runner's event loop here, on a machine other tests load too: a late loop
+        # would make a level client-bound and end the search early, so the check only flags gross lateness
+        # (the SLO's margin of S / 2 on either side absorbs the rest).
+        "load": {"client_check": LENIENT_CHECK, **load},
         "slo": {"p95_latency_s": SLO_S},
         "capacity": {"target_requests_per_minute": [600, 6000]},
     }
@@ -139,8 +143,6 @@ async def test_open_loop_search_finds_batch_over_service_time(tmp_path: Path) ->
             "arrival": "constant",
             "requests_per_level": 48,
             "request_timeout_s": 10,
-            # The emulator shares the runner's event loop here: its overload work delays sends.
-            "client_check": {"max_schedule_lag_p99_s": 1.0},
         },
     )
     batch, rows, view = await search_records(tmp_path, plan)
