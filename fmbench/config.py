@@ -683,6 +683,62 @@ class PlannedPoint(NamedTuple):
     payload_bin: str
 
 
+SearchMode = Literal["concurrency", "rate"]
+
+
+class LoadSearch(SuiteModel):
+    """Find each branch's highest load that meets the suite's SLO (docs/capacity.md).
+
+    The runner expands from ``start`` (doubling) until a level fails the SLO or ``max`` is reached, then
+    bisects between the last passing and the first failing level until the bracket is within ``step``
+    (concurrency) or ``tolerance`` (rate, relative), ``max_points`` levels were tried, or ``max_duration_s``
+    has passed. Every level tried is a load point like a sweep's, over every bin.
+    """
+
+    mode: SearchMode = Field(
+        description="concurrency: closed loop (requests in flight); rate: open loop (requests per second)."
+    )
+    start: float = Field(gt=0, le=100_000, description="First level tried (a whole number for concurrency).")
+    max: float = Field(gt=0, le=100_000, description="Highest level tried (a whole number for concurrency).")
+    max_points: int = Field(
+        default=8, ge=1, le=64, description="Most levels tried (each runs once per bin); bounds the estimate."
+    )
+    max_duration_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_PHASE_S,
+        description="No new level starts after this many seconds of search (the level under way finishes).",
+    )
+    step: int = Field(
+        default=1, ge=1, le=4096, description="Concurrency: stop when the bracket is at most this wide."
+    )
+    tolerance: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="Rate: stop when the bracket's width is at most this fraction of its passing end.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> LoadSearch:
+        if self.start > self.max:
+            raise ValueError(f"start {self.start:g} is above max {self.max:g}")
+        whole = self.start == int(self.start) and self.max == int(self.max) and self.max <= 4096
+        if self.mode == "concurrency" and not whole:
+            raise ValueError("concurrency start and max must be whole numbers between 1 and 4096")
+        return self
+
+    def level(self, value: float) -> Level:
+        """A level of this search as a sweep's level: a concurrency or a rate."""
+        return Level(int(value), None) if self.mode == "concurrency" else Level(None, value)
+
+
+def _searches(info: ValidationInfo, mode: SearchMode) -> bool:
+    """Whether the plan validated so far has a search of this mode (its settings then apply too)."""
+    search = info.data.get("search")
+    return isinstance(search, LoadSearch) and search.mode == mode
+
+
 class LoadPlan(SuiteModel):
     """The sweep: closed-loop concurrency levels and/or open-loop request rates, each across every bin.
 
@@ -696,6 +752,11 @@ class LoadPlan(SuiteModel):
     )
     rates_per_s: list[float] = Field(
         default_factory=list, description="Open-loop arrival rates in requests per second, in order."
+    )
+    search: LoadSearch | None = Field(
+        default=None,
+        description="Search each branch's highest load that meets the SLO, after the sweep "
+        "(docs/capacity.md).",
     )
     arrival: Arrival = Field(
         default="poisson",
@@ -757,20 +818,36 @@ class LoadPlan(SuiteModel):
             raise ValueError("rates must be unique")
         return value
 
+    @field_validator("search")
+    @classmethod
+    def _search_replaces_its_sweep(cls, value: LoadSearch | None, info: ValidationInfo) -> LoadSearch | None:
+        if value is None:
+            return value
+        swept = "concurrency" if value.mode == "concurrency" else "rates_per_s"
+        if info.data.get(swept):
+            raise ValueError(
+                f"a {value.mode} search and {swept} levels would measure the same levels twice: give one"
+            )
+        return value
+
     # Field validators run only for values the user gave, so these flag the settings that would otherwise
     # be ignored silently. The default arrival passes, so that a dumped plan validates again unchanged.
     # A field that failed its own validation is absent from info.data.
     @field_validator("arrival", "max_in_flight")
     @classmethod
     def _open_loop_only(cls, value: Any, info: ValidationInfo) -> Any:
-        if value not in (None, "poisson") and info.data.get("rates_per_s") == []:
+        if (
+            value not in (None, "poisson")
+            and info.data.get("rates_per_s") == []
+            and not _searches(info, "rate")
+        ):
             raise ValueError("applies to rates_per_s (open loop) only; a closed loop's cap is its level")
         return value
 
     @field_validator("ramp_up_s")
     @classmethod
     def _closed_loop_only(cls, value: float, info: ValidationInfo) -> float:
-        if value and info.data.get("concurrency") == []:
+        if value and info.data.get("concurrency") == [] and not _searches(info, "concurrency"):
             raise ValueError("applies to concurrency levels (closed loop) only")
         return value
 
@@ -790,15 +867,17 @@ class LoadPlan(SuiteModel):
 
     @model_validator(mode="after")
     def _one_stop_rule(self) -> LoadPlan:
-        if not self.concurrency and not self.rates_per_s:
-            raise ValueError("give concurrency (closed loop), rates_per_s (open loop), or both")
+        if not self.concurrency and not self.rates_per_s and self.search is None:
+            raise ValueError("give concurrency (closed loop), rates_per_s (open loop), search, or several")
         if (self.requests_per_level is None) == (self.duration_s is None):
             raise ValueError("give exactly one of requests_per_level or duration_s")
         return self
 
     @property
     def level_count(self) -> int:
-        return len(self.concurrency) + len(self.rates_per_s)
+        """The sweep's levels plus, with a search, the most levels it may try (an upper bound)."""
+        searched = self.search.max_points if self.search is not None else 0
+        return len(self.concurrency) + len(self.rates_per_s) + searched
 
     def levels(self) -> list[Level]:
         """The sweep's order, written only here: every concurrency level, then every rate."""
@@ -827,8 +906,15 @@ class LoadPlan(SuiteModel):
         bursts. The pool is a limit, not an allocation: a large one costs nothing until used.
         """
         sizes = list(self.concurrency)
-        if self.rates_per_s:
-            uncapped = math.ceil(max(self.rates_per_s) * self.request_timeout_s * 2)
+        rates = list(self.rates_per_s)
+        search = self.search
+        if search is not None:
+            if search.mode == "concurrency":
+                sizes.append(int(search.max))
+            else:
+                rates.append(search.max)
+        if rates:
+            uncapped = math.ceil(max(rates) * self.request_timeout_s * 2)
             sizes.append(self.max_in_flight or uncapped)
         return max(1, *sizes)
 
@@ -1125,6 +1211,27 @@ class Evaluation(SuiteModel):
         return value
 
 
+class CapacityPlanOptions(SuiteModel):
+    """Instances each branch needs to carry target loads, from its best SLO-meeting point
+    (docs/capacity.md).
+    """
+
+    target_requests_per_minute: list[float] = Field(
+        min_length=1,
+        max_length=50,
+        description="Loads to plan for, in successful requests per minute (each above 0).",
+    )
+
+    @field_validator("target_requests_per_minute")
+    @classmethod
+    def _positive_unique_targets(cls, value: list[float]) -> list[float]:
+        if any(not 0 < rpm <= 1e9 for rpm in value):
+            raise ValueError("targets must be above 0 and at most 1e9 requests per minute")
+        if len(set(value)) != len(value):
+            raise ValueError("targets must be unique")
+        return value
+
+
 # ---------------------------------------------------------------------------------------------- suite
 
 
@@ -1148,6 +1255,9 @@ class Suite(SuiteModel):
     evaluation: Evaluation | None = Field(
         default=None,
         description="Judge the answers' accuracy with a panel of LLM judges (docs/accuracy.md); null: none.",
+    )
+    capacity: CapacityPlanOptions | None = Field(
+        default=None, description="Plan instances for target loads from the measured capacity; null: none."
     )
 
     def expanded_targets(self) -> list[Any]:

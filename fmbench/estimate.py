@@ -9,11 +9,14 @@ endpoint using its whole deployment allowance) and states each bound in ``basis`
   open loop the arrival span (Poisson: expected span plus three standard deviations) plus
   ``request_timeout_s + 1 s``, or ``ceil(requests / max_in_flight)`` timeouts when capped; a timed phase
   its seconds plus one timeout;
-  plus the probe; capped by the runner task's timeout in the cloud;
+  plus the probe; a capacity search (``load.search``) adds ``max_points`` levels x bins x its longest point
+  (the bound above at its lowest level; an open loop's capped waits at its highest), or its time budget
+  plus one level when that is lower; capped by the runner task's timeout in the cloud;
 - teardown: a fixed allowance (deletion is asynchronous and takes minutes);
 - Bedrock tokens: every request with a prompt at its bin's upper token bound and ``max_new_tokens``
-  generated; with a timed phase, the closed loop's requests at ``concurrency x seconds / 0.1 s`` and the
-  open loop's at the arrival count plus three standard deviations.
+  generated, a search's ``max_points`` levels counted at its highest level; with a timed phase, the closed
+  loop's requests at ``concurrency x seconds / 0.1 s`` and the open loop's at the arrival count plus three
+  standard deviations.
 - judging (a suite with ``evaluation``), per judge: the answers judged (per branch and bin,
   ``max_answers_per_bin`` or the bin's requests if fewer) x 2 calls (the re-ask) x (a prompt of the
   template's ``TEMPLATE_TOKENS_BOUND`` tokens, the bin's largest prompt twice (question, and references
@@ -247,13 +250,54 @@ def load_point_requests_bound(
     return counted + _arrivals_in(load, rate_per_s, timed_s)
 
 
+def search_point_bound_s(load: LoadPlan) -> float:
+    """Longest one load point of the capacity search can take, whichever level it tries: a closed loop's
+    bound is highest at the lowest concurrency (``start``); an open loop's arrival span at the lowest rate
+    and its capped waits at the highest, each taken at its worst."""
+    search = load.search
+    assert search is not None
+    if search.mode == "concurrency":
+        return load_point_bound_s(load, concurrency=int(search.start))
+    timeout_s = _request_bound_s(load)
+    counted = _counted_requests(load)
+    timed_s = _timed_s(load)
+    arrivals = counted + _arrivals_in(load, search.max, timed_s)
+    span_s = _arrival_span_s(load, search.start, counted) + timed_s
+    waits = math.ceil(arrivals / load.max_in_flight) if load.max_in_flight else 0
+    return span_s + (waits + 1) * timeout_s
+
+
+def search_run_bound_s(load: LoadPlan, bins: int) -> float:
+    """The capacity search's bound: ``max_points`` levels x bins x the longest point; with a time budget,
+    no level starts after ``max_duration_s``, so at most that plus one level (every bin) more."""
+    search = load.search
+    if search is None:
+        return 0.0
+    level_s = search_point_bound_s(load) * bins
+    bound_s = search.max_points * level_s
+    if search.max_duration_s is not None:
+        bound_s = min(bound_s, search.max_duration_s + level_s)
+    return bound_s
+
+
+def search_requests_bound(load: LoadPlan) -> int:
+    """Most requests the search's levels send to one bin: ``max_points`` points at its highest level."""
+    search = load.search
+    if search is None:
+        return 0
+    concurrency, rate = search.level(search.max)
+    return search.max_points * load_point_requests_bound(load, concurrency=concurrency, rate_per_s=rate)
+
+
 def branch_run_bound_s(spec: BranchSpec, runner_timeout_s: float | None = None) -> float:
-    """The probe plus every load point of the branch (levels x bins), capped by the runner's timeout."""
+    """The probe plus every load point of the branch (levels x bins) and its capacity search, capped by the
+    runner's timeout."""
     per_bin = sum(
         load_point_bound_s(spec.load, concurrency=level, rate_per_s=rate)
         for level, rate in spec.load.levels()
     )
-    bound_s = PROBE_BOUND_S + per_bin * len(spec.workload.bins)
+    bins = len(spec.workload.bins)
+    bound_s = PROBE_BOUND_S + per_bin * bins + search_run_bound_s(spec.load, bins)
     return min(bound_s, runner_timeout_s) if runner_timeout_s is not None else bound_s
 
 
@@ -306,7 +350,7 @@ def _token_part(spec: BranchSpec) -> CostPart:
     assert isinstance(target, BedrockTarget)
     per_bin = sum(
         load_point_requests_bound(spec.load, concurrency=c, rate_per_s=r) for c, r in spec.load.levels()
-    )
+    ) + search_requests_bound(spec.load)
     requests = per_bin * len(spec.workload.bins)
     input_tokens = per_bin * sum(b.max_tokens - 1 for b in spec.workload.bins)
     output_tokens = requests * spec.workload.inference.max_new_tokens

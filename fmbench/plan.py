@@ -92,6 +92,7 @@ def plan_suite(
                 target=target,
                 workload=suite.workload,
                 load=suite.load,
+                slo=suite.slo,
                 instance_type=instance_type,
                 instance_price_per_hour_usd=price,
                 storage_root=storage_root,

@@ -75,6 +75,7 @@ _RECORD_FIELDS: list[pa.Field[Any]] = [
     pa.field("time_to_first_answer_s", pa.float64()),
     pa.field("reasoning_tokens", pa.int32()),
     pa.field("reasoning_tokens_local", pa.int32()),
+    pa.field("search_step", pa.int32()),
 ]
 RECORD_SCHEMA = pa.schema(_RECORD_FIELDS)
 PARTITION_COLUMNS = layout.PARTITION_KEYS
@@ -133,6 +134,7 @@ class RequestRecord:
     time_to_first_answer_s: float | None = None
     reasoning_tokens: int | None = None
     reasoning_tokens_local: int | None = None
+    search_step: int | None = None
 
 
 def paced_slices(items: Sequence[T], pause_s: float, size: int = PACED_SLICE) -> Iterator[Sequence[T]]:

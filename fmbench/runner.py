@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from fmbench.config import PlannedPoint
 from fmbench.endpoints.base import EndpointClient
 from fmbench.endpoints.bedrock import BedrockClient
 from fmbench.endpoints.formats import payload_format
@@ -25,12 +27,14 @@ from fmbench.loadgen import (
     LoadPointRun,
     LoadPointSummary,
     PartRecorder,
+    PointPart,
     RecordContext,
 )
 from fmbench.payloads import DatasetError, PromptDeck, WorkloadPrompts, prepare_workload
 from fmbench.plan import BranchOutcome
 from fmbench.prompt_store import load_materialized
 from fmbench.records import RecordsNotWrittenError, RecordWriter
+from fmbench.search import CapacitySearch, PointFigures, Verdict, level_verdict, verdict
 from fmbench.spec import BranchSpec
 from fmbench.synthetic import SyntheticError
 from fmbench.tokenizer import Tokenizer, TokenizerError
@@ -212,6 +216,11 @@ class _Tally:
     errors: int = 0
     load_points_completed: int = 0
 
+    def add_summary(self, summary: LoadPointSummary, *, completed: bool) -> None:
+        self.requests_attempted += summary.attempts
+        self.errors += summary.errors
+        self.load_points_completed += completed
+
 
 def _ms(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds * 1000:.2f} ms"
@@ -371,10 +380,11 @@ async def _sweep(
     context = RecordContext.for_branch(spec)
     decks = branch_decks(spec, prepared)
     try:
-        return await _sweep_points(
+        points = load_points(spec, decks)
+        failure = await _sweep_points(
             spec,
             client,
-            load_points(spec, decks),
+            points,
             writer,
             progress,
             tally,
@@ -384,6 +394,23 @@ async def _sweep(
             flush_interval_s=flush_interval_s,
             flush_max_records=flush_max_records,
         )
+        if failure is not None or spec.load.search is None:
+            return failure
+        _, failure = await _search(
+            spec,
+            client,
+            decks,
+            len(points),
+            writer,
+            progress,
+            tally,
+            clock,
+            tokenizer,
+            context,
+            flush_interval_s=flush_interval_s,
+            flush_max_records=flush_max_records,
+        )
+        return failure
     finally:
         reuse = _reuse_message(decks)
         if reuse is not None:
@@ -405,60 +432,195 @@ async def _sweep_points(
     flush_max_records: int,
 ) -> str | None:
     for index, point in enumerate(points):
-        if point.concurrency is not None:  # before the point starts: connection set-up is not measured
-            await client.open_connections(point.concurrency, PROBE_TIMEOUT_S)
-        progress.emit("load_point_started", point=point, index=index)
-
-        point_run = LoadPointRun(
+        ran = await _run_point(
+            spec,
             client,
             point,
-            write_part=PartRecorder(writer, point, context, clock, tokenizer),
-            limits=spec.load.client_check,
+            index,
+            writer,
+            progress,
+            clock,
+            tokenizer,
+            context,
             flush_interval_s=flush_interval_s,
             flush_max_records=flush_max_records,
-            on_request_done=_request_listener(progress, point, index),
+            tally=tally,
         )
-        try:
-            result = await point_run.run()
-        finally:
-            # Also on cancellation or a crash: the requests that were made are accounted for.
-            summary = point_run.summary()
-            tally.requests_attempted += summary.attempts
-            tally.errors += summary.errors
-        check = result.check
-        message = f"max in flight {result.max_in_flight}"
-        if result.client_bound:
-            message += f"; client-bound: {'; '.join(result.reasons)}"
-        progress.emit(
-            "load_point_finished",
-            point=point,
-            index=index,
-            completed=summary.attempts,
-            errors=summary.errors,
-            message=message,
-            client_bound=result.client_bound,
-        )
-        logger.log(
-            logging.WARNING if result.client_bound else logging.INFO,
-            "branch %s: %s, bin %s: %d requests, %d errors, max in flight %d, schedule lag p99 %s, "
-            "runner CPU %.2f of a core, event loop late p99 %s%s",
-            spec.branch_id,
-            describe_load(point),
-            point.payload_bin,
-            summary.attempts,
-            summary.errors,
-            result.max_in_flight,
-            _ms(check.schedule_lag_p99_s),
-            check.runner_cpu_fraction,
-            _ms(check.loop_lag_p99_s),
-            f"; CLIENT-BOUND ({'; '.join(result.reasons)})" if result.client_bound else "",
-        )
-        if point_run.engine.prompts_exhausted is not None:
-            return f"prompts: {point_run.engine.prompts_exhausted}"
-        if summary.all_measured_failed:
-            return _failure_reason(point, summary)
-        tally.load_points_completed += 1
+        tally.add_summary(ran.summary, completed=ran.stop_reason is None)
+        if ran.stop_reason is not None:
+            return ran.stop_reason
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _SloRow:
+    """What the SLO verdict reads of a record (``fmbench.search.MeasuredRow``), kept for search points."""
+
+    phase: str
+    status: str
+    latency_s: float
+    ttft_s: float | None
+    client_bound: bool
+
+
+@dataclass(slots=True)
+class _KeepingRecorder:
+    """A search point's ``write_part``: writes as ``PartRecorder`` does and keeps what the verdict needs."""
+
+    recorder: PartRecorder
+    rows: list[_SloRow] = field(default_factory=list)
+
+    def __call__(self, part: PointPart) -> None:
+        records = self.recorder.record(part)
+        self.rows.extend(_SloRow(r.phase, r.status, r.latency_s, r.ttft_s, r.client_bound) for r in records)
+
+
+@dataclass(frozen=True, slots=True)
+class _PointRan:
+    summary: LoadPointSummary
+    stop_reason: str | None  # why the branch stops here (prompts used up, every measured request failed)
+    rows: tuple[_SloRow, ...]  # a search point's rows, else empty
+
+
+async def _run_point(
+    spec: BranchSpec,
+    client: EndpointClient,
+    point: LoadPoint,
+    index: int,
+    writer: RecordWriter,
+    progress: _Progress,
+    clock: EpochClock,
+    tokenizer: Tokenizer,
+    context: RecordContext,
+    *,
+    flush_interval_s: float,
+    flush_max_records: int,
+    tally: _Tally,
+) -> _PointRan:
+    """One load point; its records are on storage when this returns (or raises)."""
+    if point.concurrency is not None:  # before the point starts: connection set-up is not measured
+        await client.open_connections(point.concurrency, PROBE_TIMEOUT_S)
+    progress.emit("load_point_started", point=point, index=index)
+
+    recorder = PartRecorder(writer, point, context, clock, tokenizer)
+    keeping = _KeepingRecorder(recorder) if point.search_step is not None else None
+    point_run = LoadPointRun(
+        client,
+        point,
+        write_part=keeping if keeping is not None else recorder,
+        limits=spec.load.client_check,
+        flush_interval_s=flush_interval_s,
+        flush_max_records=flush_max_records,
+        on_request_done=_request_listener(progress, point, index),
+    )
+    try:
+        result = await point_run.run()
+    except BaseException:
+        # Also on cancellation or a crash: the requests that were made are accounted for.
+        tally.add_summary(point_run.summary(), completed=False)
+        raise
+    summary = point_run.summary()
+    check = result.check
+    message = f"max in flight {result.max_in_flight}"
+    if result.client_bound:
+        message += f"; client-bound: {'; '.join(result.reasons)}"
+    progress.emit(
+        "load_point_finished",
+        point=point,
+        index=index,
+        completed=summary.attempts,
+        errors=summary.errors,
+        message=message,
+        client_bound=result.client_bound,
+    )
+    logger.log(
+        logging.WARNING if result.client_bound else logging.INFO,
+        "branch %s: %s, bin %s: %d requests, %d errors, max in flight %d, schedule lag p99 %s, "
+        "runner CPU %.2f of a core, event loop late p99 %s%s",
+        spec.branch_id,
+        describe_load(point),
+        point.payload_bin,
+        summary.attempts,
+        summary.errors,
+        result.max_in_flight,
+        _ms(check.schedule_lag_p99_s),
+        check.runner_cpu_fraction,
+        _ms(check.loop_lag_p99_s),
+        f"; CLIENT-BOUND ({'; '.join(result.reasons)})" if result.client_bound else "",
+    )
+    stop_reason = None
+    if point_run.engine.prompts_exhausted is not None:
+        stop_reason = f"prompts: {point_run.engine.prompts_exhausted}"
+    elif summary.all_measured_failed:
+        stop_reason = _failure_reason(point, summary)
+    return _PointRan(summary, stop_reason, tuple(keeping.rows) if keeping is not None else ())
+
+
+async def _search(
+    spec: BranchSpec,
+    client: EndpointClient,
+    decks: dict[str, PromptDeck],
+    first_index: int,
+    writer: RecordWriter,
+    progress: _Progress,
+    tally: _Tally,
+    clock: EpochClock,
+    tokenizer: Tokenizer,
+    context: RecordContext,
+    *,
+    flush_interval_s: float,
+    flush_max_records: int,
+) -> tuple[CapacitySearch, str | None]:
+    """The branch's capacity search (``load.search``) after its sweep: each level over every bin, judged
+    against the SLO as the report judges it (``fmbench.search``). Returns the search and the reason the
+    branch failed, if it did: prompts used up, or every measured request of a point failed before any level
+    passed (an endpoint that serves nothing has no capacity to search; after a passing level, such a point
+    is a failing level)."""
+    search = spec.load.search
+    assert search is not None
+    state = CapacitySearch(search)
+    started_s = time.monotonic()
+    index = first_index
+    while (level := state.next_level()) is not None:
+        if search.max_duration_s is not None and time.monotonic() - started_s >= search.max_duration_s:
+            state.stop(f"the time budget of {search.max_duration_s:g} s (max_duration_s) ran out")
+            break
+        verdicts: list[Verdict] = []
+        for label in (b.label for b in spec.workload.bins):
+            planned = PlannedPoint(*search.level(level), label)
+            point = LoadPoint.of_plan(spec.load, planned, decks[label], spec.workload.inference)
+            point = dataclasses.replace(point, search_step=len(state.steps))
+            ran = await _run_point(
+                spec,
+                client,
+                point,
+                index,
+                writer,
+                progress,
+                clock,
+                tokenizer,
+                context,
+                flush_interval_s=flush_interval_s,
+                flush_max_records=flush_max_records,
+                tally=tally,
+            )
+            index += 1
+            judged = ran.stop_reason is None or (
+                state.passing is not None and ran.summary.all_measured_failed
+            )
+            tally.add_summary(ran.summary, completed=judged)
+            if not judged:
+                return state, ran.stop_reason
+            verdicts.append(verdict(PointFigures.of_records(ran.rows), spec.slo))
+        state.record(level, level_verdict(verdicts))
+    logger.info(
+        "branch %s: capacity search tried %s; %s; stopped: %s",
+        spec.branch_id,
+        ", ".join(f"{step.level:g} {step.verdict}" for step in state.steps),
+        f"capacity under the SLO {state.passing:g}" if state.passing is not None else "no level met the SLO",
+        state.stop_reason,
+    )
+    return state, None
 
 
 def _request_listener(progress: _Progress, point: LoadPoint, index: int) -> Callable[[Attempt], None] | None:

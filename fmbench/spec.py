@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fmbench.config import LoadPlan, StrictModel, Target, Workload
+from fmbench.config import LoadPlan, Slo, StrictModel, Target, Workload
 from fmbench.deployment import SageMakerDeployment
 
 
@@ -37,6 +37,9 @@ class BranchSpec(StrictModel):
     target: Target
     workload: Workload
     load: LoadPlan
+    slo: Slo = Field(
+        default_factory=Slo, description="The suite's SLO: what the capacity search (load.search) judges by."
+    )
     instance_type: str | None
     instance_price_per_hour_usd: float | None
     storage_root: str = Field(

@@ -10,6 +10,7 @@ from report.accuracy import AccuracyView
 from report.result import (
     Artifacts,
     BranchAccuracy,
+    BranchCapacity,
     BranchResult,
     JudgeCandidateShare,
     JudgePairAgreement,
@@ -129,7 +130,9 @@ def _panel_agreement(accuracy: AccuracyView | None) -> PanelAgreement | None:
     )
 
 
-def _branch_result(branch: BranchView, accuracy: AccuracyView | None = None) -> BranchResult:
+def _branch_result(
+    branch: BranchView, accuracy: AccuracyView | None = None, capacity: BranchCapacity | None = None
+) -> BranchResult:
     return BranchResult(
         branch_id=branch.branch_id,
         target_name=branch.target_name,
@@ -156,11 +159,13 @@ def _branch_result(branch: BranchView, accuracy: AccuracyView | None = None) -> 
         ],
         errors_by_class=branch.errors_by_class,
         accuracy=_branch_accuracy(accuracy, branch.branch_id),
+        capacity=capacity,
     )
 
 
 def result_document(view: ReportView, artifacts: Artifacts) -> ResultDocument:
     """result.json of the view: the same figures the Markdown shows, for machines."""
+    capacity = {each.branch_id: each for each in view.capacity}
     return ResultDocument(
         run_id=view.run_id,
         suite_name=view.suite_name,
@@ -172,9 +177,12 @@ def result_document(view: ReportView, artifacts: Artifacts) -> ResultDocument:
         headline_bin=view.headline_bin,
         best=view.best,
         best_per_bin=view.best_found,
-        branches=[_branch_result(branch, view.accuracy) for branch in view.branches],
+        branches=[
+            _branch_result(branch, view.accuracy, capacity.get(branch.branch_id)) for branch in view.branches
+        ],
         cost=view.cost,
         artifacts=artifacts,
         prompts=_prompts_result(view.prompts),
         agreement=_panel_agreement(view.accuracy),
+        capacity_plan=view.capacity_plan,
     )

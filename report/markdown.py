@@ -8,6 +8,7 @@ from pathlib import Path
 import jinja2
 
 from report.accuracy import AccuracyView, MajorityAccuracy
+from report.capacity import capacity_markdown
 from report.charts import CHARTS
 from report.formatting import (
     NOT_AVAILABLE,
@@ -600,5 +601,6 @@ def render_markdown(view: ReportView, chart_files: Mapping[str, str]) -> str:
         "error_class_table": _error_class_table(view),
         "prompts_lines": _prompts_lines(view),
         "charts": chart_entries,
+        "capacity_section": capacity_markdown(view.capacity, view.capacity_plan),
     }
     return _environment().get_template("report.md.j2").render(**context)

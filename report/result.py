@@ -196,6 +196,93 @@ class PanelAgreement(_ResultModel):
     pairs: list[JudgePairAgreement]
 
 
+# --------------------------------------------------------------------------------------------- capacity
+
+
+class CapacityLevel(_ResultModel):
+    """One load level of a branch in the headline bin, with the figures its capacity is read from."""
+
+    concurrency: int | None = Field(description="Concurrent requests; null in request-rate mode.")
+    request_rate_per_s: float | None = Field(
+        description="Offered requests per second; null in concurrency mode."
+    )
+    transactions_per_minute: float | None = Field(description="Successful requests per minute of the window.")
+    latency_p95_s: float | None = Field(description="95th percentile end-to-end latency, seconds.")
+    meets_slo: bool = Field(description="The load point meets the SLO and is not client-bound.")
+
+
+class SearchStepResult(_ResultModel):
+    step: int = Field(ge=0, description="Position in the order the levels were tried (0-based).")
+    concurrency: int | None
+    request_rate_per_s: float | None
+    verdict: Literal["pass", "fail", "client_bound"] = Field(
+        description="pass: every bin's point met the SLO; fail: some did not; client_bound: not judged."
+    )
+
+
+class SearchResult(_ResultModel):
+    """The branch's capacity search (load.search), replayed from the measured load points."""
+
+    mode: Literal["concurrency", "rate"]
+    found: bool = Field(description="Some level met the SLO.")
+    capacity_concurrency: int | None = Field(
+        description="Highest concurrency that met the SLO (closed loop)."
+    )
+    capacity_rate_per_s: float | None = Field(
+        description="Highest request rate that met the SLO (open loop)."
+    )
+    stop_reason: str | None = Field(description="Why the search stopped, in words.")
+    points_tried: list[SearchStepResult] = Field(description="Levels in the order tried.")
+
+
+class BranchCapacity(_ResultModel):
+    """Knee, capacity under the SLO and best goodput point of one branch (docs/metrics.md, "Capacity")."""
+
+    branch_id: str
+    target_name: str
+    mode: Literal["concurrency", "rate"] | None = Field(description="The load mode the figures are read in.")
+    knee: CapacityLevel | None = Field(
+        default=None, description="Last level before throughput stops rising with load while latency climbs."
+    )
+    capacity_under_slo: CapacityLevel | None = Field(
+        default=None, description="Highest level that met the SLO (the search's capacity when it searched)."
+    )
+    best_goodput: CapacityLevel | None = Field(
+        default=None, description="The SLO-meeting level with the most successful transactions per minute."
+    )
+    goodput_basis: str | None = Field(default=None, description="What best_goodput is ranked by, in words.")
+    search: SearchResult | None = Field(default=None, description="The capacity search; null without one.")
+
+
+class CapacityPlanCell(_ResultModel):
+    branch_id: str
+    target_name: str
+    tpm_per_instance: float | None = Field(
+        default=None, description="Successful TPM of the branch's best SLO-meeting point / instance count."
+    )
+    instances: int | None = Field(default=None, description="Instances needed; null: cannot carry or none.")
+    usd_per_hour: float | None = Field(default=None, description="USD per hour; null when unknown.")
+    usd_per_month: float | None = Field(default=None, description="USD per month (hours_per_month hours).")
+    note: str | None = Field(default=None, description="Why a figure is missing, or how it was counted.")
+
+
+class CapacityPlanRow(_ResultModel):
+    target_requests_per_minute: float
+    cells: list[CapacityPlanCell] = Field(description="One per branch, in plan order.")
+    cheapest_branch_id: str | None = Field(
+        description="The branch that carries the target for the least $/h."
+    )
+
+
+class CapacityPlanResult(_ResultModel):
+    """Instances and cost per target load, from each branch's best SLO-meeting point (suite: capacity)."""
+
+    payload_bin: str | None = Field(description="The bin the capacity was measured in (the headline bin).")
+    hours_per_month: int
+    basis: str = Field(description="How the figures are computed, in words.")
+    rows: list[CapacityPlanRow]
+
+
 class BranchResult(_ResultModel):
     branch_id: str
     target_name: str
@@ -229,6 +316,9 @@ class BranchResult(_ResultModel):
     )
     accuracy: BranchAccuracy | None = Field(
         default=None, description="Majority-vote accuracy judged by the panel; null when not judged."
+    )
+    capacity: BranchCapacity | None = Field(
+        default=None, description="Knee, capacity under the SLO, best goodput point and capacity search."
     )
 
 
@@ -389,6 +479,9 @@ class ResultDocument(_ResultModel):
     )
     agreement: PanelAgreement | None = Field(
         default=None, description="The judging panel and its agreement; null when the run was not judged."
+    )
+    capacity_plan: CapacityPlanResult | None = Field(
+        default=None, description="Instances and cost per target load (suite: capacity); null without one."
     )
 
     @field_validator("generated_at")

@@ -28,8 +28,17 @@ from report.analysis import (
     select_best,
     selection_rule,
 )
+from report.capacity import branch_capacity, capacity_plan
 from report.costs import EndpointLifetime, cost_summary
-from report.result import BestConfiguration, BranchStatus, CostSummary, SloSummary, overall_status
+from report.result import (
+    BestConfiguration,
+    BranchCapacity,
+    BranchStatus,
+    CapacityPlanResult,
+    CostSummary,
+    SloSummary,
+    overall_status,
+)
 
 NO_OUTCOME_REASON = "no outcome was reported for this branch"
 
@@ -233,6 +242,8 @@ class ReportView:
     client_check: ClientCheckView
     prompts: PromptsView | None = None
     accuracy: AccuracyView | None = None  # None: the run was not judged
+    capacity: tuple[BranchCapacity, ...] = ()  # per branch in plan order (report/capacity.py)
+    capacity_plan: CapacityPlanResult | None = None
 
     @property
     def best_found(self) -> list[BestConfiguration]:
@@ -421,4 +432,6 @@ def build_view(
         ),
         prompts=_prompts_view(plan, metrics),
         accuracy=judged,
+        capacity=tuple(branch_capacity(spec, metrics, suite.slo, headline) for spec in plan.branches),
+        capacity_plan=capacity_plan(plan, metrics, headline),
     )

@@ -120,6 +120,22 @@ PROFILES: dict[str, EmulatorProfile] = {
             max_batch=128,
             jitter_frac=0.05,
         ),
+        # A known capacity, for the capacity search's tests and examples/capacity-search.yaml: no prefill
+        # stall and a decode step that does not grow with the batch, so every request takes the same
+        # service time S = (tokens - 1) x 25 ms while at most 8 are in flight, and waits in the queue
+        # beyond: capacity 8 concurrent requests, or 8 / S requests per second.
+        EmulatorProfile(
+            name="flat-batch-8",
+            instance_type="ml.g5.2xlarge",
+            price_per_hour_usd=1.515,
+            instance_description="a batch of 8 at a flat 25 ms per token, then a queue: a known capacity",
+            prefill_base_ms=0.0,
+            prefill_ms_per_token=0.0,
+            decode_base_ms=25.0,
+            decode_ms_per_seq=0.0,
+            max_batch=8,
+            jitter_frac=0.0,
+        ),
     )
 }
 

@@ -45,9 +45,12 @@ class LoadPoint:
     seed: int = 0
     ramp_up_s: float = 0.0
     deck: PromptDeck | None = None
+    search_step: int | None = None
 
     # ``deck`` (the branch's deck of this bin, shared by all its load points) gives each request the next
     # prompt of the branch's seeded order; without one, request ``seq`` gets ``prompts[seq % len]``.
+    # ``search_step``: the position (0-based) of the point's level in the branch's capacity search, in the
+    # order tried; None for a sweep's point.
 
     def __post_init__(self) -> None:
         # Only what the engines themselves rely on: which loop to run, prompts to cycle through, and when

@@ -193,6 +193,7 @@ def build_record(
         time_to_first_answer_s=None if answer_perf_s is None else answer_perf_s - send_perf_s,
         reasoning_tokens=reasoning_tokens,
         reasoning_tokens_local=reasoning_tokens_local,
+        search_step=point.search_step,
     )
 
 

@@ -232,7 +232,7 @@ def test_a_phase_is_counted_or_timed_not_both() -> None:
 
 def test_a_load_plan_needs_levels_or_rates_and_sane_rates() -> None:
     assert problems_of(load_with()) == {
-        "load": "give concurrency (closed loop), rates_per_s (open loop), or both"
+        "load": "give concurrency (closed loop), rates_per_s (open loop), search, or several"
     }
     problems = problems_of(load_with(rates_per_s=[0, 5]))
     assert problems == {"load.rates_per_s": "rates must be above 0 and at most 100000 requests per second"}
@@ -249,3 +249,50 @@ def test_a_ramp_up_spreads_closed_loop_workers_only() -> None:
     }
     assert "load.ramp_up_s" in problems_of(load_with(concurrency=[4], ramp_up_s=-1))
     assert validate_suite_data(load_with(concurrency=[4], ramp_up_s=2)).load.ramp_up_s == 2
+
+
+def test_a_capacity_search_is_validated_with_its_field_paths() -> None:
+    search = {"mode": "concurrency", "start": 2, "max": 64, "max_points": 6}
+    suite = validate_suite_data(load_with(search=search, ramp_up_s=1))  # ramp_up_s applies to its levels
+    assert suite.load.search is not None and suite.load.search.level(8) == (8, None)
+    assert suite.load.connection_pool_size == 64
+    (branch,) = plan_suite(suite, storage_root="(none)", run_id="r").branches
+    assert branch.load_point_count == 6  # an upper bound: the search may stop sooner
+    assert branch.slo == suite.slo  # the runner judges the search by the suite's SLO
+    rate = validate_suite_data(load_with(search={"mode": "rate", "start": 0.5, "max": 20}, max_in_flight=8))
+    assert rate.load.search is not None and rate.load.search.level(2.5) == (None, 2.5)
+
+    assert problems_of(load_with(concurrency=[1], search=search)) == {
+        "load.search": "a concurrency search and concurrency levels would measure the same levels twice: "
+        "give one"
+    }
+    assert problems_of(load_with(search={**search, "start": 100})) == {
+        "load.search": "start 100 is above max 64"
+    }
+    assert problems_of(load_with(search={**search, "start": 1.5})) == {
+        "load.search": "concurrency start and max must be whole numbers between 1 and 4096"
+    }
+    problems = problems_of(load_with(search={**search, "max_points": 0, "tolerance": 1.5, "colour": 1}))
+    assert set(problems) == {"load.search.max_points", "load.search.tolerance", "load.search.colour"}
+    assert set(problems_of(load_with(search={"mode": "rate", "start": 1, "max": 2}, ramp_up_s=1))) == {
+        "load.ramp_up_s"
+    }
+
+
+def test_a_capacity_plan_needs_positive_unique_targets() -> None:
+    suite = validate_suite_data(suite_with(capacity={"target_requests_per_minute": [100, 2500.5]}))
+    assert suite.capacity is not None and suite.capacity.target_requests_per_minute == [100, 2500.5]
+    assert set(problems_of(suite_with(capacity={"target_requests_per_minute": [0]}))) == {
+        "capacity.target_requests_per_minute"
+    }
+    assert set(problems_of(suite_with(capacity={"target_requests_per_minute": []}))) == {
+        "capacity.target_requests_per_minute"
+    }
+    assert set(problems_of(suite_with(capacity={"target_requests_per_minute": [5, 5]}))) == {
+        "capacity.target_requests_per_minute"
+    }
+
+
+def test_capacity_search_example_is_valid() -> None:
+    suite = load_suite(REPO / "examples/capacity-search.yaml")
+    assert suite.load.search is not None and suite.capacity is not None

@@ -211,3 +211,41 @@ def test_the_instances_needed_at_once_are_the_largest_branches_the_map_runs_toge
     assert [b.split("-")[0] for b in g4dn.branch_ids] == ["three", "two"]
     assert needs[("us-east-1", "ml.g5.2xlarge")].instances == 1  # the brought endpoint is not ours to count
     assert needs[("us-west-2", "ml.g4dn.xlarge")].instances == 1
+
+
+def test_a_capacity_search_is_bounded_by_its_point_budget() -> None:
+    """max_points levels x bins x the longest point (closed loop: at its lowest concurrency)."""
+    load = {"requests_per_level": 10, "warmup_requests": 2, "request_timeout_s": 30}
+    search = {"mode": "concurrency", "start": 2, "max": 64, "max_points": 5}
+    (spec,) = specs(sagemaker_target("s"), load={**load, "search": search})
+    point_s = math.ceil(12 / 2) * 31  # 12 requests at concurrency 2, each bounded at 30 + 1 s
+    assert load_point_bound_s(spec.load, concurrency=2) == point_s
+    part = estimate_branches([spec], CLOUD).parts[0]
+    assert part.run_s == PROBE_BOUND_S + 5 * 2 * point_s
+    assert spec.load_point_count == 5 * 2  # an upper bound: the search may stop sooner
+
+    # A time budget lowers it to the budget plus one level over every bin.
+    (timed,) = specs(sagemaker_target("s"), load={**load, "search": {**search, "max_duration_s": 600}})
+    assert estimate_branches([timed], CLOUD).parts[0].run_s == PROBE_BOUND_S + 600 + 2 * point_s
+
+    # An open loop's span is longest at its lowest rate: 11 gaps of 1 / 0.5 s (constant arrivals).
+    rate = {"mode": "rate", "start": 0.5, "max": 8, "max_points": 3}
+    (opened,) = specs(sagemaker_target("s"), load={**load, "search": rate, "arrival": "constant"})
+    assert estimate_branches([opened], CLOUD).parts[0].run_s == PROBE_BOUND_S + 3 * 2 * (11 / 0.5 + 31)
+
+
+def test_a_bedrock_search_is_bounded_at_its_highest_level() -> None:
+    load = {"duration_s": 10, "request_timeout_s": 30}
+    search = {"mode": "concurrency", "start": 1, "max": 4, "max_points": 3}
+    bedrock = {
+        "name": "b",
+        "platform": "bedrock",
+        "model_id": "m",
+        "input_price_per_1k_tokens_usd": 0.001,
+        "output_price_per_1k_tokens_usd": 0.002,
+    }
+    (spec,) = specs(bedrock, load={**load, "search": search})
+    part = estimate_branches([spec]).parts[0]
+    per_point = load_point_requests_bound(spec.load, concurrency=4)
+    assert per_point == math.ceil(4 * 10 / 0.1) + 4
+    assert part.requests == 3 * per_point * 2
