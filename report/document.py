@@ -54,10 +54,28 @@ def _load_point_summary(point: LoadPointView) -> LoadPointSummary:
         schedule_lag_p99_s=point["schedule_lag_p99_s"],
         runner_cpu_fraction=point["runner_cpu_fraction"],
         completed=point.completed,
+        **_token_figures(point),
     )
 
 
-def _branch_result(branch: BranchView) -> BranchResult:
+_TOKEN_FIGURES = (
+    "itl_p50_s",
+    "itl_p95_s",
+    "itl_p99_s",
+    "output_tokens_per_s_per_user",
+    "price_per_1m_input_tokens_usd",
+    "price_per_1m_output_tokens_usd",
+    "price_per_1m_total_tokens_usd",
+    "window_cost_usd",
+)
+
+
+def _token_figures(point: LoadPointView) -> dict[str, float | None]:
+    """ITL percentiles, per-user speed and the prices per million tokens (report.prices) of a load point."""
+    return {name: point.figures.get(name) for name in _TOKEN_FIGURES}
+
+
+def _branch_result(branch: BranchView, deployment_s: float | None = None) -> BranchResult:
     return BranchResult(
         branch_id=branch.branch_id,
         target_name=branch.target_name,
@@ -83,6 +101,7 @@ def _branch_result(branch: BranchView) -> BranchResult:
             for key in branch.not_measured
         ],
         errors_by_class=branch.errors_by_class,
+        deployment_s=deployment_s,
     )
 
 
@@ -99,8 +118,20 @@ def result_document(view: ReportView, artifacts: Artifacts) -> ResultDocument:
         headline_bin=view.headline_bin,
         best=view.best,
         best_per_bin=view.best_found,
-        branches=[_branch_result(branch) for branch in view.branches],
+        branches=[_branch_result(branch, _deployment_s(view, branch.branch_id)) for branch in view.branches],
         cost=view.cost,
         artifacts=artifacts,
         prompts=_prompts_result(view.prompts),
+        suite_yaml=view.suite_yaml or None,
     )
+
+
+def _deployment_s(view: ReportView, branch_id: str) -> float | None:
+    """Endpoint creation to InService of a deployed branch (0 for a local emulator), from the cost's
+    record of the branch; None when the run recorded none."""
+    if view.cost is None:
+        return None
+    for part in view.cost.actual_parts:
+        if part.branch_id == branch_id and part.deployment_s is not None:
+            return round(part.deployment_s, 3)
+    return None

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from fmbench.endpoints.base import ERROR_CLASSES
 from fmbench.plan import BranchOutcome, RunPlan
@@ -231,6 +232,7 @@ class ReportView:
     cost_per_transactions: int
     client_check: ClientCheckView
     prompts: PromptsView | None = None
+    suite_yaml: str = ""  # the suite as run (as given, defaults left out), for reproducing the run
 
     @property
     def best_found(self) -> list[BestConfiguration]:
@@ -409,4 +411,11 @@ def build_view(
             open_loop_max_in_flight=load.max_in_flight if load.rates_per_s else None,
         ),
         prompts=_prompts_view(plan, metrics),
+        suite_yaml=suite_yaml(plan),
     )
+
+
+def suite_yaml(plan: RunPlan) -> str:
+    """The run's suite as YAML: what ``fmbench run`` (or ``fmbench start``) takes to run it again."""
+    document = plan.suite.model_dump(mode="json", exclude_unset=True)
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
