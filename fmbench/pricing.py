@@ -83,7 +83,7 @@ class PriceTable(BaseModel):
 
 
 def foundation_model_id(model_id: str) -> str:
-    """An inference profile's ARN or id (``us.anthropic.claude-x``) -> the model id (``anthropic.claude-x``)."""
+    """An inference profile ARN or id (``us.anthropic.claude-x``) -> the model id (``anthropic.claude-x``)."""
     tail = model_id.rsplit("/", 1)[-1] if model_id.startswith("arn:") else model_id
     return _PROFILE_PREFIX.sub("", tail)
 
