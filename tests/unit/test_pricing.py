@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from fmbench.config import SuiteValidationError
 from fmbench.instances import ACCELERATED_INSTANCES
-from fmbench.plan import plan_suite
+from fmbench.plan import BranchOutcome, plan_suite
 from fmbench.pricing import (
     PriceListError,
     bundled_table,
@@ -18,6 +19,7 @@ from fmbench.pricing import (
     sagemaker_prices,
 )
 from fmbench.suite import validate_suite_data
+from report.costs import EndpointLifetime, cost_summary
 
 # Types the bundled table has no price for, as docs/operations.md ("Prices") lists them.
 UNPRICED = {
@@ -120,3 +122,46 @@ def test_provisioned_throughput_needs_both_fields() -> None:
     assert [str(p) for p in caught.value.problems] == [
         "targets.0: provisioned throughput needs both provisioned_model_units and price_per_hour_usd"
     ]
+
+
+def test_a_deployed_endpoint_s_cost_is_split_into_deployment_load_and_idle() -> None:
+    data = {
+        "name": "split",
+        "targets": [
+            {
+                "name": "llama",
+                "platform": "sagemaker",
+                "model_source": {"hf_model_id": "meta-llama/Llama-3.1-8B-Instruct"},
+                "image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serving:1",
+                "instance_type": "ml.g5.2xlarge",
+                "instance_count": 2,
+            }
+        ],
+        "workload": {"bins": [{"min_tokens": 50, "max_tokens": 500}]},
+        "load": {"concurrency": [1], "requests_per_level": 2},
+    }
+    plan = plan_suite(validate_suite_data(data), storage_root="s3://b", run_id="r")
+    (spec,) = plan.branches
+    # created at 1000, in service at 1600, load from 1700 to 4300, deleted at 5000
+    outcome = BranchOutcome(
+        branch_id=spec.branch_id, status="succeeded", started_epoch_s=1700, ended_epoch_s=4300
+    )
+    lifetime = EndpointLifetime(created_epoch_s=1000, deleted_epoch_s=5000, in_service_epoch_s=1600)
+    summary = cost_summary(plan, {spec.branch_id: outcome}, pd.DataFrame(), {spec.branch_id: lifetime})
+    (part,) = summary.actual_parts
+    rate = 1.515 * 2 / 3600
+    assert part.usd == pytest.approx(4000 * rate)
+    assert part.deployment_s == 600
+    assert (part.deployment_usd, part.load_usd, part.idle_usd) == (
+        pytest.approx(600 * rate),
+        pytest.approx(2600 * rate),
+        pytest.approx(800 * rate),
+    )
+    assert part.deployment_usd + part.load_usd + part.idle_usd == pytest.approx(part.usd)
+    # without the InService record, deployment and idle are unknown; the load is still counted
+    bare = cost_summary(
+        plan, {spec.branch_id: outcome}, pd.DataFrame(), {spec.branch_id: EndpointLifetime(1000, 5000)}
+    )
+    (part,) = bare.actual_parts
+    assert (part.deployment_s, part.deployment_usd, part.idle_usd) == (None, None, None)
+    assert part.load_usd == pytest.approx(2600 * rate)
