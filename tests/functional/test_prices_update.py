@@ -88,3 +88,44 @@ def test_the_plan_reads_the_api_when_it_answers() -> None:
         table, note = plan_price_table(pricing_client(api.url))
     assert note.startswith("prices: the Price List API")
     assert table.instance_price("ml.g6e.2xlarge", "ap-northeast-1") == 3.9801
+
+
+def test_a_suite_with_from_api_is_priced_from_the_api_and_falls_back_when_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fmbench.local import run_price_table
+    from fmbench.plan import plan_suite
+    from fmbench.suite import validate_suite_data
+
+    data = {
+        "name": "p",
+        "targets": [
+            {
+                "name": "e",
+                "platform": "emulator",
+                "instance_type": "ml.g5.2xlarge",
+                "emulator": {"ttft_ms": 5, "itl_ms": 1, "output_tokens": 4},
+            }
+        ],
+        "workload": {"bins": [{"min_tokens": 50, "max_tokens": 500}]},
+        "load": {"concurrency": [1], "requests_per_level": 2},
+        "pricing": {"from_api": True},
+    }
+    suite = validate_suite_data(data)
+    with pricing_standin() as api:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_PRICING", api.url)  # botocore's per-service endpoint setting
+        table, note = run_price_table(suite)
+        assert table is not None and note is not None and note.startswith("prices: the Price List API")
+        assert table.instance_price("ml.g5.2xlarge", "eu-west-1") == 1.6968
+        (spec,) = plan_suite(suite, storage_root="/tmp/unused", run_id="r", prices=table).branches
+        assert spec.instance_price_per_hour_usd == 1.515  # the API's us-east-1 price
+        api.fail_with = "ExpiredTokenException"
+        table, note = run_price_table(suite)
+    assert table is not None and table.source.startswith("bundled")
+    assert note is not None and "ExpiredTokenException" in note and "bundled table" in note
+    assert run_price_table(
+        suite.model_copy(update={"pricing": suite.pricing.model_copy(update={"from_api": False})})
+    ) == (
+        None,
+        None,
+    )
