@@ -416,5 +416,6 @@ def render_markdown(view: ReportView, chart_files: Mapping[str, str]) -> str:
         "per_token_rows": _per_token_rows(view),
         "cost_phase_rows": _cost_phase_rows(view.cost),
         "suite_block": _suite_block(view.suite_yaml) if view.suite_yaml else "",
+        "prices_note": md(view.prices_note[:1].upper() + view.prices_note[1:]) if view.prices_note else "",
     }
     return _environment().get_template("report.md.j2").render(**context)

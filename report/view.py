@@ -233,6 +233,7 @@ class ReportView:
     client_check: ClientCheckView
     prompts: PromptsView | None = None
     suite_yaml: str = ""  # the suite as run (as given, defaults left out), for reproducing the run
+    prices_note: str = ""  # which price table priced the run (fmbench.plan.RunPlan.prices_note)
 
     @property
     def best_found(self) -> list[BestConfiguration]:
@@ -412,6 +413,7 @@ def build_view(
         ),
         prompts=_prompts_view(plan, metrics),
         suite_yaml=suite_yaml(plan),
+        prices_note=plan.prices_note or "",
     )
 
 

@@ -133,6 +133,7 @@ def test_bedrock_ranks_by_price_per_transaction_beside_an_instance(tmp_path: Pat
         "| Target | Branch | Deployment time (s) | Deployment (USD) | Load (USD) | Idle (USD) |" in markdown
     )
     assert plan.prices_note is not None and "bundled" in plan.prices_note
+    assert "\nPrices: bundled: compiled by hand" in markdown
 
 
 def test_prices_per_token_and_per_user_speed_match_numpy() -> None:
