@@ -777,6 +777,33 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_prices_update(args: argparse.Namespace) -> int:
+    """Read the on-demand prices from the AWS Price List API and write the price table."""
+    from fmbench.cloud.aws import error_message
+    from fmbench.cloud.pricing import api_errors, fetch_price_table, pricing_client
+    from fmbench.pricing import BUNDLED_TABLE_FILE, write_table
+
+    out = Path(args.out) if args.out else Path(__file__).parent / "data" / BUNDLED_TABLE_FILE
+    try:
+        table = fetch_price_table(pricing_client(args.endpoint_url))
+    except api_errors() as exc:  # credentials, network, access denied: said plainly, nothing written
+        print(f"prices update: the Price List API could not be read: {error_message(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    if not table.sagemaker:
+        print(
+            "prices update: the Price List API returned no SageMaker prices; nothing written", file=sys.stderr
+        )
+        return EXIT_FAILED
+    write_table(table, out)
+    counts = (
+        f"{sum(len(v) for v in table.sagemaker.values())} SageMaker, "
+        f"{sum(len(v) for v in table.ec2.values())} EC2 and "
+        f"{sum(len(v) for v in table.bedrock.values())} Bedrock prices in {len(table.sagemaker)} region(s)"
+    )
+    print(f"wrote {out}: {counts}, as of {table.as_of}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------------------------- cloud
 
 
@@ -1104,6 +1131,14 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="write the JSON Schemas of the suite and of result.json")
     schema.add_argument("--out", default="schema")
     schema.set_defaults(handler=cmd_schema)
+    prices = commands.add_parser("prices", help="the price table (see `fmbench prices update --help`)")
+    prices_commands = prices.add_subparsers(dest="prices_command", required=True)
+    update = prices_commands.add_parser(
+        "update", help="read on-demand prices from the AWS Price List API into the price table"
+    )
+    update.add_argument("--out", default=None, help="where to write it (default: the bundled table)")
+    update.add_argument("--endpoint-url", default=None, help=argparse.SUPPRESS)
+    update.set_defaults(handler=cmd_prices_update)
     start = commands.add_parser("start", help="start the suite as a run of the deployed AWS workflow")
     start.add_argument("suite", help="suite file (YAML or JSON)")
     _add_cloud_target_options(start)

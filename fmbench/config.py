@@ -326,6 +326,23 @@ class BedrockTarget(_TargetBase):
         default=None,
         description="Bedrock runtime URL override (a VPC interface endpoint, or a local emulator).",
     )
+    provisioned_model_units: int | None = Field(
+        default=None,
+        ge=1,
+        description="Model units of provisioned throughput behind model_id: the branch is then charged "
+        "price_per_hour_usd x units by the hour instead of by the token.",
+    )
+    price_per_hour_usd: float | None = Field(
+        default=None, ge=0, description="USD per model unit-hour of provisioned throughput."
+    )
+
+    @model_validator(mode="after")
+    def _provisioned_is_complete(self) -> BedrockTarget:
+        if (self.provisioned_model_units is None) != (self.price_per_hour_usd is None):
+            raise ValueError(
+                "provisioned throughput needs both provisioned_model_units and price_per_hour_usd"
+            )
+        return self
 
 
 Target = Annotated[
@@ -940,6 +957,11 @@ class Pricing(SuiteModel):
         description="Overrides of the bundled on-demand price table, finite and at least 0. Every key "
         "must be the instance_type of a target of the suite: a price that applies to none is refused, "
         "with the nearest instance type in use when it looks like a typo of one.",
+    )
+    from_api: bool = Field(
+        default=False,
+        description="Read prices from the AWS Price List API when the run is planned (falls back to the "
+        "bundled table, with a note, when the API cannot be read).",
     )
 
 

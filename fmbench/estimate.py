@@ -323,6 +323,8 @@ def _instance_part(spec: BranchSpec, settings: EstimateSettings, *, deployed: bo
         if deployed
         else "emulated instance for the load bound"
     )
+    if target.platform == "bedrock":
+        basis = "provisioned throughput (model units x price per unit-hour) for the load bound"
     if usd is None:
         basis = (
             f"no price for instance type {spec.instance_type}: add it under "
@@ -399,7 +401,8 @@ def cost_part(spec: BranchSpec, settings: EstimateSettings) -> CostPart:
     if target.platform == "emulator":
         return _instance_part(spec, settings, deployed=False)
     if target.platform == "bedrock":
-        return _token_part(spec)
+        provisioned = isinstance(target, BedrockTarget) and target.provisioned_model_units is not None
+        return _instance_part(spec, settings, deployed=False) if provisioned else _token_part(spec)
     if target.needs_deploy:
         return _instance_part(spec, settings, deployed=True)
     if target.platform == "sagemaker":

@@ -24,6 +24,7 @@ from fmbench.estimate import check_budget
 from fmbench.evaluation.run import EvaluationError, EvaluationSummary, evaluate_run
 from fmbench.layout import outcome_uri, run_plan_uri
 from fmbench.plan import BranchOutcome, RunPlan, new_run_id, plan_suite
+from fmbench.pricing import PriceTable
 from fmbench.prompt_store import materialize_plan
 from fmbench.records import warm_up_conversion
 from fmbench.runner import ProgressEvent
@@ -278,6 +279,20 @@ def publish_top_report(out: Path, run_id: str, report_dir: Path) -> list[str]:
     return notes
 
 
+def run_price_table(suite: Suite) -> tuple[PriceTable | None, str | None]:
+    """The Price List API's table when the suite asks for it (pricing.from_api), else none (the bundled
+    table); any failure of the API falls back to the bundled table, and the note says so."""
+    if not suite.pricing.from_api:
+        return None, None
+    from fmbench.cloud.pricing import api_errors, plan_price_table, pricing_client
+
+    try:
+        client = pricing_client()
+    except api_errors() as exc:  # no usable boto3 configuration: the bundled table, with a note
+        return None, f"prices: no Price List client ({exc}); the bundled table is used"
+    return plan_price_table(client)
+
+
 def run_suite(
     suite: Suite,
     out_dir: str | Path,
@@ -299,12 +314,16 @@ def run_suite(
     started = time.perf_counter()
     started_at = datetime.now(UTC)
     out = Path(out_dir).resolve()
+    prices, prices_note = run_price_table(suite)
     plan = plan_suite(
         suite,
         storage_root=str(out),
         run_id=run_id or new_run_id(),
         dataset_base_dir=str(suite_dir) if suite_dir else None,
+        prices=prices,
     )
+    if prices_note is not None:
+        plan = plan.model_copy(update={"prices_note": prices_note})
     if plan.cost_estimate is not None:
         check_budget(plan.cost_estimate, suite.budget)
     check_out_folder(out, plan.run_id)

@@ -14,7 +14,7 @@ from pydantic import Field
 from fmbench.config import LoadPlan, StrictModel, Suite, Workload
 from fmbench.deployment import resource_names
 from fmbench.estimate import CostEstimate, EstimateSettings, estimate_branches
-from fmbench.pricing import instance_price_per_hour_usd
+from fmbench.pricing import PriceTable, bundled_table, instance_price_per_hour_usd
 from fmbench.spec import BranchSpec, DatasetSummary
 
 
@@ -30,6 +30,10 @@ class RunPlan(StrictModel):
     dataset: DatasetSummary | None = Field(
         default=None,
         description="The prompts the run materialized for its branches (source, revision, content hash).",
+    )
+    prices_note: str | None = Field(
+        default=None,
+        description="Which price table priced the plan (the Price List API's or the bundled one) and why.",
     )
 
 
@@ -54,8 +58,15 @@ def branch_id_for(target: Any, workload: Workload, load: LoadPlan, price: float 
     return f"{_slug(target.name, 40)}-{digest}"
 
 
-def resolve_instance(target: Any, suite: Suite) -> tuple[str | None, float | None]:
-    """Instance type and hourly price of a target (an emulator stands in for its profile's instance)."""
+def resolve_instance(
+    target: Any, suite: Suite, prices: PriceTable | None = None
+) -> tuple[str | None, float | None]:
+    """Instance type and hourly price of a target (an emulator stands in for its profile's instance; a
+    Bedrock target with provisioned throughput is charged its model units by the hour)."""
+    if target.platform == "bedrock":
+        if target.provisioned_model_units is None:
+            return None, None
+        return None, target.price_per_hour_usd * target.provisioned_model_units
     instance_type = target.instance_type
     profile_price = None
     if target.platform == "emulator" and target.emulator.profile and target.emulator.ttft_ms is None:
@@ -65,9 +76,34 @@ def resolve_instance(target: Any, suite: Suite) -> tuple[str | None, float | Non
         instance_type = instance_type or profile.instance_type
         profile_price = profile.price_per_hour_usd
     price = instance_price_per_hour_usd(
-        instance_type, suite.pricing.instance_price_per_hour_usd, profile_price
+        instance_type,
+        suite.pricing.instance_price_per_hour_usd,
+        profile_price,
+        region=getattr(target, "region", None),
+        table=prices,
     )
     return instance_type, price
+
+
+def with_token_prices(target: Any, prices: PriceTable | None = None) -> Any:
+    """A Bedrock target on demand without token prices gets the table's for its model and region."""
+    if target.platform != "bedrock" or target.provisioned_model_units is not None:
+        return target
+    if target.input_price_per_1k_tokens_usd is not None and target.output_price_per_1k_tokens_usd is not None:
+        return target
+    found = (prices or bundled_table()).token_price(target.model_id, target.region)
+    if found is None:
+        return target
+    return target.model_copy(
+        update={
+            "input_price_per_1k_tokens_usd": target.input_price_per_1k_tokens_usd
+            if target.input_price_per_1k_tokens_usd is not None
+            else found.input_per_1k_usd,
+            "output_price_per_1k_tokens_usd": target.output_price_per_1k_tokens_usd
+            if target.output_price_per_1k_tokens_usd is not None
+            else found.output_per_1k_usd,
+        }
+    )
 
 
 def plan_suite(
@@ -76,13 +112,15 @@ def plan_suite(
     run_id: str | None = None,
     dataset_base_dir: str | None = None,
     estimate_settings: EstimateSettings | None = None,
+    prices: PriceTable | None = None,
 ) -> RunPlan:
     """Branch specs of every target, and the run's cost estimate (``estimate_settings``: the stack's bounds,
-    default none, as for a local run)."""
+    default none, as for a local run; ``prices``: the price table, default the bundled one)."""
     run_id = run_id or new_run_id()
     branches = []
-    for target in suite.expanded_targets():
-        instance_type, price = resolve_instance(target, suite)
+    for suite_target in suite.expanded_targets():
+        target = with_token_prices(suite_target, prices)
+        instance_type, price = resolve_instance(target, suite, prices)
         branch_id = branch_id_for(target, suite.workload, suite.load, price)
         branches.append(
             BranchSpec(
@@ -102,11 +140,13 @@ def plan_suite(
                 ),
             )
         )
+    table = prices or bundled_table()
     return RunPlan(
         run_id=run_id,
         suite=suite,
         branches=branches,
         cost_estimate=estimate_branches(branches, estimate_settings, suite.evaluation),
+        prices_note=f"prices: {table.source} (as of {table.as_of})",
     )
 
 

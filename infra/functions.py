@@ -242,6 +242,7 @@ class Functions(Construct):
         self.render = self._function("Render", FUNCTION_SIZING["render"], log_retention)
 
         self._allow_reading_quotas()
+        self._allow_reading_prices()
         self._allow_reading_secrets(self.plan)  # a Hub token for a gated dataset (workload.dataset.hub_token)
         self._allow_deploying()
         allow_describing(self.endpoint_status, ["endpoint"])
@@ -369,6 +370,18 @@ class Functions(Construct):
             ["servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"],
             reason="servicequotas:ListServiceQuotas and servicequotas:ListAWSDefaultServiceQuotas support "
             "no resource-level permissions; they only read quota values (the plan's SageMaker quota check).",
+        )
+
+    def _allow_reading_prices(self) -> None:
+        """A suite with pricing.from_api has the plan read on-demand prices from the AWS Price List API
+        (fmbench.cloud.pricing). Read only; public price data."""
+        role = role_of(self.plan)
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["pricing:GetProducts"], resources=["*"]))
+        acknowledge_unscoped_actions(
+            role,
+            ["pricing:GetProducts"],
+            reason="pricing:GetProducts supports no resource-level permissions; it reads AWS's public "
+            "price list (the plan's prices with pricing.from_api).",
         )
 
     def _allow_reading_secrets(self, function: lambda_.DockerImageFunction) -> None:

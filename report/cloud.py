@@ -258,10 +258,14 @@ def endpoint_lifetimes(
         if not spec.target.needs_deploy:
             continue
         teardown = read_teardown(s3_client, spec)
+        deployment = deployments.get(spec.branch_id)
+        in_service = deployment.in_service_epoch_s if deployment is not None else None
         if teardown is not None:
-            lifetimes[spec.branch_id] = EndpointLifetime(teardown.created_epoch_s, teardown.deleted_epoch_s)
-        elif spec.branch_id in deployments:
-            lifetimes[spec.branch_id] = EndpointLifetime(deployments[spec.branch_id].created_epoch_s)
+            lifetimes[spec.branch_id] = EndpointLifetime(
+                teardown.created_epoch_s, teardown.deleted_epoch_s, in_service
+            )
+        elif deployment is not None:
+            lifetimes[spec.branch_id] = EndpointLifetime(deployment.created_epoch_s, None, in_service)
     return lifetimes
 
 

@@ -31,6 +31,41 @@ class EndpointLifetime:
 
     created_epoch_s: float
     deleted_epoch_s: float | None = None
+    in_service_epoch_s: float | None = None  # the status step's record (deployment.json), when there is one
+
+    @property
+    def deployment_s(self) -> float | None:
+        if self.in_service_epoch_s is None:
+            return None
+        return max(0.0, self.in_service_epoch_s - self.created_epoch_s)
+
+
+def _split(
+    spec: BranchSpec,
+    start_s: float,
+    end_s: float,
+    in_service_s: float | None,
+    outcome: BranchOutcome | None,
+) -> dict[str, float | None]:
+    """The instance time from ``start_s`` to ``end_s`` in USD, split into deployment (to InService), load
+    (the runner's start to end, within the rest) and idle (what remains); unknown parts stay None."""
+    price = spec.instance_price_per_hour_usd
+    if price is None:
+        return {}
+    rate = price * spec.target.instance_count / SECONDS_PER_HOUR
+    ready_s = min(max(in_service_s, start_s), end_s) if in_service_s is not None else start_s
+    load_s = None
+    if outcome is not None and outcome.started_epoch_s is not None and outcome.ended_epoch_s is not None:
+        load_s = max(0.0, min(outcome.ended_epoch_s, end_s) - max(outcome.started_epoch_s, ready_s))
+    deployment_s = ready_s - start_s if in_service_s is not None else None
+    idle_s = None
+    if deployment_s is not None and load_s is not None:
+        idle_s = max(0.0, end_s - start_s - deployment_s - load_s)
+    return {
+        "deployment_usd": deployment_s * rate if deployment_s is not None else None,
+        "load_usd": load_s * rate if load_s is not None else None,
+        "idle_usd": idle_s * rate if idle_s is not None else None,
+    }
 
 
 def _instance_usd(spec: BranchSpec, seconds: float) -> tuple[float | None, float]:
@@ -64,7 +99,13 @@ def _deployed_part(
     if usd is None:
         basis += f"; no price for {spec.instance_type}"
     return ActualCostPart(
-        branch_id=spec.branch_id, target_name=name, usd=usd, instance_seconds=instance_seconds, basis=basis
+        branch_id=spec.branch_id,
+        target_name=name,
+        usd=usd,
+        instance_seconds=instance_seconds,
+        basis=basis,
+        deployment_s=lifetime.deployment_s,
+        **_split(spec, lifetime.created_epoch_s, end_epoch_s, lifetime.in_service_epoch_s, outcome),
     )
 
 
@@ -85,6 +126,25 @@ def _emulated_part(spec: BranchSpec, outcome: BranchOutcome | None) -> ActualCos
         instance_seconds=instance_seconds,
         emulated=True,
         basis=basis,
+        # The emulator is ready when the branch starts: no deployment, all of the wall time is load.
+        deployment_s=0.0,
+        **_split(spec, outcome.started_epoch_s, outcome.ended_epoch_s, outcome.started_epoch_s, outcome),
+    )
+
+
+def _provisioned_part(spec: BranchSpec, outcome: BranchOutcome | None) -> ActualCostPart:
+    """Bedrock provisioned throughput: the branch's wall time x model units x the unit-hour price (a lower
+    bound: AWS bills whole hours of the commitment, which may outlive the run)."""
+    name = spec.target.name
+    if outcome is None or outcome.started_epoch_s is None or outcome.ended_epoch_s is None:
+        return ActualCostPart(branch_id=spec.branch_id, target_name=name, usd=None, basis="no branch times")
+    usd, instance_seconds = _instance_usd(spec, outcome.ended_epoch_s - outcome.started_epoch_s)
+    return ActualCostPart(
+        branch_id=spec.branch_id,
+        target_name=name,
+        usd=usd,
+        instance_seconds=instance_seconds,
+        basis="provisioned throughput: branch wall time x model units x price per unit-hour (a lower bound)",
     )
 
 
@@ -126,6 +186,8 @@ def actual_cost_parts(
             parts.append(_deployed_part(spec, outcome, lifetimes.get(spec.branch_id)))
         elif platform == "emulator":
             parts.append(_emulated_part(spec, outcome))
+        elif platform == "bedrock" and spec.instance_price_per_hour_usd is not None:
+            parts.append(_provisioned_part(spec, outcome))
         elif platform == "bedrock":
             parts.append(_token_part(spec, metrics))
         else:

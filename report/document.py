@@ -61,6 +61,7 @@ def _load_point_summary(point: LoadPointView) -> LoadPointSummary:
         schedule_lag_p99_s=point["schedule_lag_p99_s"],
         runner_cpu_fraction=point["runner_cpu_fraction"],
         completed=point.completed,
+        **_token_figures(point),
     )
 
 
@@ -130,8 +131,28 @@ def _panel_agreement(accuracy: AccuracyView | None) -> PanelAgreement | None:
     )
 
 
+_TOKEN_FIGURES = (
+    "itl_p50_s",
+    "itl_p95_s",
+    "itl_p99_s",
+    "output_tokens_per_s_per_user",
+    "price_per_1m_input_tokens_usd",
+    "price_per_1m_output_tokens_usd",
+    "price_per_1m_total_tokens_usd",
+    "window_cost_usd",
+)
+
+
+def _token_figures(point: LoadPointView) -> dict[str, float | None]:
+    """ITL percentiles, per-user speed and the prices per million tokens (report.prices) of a load point."""
+    return {name: point.figures.get(name) for name in _TOKEN_FIGURES}
+
+
 def _branch_result(
-    branch: BranchView, accuracy: AccuracyView | None = None, capacity: BranchCapacity | None = None
+    branch: BranchView,
+    accuracy: AccuracyView | None = None,
+    capacity: BranchCapacity | None = None,
+    deployment_s: float | None = None,
 ) -> BranchResult:
     return BranchResult(
         branch_id=branch.branch_id,
@@ -160,6 +181,7 @@ def _branch_result(
         errors_by_class=branch.errors_by_class,
         accuracy=_branch_accuracy(accuracy, branch.branch_id),
         capacity=capacity,
+        deployment_s=deployment_s,
     )
 
 
@@ -178,11 +200,26 @@ def result_document(view: ReportView, artifacts: Artifacts) -> ResultDocument:
         best=view.best,
         best_per_bin=view.best_found,
         branches=[
-            _branch_result(branch, view.accuracy, capacity.get(branch.branch_id)) for branch in view.branches
+            _branch_result(
+                branch, view.accuracy, capacity.get(branch.branch_id), _deployment_s(view, branch.branch_id)
+            )
+            for branch in view.branches
         ],
         cost=view.cost,
         artifacts=artifacts,
         prompts=_prompts_result(view.prompts),
         agreement=_panel_agreement(view.accuracy),
         capacity_plan=view.capacity_plan,
+        suite_yaml=view.suite_yaml or None,
     )
+
+
+def _deployment_s(view: ReportView, branch_id: str) -> float | None:
+    """Endpoint creation to InService of a deployed branch (0 for a local emulator), from the cost's
+    record of the branch; None when the run recorded none."""
+    if view.cost is None:
+        return None
+    for part in view.cost.actual_parts:
+        if part.branch_id == branch_id and part.deployment_s is not None:
+            return round(part.deployment_s, 3)
+    return None

@@ -21,6 +21,8 @@ th { background: #f6f8fa; }
 tr:nth-child(even) td { background: #fbfcfd; }
 code { background: #f6f8fa; padding: 1px 4px; border-radius: 4px; font-size: 90%; }
 img { max-width: 100%; height: auto; border: 1px solid #d0d7de; }
+pre { background: #f6f8fa; padding: 8px 12px; overflow-x: auto; font-size: 12px; }
+summary { cursor: pointer; }
 """
 
 _IMG_SRC = re.compile(r'<img\b[^>]*?\bsrc="([^"]*)"')
@@ -36,7 +38,9 @@ def render_html(markdown_text: str, title: str, image_files: Mapping[str, Path])
     The HTML is made from report.md itself, so the two can never say different things.
     ``image_files`` maps the image reference used in the Markdown (a file name) to the PNG to embed.
     """
-    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
+    body = markdown.markdown(
+        markdown_text, extensions=["tables", "fenced_code", "md_in_html"], output_format="html"
+    )
     for reference, png in image_files.items():
         encoded = base64.b64encode(png.read_bytes()).decode("ascii")
         body = body.replace(f'src="{reference}"', f'src="data:image/png;base64,{encoded}"')

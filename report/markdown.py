@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -559,6 +560,50 @@ def _judging_cost_row(cost: CostSummary) -> list[list[str]]:
     return [["Judging (panel of LLM judges)", "", NOT_AVAILABLE, spent, basis]]
 
 
+def _per_token_rows(view: ReportView) -> list[list[str]]:
+    """Per load point: inter-token latency percentiles, per-user output speed and prices per 1M tokens."""
+    return [
+        [
+            md(point.target_name),
+            load_label(point.key.concurrency, point.key.request_rate_per_s),
+            md(point.key.payload_bin),
+            seconds(point.figures.get("itl_p50_s")),
+            seconds(point.figures.get("itl_p95_s")),
+            seconds(point.figures.get("itl_p99_s")),
+            number(point.figures.get("output_tokens_per_s_per_user")),
+            usd(point.figures.get("price_per_1m_input_tokens_usd")),
+            usd(point.figures.get("price_per_1m_output_tokens_usd")),
+            usd(point.figures.get("price_per_1m_total_tokens_usd")),
+        ]
+        for point in view.load_points
+    ]
+
+
+def _cost_phase_rows(cost: CostSummary | None) -> list[list[str]]:
+    """The actual cost of each instance-billed branch split into deployment, load and idle time."""
+    if cost is None:
+        return []
+    return [
+        [
+            md(part.target_name),
+            f"`{part.branch_id}`",
+            seconds(part.deployment_s),
+            money(part.deployment_usd),
+            money(part.load_usd),
+            money(part.idle_usd),
+        ]
+        for part in cost.actual_parts
+        if part.instance_seconds is not None
+    ]
+
+
+def _suite_block(suite_yaml: str) -> str:
+    """The suite as a fenced YAML block, its fence longer than any run of backticks inside it."""
+    longest = max((len(run) for run in re.findall(r"`+", suite_yaml)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}yaml\n{suite_yaml.rstrip()}\n{fence}"
+
+
 def render_markdown(view: ReportView, chart_files: Mapping[str, str]) -> str:
     """report.md. ``chart_files`` maps chart name -> the image reference to write (a relative file name)."""
     incomplete = any(not point.completed for branch in view.branches for point in branch.measured.values())
@@ -602,5 +647,9 @@ def render_markdown(view: ReportView, chart_files: Mapping[str, str]) -> str:
         "prompts_lines": _prompts_lines(view),
         "charts": chart_entries,
         "capacity_section": capacity_markdown(view.capacity, view.capacity_plan),
+        "per_token_rows": _per_token_rows(view),
+        "cost_phase_rows": _cost_phase_rows(view.cost),
+        "suite_block": _suite_block(view.suite_yaml) if view.suite_yaml else "",
+        "prices_note": md(view.prices_note[:1].upper() + view.prices_note[1:]) if view.prices_note else "",
     }
     return _environment().get_template("report.md.j2").render(**context)

@@ -16,6 +16,7 @@ from report.costs import EndpointLifetime
 from report.document import result_document
 from report.html import ReportError, render_html
 from report.markdown import render_markdown
+from report.prices import priced_metrics
 from report.query import accuracy_figures, compute_metrics, ttft_samples
 from report.result import Artifacts, ResultDocument, write_result
 from report.view import NO_OUTCOME_REASON, build_view
@@ -71,6 +72,7 @@ def build_report(
     """
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
+    metrics = priced_metrics(plan, metrics)
     view = build_view(
         plan,
         outcomes,

@@ -114,6 +114,24 @@ class LoadPointSummary(_ResultModel):
     runner_cpu_fraction: float | None = Field(
         description="Runner process CPU time / wall time over the load point (1.0 = one core busy)."
     )
+    itl_p50_s: float | None = Field(default=None, description="Median inter-token latency, s.")
+    itl_p95_s: float | None = Field(default=None, description="95th percentile inter-token latency, s.")
+    itl_p99_s: float | None = Field(default=None, description="99th percentile inter-token latency, s.")
+    output_tokens_per_s_per_user: float | None = Field(
+        default=None, description="Mean completion tokens / mean end-to-end latency of the successes."
+    )
+    price_per_1m_input_tokens_usd: float | None = Field(
+        default=None, description="Cost of the window per million input (prompt) tokens, USD."
+    )
+    price_per_1m_output_tokens_usd: float | None = Field(
+        default=None, description="Cost of the window per million output (completion) tokens, USD."
+    )
+    price_per_1m_total_tokens_usd: float | None = Field(
+        default=None, description="Cost of the window per million input plus output tokens, USD."
+    )
+    window_cost_usd: float | None = Field(
+        default=None, description="Cost of the load point's measured window, USD; null when unpriced."
+    )
     completed: bool = Field(
         default=True,
         description="False when the branch's sweep stopped during (or right after) this load point: it may "
@@ -333,6 +351,20 @@ class ActualCostPart(_ResultModel):
     )
     emulated: bool = Field(default=False, description="A local emulator's stand-in price: nothing is billed.")
     basis: str = Field(description="How the figure was counted, in words.")
+    deployment_s: float | None = Field(
+        default=None,
+        description="Endpoint creation to InService, s (0 for a local emulator); null if unknown.",
+    )
+    deployment_usd: float | None = Field(
+        default=None, description="The part of usd from endpoint creation to InService; null if unknown."
+    )
+    load_usd: float | None = Field(
+        default=None, description="The part of usd while the runner sent load; null if unknown."
+    )
+    idle_usd: float | None = Field(
+        default=None,
+        description="The rest of usd: in service without load (probe, gaps, waiting for teardown to delete).",
+    )
 
 
 class JudgingCost(_ResultModel):
@@ -482,6 +514,9 @@ class ResultDocument(_ResultModel):
     )
     capacity_plan: CapacityPlanResult | None = Field(
         default=None, description="Instances and cost per target load (suite: capacity); null without one."
+    )
+    suite_yaml: str | None = Field(
+        default=None, description="The suite as run, YAML (as given; defaults left out): runs it again."
     )
 
     @field_validator("generated_at")

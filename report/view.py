@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from fmbench.endpoints.base import ERROR_CLASSES
 from fmbench.plan import BranchOutcome, RunPlan
@@ -244,6 +245,8 @@ class ReportView:
     accuracy: AccuracyView | None = None  # None: the run was not judged
     capacity: tuple[BranchCapacity, ...] = ()  # per branch in plan order (report/capacity.py)
     capacity_plan: CapacityPlanResult | None = None
+    suite_yaml: str = ""  # the suite as run (as given, defaults left out), for reproducing the run
+    prices_note: str = ""  # which price table priced the run (fmbench.plan.RunPlan.prices_note)
 
     @property
     def best_found(self) -> list[BestConfiguration]:
@@ -414,7 +417,7 @@ def build_view(
         title=suite.report.title or f"FMBench Flow benchmark: {suite.name}",
         generated_at=(generated_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0),
         status=overall_status([b.status for b in branches]),
-        slo=SloSummary(**suite.slo.model_dump()),
+        slo=SloSummary(**suite.slo.model_dump(include=set(SloSummary.model_fields))),
         selection_rule=selection_rule(suite.slo),
         bins=bins,
         headline_bin=headline,
@@ -434,4 +437,12 @@ def build_view(
         accuracy=judged,
         capacity=tuple(branch_capacity(spec, metrics, suite.slo, headline) for spec in plan.branches),
         capacity_plan=capacity_plan(plan, metrics, headline),
+        suite_yaml=suite_yaml(plan),
+        prices_note=plan.prices_note or "",
     )
+
+
+def suite_yaml(plan: RunPlan) -> str:
+    """The run's suite as YAML: what ``fmbench run`` (or ``fmbench start``) takes to run it again."""
+    document = plan.suite.model_dump(mode="json", exclude_unset=True)
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)

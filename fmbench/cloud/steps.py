@@ -33,6 +33,7 @@ from fmbench.cloud.events import (
     TeardownRecord,
 )
 from fmbench.cloud.limits import bounded_error, execution_limit_problems, json_size
+from fmbench.cloud.pricing import plan_price_table
 from fmbench.cloud.quotas import ClientFactory, check_endpoint_quotas, instances_needed_at_once
 from fmbench.cloud.sagemaker import (
     deploy,
@@ -46,6 +47,7 @@ from fmbench.config import Suite, SuiteProblem, SuiteValidationError, problems_f
 from fmbench.deployment import FAILED, IN_SERVICE, MAX_STATUS_POLLS, secret_references
 from fmbench.estimate import check_budget, endpoint_ttl_problems, estimate_branches
 from fmbench.plan import RunPlan, new_run_id, plan_suite
+from fmbench.pricing import PRICING_API_REGION
 from fmbench.prompt_store import MAX_MATERIALIZED_PROMPTS_PER_BIN, materialize_plan
 from fmbench.spec import BranchSpec
 from fmbench.storage import split_s3_uri
@@ -196,7 +198,12 @@ def plan_run(
     )
     run_id = run_id_for(event.execution_name)
     storage_root = s3_objects.s3_uri(settings.results_bucket)
-    plan = plan_suite(suite, storage_root=storage_root, run_id=run_id)
+    prices, prices_note = None, None
+    if suite.pricing.from_api and client_factory is not None:
+        prices, prices_note = plan_price_table(client_factory("pricing", PRICING_API_REGION))
+    plan = plan_suite(suite, storage_root=storage_root, run_id=run_id, prices=prices)
+    if prices_note is not None:
+        plan = plan.model_copy(update={"prices_note": prices_note})
     ttl_s = suite.execution.endpoint_ttl_s
     specs = [
         spec.model_copy(update={"sagemaker_deployment": plan_deployment(spec.target, settings.region, ttl_s)})
@@ -216,7 +223,9 @@ def plan_run(
     if client_factory is not None:
         needs = instances_needed_at_once(specs, max_concurrency, settings.region)
         quota_notes = check_endpoint_quotas(needs, client_factory, max_concurrency)
-    plan = RunPlan(run_id=run_id, suite=suite, branches=specs, cost_estimate=estimate)
+    plan = RunPlan(
+        run_id=run_id, suite=suite, branches=specs, cost_estimate=estimate, prices_note=plan.prices_note
+    )
     items = [
         branch_item(spec, layout.branch_spec_uri(storage_root, run_id, spec.branch_id), max_status_polls)
         for spec in specs

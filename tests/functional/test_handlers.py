@@ -41,6 +41,7 @@ from lambdas import deploy, endpoint_status, plan, render
 from lambdas import teardown as teardown_lambda
 from report.cloud import AthenaQueryError, run_athena_query, ttft_samples_frame
 from report.execution_output import ExecutionOutput, execution_output
+from report.prices import PRICE_COLUMNS
 from report.query import METRIC_COLUMNS, TTFT_SAMPLE_COLUMNS, QueryError, athena_metrics_query, typed_frame
 from report.result import ResultDocument
 
@@ -632,10 +633,13 @@ def test_render_publishes_the_report_and_returns_its_summary(s3: Any, athena: An
     summary = pd.read_parquet(
         io.BytesIO(s3.get_object(Bucket=BUCKET, Key=prefix + "summary.parquet")["Body"].read())
     )
-    pd.testing.assert_frame_equal(
-        summary.sort_values(["branch_id", "payload_bin", "concurrency"]).reset_index(drop=True),
+    pd.testing.assert_frame_equal(  # the query's columns, then the report's prices (report/prices.py)
+        summary[list(metrics.columns)]
+        .sort_values(["branch_id", "payload_bin", "concurrency"])
+        .reset_index(drop=True),
         metrics.sort_values(["branch_id", "payload_bin", "concurrency"]).reset_index(drop=True),
     )
+    assert list(summary.columns[len(metrics.columns) :]) == list(PRICE_COLUMNS)
     assert run_plan_uri(f"s3://{BUCKET}", RUN_ID).endswith("/plan.json")
 
 
@@ -767,8 +771,9 @@ def test_render_puts_the_actual_cost_beside_the_estimate_and_a_report_only_rende
         0.0,
         "not billed by this run",
     )
-    assert actual[bedrock["branch_id"]].usd is None  # the suite gives no token prices
-    assert (first.cost.actual_usd, first.cost.actual_complete) == (pytest.approx(0.736), False)
+    # priced from the table's Claude 3 Haiku token prices; its branch failed, so no token was measured
+    assert actual[bedrock["branch_id"]].usd == 0.0
+    assert (first.cost.actual_usd, first.cost.actual_complete) == (pytest.approx(0.736), True)
     report = s3.get_object(Bucket=BUCKET, Key=f"reports/run_id={RUN_ID}/report.md")["Body"].read().decode()
     assert "## Cost" in report and "| **Total** |" in report
     reasons = {branch.branch_id: branch.reason for branch in again.branches}

@@ -139,8 +139,8 @@ def test_a_suite_over_its_budget_fails_at_plan_with_the_estimate_and_writes_noth
 
 
 def test_an_unpriced_instance_under_a_budget_is_refused(s3: Any) -> None:
-    data = suite_data(budget={"max_usd": 1000})
-    data["pricing"] = {}
+    data = suite_data(target("llama", instance_type="ml.p5e.48xlarge"), budget={"max_usd": 1000})
+    data["pricing"] = {}  # the bundled table has no ml.p5e price
     with pytest.raises(BudgetExceededError, match="cost of llama cannot be bounded"):
         run_plan(data)
     assert nothing_created(s3)

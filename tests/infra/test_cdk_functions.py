@@ -276,6 +276,8 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         "s3:ListBucket",
         "servicequotas:ListServiceQuotas",
         "servicequotas:ListAWSDefaultServiceQuotas",
+        # Prices from the AWS Price List API (pricing.from_api).
+        "pricing:GetProducts",
         # A Hub dataset's token, from a secret named fmbench/... (workload.dataset.hub_token).
         "secretsmanager:GetSecretValue",
     }
@@ -297,6 +299,7 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         statement(["servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"], ["*"])
         in plan
     )
+    assert statement(["pricing:GetProducts"], ["*"]) in plan
 
     status = _statements(template_json, "endpoint_status")
     assert statement(["sagemaker:DescribeEndpoint", "sagemaker:ListTags"], [ENDPOINTS]) in status

@@ -84,6 +84,7 @@ _UNSCOPED_ACTIONS: dict[str, set[str]] = {
         *XRAY,
         "servicequotas:ListServiceQuotas",
         "servicequotas:ListAWSDefaultServiceQuotas",
+        "pricing:GetProducts",
     },
     "Functions/DeployRole": XRAY,
     "Functions/EndpointStatusRole": XRAY,
