@@ -10,7 +10,7 @@ import pytest
 from fmbench.cloud.sagemaker import plan_deployment
 from fmbench.config import SageMakerTarget, SuiteValidationError
 from fmbench.instances import ACCELERATED_INSTANCES, gpu_count, instance_accelerators
-from fmbench.pricing import SAGEMAKER_ON_DEMAND_USD_PER_HOUR
+from fmbench.pricing import bundled_table
 from fmbench.suite import validate_suite_data
 
 SUITE: dict[str, Any] = {
@@ -72,7 +72,9 @@ def test_the_table_knows_current_accelerated_types(
 
 
 def test_every_priced_accelerated_type_is_in_the_table_and_only_gpus_count_as_gpus() -> None:
-    assert set(SAGEMAKER_ON_DEMAND_USD_PER_HOUR) <= set(ACCELERATED_INSTANCES)
+    priced = {name for region in bundled_table().sagemaker.values() for name in region}
+    assert priced
+    assert priced <= set(ACCELERATED_INSTANCES), sorted(priced - set(ACCELERATED_INSTANCES))
     assert gpu_count("ml.inf2.24xlarge") is None
     assert gpu_count("ml.g5.3xlarge") is None
     assert all(name.startswith("ml.") for name in ACCELERATED_INSTANCES)
