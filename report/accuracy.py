@@ -43,7 +43,9 @@ def wilson_interval(successes: int, total: int, confidence: float = CONFIDENCE) 
     z2n = z * z / total
     centre = (p + z2n / 2.0) / (1.0 + z2n)
     half = z / (1.0 + z2n) * math.sqrt(p * (1.0 - p) / total + z * z / (4.0 * total * total))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval holds p; computed in floating point its end can miss p by a rounding error (13 of 13:
+    # 0.9999999999999999), which would make a chart's error bar negative.
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def cohen_kappa(table: Sequence[Sequence[float]] | np.ndarray) -> float | None:

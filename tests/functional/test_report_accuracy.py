@@ -231,3 +231,19 @@ def test_a_saved_run_whose_accuracy_dropped_is_regressed(tmp_path: Path) -> None
     assert accuracy["small"].verdict == "regressed" and accuracy["small"].change == pytest.approx(-50.0)
     assert accuracy["large"].verdict == "skipped"  # never judged
     assert result.verdict == "regressed" and result.regressed_metrics == ["accuracy"]
+
+
+def test_a_candidate_judged_right_on_every_prompt_gets_its_charts(tmp_path: Path) -> None:
+    """13 of 13 correct per bin: computed as written, the Wilson interval's upper end is 1 less a rounding
+    error, below the estimate, and the chart's error bar would be negative."""
+    plan, outcomes, root = run_plan(tmp_path, suite_data())
+    ids = {b.target.name: b.branch_id for b in plan.branches}
+    perfect = [(3, 0)] * 13
+    write_judgments(root, plan.run_id, {ids["small"]: judgments_for("small", perfect, extra=False)})
+    report_dir = tmp_path / "reports"
+    document = generate_report(plan, outcomes, root, report_dir, generated_at=WHEN)
+    small = next(b for b in document.branches if b.target_name == "small")
+    assert small.accuracy is not None and small.accuracy.majority_accuracy == 1.0
+    assert small.accuracy.interval_high is not None and small.accuracy.interval_high == 1.0
+    for chart in ("majority_accuracy.png", "accuracy_vs_prompt_length.png"):
+        assert (report_dir / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", chart
