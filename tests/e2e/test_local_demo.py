@@ -75,6 +75,10 @@ def test_report_files_and_sections(demo_run: tuple[Path, subprocess.CompletedPro
         assert field in markdown, field
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
+    # the demo is judged: both accuracy charts and the section
+    for chart in ("majority_accuracy.png", "accuracy_vs_prompt_length.png"):
+        assert chart in [p.name for p in charts], chart
+    assert "## Accuracy" in markdown
     assert 'src="http' not in html
 
 
@@ -82,27 +86,38 @@ def test_report_files_and_sections(demo_run: tuple[Path, subprocess.CompletedPro
 def test_best_configuration_is_what_the_profiles_imply(
     demo_run: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
-    """g5-xlarge queues past the SLO at 16; g5-12xlarge is fast but 4.7x the price; g5-2xlarge at 16 wins."""
+    """g5-xlarge queues past the latency SLO at 16; g5-2xlarge at 16 is the cheapest within it, but its
+    quantized model falls below the accuracy floor; so g5-12xlarge at 16, dearer per hour, wins."""
     out, completed = demo_run
     result = ResultDocument.model_validate(json.loads((out / "result.json").read_text()))
     assert result.status == "succeeded"
     assert result.headline_bin == "500-2000"
+    assert result.slo.min_accuracy is not None
     assert result.best is not None
     assert (result.best.experiment_name, result.best.instance_type, result.best.concurrency) == (
-        "g5-2xlarge",
-        "ml.g5.2xlarge",
+        "g5-12xlarge",
+        "ml.g5.12xlarge",
         16,
     )
     assert {(b.payload_file, b.experiment_name, b.concurrency) for b in result.best_per_bin} == {
-        ("50-500", "g5-2xlarge", 16),
-        ("500-2000", "g5-2xlarge", 16),
+        ("50-500", "g5-12xlarge", 16),
+        ("500-2000", "g5-12xlarge", 16),
     }
     by_name = {b.target_name: b for b in result.branches}
     assert set(by_name) == {"g5-xlarge", "g5-2xlarge", "g5-12xlarge"}
     xlarge_at_16 = [p for p in by_name["g5-xlarge"].load_points if p.concurrency == 16]
     assert xlarge_at_16 and not any(p.meets_slo for p in xlarge_at_16)
+    # g5-2xlarge: within the latency SLO at 16 and cheaper per transaction, but not accurate enough
+    two_at_16 = {p.payload_bin: p for p in by_name["g5-2xlarge"].load_points if p.concurrency == 16}
+    twelve_at_16 = {p.payload_bin: p for p in by_name["g5-12xlarge"].load_points if p.concurrency == 16}
+    assert two_at_16["500-2000"].meets_slo
+    assert two_at_16["500-2000"].price_per_txn_usd < twelve_at_16["500-2000"].price_per_txn_usd  # type: ignore[operator]
+    accuracy = {name: branch.accuracy for name, branch in by_name.items()}
+    assert all(a is not None and a.judged_prompts > 0 for a in accuracy.values())
+    assert accuracy["g5-2xlarge"].meets_floor is False  # type: ignore[union-attr]
+    assert accuracy["g5-12xlarge"].meets_floor is True  # type: ignore[union-attr]
     assert "Best under the SLO" in completed.stdout
-    assert "g5-2xlarge on ml.g5.2xlarge at concurrency 16" in completed.stdout
+    assert "g5-12xlarge on ml.g5.12xlarge at concurrency 16" in completed.stdout
     assert str(out / "report.md") in completed.stdout
 
 
