@@ -75,6 +75,9 @@ class SloSummary(_ResultModel):
     )
     p95_ttft_s: float | None = Field(description="Maximum p95 time to first token, seconds; null: no limit.")
     max_error_rate: float = Field(ge=0, le=1, description="Maximum error rate (0..1).")
+    min_accuracy: float | None = Field(
+        default=None, ge=0, le=1, description="Minimum judged accuracy (0..1); null: no floor."
+    )
 
 
 class LoadPointSummary(_ResultModel):
