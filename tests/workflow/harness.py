@@ -1,8 +1,8 @@
 """The workflow tier's harness: the synthesized template "deployed" into moto, and its executions.
 
 Deploying creates, in an empty moto, what the state machine refers to: the results bucket, the Glue
-database and tables, the Lambda functions (with the image CMD and environment the template gives them), the ECS cluster and task
-definition, the Athena workgroup; then the state machine itself, whose definition is the template's
+database and tables, the Lambda functions (with the image CMD and environment the template gives them),
+the ECS cluster and task definition, the Athena workgroup; then the state machine itself, whose definition is the template's
 ``DefinitionString`` with its references resolved to those resources; then what refers to the state
 machine: the functions whose environment names it, and the EventBridge rules with their targets.
 

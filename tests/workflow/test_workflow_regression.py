@@ -61,7 +61,8 @@ def event_queue() -> str:
 
 def received(url: str) -> list[dict[str, Any]]:
     sqs = boto3.client("sqs")
-    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+    answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    messages = answer.get("Messages", [])
     return [json.loads(message["Body"]) for message in messages]
 
 
