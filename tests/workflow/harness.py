@@ -2,9 +2,10 @@
 
 Deploying creates, in an empty moto, what the state machine refers to: the results bucket, the Glue
 database and tables, the Lambda functions (with the image CMD and environment the template gives them),
-the ECS cluster and task definition, the Athena workgroup; then the state machine itself, whose definition is the template's
-``DefinitionString`` with its references resolved to those resources; then what refers to the state
-machine: the functions whose environment names it, and the EventBridge rules with their targets.
+the ECS cluster and task definition, the Athena workgroup; then the state machine itself, whose
+definition is the template's ``DefinitionString`` with its references resolved to those resources; then
+what refers to the state machine: the functions whose environment names it, and the EventBridge rules
+with their targets.
 
 moto's EventBridge stores rules but delivers nothing to Lambda, and Step Functions sends it no events, so
 ``DeployedWorkflow.deliver`` plays EventBridge: it matches an event, built as AWS sends it, against every
