@@ -25,6 +25,12 @@ LAMBDA_TRANSIENT_ERRORS: Final = [
     "Lambda.TooManyRequestsException",
 ]
 ATHENA_TRANSIENT_ERRORS: Final = ["Athena.TooManyRequestsException", "Athena.InternalServerException"]
+# EventBridge refusing an entry (throttled: the entry's FailedEntry) or failing the call itself.
+EVENTS_TRANSIENT_ERRORS: Final = [
+    "EventBridge.FailedEntry",
+    "EventBridge.InternalException",
+    "EventBridge.AmazonEventBridgeException",
+]
 # The metrics query reads megabytes of one run's records (seconds in Athena); a query still queued or running
 # after this long is stopped (Step Functions stops the .sync query on timeout) and the execution fails with
 # States.Timeout instead of waiting until the execution's own timeout.
@@ -519,7 +525,7 @@ class Workflow(Construct):
             },
         )
         state.add_retry(
-            errors=["EventBridge.AmazonEventBridgeException", "EventBridge.FailedEntry"],
+            errors=EVENTS_TRANSIENT_ERRORS,
             interval=Duration.seconds(2),
             max_attempts=3,
             backoff_rate=2,
