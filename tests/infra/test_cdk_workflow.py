@@ -512,6 +512,15 @@ def test_an_invalid_scheduled_suite_fails_synth_naming_the_field() -> None:
         build_app(context)
 
 
+def test_a_scheduled_suite_names_its_baseline_policy_and_a_bad_one_fails_synth() -> None:
+    assert SCHEDULED_SUITE["regression"] == {"baseline": "latest"}
+    bad_suite = {**SCHEDULED_SUITE, "regression": {"baseline": "last week"}}
+    context = {"fmbench:schedules": [{"name": "nightly", "expression": "rate(1 day)", "suite": bad_suite}]}
+
+    with pytest.raises(ContextError, match=r"(?s)^fmbench:schedules\.0\.suite: .*regression\.baseline: "):
+        build_app(context)
+
+
 def test_a_runner_timeout_beyond_the_execution_timeout_is_refused() -> None:
     from infra.app import cdk_json_context
 
