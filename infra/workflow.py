@@ -131,14 +131,12 @@ class Workflow(Construct):
                 .otherwise(notify)
             )
         )
-        notify.next(
-            sfn.Succeed(
-                self,
-                "Done",
-                comment="The output is the summary of result.json.",
-                output_path=REPORT_OUTPUT,
-            )
+        done = sfn.Succeed(
+            self, "Done", comment="The output is the summary of result.json.", output_path=REPORT_OUTPUT
         )
+        # Announcing is best effort: the report is published whether or not the event could be put.
+        notify.add_catch(done, errors=[sfn.Errors.ALL], result_path=sfn.JsonPath.DISCARD)
+        notify.next(done)
 
         # Under /aws/vendedlogs/: CloudWatch Logs then needs no resource policy per log group for the
         # state machine's log delivery (an account's resource policies are few and small).

@@ -346,6 +346,8 @@ def test_compare_replaces_the_summary_and_every_finished_run_is_announced_on_the
         "best.$": "$.report.output.best",
     }
     assert announce["ResultPath"] == "$.announced"
+    # Best effort: a run whose event could not be put still ends with its report's summary.
+    assert announce["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Done"}]
     # Query, Render and Compare failing: the run is announced as failed, then the execution fails with
     # the error caught (announcing is best effort).
     for name in ("Query", "Render", "Compare"):
