@@ -77,6 +77,7 @@ TEARDOWN: Final = "$.teardown"
 REPORT_OUTPUT: Final = "$.report.output"
 # What failed after the plan (Query, Render, Compare): caught here, announced, then the execution fails.
 RUN_ERROR: Final = "$.run_error"
+RUN_FAILED_ERROR: Final = "RunFailed"
 # The event every finished run sends to the account's default event bus (docs/regression.md).
 EVENT_SOURCE: Final = "fmbench.flow"
 EVENT_DETAIL_TYPE: Final = "FMBench Run Finished"
@@ -568,12 +569,14 @@ class Workflow(Construct):
             "A run that failed after its plan, announced before the execution fails.",
         )
         # Announcing is best effort: the execution fails with the run's own error either way.
+        # A Fail state may not raise a `States.` error (States.TaskFailed, the usual one here), so the
+        # error is RunFailed and the cause names the caught error and its cause.
         failed = sfn.Fail(
             self,
             "RunFailed",
-            comment="The error Query, Render or Compare raised.",
-            error_path=f"{RUN_ERROR}.Error",
-            cause_path=f"{RUN_ERROR}.Cause",
+            comment="Query, Render or Compare failed; the cause says with what.",
+            error=RUN_FAILED_ERROR,
+            cause_path=f"States.Format('{{}}: {{}}', {RUN_ERROR}.Error, {RUN_ERROR}.Cause)",
         )
         announce.add_catch(failed, errors=[sfn.Errors.ALL], result_path=sfn.JsonPath.DISCARD)
         return announce.next(failed)

@@ -360,9 +360,9 @@ def test_compare_replaces_the_summary_and_every_finished_run_is_announced_on_the
     assert failed_entry["Detail"]["error.$"] == "$.run_error"
     assert failed["Next"] == "RunFailed"
     assert failed["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "RunFailed"}]
-    assert (states["RunFailed"]["ErrorPath"], states["RunFailed"]["CausePath"]) == (
-        "$.run_error.Error",
-        "$.run_error.Cause",
+    assert (states["RunFailed"]["Error"], states["RunFailed"]["CausePath"]) == (
+        "RunFailed",
+        "States.Format('{}: {}', $.run_error.Error, $.run_error.Cause)",
     )
 
 

@@ -402,6 +402,8 @@ class AthenaShim:
         self.results_bucket = results_bucket
         self.queries: list[str] = []
         self.failures: dict[str, str] = {}
+        # Queries containing one of these texts fail, as a query Athena cannot run does.
+        self.refused: list[str] = []
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[AthenaShim]:
@@ -414,6 +416,9 @@ class AthenaShim:
             execution = backend.executions[query_execution_id]
             shim.queries.append(query)
             try:
+                refused = [text for text in shim.refused if text in query]
+                if refused:
+                    raise RuntimeError(f"the test refuses queries naming {refused[0]!r}")
                 backend.query_results[query_execution_id] = shim._run(query)
                 execution.status = "SUCCEEDED"
             except Exception as exc:  # noqa: BLE001 - a query that cannot run is a FAILED query

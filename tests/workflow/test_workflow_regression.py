@@ -63,6 +63,8 @@ def received(url: str) -> list[dict[str, Any]]:
     sqs = boto3.client("sqs")
     answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
     messages = answer.get("Messages", [])
+    for message in messages:  # received once: not seen again after the visibility timeout
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return [json.loads(message["Body"]) for message in messages]
 
 
@@ -146,7 +148,19 @@ def test_a_slower_run_is_compared_with_the_latest_success_regresses_and_is_annou
     assert again["regression"] == second["regression"]
     assert published_result("run-candidate")["regression"] == regression
     assert "## Regression verdict" in report_text("run-candidate", "report.md")
+    (event,) = received(queue)
+    assert (event["detail"]["run_id"], event["detail"]["verdict"]) == ("run-candidate", "regressed")
     # ... so neither the runs table nor a baseline's requests were queried again.
     assert not any("FROM runs" in query for query in workflow.athena.queries[queries_before:])
     assert not any("run_id = 'run-baseline'" in query for query in workflow.athena.queries[queries_before:])
     assert [call.handler for call in workflow.lambdas.calls_of(COMPARE)] == [COMPARE] * 3
+
+    # A run whose Query fails is announced as failed, and the execution fails with the Query's error.
+    workflow.athena.refused.append("run_id = 'run-candidate'")
+    failed = workflow.run({"report_only": {"run_id": "run-candidate"}}, name="run-candidate-failing")
+    assert (failed.status, failed.error) == ("FAILED", "RunFailed")
+    assert failed.cause is not None and failed.cause.startswith("States.TaskFailed: ")
+    (event,) = received(queue)
+    assert event["detail"]["run_id"] == "run-candidate"
+    assert (event["detail"]["status"], event["detail"]["verdict"]) == ("failed", None)
+    assert event["detail"]["error"]["Error"] == "States.TaskFailed"
