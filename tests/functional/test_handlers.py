@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.athena.models import QueryResults, athena_backends
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto_catalog import create_records_catalog
 from moto_service_quotas import sagemaker_endpoint_quotas
 from sqlglot import exp
 
@@ -107,19 +108,7 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def mocked_aws() -> Iterator[None]:
     with mock_aws(), sagemaker_endpoint_quotas({"ml.g4dn.xlarge": 4}):
         # The stack's catalog: the plan registers each run's partitions of the records table here.
-        glue = boto3.client("glue", region_name=REGION)
-        glue.create_database(DatabaseInput={"Name": "fmbench"})
-        glue.create_table(
-            DatabaseName="fmbench",
-            TableInput={
-                "Name": "records",
-                "PartitionKeys": [
-                    {"Name": "run_id", "Type": "string"},
-                    {"Name": "branch_id", "Type": "string"},
-                ],
-                "StorageDescriptor": {"Location": f"s3://{BUCKET}/records/"},
-            },
-        )
+        create_records_catalog(REGION, BUCKET)
         yield
 
 
