@@ -652,6 +652,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
 
     console, err = _console(), Console(stderr=True, highlight=False, soft_wrap=True)
+    if args.root is not None and args.root.startswith("s3://"):
+        return _compare_in_bucket(args, err)
     try:
         baseline = resolve_run(args.baseline, args.root)
         candidate = resolve_run(args.candidate, args.root)
@@ -694,6 +696,52 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     console.print(f"Comparison: {files['md']} (and .html, .json)", markup=False)
     return _regression_exit(console, result)
+
+
+def _compare_in_bucket(args: argparse.Namespace, err: Console) -> int:
+    """``fmbench compare`` of run ids in a results bucket: each run's records and plan are downloaded into a
+    temporary root and compared as local runs (the same SQL on DuckDB); the report goes to ``--out``
+    (default ``comparisons/BASELINE--CANDIDATE`` in the current folder)."""
+    import tempfile
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fmbench import layout
+    from fmbench.cloud import s3 as s3_objects
+    from fmbench.cloud.aws import client, error_message
+    from fmbench.config import RUN_ID_TEXT
+
+    root = args.root.rstrip("/")
+    for reference in (args.baseline, args.candidate):
+        if not RUN_ID_TEXT.match(reference):
+            err.print(f"{reference}: with an s3:// --root, name runs by their run id", markup=False)
+            return EXIT_INVALID
+    if args.baseline == args.candidate:
+        err.print(f"{args.candidate}: the baseline and the candidate are the same run", markup=False)
+        return EXIT_INVALID
+    s3 = client("s3")
+    with tempfile.TemporaryDirectory(prefix="fmbench-compare-") as folder:
+        for run_id in (args.baseline, args.candidate):
+            records = layout.run_records_prefix(root, run_id)
+            try:
+                parts = s3_objects.download_prefix(
+                    s3, records.rstrip("/"), Path(layout.run_records_prefix(folder, run_id))
+                )
+                plan = s3_objects.get_bytes(s3, layout.run_plan_uri(root, run_id))
+            except (BotoCoreError, ClientError) as exc:
+                err.print(f"--root {args.root}: {error_message(exc)}", markup=False)
+                return EXIT_INVALID
+            if not any(part.suffix == layout.PART_SUFFIX for part in parts):
+                err.print(f"{run_id}: no records under {records}", markup=False)
+                return EXIT_INVALID
+            if plan is not None:
+                target = Path(layout.run_plan_uri(folder, run_id))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(plan)
+        local = argparse.Namespace(**{**vars(args), "root": folder})
+        if args.out is None:
+            local.out = str(Path("comparisons") / f"{args.baseline}--{args.candidate}")
+        return cmd_compare(local)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -741,7 +789,11 @@ def _add_regression_commands(commands: Any) -> None:
     compare.add_argument(
         "candidate", metavar="CANDIDATE", help="run folder (an --out), or run id under --root"
     )
-    compare.add_argument("--root", default=None, help="results root holding the runs named by id")
+    compare.add_argument(
+        "--root",
+        default=None,
+        help="results root holding the runs named by id (a folder or s3://bucket/prefix)",
+    )
     compare.add_argument("--confidence", type=float, default=None, help="confidence level (default 0.95)")
     compare.add_argument(
         "--out", default=None, help="where the report goes (default: comparisons/ under the candidate's root)"

@@ -396,7 +396,7 @@ def _finish_run(
     written beside the report), then add the run's row to the runs table: a run is in the history whatever
     its outcome, and its row carries the verdict."""
     from report.history import run_row, write_run_row
-    from report.regression_report import regression_of_run, write_comparison
+    from report.regression_report import add_regression_to_report, regression_of_run, write_comparison
     from report.render import RESULT_JSON
     from report.result import write_result
 
@@ -405,6 +405,7 @@ def _finish_run(
         result = result.model_copy(update={"regression": regression})
         write_result(result, report_dir / RESULT_JSON)
         write_comparison(regression, result.run_id, report_dir)
+        add_regression_to_report(report_dir, regression)
     write_run_row(str(out), run_row(result, started_at, datetime.now(UTC)))
     return result
 

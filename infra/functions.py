@@ -1,4 +1,5 @@
-"""The workflow's Lambda functions (plan, deploy, status, teardown, render) and the endpoints' role."""
+"""The workflow's Lambda functions (plan, deploy, status, teardown, render, compare) and the endpoints'
+role."""
 
 import json
 from collections.abc import Mapping
@@ -100,6 +101,8 @@ FUNCTION_SIZING: Final[dict[str, FunctionSizing]] = {
             RUNNER_TIMEOUT_SECONDS_ENV,
             EXECUTION_TIMEOUT_SECONDS_ENV,
             EXISTING_ENDPOINT_NAMES_ENV,
+            # the Glue database whose records table gets the run's partitions (fmbench.cloud.catalog)
+            ATHENA_DATABASE_ENV,
         ),
     ),
     "deploy": FunctionSizing(
@@ -129,6 +132,14 @@ FUNCTION_SIZING: Final[dict[str, FunctionSizing]] = {
         memory_mib=3008,
         timeout=Duration.minutes(10),
         description="Render the report and result.json from the run's metrics and outcomes.",
+        environment=(RESULTS_BUCKET_ENV, ATHENA_DATABASE_ENV, ATHENA_WORKGROUP_ENV),
+    ),
+    # Bootstraps both runs' measured requests (numpy, seeded): memory for the resampled indices.
+    "compare": FunctionSizing(
+        handler="lambdas.compare.handler",
+        memory_mib=3008,
+        timeout=Duration.minutes(10),
+        description="Compare the run with its baseline; publish the verdict beside the report.",
         environment=(RESULTS_BUCKET_ENV, ATHENA_DATABASE_ENV, ATHENA_WORKGROUP_ENV),
     ),
 }
@@ -240,6 +251,7 @@ class Functions(Construct):
         )
         self.teardown = self._function("Teardown", FUNCTION_SIZING["teardown"], log_retention)
         self.render = self._function("Render", FUNCTION_SIZING["render"], log_retention)
+        self.compare = self._function("Compare", FUNCTION_SIZING["compare"], log_retention)
 
         self._allow_reading_quotas()
         self._allow_reading_prices()
@@ -250,7 +262,7 @@ class Functions(Construct):
 
     @property
     def all(self) -> list[lambda_.DockerImageFunction]:
-        return [self.plan, self.deploy, self.endpoint_status, self.teardown, self.render]
+        return [self.plan, self.deploy, self.endpoint_status, self.teardown, self.render, self.compare]
 
     def _function(
         self, construct_id: str, sizing: FunctionSizing, log_retention: logs.RetentionDays

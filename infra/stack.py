@@ -13,6 +13,7 @@ from infra.storage import (
     OUTCOMES_PREFIX,
     RECORDS_PREFIX,
     REPORTS_PREFIX,
+    RUNS_PREFIX,
     SPECS_PREFIX,
     Storage,
 )
@@ -112,6 +113,8 @@ class FmbenchStack(Stack):
         storage.grant_prefixes(
             self.functions.plan, read=[SPECS_PREFIX, DATASETS_PREFIX], write=[SPECS_PREFIX, DATASETS_PREFIX]
         )
+        # ... and registers the run's partitions of the records table before any runner writes.
+        storage.grant_register_partitions(self.functions.plan)
         storage.grant_prefixes(self.functions.deploy, read=[SPECS_PREFIX])
         # Once an endpoint is in service, the status step records how long deployment took.
         storage.grant_prefixes(self.functions.endpoint_status, write=[OUTCOMES_PREFIX])
@@ -120,14 +123,24 @@ class FmbenchStack(Stack):
         # Render tells a branch without an outcome (failed before its runner wrote one) from a read it may
         # not make, so it may list the bucket. It saves the Map's results beside the outcomes, from which a
         # report-only execution renders the run again with each branch's reason.
+        # Render also writes the run's row of the runs table (a re-render keeps the row's start).
         storage.grant_prefixes(
             self.functions.render,
-            read=[SPECS_PREFIX, OUTCOMES_PREFIX],
-            write=[REPORTS_PREFIX, OUTCOMES_PREFIX],
+            read=[SPECS_PREFIX, OUTCOMES_PREFIX, RUNS_PREFIX],
+            write=[REPORTS_PREFIX, OUTCOMES_PREFIX, RUNS_PREFIX],
             list_any_prefix=True,
         )
         # Render reads the Query state's result and runs one more query of its own (the TTFT samples).
         storage.grant_run_queries(self.functions.render)
+        # Compare reads the plan, the published report and the run's row, queries both runs' requests and
+        # the runs table (the latest baseline), and publishes the comparison and the row with the verdict.
+        storage.grant_prefixes(
+            self.functions.compare,
+            read=[SPECS_PREFIX, REPORTS_PREFIX, RUNS_PREFIX],
+            write=[REPORTS_PREFIX, RUNS_PREFIX],
+            list_any_prefix=True,
+        )
+        storage.grant_run_queries(self.functions.compare)
         storage.grant_run_queries(self.workflow.state_machine)
 
         # The CLI and operators find the deployment through these instead of guessing generated names.

@@ -12,6 +12,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct, IConstruct
 
 from fmbench import layout
+from fmbench.cloud.catalog import RECORDS_TABLE
 from infra.nag import acknowledge_unscoped_actions, acknowledge_wildcard_resources
 from infra.record_columns import RECORD_COLUMNS, RECORD_PARTITION_KEYS
 
@@ -26,7 +27,7 @@ OUTCOMES_PREFIX: Final = layout.key_prefix(layout.OUTCOMES)
 # Written by the plan (a run's materialized prompts), read by the runners; an s3:// dataset kept here is
 # readable by the plan without further grants.
 DATASETS_PREFIX: Final = layout.key_prefix(layout.DATASETS)
-RECORDS_TABLE_NAME: Final = "records"
+RECORDS_TABLE_NAME: Final = RECORDS_TABLE
 RUNS_PREFIX: Final = layout.key_prefix(layout.RUNS)
 RUNS_TABLE_NAME: Final = "runs"
 # The runs table (report/history.py writes one Parquet file per run, docs/regression.md), in its order.
@@ -70,9 +71,10 @@ _ARRAY_TYPE: Final = re.compile(r"array<(?P<item>.+)>")
 class Storage(Construct):
     """Where every branch writes its records and where Athena reads them back.
 
-    Partition projection with injected `run_id` and `branch_id` makes a branch's Parquet files
-    queryable the moment they land, with no crawler and no `MSCK REPAIR`. The price is that every
-    query must name its run and branch ids with `=` or `IN (...)` literals.
+    The records table's `run_id`/`branch_id` partitions are registered by the Plan step for every
+    planned branch before any runner writes (fmbench.cloud.catalog): a branch's Parquet files are
+    queryable the moment they land, with no crawler and no `MSCK REPAIR`, and a query that names no
+    run id (a suite's history, the latest baseline) sees every run the catalog holds (docs/architecture.md).
     """
 
     def __init__(
@@ -129,8 +131,6 @@ class Storage(Construct):
             description="FMBench Flow benchmark results (request records, one row per request).",
         )
 
-        records_location = f"s3://{self.bucket.bucket_name}/{RECORDS_PREFIX}"
-        partition_path = "/".join(f"{key}=${{{key}}}" for key, _ in RECORD_PARTITION_KEYS)
         self.records_table = glue.S3Table(
             self,
             "RecordsTable",
@@ -144,10 +144,6 @@ class Storage(Construct):
             partition_keys=[
                 glue.Column(name=name, type=glue_type(type_)) for name, type_ in RECORD_PARTITION_KEYS
             ],
-            partition_projection={
-                name: glue.PartitionProjectionConfiguration.injected() for name, _ in RECORD_PARTITION_KEYS
-            },
-            parameters={"storage.location.template": f"{records_location}{partition_path}/"},
             # The objects are SSE-S3 encrypted, which S3 undoes transparently; `true` here would tell
             # Athena to expect client-side (CSE-KMS) encryption instead.
             has_encrypted_data=False,
@@ -298,17 +294,14 @@ class Storage(Construct):
                     stack.format_arn(
                         service="glue", resource="database", resource_name=self.database.database_name
                     ),
-                    stack.format_arn(
-                        service="glue",
-                        resource="table",
-                        resource_name=f"{self.database.database_name}/{self.records_table.table_name}",
-                    ),
+                    *self._table_arns(self.records_table, self.runs_table),
                 ],
             )
         )
-        # Athena reads the records and writes the result file with the caller's permissions.
+        # Athena reads the records and the runs table, and writes the result file with the caller's
+        # permissions.
         self.grant_prefixes(
-            grantee, read=[RECORDS_PREFIX, ATHENA_RESULTS_PREFIX], write=[ATHENA_RESULTS_PREFIX]
+            grantee, read=[RECORDS_PREFIX, RUNS_PREFIX, ATHENA_RESULTS_PREFIX], write=[ATHENA_RESULTS_PREFIX]
         )
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
@@ -320,6 +313,34 @@ class Storage(Construct):
             iam.PolicyStatement(
                 actions=["s3:ListMultipartUploadParts"],
                 resources=[self.bucket.arn_for_objects(f"{ATHENA_RESULTS_PREFIX}*")],
+            )
+        )
+
+    def _table_arns(self, *tables: glue.S3Table) -> list[str]:
+        stack = Stack.of(self)
+        return [
+            stack.format_arn(
+                service="glue",
+                resource="table",
+                resource_name=f"{self.database.database_name}/{table.table_name}",
+            )
+            for table in tables
+        ]
+
+    def grant_register_partitions(self, grantee: iam.IGrantable) -> None:
+        """Register partitions of the records table (the Plan step, fmbench.cloud.catalog): read the table's
+        storage descriptor and add partitions to it; nothing else of the catalog is writable."""
+        stack = Stack.of(self)
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["glue:GetTable", "glue:BatchCreatePartition"],
+                resources=[
+                    stack.format_arn(service="glue", resource="catalog"),
+                    stack.format_arn(
+                        service="glue", resource="database", resource_name=self.database.database_name
+                    ),
+                    *self._table_arns(self.records_table),
+                ],
             )
         )
 

@@ -4,6 +4,7 @@ from typing import Final, TypeVar
 
 from aws_cdk import Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -24,6 +25,12 @@ LAMBDA_TRANSIENT_ERRORS: Final = [
     "Lambda.TooManyRequestsException",
 ]
 ATHENA_TRANSIENT_ERRORS: Final = ["Athena.TooManyRequestsException", "Athena.InternalServerException"]
+# EventBridge refusing an entry (throttled: the entry's FailedEntry) or failing the call itself.
+EVENTS_TRANSIENT_ERRORS: Final = [
+    "EventBridge.FailedEntry",
+    "EventBridge.InternalException",
+    "EventBridge.AmazonEventBridgeException",
+]
 # The metrics query reads megabytes of one run's records (seconds in Athena); a query still queued or running
 # after this long is stopped (Step Functions stops the .sync query on timeout) and the execution fails with
 # States.Timeout instead of waiting until the execution's own timeout.
@@ -66,6 +73,15 @@ ERROR: Final = "$.failure.error"
 POLLS: Final = "$.polls"
 # Teardown's answer: the branch's error, its cause cut short, which BranchFailed leaves in the Map's results.
 TEARDOWN: Final = "$.teardown"
+# Render's answer (then Compare's): the execution's output, the bounded summary of result.json.
+REPORT_OUTPUT: Final = "$.report.output"
+# What failed after the plan (Query, Render, Compare): caught here, announced, then the execution fails.
+RUN_ERROR: Final = "$.run_error"
+RUN_FAILED_ERROR: Final = "RunFailed"
+# The event every finished run sends to the account's default event bus (docs/regression.md).
+EVENT_SOURCE: Final = "fmbench.flow"
+EVENT_DETAIL_TYPE: Final = "FMBench Run Finished"
+DEFAULT_EVENT_BUS: Final = "default"
 
 
 class Workflow(Construct):
@@ -97,13 +113,31 @@ class Workflow(Construct):
         self._status_poll_interval = status_poll_interval
         self._runner_timeout = runner_timeout
 
+        run_failed = self._run_failed()
+        notify = self._notify()
+        compare = self._compare(run_failed).next(notify)
         definition = (
             self._plan()
             .next(self._branches())
-            .next(self._query(workgroup_name=athena_workgroup_name, database_name=athena_database_name))
-            .next(self._render())
-            .next(sfn.Succeed(self, "Done", comment="The output is the summary of result.json."))
+            .next(
+                _catch_run_error(
+                    self._query(workgroup_name=athena_workgroup_name, database_name=athena_database_name),
+                    run_failed,
+                )
+            )
+            .next(_catch_run_error(self._render(), run_failed))
+            .next(
+                sfn.Choice(self, "CompareWanted", comment="The suite has a regression section.")
+                .when(sfn.Condition.boolean_equals("$.plan.compare", True), compare)
+                .otherwise(notify)
+            )
         )
+        done = sfn.Succeed(
+            self, "Done", comment="The output is the summary of result.json.", output_path=REPORT_OUTPUT
+        )
+        # Announcing is best effort: the report is published whether or not the event could be put.
+        notify.add_catch(done, errors=[sfn.Errors.ALL], result_path=sfn.JsonPath.DISCARD)
+        notify.next(done)
 
         # Under /aws/vendedlogs/: CloudWatch Logs then needs no resource policy per log group for the
         # state machine's log delivery (an account's resource policies are few and small).
@@ -129,6 +163,17 @@ class Workflow(Construct):
                 level=sfn.LogLevel.ALL,
                 include_execution_data=include_execution_data,
             ),
+        )
+        # The run-finished event goes to this account's default bus in this region, and nowhere else.
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["events:PutEvents"],
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="events", resource="event-bus", resource_name=DEFAULT_EVENT_BUS
+                    )
+                ],
+            )
         )
         self._acknowledge_generated_wildcards()
 
@@ -428,12 +473,113 @@ class Workflow(Construct):
                     "run_id": sfn.JsonPath.string_at("$.plan.run_id"),
                     "query_execution_id": sfn.JsonPath.string_at("$.query.query_execution_id"),
                     "branch_results": sfn.JsonPath.list_at("$.branch_results"),
+                    "started_at": sfn.JsonPath.string_at("$$.Execution.StartTime"),
                 }
             ),
             retry_on_service_exceptions=False,
-            output_path="$.Payload",
+            result_selector={"output": sfn.JsonPath.object_at("$.Payload")},
+            result_path="$.report",
         )
         return _retry_lambda_service_errors(render)
+
+    def _compare(self, run_failed: sfn.IChainable) -> sfn.TaskStateBase:
+        compare = tasks.LambdaInvoke(
+            self,
+            "Compare",
+            comment="The run against its baseline (docs/regression.md): the verdict into result.json.",
+            lambda_function=self._functions.compare,
+            payload=sfn.TaskInput.from_object(
+                {
+                    "run_id": sfn.JsonPath.string_at("$.plan.run_id"),
+                    "report_only": sfn.JsonPath.string_at("$.plan.report_only"),
+                }
+            ),
+            retry_on_service_exceptions=False,
+            result_selector={"output": sfn.JsonPath.object_at("$.Payload")},
+            result_path="$.report",
+        )
+        return _catch_run_error(_retry_lambda_service_errors(compare), run_failed)
+
+    def _put_event(self, construct_id: str, detail: dict[str, object], comment: str) -> sfn.CustomState:
+        """An EventBridge PutEvents task (the optimized integration) onto the account's default bus."""
+        state = sfn.CustomState(
+            self,
+            construct_id,
+            state_json={
+                "Type": "Task",
+                "Comment": comment,
+                "Resource": f"arn:{Aws.PARTITION}:states:::events:putEvents",
+                "Parameters": {
+                    "Entries": [
+                        {
+                            "Source": EVENT_SOURCE,
+                            "DetailType": EVENT_DETAIL_TYPE,
+                            "EventBusName": DEFAULT_EVENT_BUS,
+                            "Detail": detail,
+                        }
+                    ]
+                },
+                # The PutEvents answer (entry ids) beside the state, not over it.
+                "ResultPath": "$.announced",
+            },
+        )
+        state.add_retry(
+            errors=EVENTS_TRANSIENT_ERRORS,
+            interval=Duration.seconds(2),
+            max_attempts=3,
+            backoff_rate=2,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        return state
+
+    def _notify(self) -> sfn.CustomState:
+        return self._put_event(
+            "AnnounceRun",
+            {
+                "run_id.$": f"{REPORT_OUTPUT}.run_id",
+                "suite_name.$": f"{REPORT_OUTPUT}.suite_name",
+                "status.$": f"{REPORT_OUTPUT}.status",
+                "verdict.$": f"{REPORT_OUTPUT}.verdict",
+                "regression.$": f"{REPORT_OUTPUT}.regression",
+                "best.$": f"{REPORT_OUTPUT}.best",
+                "result_json.$": f"{REPORT_OUTPUT}.result_json",
+                "report_html.$": f"{REPORT_OUTPUT}.report_html",
+                "execution_arn.$": "$$.Execution.Id",
+            },
+            "A finished run: its status, verdict and best configuration on the default event bus.",
+        )
+
+    def _run_failed(self) -> sfn.IChainable:
+        """Query, Render or Compare failed: the run is announced as failed, then the execution fails with
+        the error it caught."""
+        announce = self._put_event(
+            "AnnounceFailedRun",
+            {
+                "run_id.$": "$.plan.run_id",
+                "suite_name.$": "$.plan.suite_name",
+                "status": "failed",
+                "verdict.$": "States.StringToJson('null')",
+                "regression.$": "States.StringToJson('null')",
+                "best.$": "States.StringToJson('null')",
+                "result_json.$": "States.StringToJson('null')",
+                "report_html.$": "States.StringToJson('null')",
+                "execution_arn.$": "$$.Execution.Id",
+                "error.$": RUN_ERROR,
+            },
+            "A run that failed after its plan, announced before the execution fails.",
+        )
+        # Announcing is best effort: the execution fails with the run's own error either way.
+        # A Fail state may not raise a `States.` error (States.TaskFailed, the usual one here), so the
+        # error is RunFailed and the cause names the caught error and its cause.
+        failed = sfn.Fail(
+            self,
+            "RunFailed",
+            comment="Query, Render or Compare failed; the cause says with what.",
+            error=RUN_FAILED_ERROR,
+            cause_path=f"States.Format('{{}}: {{}}', {RUN_ERROR}.Error, {RUN_ERROR}.Cause)",
+        )
+        announce.add_catch(failed, errors=[sfn.Errors.ALL], result_path=sfn.JsonPath.DISCARD)
+        return announce.next(failed)
 
 
 _Task = TypeVar("_Task", sfn.TaskStateBase, sfn.CustomState)
@@ -447,6 +593,11 @@ def _retry_lambda_service_errors(task: _Task) -> _Task:
         backoff_rate=2,
         jitter_strategy=sfn.JitterType.FULL,
     )
+    return task
+
+
+def _catch_run_error(task: _Task, handler: sfn.IChainable) -> _Task:
+    task.add_catch(handler, errors=[sfn.Errors.ALL], result_path=RUN_ERROR)
     return task
 
 

@@ -12,6 +12,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,11 +42,13 @@ from fmbench.layout import (
     reports_prefix,
     run_folder,
     run_records_prefix,
+    run_row_uri,
     teardown_record_uri,
 )
 from fmbench.plan import BranchOutcome, RunPlan
 from fmbench.spec import BranchSpec
 from report.costs import EndpointLifetime
+from report.history import RUN_ROW_CONTENT_TYPE, read_run_row, run_row, run_row_bytes
 from report.query import (
     ACCURACY_COLUMNS,
     METRIC_COLUMNS,
@@ -302,6 +305,38 @@ def with_deployment_times(
     return document.model_copy(update={"branches": branches})
 
 
+# ------------------------------------------------------------------------------------- runs table
+
+
+def saved_run_row(s3_client: Any, storage_root: str, run_id: str) -> pd.DataFrame | None:
+    data = s3_objects.get_bytes(s3_client, run_row_uri(storage_root, run_id))
+    return read_run_row(data) if data is not None else None
+
+
+def record_run(
+    s3_client: Any,
+    storage_root: str,
+    document: ResultDocument,
+    started_at: datetime | None = None,
+    ended_at: datetime | None = None,
+) -> str:
+    """Write the run's row of the runs table to S3; returns where.
+
+    A row already there keeps its start (a re-render or the Compare step does not move when the run
+    started) and, when ``ended_at`` is not given, its end.
+    """
+    saved = saved_run_row(s3_client, storage_root, document.run_id)
+    now = datetime.now(UTC)
+    if saved is not None:
+        started_at = saved["started_at"].iloc[0].to_pydatetime()
+        if ended_at is None:
+            ended_at = saved["ended_at"].iloc[0].to_pydatetime()
+    row = run_row(document, started_at or now, ended_at or now)
+    uri = run_row_uri(storage_root, document.run_id)
+    s3_objects.put_bytes(s3_client, uri, run_row_bytes(row), RUN_ROW_CONTENT_TYPE)
+    return uri
+
+
 # ------------------------------------------------------------------------------------------- step
 
 
@@ -348,4 +383,6 @@ def render_run(
             write_result(document, report_dir / RESULT_JSON)
         uploaded = s3_objects.upload_folder(s3_client, report_dir, publish_uri)
     logger.info("run %s: report published, %d file(s) under %s", event.run_id, len(uploaded), publish_uri)
+    # The run's row of the runs table (docs/regression.md); Compare writes it again with the verdict.
+    record_run(s3_client, storage_root, document, started_at=event.started_at)
     return document

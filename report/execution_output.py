@@ -17,11 +17,21 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from report.result import BestConfiguration, BranchStatus, ResultDocument, SloSummary
+from report.result import (
+    BestConfiguration,
+    BranchStatus,
+    RegressionFinding,
+    RegressionResult,
+    RegressionVerdict,
+    ResultDocument,
+    SloSummary,
+)
 
 SCHEMA_VERSION: Literal["1"] = "1"
 # Best configurations per bin carried in the output; a suite's further bins are in result.json only.
 MAX_BINS: Final = 16
+# Regressed findings carried in the output; the rest (and every other finding) are in result.json only.
+MAX_FINDINGS: Final = 20
 
 
 class _ResultModel(BaseModel):
@@ -44,6 +54,29 @@ class CostTotals(_ResultModel):
     estimate_complete: bool
     actual_usd: float | None = Field(description="Sum of the known actual parts, USD.")
     actual_complete: bool
+
+
+class RegressionSummary(_ResultModel):
+    """result.json's ``regression`` in brief: the verdict, and the regressed findings (at most 20)."""
+
+    baseline_run_id: str | None
+    verdict: RegressionVerdict
+    regressed_metrics: list[str]
+    findings: list[RegressionFinding] = Field(
+        max_length=MAX_FINDINGS, description="The regressed findings, the first 20; result.json has all."
+    )
+    findings_omitted: int = Field(default=0, ge=0, description="Regressed findings left out here.")
+
+
+def regression_summary(regression: RegressionResult) -> RegressionSummary:
+    regressed = [finding for finding in regression.findings if finding.verdict == "regressed"]
+    return RegressionSummary(
+        baseline_run_id=regression.baseline_run_id,
+        verdict=regression.verdict,
+        regressed_metrics=regression.regressed_metrics,
+        findings=regressed[:MAX_FINDINGS],
+        findings_omitted=max(0, len(regressed) - MAX_FINDINGS),
+    )
 
 
 class ExecutionOutput(_ResultModel):
@@ -74,6 +107,12 @@ class ExecutionOutput(_ResultModel):
     report_html: str
     report_md: str
     report_prefix: str = Field(description="Folder of the report's files, with a trailing '/'.")
+    verdict: RegressionVerdict | None = Field(
+        default=None, description="The regression verdict; null when the suite asks for no comparison."
+    )
+    regression: RegressionSummary | None = Field(
+        default=None, description="The comparison with the baseline in brief (result.json has it whole)."
+    )
 
 
 def execution_output(document: ResultDocument) -> ExecutionOutput:
@@ -109,6 +148,8 @@ def execution_output(document: ResultDocument) -> ExecutionOutput:
         report_html=artifacts.report_html,
         report_md=artifacts.report_md,
         report_prefix=artifacts.result_json.rsplit("/", 1)[0] + "/",
+        verdict=document.regression.verdict if document.regression is not None else None,
+        regression=regression_summary(document.regression) if document.regression is not None else None,
     )
 
 

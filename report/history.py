@@ -91,13 +91,34 @@ def run_row(
     return pd.DataFrame([row], columns=list(RUN_COLUMNS)).astype(_RUN_DTYPES)
 
 
+RUN_ROW_CONTENT_TYPE = "application/vnd.apache.parquet"
+
+
+def run_row_bytes(row: pd.DataFrame) -> bytes:
+    """The row as the Parquet file of the runs table (one schema for every file, see ``_RUN_DTYPES``)."""
+    buffer = io.BytesIO()
+    row.astype(_RUN_DTYPES).to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def read_run_row(data: bytes) -> pd.DataFrame:
+    """A runs-table file read back, typed as ``run_row`` makes it."""
+    return pd.read_parquet(io.BytesIO(data))[list(RUN_COLUMNS)].astype(_RUN_DTYPES)
+
+
 def write_run_row(root: str, row: pd.DataFrame) -> str:
     """Write the run's row under the root (a folder or ``s3://``); returns where."""
     uri = layout.run_row_uri(root, str(row["run_id"].iloc[0]))
-    buffer = io.BytesIO()
-    row.to_parquet(buffer, index=False)
-    storage.write_bytes(uri, buffer.getvalue(), "application/vnd.apache.parquet")
+    storage.write_bytes(uri, run_row_bytes(row), RUN_ROW_CONTENT_TYPE)
     return uri
+
+
+def typed_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the runs table as another engine returned them (Athena's text), with the table's types."""
+    out = frame.copy()
+    for name in ("started_at", "ended_at"):
+        out[name] = pd.to_datetime(out[name], utc=True, format="mixed")
+    return out[list(RUN_COLUMNS)].astype(_RUN_DTYPES)
 
 
 def _runs_glob(root: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -322,3 +323,77 @@ def regression_of_run(
         if not has_records(root, baseline):
             return no_baseline(options, f"baseline run {baseline!r} has no records under {root}")
     return compare_saved_runs((root, baseline), (root, run_id), options)
+
+
+# ------------------------------------------------------------------ the verdict inside the run's report
+
+REGRESSION_HEADING = "## Regression verdict"
+_TITLE_ESCAPE = re.compile(r"\\(.)")
+
+
+def regression_block(result: RegressionResult) -> str:
+    """The report's block: baseline, verdict, and each regressed metric with its change and interval."""
+    if result.baseline_run_id is None:
+        return "\n".join(
+            [
+                REGRESSION_HEADING,
+                "",
+                f"**Verdict: {result.verdict.upper()}**: no baseline to compare with.",
+                "",
+            ]
+        )
+    tests = sum(f.verdict != "skipped" for f in result.findings)
+    regressed = [f for f in result.findings if f.verdict == "regressed"]
+    lines = [
+        REGRESSION_HEADING,
+        "",
+        f"**Verdict: {result.verdict.upper()}** against baseline run `{result.baseline_run_id}`"
+        + (f" (regressed: {', '.join(result.regressed_metrics)})." if result.regressed_metrics else "."),
+        "",
+        f"{tests} test(s) made at {result.confidence:.0%} confidence for the comparison as a whole; the "
+        f"method and every finding are in [{COMPARISON_MD}]({COMPARISON_MD}).",
+        "",
+    ]
+    if regressed:
+        lines += [
+            "| target | bin | load | metric | baseline | candidate | change | interval | threshold |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for f in regressed:
+            change, interval = _change(f)
+            unit = " %" if f.change_unit == "pct" else " pts"
+            lines.append(
+                f"| {f.target_name} | {f.payload_bin} | {_load(f)} | {f.metric} "
+                f"| {_figure(f.baseline, f.metric)} | {_figure(f.candidate, f.metric)} "
+                f"| {change} | {interval} | {f.threshold:g}{unit} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def with_regression_block(markdown_text: str, result: RegressionResult) -> str:
+    """report.md with the verdict block placed before its first section (any earlier block replaced)."""
+    text = markdown_text
+    start = text.find(f"\n{REGRESSION_HEADING}\n")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[: start + 1] + (text[end + 1 :] if end >= 0 else "")
+    first_section = text.find("\n## ")
+    block = regression_block(result) + "\n"
+    if first_section < 0:
+        return text.rstrip("\n") + "\n\n" + block
+    return text[: first_section + 1] + block + text[first_section + 1 :]
+
+
+def add_regression_to_report(report_dir: str | Path, result: RegressionResult) -> None:
+    """Put the verdict into a rendered report: report.md gets the block, report.html is made from it again
+    (with the same embedded charts, every PNG beside it)."""
+    from report.render import REPORT_HTML, REPORT_MD
+
+    folder = Path(report_dir)
+    markdown_text = with_regression_block((folder / REPORT_MD).read_text(encoding="utf-8"), result)
+    (folder / REPORT_MD).write_text(markdown_text, encoding="utf-8")
+    first_line = markdown_text.split("\n", 1)[0]
+    title = _TITLE_ESCAPE.sub(r"\1", first_line[2:] if first_line.startswith("# ") else first_line)
+    images = {png.name: png for png in sorted(folder.glob("*.png")) if f"]({png.name})" in markdown_text}
+    (folder / REPORT_HTML).write_text(render_html(markdown_text, title, images), encoding="utf-8")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -81,6 +82,9 @@ class PlanResult(ResultModel):
     )
     quota_check: list[str] = Field(
         default_factory=list, description="Per instance type and region: instances at once vs quota."
+    )
+    compare: bool = Field(
+        default=False, description="The suite has a regression section: Compare runs after Render."
     )
 
 
@@ -156,6 +160,17 @@ class RenderEvent(EventModel):
     run_id: str = Field(pattern=RUN_ID_PATTERN.pattern)
     query_execution_id: str = Field(min_length=1)
     branch_results: list[BranchResultItem] = Field(default_factory=list)
+    started_at: datetime | None = Field(
+        default=None, description="$$.Execution.StartTime: when the run started, for the runs table."
+    )
+
+
+class CompareEvent(EventModel):
+    """The Compare state's payload: the run Render published, and whether this is a report-only re-render
+    (which keeps the comparison the run was given)."""
+
+    run_id: str = Field(pattern=RUN_ID_PATTERN.pattern)
+    report_only: bool = False
 
 
 class DeploymentRecord(StrictModel):

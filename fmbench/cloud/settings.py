@@ -59,6 +59,9 @@ class PlanSettings(_EnvironmentSettings):
     existing_endpoint_names: Annotated[tuple[str, ...], BeforeValidator(_json_text)] = Field(
         default=(), alias="FMBENCH_EXISTING_ENDPOINT_NAMES"
     )
+    # The Glue database whose records table gets the run's partitions (fmbench.cloud.catalog); without it
+    # (an older stack) nothing is registered.
+    athena_database: str | None = Field(default=None, alias="FMBENCH_ATHENA_DATABASE", min_length=1)
 
     def max_status_polls(self, cap: int) -> int:
         """Status polls that cover the deployment allowance, at most ``cap`` (the Map item's bound)."""

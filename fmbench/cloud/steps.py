@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from fmbench import layout
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.aws import error_code
+from fmbench.cloud.catalog import register_run_partitions
 from fmbench.cloud.checks import EXECUTION_INPUT_SOURCE, hub_token_reader, validate_cloud_suite
 from fmbench.cloud.events import (
     REPORT_ONLY_KEY,
@@ -138,12 +139,36 @@ def report_only_request(execution_input: Any) -> ReportOnlyRequest | None:
     return request
 
 
+def register_partitions(
+    settings: PlanSettings, client_factory: ClientFactory | None, storage_root: str, plan: RunPlan
+) -> None:
+    """The run's partitions of the records table, so Athena sees its records once written (and a query
+    naming no run id sees this run): skipped without a Glue database in the settings (an older stack)."""
+    if settings.athena_database is None or client_factory is None:
+        return
+    register_run_partitions(
+        client_factory("glue", settings.region),
+        settings.athena_database,
+        storage_root,
+        plan.run_id,
+        [spec.branch_id for spec in plan.branches],
+    )
+
+
 def plan_report_only(
-    request: ReportOnlyRequest, settings: PlanSettings, s3_client: Any, metrics_query: MetricsQueryBuilder
+    request: ReportOnlyRequest,
+    settings: PlanSettings,
+    s3_client: Any,
+    metrics_query: MetricsQueryBuilder,
+    client_factory: ClientFactory | None = None,
 ) -> PlanResult:
-    """A plan that runs no branch: Query and Render run again over the saved run's records and plan."""
+    """A plan that runs no branch: Query and Render run again over the saved run's records and plan.
+
+    The run's partitions are registered again (idempotent): a run recorded before the records table had
+    registered partitions becomes queryable by this re-render."""
     storage_root = s3_objects.s3_uri(settings.results_bucket)
     plan = read_run_plan(s3_client, storage_root, request.run_id)
+    register_partitions(settings, client_factory, storage_root, plan)
     polls = settings.max_status_polls(MAX_STATUS_POLLS)
     items = [
         branch_item(s, layout.branch_spec_uri(storage_root, plan.run_id, s.branch_id), polls)
@@ -160,6 +185,7 @@ def plan_report_only(
         report_only=True,
         report_branches=items,
         cost_estimate_usd=plan.cost_estimate.total_usd if plan.cost_estimate is not None else None,
+        compare=plan.suite.regression is not None,
     )
 
 
@@ -180,7 +206,7 @@ def plan_run(
     """
     request = report_only_request(event.suite)
     if request is not None:
-        return plan_report_only(request, settings, s3_client, metrics_query)
+        return plan_report_only(request, settings, s3_client, metrics_query, client_factory)
     tokens: list[str | None] = []  # the Hub token validation read, kept for materializing below
 
     def hub_token(suite: Suite) -> str | None:
@@ -239,6 +265,7 @@ def plan_run(
         branches=items,
         cost_estimate_usd=estimate.total_usd,
         quota_check=quota_notes,
+        compare=suite.regression is not None,
     )
     deployed = sum(1 for spec in specs if spec.target.needs_deploy)
     limit_problems = execution_limit_problems(
@@ -257,6 +284,7 @@ def plan_run(
         max_prompts_per_bin=MAX_MATERIALIZED_PROMPTS_PER_BIN,
         write=lambda uri, data, content_type: s3_objects.put_bytes(s3_client, uri, data, content_type),
     )
+    register_partitions(settings, client_factory, storage_root, plan)
     for spec, item in zip(plan.branches, items, strict=True):
         s3_objects.put_json(s3_client, item.spec_uri, _document(spec))
     s3_objects.put_json(s3_client, layout.run_plan_uri(storage_root, run_id), _document(plan))

@@ -20,6 +20,7 @@ import pytest
 from moto import mock_aws
 from moto.athena.models import athena_backends
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto_catalog import create_records_catalog
 from moto_service_quotas import sagemaker_endpoint_quotas
 from test_handlers import athena_result, finished_query, synthetic_metrics
 
@@ -71,6 +72,7 @@ def s3() -> Iterator[Any]:
     with mock_aws(), sagemaker_endpoint_quotas({"ml.g4dn.xlarge": 4}):
         client = boto3.client("s3", region_name=REGION)
         client.create_bucket(Bucket=BUCKET)
+        create_records_catalog(REGION, BUCKET)
         yield client
 
 

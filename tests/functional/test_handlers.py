@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.athena.models import QueryResults, athena_backends
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto_catalog import create_records_catalog
 from moto_service_quotas import sagemaker_endpoint_quotas
 from sqlglot import exp
 
@@ -107,6 +108,8 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def mocked_aws() -> Iterator[None]:
     with mock_aws(), sagemaker_endpoint_quotas({"ml.g4dn.xlarge": 4}):
+        # The stack's catalog: the plan registers each run's partitions of the records table here.
+        create_records_catalog(REGION, BUCKET)
         yield
 
 
@@ -194,6 +197,19 @@ def test_plan_writes_every_spec_and_returns_the_map_items(s3: Any) -> None:
     assert spec.sagemaker_deployment.environment == {"HF_MODEL_ID": "meta-llama/Llama-3.1-8B-Instruct"}
     whole = RunPlan.model_validate(read_json(s3, f"specs/run_id={RUN_ID}/plan.json"))
     assert [b.branch_id for b in whole.branches] == [item["branch_id"] for item in result["branches"]]
+    # Each branch's partition of the records table is registered before any runner writes.
+    registered = boto3.client("glue", region_name=REGION).get_partitions(
+        DatabaseName="fmbench", TableName="records"
+    )
+    assert sorted(
+        (tuple(p["Values"]), p["StorageDescriptor"]["Location"]) for p in registered["Partitions"]
+    ) == sorted(
+        (
+            (RUN_ID, item["branch_id"]),
+            f"s3://{BUCKET}/records/run_id={RUN_ID}/branch_id={item['branch_id']}/",
+        )
+        for item in result["branches"]
+    )
 
 
 def test_an_execution_name_that_is_no_run_id_gets_a_generated_one(s3: Any) -> None:

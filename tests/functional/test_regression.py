@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import boto3
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
@@ -114,3 +115,67 @@ def test_cross_run_sql_matches_numpy(three_runs: tuple[Path, list[int]]) -> None
         assert row["error_rate"] == pytest.approx(1 - len(ok) / len(rows))
         assert row["latency_p95_s"] == pytest.approx(float(np.quantile(ok["latency_s"], 0.95)), rel=1e-12)
     assert query_results(str(root), "suite_latency_history", suite_name="other").empty
+
+
+def test_the_verdict_is_a_block_of_the_runs_report(three_runs: tuple[Path, list[int]]) -> None:
+    root = three_runs[0]
+    slow = (root / "reports" / "run_id=r2-slow" / "report.md").read_text()
+    block = slow.split("## Regression verdict", 1)[1].split("\n## ", 1)[0]
+    assert "**Verdict: REGRESSED** against baseline run `r1-fast`" in block
+    assert "| model-a |" in block and "| latency_p95 |" in block  # each regressed metric, a row
+    assert "Regression verdict" in (root / "reports" / "run_id=r2-slow" / "report.html").read_text()
+    # The block stands before the report's first section; the first run says it had no baseline.
+    assert slow.index("## Regression verdict") < slow.index("## Best configuration")
+    first = (root / "reports" / "run_id=r1-fast" / "report.md").read_text()
+    assert "**Verdict: NO_BASELINE**" in first
+    assert "**Verdict: PASS** against baseline run `r2-slow`" in (root / "report.md").read_text()
+
+
+@pytest.fixture
+def results_bucket(
+    three_runs: tuple[Path, list[int]], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The three runs' records and plans uploaded under s3://results/nightly/, as the cloud keeps them."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": moto_endpoint,
+        "AWS_CONFIG_FILE": "/nonexistent/fmbench-test-config",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/fmbench-test-credentials",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="results")
+    root = three_runs[0]
+    for path in [*(root / "records").rglob("*.parquet"), *(root / "specs").rglob("plan.json")]:
+        s3.upload_file(str(path), "results", f"nightly/{path.relative_to(root).as_posix()}")
+    return "s3://results/nightly"
+
+
+def test_compare_run_ids_in_a_results_bucket(
+    results_bucket: str, three_runs: tuple[Path, list[int]], tmp_path: Path
+) -> None:
+    out = tmp_path / "cmp"
+    code = main(["compare", "r1-fast", "r2-slow", "--root", results_bucket, "--out", str(out)])
+    assert code == EXIT_REGRESSED
+    document = json.loads((out / "comparison.json").read_text())
+    assert (document["baseline_run_id"], document["candidate_run_id"]) == ("r1-fast", "r2-slow")
+    assert "latency_p95" in document["regressed_metrics"]
+    # The same two runs compared locally give the very same findings (same SQL, same seed).
+    local = tmp_path / "local"
+    local_root = str(three_runs[0])
+    assert (
+        main(["compare", "r1-fast", "r2-slow", "--root", local_root, "--out", str(local)]) == EXIT_REGRESSED
+    )
+    assert json.loads((local / "comparison.json").read_text())["findings"] == document["findings"]
+    faster = ["compare", "r2-slow", "r3-fast", "--root", results_bucket, "--out", str(tmp_path / "faster")]
+    assert main(faster) == EXIT_OK
+    # Bad input: a run id with no records in the bucket, the same run twice, a folder path for an id.
+    assert main(["compare", "r1-fast", "nothing", "--root", results_bucket]) == EXIT_INVALID
+    assert main(["compare", "r1-fast", "r1-fast", "--root", results_bucket]) == EXIT_INVALID
+    assert main(["compare", "r1-fast", "a/b", "--root", results_bucket]) == EXIT_INVALID
+    assert main(["compare", "r1-fast", "r2-slow", "--root", "s3://no-such-bucket/x"]) == EXIT_INVALID

@@ -9,6 +9,8 @@ SCHEDULED_SUITE: dict[str, Any] = {
     ],
     "workload": {"bins": [{"min_tokens": 50, "max_tokens": 500}]},
     "load": {"concurrency": [1, 2], "requests_per_level": 10},
+    # The schedule's baseline policy: each run is compared with the latest succeeded run of the suite.
+    "regression": {"baseline": "latest"},
 }
 # Every optional setting away from its default, strings where `cdk synth -c` would give strings.
 CUSTOM_CONTEXT: dict[str, Any] = {

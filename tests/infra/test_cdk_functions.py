@@ -24,6 +24,7 @@ HANDLERS = {
     "endpoint_status": "lambdas.endpoint_status.handler",
     "teardown": "lambdas.teardown.handler",
     "render": "lambdas.render.handler",
+    "compare": "lambdas.compare.handler",
     "cleanup": "lambdas.cleanup.handler",
     "sweeper": "lambdas.sweeper.handler",
 }
@@ -62,7 +63,7 @@ def _same(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
 
 def test_every_function_runs_its_handler_from_the_one_lambda_image(template_json: dict[str, Any]) -> None:
     functions = resources(template_json, "AWS::Lambda::Function")
-    assert len(functions) == 7
+    assert len(functions) == 8
 
     assert sorted(f["ImageConfig"]["Command"][0] for f in functions.values()) == sorted(HANDLERS.values())
     assert {f["PackageType"] for f in functions.values()} == {"Image"}
@@ -78,6 +79,7 @@ def test_every_function_runs_its_handler_from_the_one_lambda_image(template_json
         ("endpoint_status", 512, 30),
         ("teardown", 512, 120),
         ("render", 3008, 600),
+        ("compare", 3008, 600),
         ("cleanup", 512, 300),
         ("sweeper", 512, 600),
     ],
@@ -96,7 +98,7 @@ def test_functions_are_traced_and_log_to_their_own_group_with_retention(
     log_groups = {f["LoggingConfig"]["LogGroup"]["Ref"] for f in functions}
 
     assert {f["TracingConfig"]["Mode"] for f in functions} == {"Active"}
-    assert len(log_groups) == 7
+    assert len(log_groups) == 8
     assert {template_json["Resources"][g]["Properties"]["RetentionInDays"] for g in log_groups} == {30}
 
 
@@ -125,6 +127,8 @@ def test_each_function_gets_only_the_variables_its_settings_model_reads(
             "FMBENCH_RUNNER_TIMEOUT_SECONDS": "14400",
             "FMBENCH_EXECUTION_TIMEOUT_SECONDS": "86400",
             "FMBENCH_EXISTING_ENDPOINT_NAMES": "[]",
+            # The catalog whose records table gets the run's partitions.
+            "FMBENCH_ATHENA_DATABASE": f"${{{database_id}}}",
             # Not a setting: huggingface_hub's cache of Hub datasets and tokenizers (the writable /tmp).
             "HF_HOME": "/tmp/huggingface",
         },
@@ -132,6 +136,11 @@ def test_each_function_gets_only_the_variables_its_settings_model_reads(
         "endpoint_status": {"FMBENCH_RESULTS_BUCKET": bucket},
         "teardown": {"FMBENCH_RESULTS_BUCKET": bucket},
         "render": {
+            "FMBENCH_RESULTS_BUCKET": bucket,
+            "FMBENCH_ATHENA_DATABASE": f"${{{database_id}}}",
+            "FMBENCH_ATHENA_WORKGROUP": f"${{{workgroup_id}}}",
+        },
+        "compare": {
             "FMBENCH_RESULTS_BUCKET": bucket,
             "FMBENCH_ATHENA_DATABASE": f"${{{database_id}}}",
             "FMBENCH_ATHENA_WORKGROUP": f"${{{workgroup_id}}}",
@@ -180,7 +189,7 @@ def test_each_function_has_its_own_role_without_managed_policies(template_json: 
         for function in resources(template_json, "AWS::Lambda::Function").values()
     }
 
-    assert len(roles) == 7
+    assert len(roles) == 8
     for role_id in roles:
         props = template_json["Resources"][role_id]["Properties"]
         assert "ManagedPolicyArns" not in props
@@ -280,6 +289,9 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         "pricing:GetProducts",
         # A Hub dataset's token, from a secret named fmbench/... (workload.dataset.hub_token).
         "secretsmanager:GetSecretValue",
+        # The run's partitions of the records table (fmbench.cloud.catalog).
+        "glue:GetTable",
+        "glue:BatchCreatePartition",
     }
     # A report-only execution reads the plan.json of an earlier run; the plan writes specs/ and the run's
     # materialized prompts (datasets/) only.
@@ -307,12 +319,33 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         f"{bucket}/outcomes/*"
     }
 
+    (database_id,) = resources(template_json, "AWS::Glue::Database")
+    (records_id,) = [
+        table_id
+        for table_id, table in resources(template_json, "AWS::Glue::Table").items()
+        if table["TableInput"]["Name"] == "records"
+    ]
+    glue = "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}"
+    assert (
+        statement(
+            ["glue:GetTable", "glue:BatchCreatePartition"],
+            [
+                f"{glue}:catalog",
+                f"{glue}:database/${{{database_id}}}",
+                f"{glue}:table/${{{database_id}}}/${{{records_id}}}",
+            ],
+        )
+        in plan
+    )
+
     render_statements = _statements(template_json, "render")
     assert not any(a.startswith(("sagemaker:", "iam:")) for a in actions_of(render_statements))
-    # outcomes/: the Map's results (branch_results.json), which a report-only execution renders again.
+    # outcomes/: the Map's results (branch_results.json), which a report-only execution renders again;
+    # runs/: the run's row of the runs table.
     assert {r for s in render_statements if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {
         f"{bucket}/reports/*",
         f"{bucket}/outcomes/*",
+        f"{bucket}/runs/*",
         f"{bucket}/athena-results/*",
     }
     # Listing the bucket lets render tell a branch without an outcome (404) from a denied read (403).
@@ -320,6 +353,22 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
     # Render starts the TTFT query itself: what Athena needs of its caller under Lake Formation too.
     assert statement(["athena:GetDataCatalog"], [DATA_CATALOG]) in render_statements
     assert statement(["lakeformation:GetDataAccess"], ["*"]) in render_statements
+
+    compare = _statements(template_json, "compare")
+    assert not any(a.startswith(("sagemaker:", "iam:", "glue:BatchCreate")) for a in actions_of(compare))
+    # The comparison beside the report, and the run's row again with the verdict.
+    assert {r for s in compare if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {
+        f"{bucket}/reports/*",
+        f"{bucket}/runs/*",
+        f"{bucket}/athena-results/*",
+    }
+    # Athena reads both runs' records and the runs table (the latest baseline) as the caller.
+    assert {r for s in compare if "s3:GetObject" in s["Action"] for r in s["Resource"]} >= {
+        f"{bucket}/records/*",
+        f"{bucket}/runs/*",
+        f"{bucket}/specs/*",
+        f"{bucket}/reports/*",
+    }
 
 
 def test_sagemaker_endpoints_role_pulls_images_and_writes_endpoint_logs_and_metrics_only(

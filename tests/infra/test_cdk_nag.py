@@ -63,14 +63,25 @@ _WILDCARDS: dict[str, set[str]] = {
     "Functions/TeardownRole": {"*", *SAGEMAKER_ARNS, f"{BUCKET}/outcomes/*"},
     "Functions/RenderRole": {
         "*",
-        *(f"{BUCKET}/{prefix}/*" for prefix in ("specs", "outcomes", "reports", "records", "athena-results")),
+        *(
+            f"{BUCKET}/{prefix}/*"
+            for prefix in ("specs", "outcomes", "reports", "records", "runs", "athena-results")
+        ),
+    },
+    "Functions/CompareRole": {
+        "*",
+        *(f"{BUCKET}/{prefix}/*" for prefix in ("specs", "reports", "records", "runs", "athena-results")),
     },
     "Cleanup/CleanupRole": {"*", *SAGEMAKER_ARNS, EXECUTIONS},
     "Cleanup/SweeperRole": {"*", *SAGEMAKER_ARNS, EXECUTIONS},
     "Workflow/StateMachine/Role": {
         "*",
-        *(f"<Functions{name}.Arn>:*" for name in ("Plan", "Deploy", "EndpointStatus", "Teardown", "Render")),
+        *(
+            f"<Functions{name}.Arn>:*"
+            for name in ("Plan", "Deploy", "EndpointStatus", "Teardown", "Render", "Compare")
+        ),
         f"{BUCKET}/records/*",
+        f"{BUCKET}/runs/*",
         f"{BUCKET}/athena-results/*",
     },
 }
@@ -90,6 +101,7 @@ _UNSCOPED_ACTIONS: dict[str, set[str]] = {
     "Functions/EndpointStatusRole": XRAY,
     "Functions/TeardownRole": XRAY,
     "Functions/RenderRole": {*XRAY, "lakeformation:GetDataAccess"},
+    "Functions/CompareRole": {*XRAY, "lakeformation:GetDataAccess"},
     "Cleanup/CleanupRole": {*XRAY, *SAGEMAKER_LISTING},
     "Cleanup/SweeperRole": {*XRAY, *SAGEMAKER_LISTING},
     "Workflow/StateMachine/Role": {

@@ -31,7 +31,7 @@ LAMBDA_SERVICE_ERRORS = [
     "Lambda.TooManyRequestsException",
 ]
 LAMBDA_INVOKE = "arn:${AWS::Partition}:states:::lambda:invoke"
-WORKFLOW_FUNCTIONS = ["plan", "deploy", "endpoint_status", "teardown", "render"]
+WORKFLOW_FUNCTIONS = ["plan", "deploy", "endpoint_status", "teardown", "render", "compare"]
 ECS_NOT_STARTED_ERRORS = ["ECS.AmazonECSException", "ECS.ServerException"]
 ATHENA_SERVICE_ERRORS = ["Athena.TooManyRequestsException", "Athena.InternalServerException"]
 # Per integration: the errors that mean the service throttled or failed the call, not that the work failed.
@@ -41,6 +41,10 @@ THROTTLING_AND_SERVICE_ERRORS = {
     "arn:${AWS::Partition}:states:::athena:startQueryExecution.sync": {
         "Athena.TooManyRequestsException",
         "Athena.InternalServerException",
+    },
+    "arn:${AWS::Partition}:states:::events:putEvents": {
+        "EventBridge.FailedEntry",
+        "EventBridge.InternalException",
     },
 }
 
@@ -78,8 +82,14 @@ def test_phases_run_plan_branches_query_render_in_order(
         path.append(name)
         name = states[name].get("Next")
 
-    assert path == ["Plan", "Branches", "Query", "Render", "Done"]
+    assert path == ["Plan", "Branches", "Query", "Render", "CompareWanted"]
+    # Compare runs only for a suite with a regression section; either way the run is announced, then Done.
+    choice = states["CompareWanted"]
+    assert choice["Choices"] == [{"Variable": "$.plan.compare", "BooleanEquals": True, "Next": "Compare"}]
+    assert choice["Default"] == "AnnounceRun"
+    assert (states["Compare"]["Next"], states["AnnounceRun"]["Next"]) == ("AnnounceRun", "Done")
     assert states["Done"]["Type"] == "Succeed"
+    assert states["Done"]["OutputPath"] == "$.report.output"
     plan = states["Plan"]
     assert (plan["Resource"], plan["Parameters"]["FunctionName"]) == (
         LAMBDA_INVOKE,
@@ -224,7 +234,7 @@ def test_lambda_service_errors_are_retried_with_backoff(
         for name, task in [*_tasks(definition["States"]), *_tasks(branch_states)]
         if task["Resource"] == LAMBDA_INVOKE
     }
-    assert set(lambda_tasks) == {"Plan", "Render", "Deploy", "EndpointStatus", "Teardown"}
+    assert set(lambda_tasks) == {"Plan", "Render", "Compare", "Deploy", "EndpointStatus", "Teardown"}
 
     for name, task in lambda_tasks.items():
         first = task["Retry"][0]
@@ -238,7 +248,18 @@ def test_every_task_retries_throttling_and_service_errors_with_bounded_backoff(
     definition: dict[str, Any], branch_states: dict[str, Any]
 ) -> None:
     tasks = dict([*_tasks(definition["States"]), *_tasks(branch_states)])
-    assert set(tasks) == {"Plan", "Query", "Render", "Deploy", "EndpointStatus", "RunLoad", "Teardown"}
+    assert set(tasks) == {
+        "Plan",
+        "Query",
+        "Render",
+        "Compare",
+        "AnnounceRun",
+        "AnnounceFailedRun",
+        "Deploy",
+        "EndpointStatus",
+        "RunLoad",
+        "Teardown",
+    }
 
     for name, task in tasks.items():
         wanted = THROTTLING_AND_SERVICE_ERRORS[task["Resource"]]
@@ -286,9 +307,63 @@ def test_query_runs_the_plans_metrics_sql_in_the_workgroup_and_render_outputs_th
             "run_id.$": "$.plan.run_id",
             "query_execution_id.$": "$.query.query_execution_id",
             "branch_results.$": "$.branch_results",
+            "started_at.$": "$$.Execution.StartTime",
         },
     }
-    assert render_state["OutputPath"] == "$.Payload"
+    assert (render_state["ResultSelector"], render_state["ResultPath"]) == (
+        {"output.$": "$.Payload"},
+        "$.report",
+    )
+
+
+def test_compare_replaces_the_summary_and_every_finished_run_is_announced_on_the_default_bus(
+    definition: dict[str, Any], template_json: dict[str, Any]
+) -> None:
+    states = definition["States"]
+    compare = states["Compare"]
+    assert compare["Parameters"] == {
+        "FunctionName": _function_arn(template_json, "lambdas.compare.handler"),
+        "Payload": {"run_id.$": "$.plan.run_id", "report_only.$": "$.plan.report_only"},
+    }
+    assert (compare["ResultSelector"], compare["ResultPath"]) == ({"output.$": "$.Payload"}, "$.report")
+    announce = states["AnnounceRun"]
+    assert announce["Resource"] == "arn:${AWS::Partition}:states:::events:putEvents"
+    (entry,) = announce["Parameters"]["Entries"]
+    assert (entry["Source"], entry["DetailType"], entry["EventBusName"]) == (
+        "fmbench.flow",
+        "FMBench Run Finished",
+        "default",
+    )
+    assert {
+        key: entry["Detail"][key]
+        for key in ("run_id.$", "suite_name.$", "status.$", "verdict.$", "result_json.$", "best.$")
+    } == {
+        "run_id.$": "$.report.output.run_id",
+        "suite_name.$": "$.report.output.suite_name",
+        "status.$": "$.report.output.status",
+        "verdict.$": "$.report.output.verdict",
+        "result_json.$": "$.report.output.result_json",
+        "best.$": "$.report.output.best",
+    }
+    assert announce["ResultPath"] == "$.announced"
+    # Best effort: a run whose event could not be put still ends with its report's summary.
+    assert announce["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Done"}]
+    # Query, Render and Compare failing: the run is announced as failed, then the execution fails with
+    # the error caught (announcing is best effort).
+    for name in ("Query", "Render", "Compare"):
+        assert states[name]["Catch"] == [
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.run_error", "Next": "AnnounceFailedRun"}
+        ]
+    failed = states["AnnounceFailedRun"]
+    (failed_entry,) = failed["Parameters"]["Entries"]
+    assert failed_entry["Detail"]["status"] == "failed"
+    assert failed_entry["Detail"]["error.$"] == "$.run_error"
+    assert failed["Next"] == "RunFailed"
+    assert failed["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "RunFailed"}]
+    assert (states["RunFailed"]["Error"], states["RunFailed"]["CausePath"]) == (
+        "RunFailed",
+        "States.Format('{}: {}', $.run_error.Error, $.run_error.Cause)",
+    )
 
 
 def test_state_machine_logs_every_event_without_execution_data_traces_and_times_out(
@@ -361,7 +436,15 @@ def test_state_machine_role_is_scoped_to_the_workflows_resources(template_json: 
     s3_resources = {
         r for s in statements if any(a.startswith("s3:") for a in s["Action"]) for r in s["Resource"]
     }
-    assert s3_resources == {bucket, f"{bucket}/records/*", f"{bucket}/athena-results/*"}
+    assert s3_resources == {bucket, f"{bucket}/records/*", f"{bucket}/runs/*", f"{bucket}/athena-results/*"}
+    # The run-finished event: the default bus of this account and region only.
+    assert (
+        statement(
+            ["events:PutEvents"],
+            ["arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"],
+        )
+        in statements
+    )
     assert {r for s in statements if "s3:PutObject" in s["Action"] for r in s["Resource"]} == {
         f"{bucket}/athena-results/*"
     }
@@ -428,6 +511,15 @@ def test_an_invalid_scheduled_suite_fails_synth_naming_the_field() -> None:
     with pytest.raises(
         ContextError, match=r"(?s)^fmbench:schedules\.0\.suite: invalid suite: .*load\.concurrency: "
     ):
+        build_app(context)
+
+
+def test_a_scheduled_suite_names_its_baseline_policy_and_a_bad_one_fails_synth() -> None:
+    assert SCHEDULED_SUITE["regression"] == {"baseline": "latest"}
+    bad_suite = {**SCHEDULED_SUITE, "regression": {"baseline": "last week"}}
+    context = {"fmbench:schedules": [{"name": "nightly", "expression": "rate(1 day)", "suite": bad_suite}]}
+
+    with pytest.raises(ContextError, match=r"(?s)^fmbench:schedules\.0\.suite: .*regression\.baseline: "):
         build_app(context)
 
 

@@ -28,6 +28,7 @@ from shims import (
     EcsRunTaskShim,
     LambdaShim,
     SageMakerFaults,
+    ScheduledRulesShim,
     ServiceQuotasShim,
     StopExecutionShim,
 )
@@ -114,6 +115,7 @@ def workflow(aws: str, workflow_template: dict[str, Any], tmp_path: Path) -> Ite
         faults.installed(),
         quotas.installed(),
         StopExecutionShim().installed(),
+        ScheduledRulesShim().installed(),
     ):
         deployment = deploy(workflow_template)
         yield DeployedWorkflow(deployment, RESULTS_BUCKET, lambdas, runner, athena, faults)

@@ -22,6 +22,9 @@ Retry, Catch, intrinsics; and S3, SageMaker, Athena bookkeeping) is moto's own.
 - ``StopExecutionShim``: stopping an execution while its Map runs makes moto's Map state fail on the
   aborted iteration, and the failure overwrites the stop: the execution ends FAILED (States.Runtime) where
   Step Functions ends it ABORTED. The shim keeps a stopped execution stopped.
+- ``ScheduledRulesShim``: moto's EventBridge sends every event put on a bus to the targets of rules that
+  have no event pattern (schedule-only rules, such as the sweeper's), and raises for a Lambda target; in
+  EventBridge a schedule rule receives no events. The shim leaves such rules out of event delivery.
 - ``ServiceQuotasShim``: moto's Service Quotas has no ``ListServiceQuotas`` (the plan's quota check calls it,
   and an HTTP 500 would be retried with backoff for seconds); it lists the account's SageMaker endpoint
   quotas given here.
@@ -388,12 +391,19 @@ class _AthenaStartQueryExecutionSync(state_task_service_callback.StateTaskServic
 
 
 class AthenaShim:
-    """Athena that runs its queries: DuckDB over the Parquet records of the results bucket in moto's S3."""
+    """Athena that runs its queries: DuckDB over the Parquet records of the results bucket in moto's S3.
+
+    As Athena over a table without partition projection, the records view holds only the partitions
+    registered in moto's Glue catalog (any database's ``records`` table), when a catalog holds that table;
+    the ``runs`` view holds every file under ``runs/``.
+    """
 
     def __init__(self, results_bucket: str) -> None:
         self.results_bucket = results_bucket
         self.queries: list[str] = []
         self.failures: dict[str, str] = {}
+        # Queries containing one of these texts fail, as a query Athena cannot run does.
+        self.refused: list[str] = []
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[AthenaShim]:
@@ -406,6 +416,9 @@ class AthenaShim:
             execution = backend.executions[query_execution_id]
             shim.queries.append(query)
             try:
+                refused = [text for text in shim.refused if text in query]
+                if refused:
+                    raise RuntimeError(f"the test refuses queries naming {refused[0]!r}")
                 backend.query_results[query_execution_id] = shim._run(query)
                 execution.status = "SUCCEEDED"
             except Exception as exc:  # noqa: BLE001 - a query that cannot run is a FAILED query
@@ -424,13 +437,62 @@ class AthenaShim:
         ):
             yield self
 
+    @staticmethod
+    def registered_partitions() -> set[str] | None:
+        """``records/run_id=R/branch_id=B/`` of every registered partition; None without a records table."""
+        glue = boto3.client("glue")
+        locations: set[str] = set()
+        found = False
+        for database in glue.get_databases()["DatabaseList"]:
+            try:
+                pages = glue.get_paginator("get_partitions").paginate(
+                    DatabaseName=database["Name"], TableName="records"
+                )
+                for page in pages:
+                    for partition in page["Partitions"]:
+                        _, key = split_s3_uri(partition["StorageDescriptor"]["Location"])
+                        locations.add(key.rstrip("/") + "/")
+                found = True
+            except glue.exceptions.EntityNotFoundException:
+                continue
+        return locations if found else None
+
+    def _download_runs(self, s3: Any, folder: str, db: Any) -> None:
+        rows = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.results_bucket, Prefix="runs/"):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith(".parquet"):
+                    local = Path(folder) / item["Key"]
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    s3.download_file(self.results_bucket, item["Key"], str(local))
+                    rows.append(local)
+        if rows:
+            glob = str(Path(folder) / "runs" / "*.parquet")
+            db.execute(f"CREATE VIEW runs AS SELECT * FROM read_parquet('{glob}', union_by_name = true)")
+        else:
+            from report.history import RUN_COLUMNS
+
+            db.execute(
+                "CREATE TABLE runs AS SELECT "
+                + ", ".join(
+                    f"CAST(NULL AS {'TIMESTAMPTZ' if name.endswith('_at') else 'VARCHAR'}) AS {name}"
+                    for name in RUN_COLUMNS
+                )
+                + " WHERE false"
+            )
+
     def _run(self, query: str) -> QueryResults:
         s3 = boto3.client("s3")
+        registered = self.registered_partitions()
         with tempfile.TemporaryDirectory(prefix="athena-shim-") as folder, duckdb.connect(":memory:") as db:
+            self._download_runs(s3, folder, db)
             parts = []
             paginator = s3.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.results_bucket, Prefix="records/"):
                 for item in page.get("Contents", []):
+                    partition = item["Key"].rsplit("/", 1)[0] + "/"
+                    if registered is not None and partition not in registered:
+                        continue
                     if item["Key"].endswith(".parquet"):
                         local = Path(folder) / item["Key"]
                         local.parent.mkdir(parents=True, exist_ok=True)
@@ -562,6 +624,27 @@ class StopExecutionShim:
             original(env, error)
 
         with mock.patch.object(Environment, "set_error", set_error):
+            yield self
+
+
+# ------------------------------------------------------------------------------------- scheduled rules
+
+
+class ScheduledRulesShim:
+    """A rule with a schedule and no event pattern matches no event put on a bus, as in EventBridge."""
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[ScheduledRulesShim]:
+        from moto.events.models import Rule
+
+        original = Rule.send_to_targets
+
+        def send_to_targets(rule: Rule, *args: Any, **kwargs: Any) -> None:
+            if rule.scheduled_expression and not rule.event_pattern.get_pattern():
+                return
+            original(rule, *args, **kwargs)
+
+        with mock.patch.object(Rule, "send_to_targets", send_to_targets):
             yield self
 
 
