@@ -392,7 +392,7 @@ def build_view(
         title=suite.report.title or f"FMBench Flow benchmark: {suite.name}",
         generated_at=(generated_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0),
         status=overall_status([b.status for b in branches]),
-        slo=SloSummary(**suite.slo.model_dump()),
+        slo=SloSummary(**suite.slo.model_dump(include=set(SloSummary.model_fields))),
         selection_rule=SELECTION_RULE,
         bins=bins,
         headline_bin=headline,
