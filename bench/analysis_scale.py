@@ -38,16 +38,34 @@ PART_ROWS = 20_000
 WARMUP_SHARE = 0.02
 ERROR_SHARE = 0.02
 # Error classes drawn for failed requests, with their weights: mostly throttling, some of the others.
-ERROR_CLASSES = (("http_429", 0.5, 429), ("http_5xx", 0.2, 503), ("timeout", 0.2, None), ("stream_cut", 0.1, None))
+ERROR_CLASSES = (
+    ("http_429", 0.5, 429),
+    ("http_5xx", 0.2, 503),
+    ("timeout", 0.2, None),
+    ("stream_cut", 0.1, None),
+)
 PROMPTS_PER_BIN = 500
-WORDS = "the of model answer token latency question context serving instance cost request".split()
+WORDS = [
+    "the",
+    "of",
+    "model",
+    "answer",
+    "token",
+    "latency",
+    "question",
+    "context",
+    "serving",
+    "instance",
+    "cost",
+    "request",
+]
 
 
 def _plan(root: Path) -> Any:
     from fmbench.branch import BranchStorage
-    from fmbench.suite import load_suite
     from fmbench.local import save_plan
     from fmbench.plan import BranchOutcome, plan_suite
+    from fmbench.suite import load_suite
 
     suite = load_suite(DEMO_SUITE)
     plan = plan_suite(suite, storage_root=str(root), run_id=RUN_ID, dataset_base_dir=str(DEMO_SUITE.parent))
@@ -209,7 +227,9 @@ def _measured_child(argv: list[str]) -> tuple[float, float, str]:
         out.seek(0)
         err.seek(0)
         if process.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed ({process.returncode}): {err.read().decode()[-3000:]}")
+            raise RuntimeError(
+                f"{' '.join(argv)} failed ({process.returncode}): {err.read().decode()[-3000:]}"
+            )
         return elapsed, usage.ru_maxrss / 1024.0, out.read().decode()
 
 
@@ -229,14 +249,25 @@ def measure(size: int, keep: Path | None) -> dict[str, Any]:
         written = write_records(folder, size)
         generate_s = time.perf_counter() - started
         parquet_mb = sum(p.stat().st_size for p in folder.rglob("*.parquet")) / 1e6
-        print(f"  {size:,} records written in {generate_s:.0f} s ({parquet_mb:.0f} MB of Parquet)", flush=True)
+        print(
+            f"  {size:,} records written in {generate_s:.0f} s ({parquet_mb:.0f} MB of Parquet)", flush=True
+        )
         sql_wall_s, sql_peak_mb, out = _measured_child(
             [sys.executable, "-m", "bench.analysis_scale", "--sql-only", str(folder)]
         )
         sql_s, rows, requests = out.split()
         report_s, report_peak_mb, _ = _measured_child(
-            [sys.executable, "-m", "fmbench.cli", "report", RUN_ID, "--root", str(folder), "--out",
-             str(folder / "report")]
+            [
+                sys.executable,
+                "-m",
+                "fmbench.cli",
+                "report",
+                RUN_ID,
+                "--root",
+                str(folder),
+                "--out",
+                str(folder / "report"),
+            ]
         )
         return {
             "size": size,
@@ -256,7 +287,9 @@ def measure(size: int, keep: Path | None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.analysis_scale", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.analysis_scale", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--sizes", type=comma_separated(int), default=[100_000, 1_000_000])
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     parser.add_argument("--keep", type=Path, help="build the records under this folder and keep them")

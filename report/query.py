@@ -74,7 +74,14 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "requests_reused_prompt",
     "requests_local_token_counts",
 )
-TTFT_SAMPLE_COLUMNS: tuple[str, ...] = ("branch_id", "target_name", "payload_bin", "concurrency", "ttft_s")
+# Columns of ttft_samples.sql: points of each branch's TTFT empirical CDF (at most ~1,000 per branch).
+TTFT_SAMPLE_COLUMNS: tuple[str, ...] = (
+    "branch_id",
+    "target_name",
+    "ttft_s",
+    "cumulative_share",
+    "sample_count",
+)
 # Columns of request_samples.sql: every measured request, for the comparison of two runs (report/compare.py).
 REQUEST_SAMPLE_COLUMNS: tuple[str, ...] = (
     "target_name",
@@ -108,6 +115,16 @@ def load_sql(name: str) -> str:
     return resource.read_text(encoding="utf-8")
 
 
+def _bound_tree(sql: str, **params: ParameterValue) -> exp.Expression:
+    tree = sqlglot.parse_one(sql, read="trino")
+    wanted = {p.name for p in tree.find_all(exp.Placeholder)}
+    if missing := sorted(wanted - params.keys()):
+        raise QueryError(f"unbound parameter(s): {', '.join(missing)}")
+    if unused := sorted(params.keys() - wanted):
+        raise QueryError(f"parameter(s) not in the query: {', '.join(unused)}")
+    return exp.replace_placeholders(tree, **params)
+
+
 def bind_parameters(sql: str, dialect: str, **params: ParameterValue) -> str:
     """The Trino ``sql`` with every ``:name`` placeholder replaced by a literal, written in ``dialect``.
 
@@ -115,19 +132,83 @@ def bind_parameters(sql: str, dialect: str, **params: ParameterValue) -> str:
     formatting, so a run id cannot change the query. Every placeholder must be bound and every
     parameter used: a typo would otherwise silently compare against NULL or be ignored.
     """
-    tree = sqlglot.parse_one(sql, read="trino")
-    wanted = {p.name for p in tree.find_all(exp.Placeholder)}
-    if missing := sorted(wanted - params.keys()):
-        raise QueryError(f"unbound parameter(s): {', '.join(missing)}")
-    if unused := sorted(params.keys() - wanted):
-        raise QueryError(f"parameter(s) not in the query: {', '.join(unused)}")
-    bound = exp.replace_placeholders(tree, **params)
-    return bound.sql(dialect=dialect, pretty=True)
+    return _bound_tree(sql, **params).sql(dialect=dialect, pretty=True)
 
 
 def to_duckdb(sql: str, **params: ParameterValue) -> str:
-    """The Trino ``sql`` transpiled to DuckDB with its parameters bound."""
-    return bind_parameters(sql, "duckdb", **params)
+    """The Trino ``sql`` transpiled to DuckDB with its parameters bound, and its exact percentiles computed
+    by DuckDB's own exact aggregate (``duckdb_exact_percentiles``)."""
+    return duckdb_exact_percentiles(_bound_tree(sql, **params)).sql(dialect="duckdb", pretty=True)
+
+
+# The window CTEs of metrics.sql's portable exact percentiles: samples -> ranked -> bracketing -> percentiles.
+_PERCENTILE_CTES = ("ranked", "bracketing")
+
+
+def duckdb_exact_percentiles(tree: exp.Expression) -> exp.Expression:
+    """``tree`` with its ``percentiles`` CTE computed by DuckDB's ``quantile_cont``, where it has one.
+
+    Trino has no exact percentile aggregate, so metrics.sql ranks every sample with window functions and
+    interpolates between the two around rank (n - 1) x q (Hyndman-Fan type 7). DuckDB's ``quantile_cont``
+    is the same definition, exact, and far cheaper: it selects within each group instead of sorting every
+    sample of the run by its group and value. The CTE ``percentiles`` (columns: the group's keys,
+    ``quantile_name``, ``quantile_value``, over ``samples(..., sample_value)`` at the ``quantiles`` rows) is
+    rewritten on the syntax tree and the window CTEs it replaces are dropped; Athena runs the text as
+    written. The numpy tests (tests/unit/test_metrics_sql.py) check the rewritten form.
+    """
+    ctes = {cte.alias: cte for cte in tree.find_all(exp.CTE)}
+    percentiles, quantiles = ctes.get("percentiles"), ctes.get("quantiles")
+    if percentiles is None or quantiles is None:
+        return tree
+    rows = [row.expressions for row in quantiles.this.find_all(exp.Tuple)]
+    names = [row[0] for row in rows]
+    values = [row[1] for row in rows]
+    select = percentiles.this
+    keys = [
+        column.alias_or_name
+        for column in select.selects
+        if column.alias_or_name not in {"quantile_name", "quantile_value"}
+    ]
+    key_list = ", ".join(keys)
+    body = sqlglot.parse_one(
+        f"SELECT {key_list}, unnest([{', '.join(n.sql('duckdb') for n in names)}]) AS quantile_name, "
+        f"unnest(quantile_cont(sample_value, [{', '.join(v.sql('duckdb') for v in values)}])) "
+        f"AS quantile_value FROM samples GROUP BY {key_list}",
+        read="duckdb",
+    )
+    percentiles.set("this", body)
+    for name in _PERCENTILE_CTES:
+        if name in ctes:
+            ctes[name].pop()
+    return _select_list_unnest(tree)
+
+
+def _select_list_unnest(tree: exp.Expression) -> exp.Expression:
+    """Every ``FROM t AS m CROSS JOIN UNNEST(m.list) AS u (v)`` as ``FROM (SELECT m.*, unnest(m.list) AS v
+    FROM t AS m) AS u``: the same rows. DuckDB plans the lateral join as a join of every row with its own
+    list; the select-list form unnests in one pass (ITL gaps: one row per token of every request)."""
+    for select in list(tree.find_all(exp.Select)):
+        joins = select.args.get("joins") or []
+        source = select.args.get("from_") or select.args.get("from")
+        if len(joins) != 1 or not isinstance(joins[0].this, exp.Unnest) or source is None:
+            continue
+        unnest = joins[0].this
+        alias = unnest.args.get("alias")
+        table = source.this
+        if alias is None or len(alias.columns) != 1 or len(unnest.expressions) != 1:
+            continue
+        outer, inner_alias = alias.name, table.alias_or_name
+        value = alias.columns[0].name
+        inner = exp.select(
+            exp.Star() if not table.alias else exp.column(exp.Star(), table=inner_alias)
+        ).from_(table.copy())
+        inner = inner.select(exp.alias_(exp.Explode(this=unnest.expressions[0].copy()), value))
+        for column in select.find_all(exp.Column):
+            if column.table in {outer, inner_alias}:
+                column.set("table", exp.to_identifier(outer))
+        select.set("joins", None)
+        select.from_(inner.subquery(outer), copy=False)
+    return tree
 
 
 def run_records_glob(storage_root: str, run_id: str) -> str:
@@ -142,6 +223,11 @@ def _has_records(storage_root: str, run_id: str) -> bool:
 
 
 def _query_records(storage_root: str, run_id: str, query_name: str) -> pd.DataFrame:
+    return run_duckdb(storage_root, run_id, to_duckdb(load_sql(query_name), run_id=run_id))
+
+
+def run_duckdb(storage_root: str, run_id: str, duckdb_sql: str) -> pd.DataFrame:
+    """``duckdb_sql`` run over the run's records (a view named ``records`` on its local Parquet parts)."""
     if "://" in storage_root:
         raise QueryError(f"local storage roots only (cloud runs query Athena): {storage_root}")
     glob = exp.Literal.string(run_records_glob(storage_root, run_id)).sql(dialect="duckdb")
@@ -152,7 +238,7 @@ def _query_records(storage_root: str, run_id: str, query_name: str) -> pd.DataFr
             f"{glob}, hive_partitioning = true, union_by_name = true, "
             "hive_types = {'run_id': VARCHAR, 'branch_id': VARCHAR})"
         )
-        return connection.execute(to_duckdb(load_sql(query_name), run_id=run_id)).df()
+        return connection.execute(duckdb_sql).df()
 
 
 def compute_metrics(storage_root: str, run_id: str) -> pd.DataFrame:
@@ -168,7 +254,8 @@ def compute_metrics(storage_root: str, run_id: str) -> pd.DataFrame:
 
 
 def ttft_samples(storage_root: str, run_id: str) -> pd.DataFrame:
-    """TTFT of every successful measured request (columns ``TTFT_SAMPLE_COLUMNS``), for the TTFT chart."""
+    """Points of each branch's TTFT empirical CDF over its successful measured requests (columns
+    ``TTFT_SAMPLE_COLUMNS``; every request of a branch of at most 1,000), for the TTFT chart."""
     if not _has_records(storage_root, run_id):
         return _empty(TTFT_SAMPLE_COLUMNS)
     return _typed(_query_records(storage_root, run_id, "ttft_samples"), TTFT_SAMPLE_COLUMNS).reset_index(
@@ -194,6 +281,7 @@ _STRING_COLUMNS = frozenset(
 )
 _COUNT_COLUMNS = frozenset(
     {
+        "sample_count",
         "requests",
         "successes",
         "errors",
