@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -73,7 +74,11 @@ METRIC_COLUMNS: tuple[str, ...] = (
     *ERROR_CLASS_COLUMNS,
     "requests_reused_prompt",
     "requests_local_token_counts",
+    "goodput_share",
+    "goodput_per_s",
 )
+# The per-request SLOs metrics.sql takes (fmbench.config.Slo): goodput counts requests within every one set.
+REQUEST_SLO_FIELDS: tuple[str, ...] = ("request_ttft_s", "request_tpot_s", "request_latency_s")
 # Columns of ttft_samples.sql: points of each branch's TTFT empirical CDF (at most ~1,000 per branch).
 TTFT_SAMPLE_COLUMNS: tuple[str, ...] = (
     "branch_id",
@@ -115,27 +120,33 @@ def load_sql(name: str) -> str:
     return resource.read_text(encoding="utf-8")
 
 
-def _bound_tree(sql: str, **params: ParameterValue) -> exp.Expression:
+def request_slo_parameters(slo: Any = None) -> dict[str, float | None]:
+    """metrics.sql's per-request SLO parameters from a suite's ``slo`` (None: none set, no goodput)."""
+    return {name: getattr(slo, name, None) for name in REQUEST_SLO_FIELDS}
+
+
+def _bound_tree(sql: str, **params: ParameterValue | None) -> exp.Expression:
     tree = sqlglot.parse_one(sql, read="trino")
     wanted = {p.name for p in tree.find_all(exp.Placeholder)}
     if missing := sorted(wanted - params.keys()):
         raise QueryError(f"unbound parameter(s): {', '.join(missing)}")
     if unused := sorted(params.keys() - wanted):
         raise QueryError(f"parameter(s) not in the query: {', '.join(unused)}")
-    return exp.replace_placeholders(tree, **params)
+    values = {name: exp.null() if value is None else value for name, value in params.items()}
+    return exp.replace_placeholders(tree, **values)
 
 
-def bind_parameters(sql: str, dialect: str, **params: ParameterValue) -> str:
+def bind_parameters(sql: str, dialect: str, **params: ParameterValue | None) -> str:
     """The Trino ``sql`` with every ``:name`` placeholder replaced by a literal, written in ``dialect``.
 
     Values become SQL literals through sqlglot (strings are quoted and escaped), never by string
-    formatting, so a run id cannot change the query. Every placeholder must be bound and every
-    parameter used: a typo would otherwise silently compare against NULL or be ignored.
+    formatting, so a run id cannot change the query; None becomes NULL. Every placeholder must be bound and
+    every parameter used: a typo would otherwise silently compare against NULL or be ignored.
     """
     return _bound_tree(sql, **params).sql(dialect=dialect, pretty=True)
 
 
-def to_duckdb(sql: str, **params: ParameterValue) -> str:
+def to_duckdb(sql: str, **params: ParameterValue | None) -> str:
     """The Trino ``sql`` transpiled to DuckDB with its parameters bound, and its exact percentiles computed
     by DuckDB's own exact aggregate (``duckdb_exact_percentiles``)."""
     return duckdb_exact_percentiles(_bound_tree(sql, **params)).sql(dialect="duckdb", pretty=True)
@@ -222,8 +233,10 @@ def _has_records(storage_root: str, run_id: str) -> bool:
     return any(run_folder.glob("*/*.parquet"))
 
 
-def _query_records(storage_root: str, run_id: str, query_name: str) -> pd.DataFrame:
-    return run_duckdb(storage_root, run_id, to_duckdb(load_sql(query_name), run_id=run_id))
+def _query_records(
+    storage_root: str, run_id: str, query_name: str, **params: ParameterValue | None
+) -> pd.DataFrame:
+    return run_duckdb(storage_root, run_id, to_duckdb(load_sql(query_name), run_id=run_id, **params))
 
 
 def run_duckdb(storage_root: str, run_id: str, duckdb_sql: str) -> pd.DataFrame:
@@ -241,15 +254,19 @@ def run_duckdb(storage_root: str, run_id: str, duckdb_sql: str) -> pd.DataFrame:
         return connection.execute(duckdb_sql).df()
 
 
-def compute_metrics(storage_root: str, run_id: str) -> pd.DataFrame:
+def compute_metrics(storage_root: str, run_id: str, slo: Any = None) -> pd.DataFrame:
     """Per-load-point metrics of one run (columns ``METRIC_COLUMNS``), from a local records folder.
 
+    ``slo`` (the suite's, ``fmbench.config.Slo``) gives the per-request SLOs of goodput; without one set,
+    the goodput columns are null.
     Rows are sorted by target name, payload bin and concurrency. A run without records gives an empty
     frame with the same columns, so callers render "no data" rather than fail.
     """
     if not _has_records(storage_root, run_id):
         return _empty(METRIC_COLUMNS)
-    frame = _typed(_query_records(storage_root, run_id, "metrics"), METRIC_COLUMNS)
+    frame = _typed(
+        _query_records(storage_root, run_id, "metrics", **request_slo_parameters(slo)), METRIC_COLUMNS
+    )
     return frame.sort_values(SORT_COLUMNS, kind="stable", na_position="last").reset_index(drop=True)
 
 
@@ -318,7 +335,9 @@ def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------- Athena
 
 
-def athena_query(query_name: str, run_id: str, branch_ids: list[str]) -> str:
+def athena_query(
+    query_name: str, run_id: str, branch_ids: list[str], **params: ParameterValue | None
+) -> str:
     """``report/sql/<query_name>.sql`` for Athena: the run id bound, the records restricted to ``branch_ids``.
 
     The Glue table projects its ``run_id`` and ``branch_id`` partitions from injected values, so Athena runs
@@ -328,7 +347,8 @@ def athena_query(query_name: str, run_id: str, branch_ids: list[str]) -> str:
     """
     if not branch_ids:
         raise QueryError("an Athena query on the records table needs at least one branch id")
-    tree = sqlglot.parse_one(bind_parameters(load_sql(query_name), "trino", run_id=run_id), read="trino")
+    bound = bind_parameters(load_sql(query_name), "trino", run_id=run_id, **params)
+    tree = sqlglot.parse_one(bound, read="trino")
     tables = [table for table in tree.find_all(exp.Table) if table.name == "records" and not table.db]
     if not tables:
         raise QueryError(f"{query_name}.sql does not read the records table")
@@ -344,9 +364,10 @@ def athena_query(query_name: str, run_id: str, branch_ids: list[str]) -> str:
     return tree.sql(dialect="trino", pretty=True)
 
 
-def athena_metrics_query(run_id: str, branch_ids: list[str]) -> str:
-    """The metrics query (metrics.sql) of one run's branches, as the workflow's Query state runs it."""
-    return athena_query("metrics", run_id, branch_ids)
+def athena_metrics_query(run_id: str, branch_ids: list[str], slo: Any = None) -> str:
+    """The metrics query (metrics.sql) of one run's branches, as the workflow's Query state runs it;
+    ``slo``: the suite's, for goodput (the workflow does not pass it yet: goodput is null there)."""
+    return athena_query("metrics", run_id, branch_ids, **request_slo_parameters(slo))
 
 
 def athena_ttft_samples_query(run_id: str, branch_ids: list[str]) -> str:

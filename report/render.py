@@ -105,7 +105,7 @@ def generate_report(
     generated_at: datetime | None = None,
 ) -> ResultDocument:
     """The local report of a run: DuckDB over the records under ``storage_root`` (a local folder)."""
-    metrics = compute_metrics(storage_root, plan.run_id)
+    metrics = compute_metrics(storage_root, plan.run_id, plan.suite.slo)
     samples = ttft_samples(storage_root, plan.run_id)
     return build_report(
         plan,

@@ -1,6 +1,7 @@
 -- Per-load-point metrics of one run, one row per branch x load point x payload bin.
 -- Dialect: Athena (Trino). Locally report/query.py transpiles it to DuckDB with sqlglot, so use only
--- functions both engines have. :run_id is a placeholder bound as a string literal by the caller.
+-- functions both engines have. :run_id is a placeholder bound as a string literal by the caller; the
+-- per-request SLOs :request_ttft_s, :request_tpot_s and :request_latency_s as numbers, or NULL when unset.
 -- Definitions are in docs/metrics.md. Percentiles are exact, linear interpolation between the closest
 -- ranks (Hyndman-Fan type 7, numpy's default); Athena's built-in percentile function is approximate, so unused.
 -- A load point is (branch_id, load_mode, concurrency, request_rate_per_s, payload_bin); concurrency and
@@ -60,7 +61,26 @@ measured AS (
         r.reasoning_tokens,
         r.error_class,
         r.request_id <> u.first_request_id AS reused_prompt,
-        r.status = 'ok' AS is_success
+        r.status = 'ok' AS is_success,
+        -- Goodput: successful and within every per-request SLO set; a request without the figure an SLO
+        -- bounds (no TTFT, or no TPOT: not streamed or a single token) does not meet it.
+        r.status = 'ok'
+        AND (
+            CAST(:request_ttft_s AS DOUBLE) IS NULL
+            OR coalesce(r.ttft_s <= CAST(:request_ttft_s AS DOUBLE), false)
+        )
+        AND (
+            CAST(:request_tpot_s AS DOUBLE) IS NULL
+            OR coalesce(
+                r.completion_tokens > 1
+                AND (r.latency_s - r.ttft_s) / (r.completion_tokens - 1) <= CAST(:request_tpot_s AS DOUBLE),
+                false
+            )
+        )
+        AND (
+            CAST(:request_latency_s AS DOUBLE) IS NULL
+            OR r.latency_s <= CAST(:request_latency_s AS DOUBLE)
+        ) AS meets_request_slo
     FROM records AS r
     INNER JOIN first_uses AS u
         ON r.branch_id = u.branch_id
@@ -118,7 +138,8 @@ point_totals AS (
         avg(CASE WHEN is_success THEN CAST(reasoning_tokens AS DOUBLE) END) AS reasoning_tokens_mean,
         -- Prompts sent again (repeat: cycle) and answers counted without the server's usage.
         count(CASE WHEN reused_prompt THEN 1 END) AS requests_reused_prompt,
-        count(CASE WHEN is_success AND token_source <> 'server' THEN 1 END) AS requests_local_token_counts
+        count(CASE WHEN is_success AND token_source <> 'server' THEN 1 END) AS requests_local_token_counts,
+        count(CASE WHEN meets_request_slo THEN 1 END) AS goodput_requests
     FROM measured
     GROUP BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin
 ),
@@ -345,7 +366,21 @@ SELECT
     c.errors_malformed_response,
     c.errors_client_error,
     c.requests_reused_prompt,
-    c.requests_local_token_counts
+    c.requests_local_token_counts,
+    -- Goodput, only when some per-request SLO is set: the share of measured requests within every one set,
+    -- and such requests per second of the window.
+    CASE
+        WHEN coalesce(
+            CAST(:request_ttft_s AS DOUBLE), CAST(:request_tpot_s AS DOUBLE), CAST(:request_latency_s AS DOUBLE)
+        ) IS NOT NULL
+            THEN CAST(c.goodput_requests AS DOUBLE) / c.requests
+    END AS goodput_share,
+    CASE
+        WHEN coalesce(
+            CAST(:request_ttft_s AS DOUBLE), CAST(:request_tpot_s AS DOUBLE), CAST(:request_latency_s AS DOUBLE)
+        ) IS NOT NULL
+            THEN CAST(c.goodput_requests AS DOUBLE) / nullif(c.window_s, 0)
+    END AS goodput_per_s
 FROM costed AS c
 LEFT JOIN pivoted AS p
     ON p.branch_id = c.branch_id
