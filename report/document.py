@@ -54,6 +54,8 @@ def _load_point_summary(point: LoadPointView) -> LoadPointSummary:
         schedule_lag_p99_s=point["schedule_lag_p99_s"],
         runner_cpu_fraction=point["runner_cpu_fraction"],
         completed=point.completed,
+        goodput_share=point["goodput_share"],
+        goodput_per_s=point["goodput_per_s"],
     )
 
 

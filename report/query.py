@@ -335,9 +335,7 @@ def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------- Athena
 
 
-def athena_query(
-    query_name: str, run_id: str, branch_ids: list[str], **params: ParameterValue | None
-) -> str:
+def athena_query(query_name: str, run_id: str, branch_ids: list[str], **params: ParameterValue | None) -> str:
     """``report/sql/<query_name>.sql`` for Athena: the run id bound, the records restricted to ``branch_ids``.
 
     The Glue table projects its ``run_id`` and ``branch_id`` partitions from injected values, so Athena runs

@@ -75,6 +75,15 @@ class SloSummary(_ResultModel):
     )
     p95_ttft_s: float | None = Field(description="Maximum p95 time to first token, seconds; null: no limit.")
     max_error_rate: float = Field(ge=0, le=1, description="Maximum error rate (0..1).")
+    request_ttft_s: float | None = Field(
+        default=None, description="Goodput: a request's maximum time to first token, seconds; null: none."
+    )
+    request_tpot_s: float | None = Field(
+        default=None, description="Goodput: a request's maximum time per output token, seconds; null: none."
+    )
+    request_latency_s: float | None = Field(
+        default=None, description="Goodput: a request's maximum end-to-end latency, seconds; null: none."
+    )
 
 
 class LoadPointSummary(_ResultModel):
@@ -112,6 +121,16 @@ class LoadPointSummary(_ResultModel):
         default=True,
         description="False when the branch's sweep stopped during (or right after) this load point: it may "
         "hold fewer requests than planned.",
+    )
+    goodput_share: float | None = Field(
+        default=None,
+        description="Share of the measured requests that succeeded within every per-request SLO set "
+        "(slo.request_*); null when none is set.",
+    )
+    goodput_per_s: float | None = Field(
+        default=None,
+        description="Requests that succeeded within every per-request SLO set, per second of the window; "
+        "null when none is set.",
     )
 
 
