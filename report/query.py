@@ -125,7 +125,7 @@ def request_slo_parameters(slo: Any = None) -> dict[str, float | None]:
     return {name: getattr(slo, name, None) for name in REQUEST_SLO_FIELDS}
 
 
-def _bound_tree(sql: str, **params: ParameterValue | None) -> exp.Expression:
+def _bound_tree(sql: str, **params: ParameterValue | None) -> exp.Expr:
     tree = sqlglot.parse_one(sql, read="trino")
     wanted = {p.name for p in tree.find_all(exp.Placeholder)}
     if missing := sorted(wanted - params.keys()):
@@ -156,7 +156,7 @@ def to_duckdb(sql: str, **params: ParameterValue | None) -> str:
 _PERCENTILE_CTES = ("ranked", "bracketing")
 
 
-def duckdb_exact_percentiles(tree: exp.Expression) -> exp.Expression:
+def duckdb_exact_percentiles(tree: exp.Expr) -> exp.Expr:
     """``tree`` with its ``percentiles`` CTE computed by DuckDB's ``quantile_cont``, where it has one.
 
     Trino has no exact percentile aggregate, so metrics.sql ranks every sample with window functions and
@@ -194,7 +194,7 @@ def duckdb_exact_percentiles(tree: exp.Expression) -> exp.Expression:
     return _select_list_unnest(tree)
 
 
-def _select_list_unnest(tree: exp.Expression) -> exp.Expression:
+def _select_list_unnest(tree: exp.Expr) -> exp.Expr:
     """Every ``FROM t AS m CROSS JOIN UNNEST(m.list) AS u (v)`` as ``FROM (SELECT m.*, unnest(m.list) AS v
     FROM t AS m) AS u``: the same rows. DuckDB plans the lateral join as a join of every row with its own
     list; the select-list form unnests in one pass (ITL gaps: one row per token of every request)."""
@@ -245,6 +245,9 @@ def run_duckdb(storage_root: str, run_id: str, duckdb_sql: str) -> pd.DataFrame:
         raise QueryError(f"local storage roots only (cloud runs query Athena): {storage_root}")
     glob = exp.Literal.string(run_records_glob(storage_root, run_id)).sql(dialect="duckdb")
     with duckdb.connect(":memory:") as connection:
+        # Every report query orders its result itself: DuckDB need not keep the rows' order on the way,
+        # which lets it stream and spill instead of buffering (a run of millions of requests).
+        connection.execute("SET preserve_insertion_order = false")
         # Partition values are read as text: a numeric-looking run id must still equal the :run_id string.
         connection.execute(
             "CREATE VIEW records AS SELECT * FROM read_parquet("

@@ -422,7 +422,7 @@ def test_client_bound_rate_points_are_marked_and_never_best(tmp_path: Path) -> N
 
 
 def test_goodput_column_counts_requests_within_the_per_request_slos(tmp_path: Path) -> None:
-    """Every request of a level has the level's latency and TTFT = latency / 5: a level is wholly good or not."""
+    """Each request has its level's latency and TTFT = latency / 5: a level is all good or not."""
     slo = {"p95_latency_s": 3.0, "request_latency_s": 1.5, "request_ttft_s": 0.3}
     plan, outcomes, root = run_plan(tmp_path, suite_data(slo=slo))
     document = generate_report(plan, outcomes, root, tmp_path / "reports")
