@@ -31,6 +31,12 @@ import numpy as np
 
 from bench.common import comma_separated, format_table, run_metadata, write_json
 
+
+def describe_load(meta: dict[str, Any]) -> str:
+    load = ", ".join(f"{value:.2f}" for value in meta["load_average_at_start"])
+    return f"{meta['date_utc']}  {meta['cores']} cores ({meta['cpu_model']})  load average at start {load}"
+
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SUITE = REPO / "examples" / "local-demo.yaml"
 RUN_ID = "scale"
@@ -215,8 +221,11 @@ def write_records(root: Path, total: int, seed: int = 7) -> int:
     return written
 
 
-def _measured_child(argv: list[str]) -> tuple[float, float, str]:
-    """Run ``argv`` as a child, reaped with wait4: (wall seconds, peak resident MB, stdout)."""
+def _measured_child(argv: list[str]) -> tuple[float, float, float, str]:
+    """Run ``argv`` as a child, reaped with wait4: (wall s, CPU s (user + system), peak resident MB, stdout).
+
+    CPU seconds say what the work cost whatever else the (shared) machine ran; wall time is at least CPU
+    seconds / cores, and more when other processes took the cores."""
     env = dict(os.environ, MPLBACKEND="Agg")
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
@@ -230,7 +239,8 @@ def _measured_child(argv: list[str]) -> tuple[float, float, str]:
             raise RuntimeError(
                 f"{' '.join(argv)} failed ({process.returncode}): {err.read().decode()[-3000:]}"
             )
-        return elapsed, usage.ru_maxrss / 1024.0, out.read().decode()
+        cpu_s = usage.ru_utime + usage.ru_stime
+        return elapsed, cpu_s, usage.ru_maxrss / 1024.0, out.read().decode()
 
 
 def _sql_only(root: str) -> None:
@@ -252,11 +262,11 @@ def measure(size: int, keep: Path | None) -> dict[str, Any]:
         print(
             f"  {size:,} records written in {generate_s:.0f} s ({parquet_mb:.0f} MB of Parquet)", flush=True
         )
-        sql_wall_s, sql_peak_mb, out = _measured_child(
+        sql_wall_s, sql_cpu_s, sql_peak_mb, out = _measured_child(
             [sys.executable, "-m", "bench.analysis_scale", "--sql-only", str(folder)]
         )
         sql_s, rows, requests = out.split()
-        report_s, report_peak_mb, _ = _measured_child(
+        report_s, report_cpu_s, report_peak_mb, _ = _measured_child(
             [
                 sys.executable,
                 "-m",
@@ -277,9 +287,12 @@ def measure(size: int, keep: Path | None) -> dict[str, Any]:
             "measured_requests": int(requests),
             "sql_s": float(sql_s),
             "sql_child_s": sql_wall_s,
+            "sql_cpu_s": sql_cpu_s,
             "sql_peak_mb": sql_peak_mb,
             "report_s": report_s,
+            "report_cpu_s": report_cpu_s,
             "report_peak_mb": report_peak_mb,
+            "load_average_after": os.getloadavg()[0],
         }
     finally:
         if keep is None:
@@ -303,11 +316,32 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         print(f"size {size:,}:", flush=True)
         results.append(measure(size, args.keep))
-    headers = ["records", "Parquet MB", "SQL s", "SQL peak MB", "report s", "report peak MB"]
+    headers = [
+        "records",
+        "Parquet MB",
+        "SQL s",
+        "SQL CPU s",
+        "SQL peak MB",
+        "report s",
+        "report CPU s",
+        "report peak MB",
+        "load avg",
+    ]
     rows = [
-        [f"{r['size']:,}", r["parquet_mb"], r["sql_s"], r["sql_peak_mb"], r["report_s"], r["report_peak_mb"]]
+        [
+            f"{r['size']:,}",
+            r["parquet_mb"],
+            r["sql_s"],
+            r["sql_cpu_s"],
+            r["sql_peak_mb"],
+            r["report_s"],
+            r["report_cpu_s"],
+            r["report_peak_mb"],
+            r["load_average_after"],
+        ]
         for r in results
     ]
+    print(describe_load(meta))
     print(format_table(headers, rows))
     if args.json:
         write_json(args.json, {"meta": meta, "results": results})
