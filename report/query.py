@@ -367,7 +367,7 @@ def athena_query(query_name: str, run_id: str, branch_ids: list[str], **params: 
 
 def athena_metrics_query(run_id: str, branch_ids: list[str], slo: Any = None) -> str:
     """The metrics query (metrics.sql) of one run's branches, as the workflow's Query state runs it;
-    ``slo``: the suite's, for goodput (the workflow does not pass it yet: goodput is null there)."""
+    ``slo``: the suite's, whose per-request limits make goodput (none: goodput is null)."""
     return athena_query("metrics", run_id, branch_ids, **request_slo_parameters(slo))
 
 

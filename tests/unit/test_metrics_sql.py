@@ -20,6 +20,7 @@ from report.query import (
     METRIC_COLUMNS,
     SORT_COLUMNS,
     QueryError,
+    athena_metrics_query,
     bind_parameters,
     compute_metrics,
     load_sql,
@@ -660,3 +661,11 @@ def test_goodput_counts_requests_within_every_slo_set(
                 assert _is_null(row[column]), column  # no per-request SLO: no goodput
             else:
                 assert row[column] == pytest.approx(float(want[column]), rel=1e-12), column
+
+
+def test_athena_metrics_query_binds_the_per_request_slos() -> None:
+    text = athena_metrics_query("r1", ["b-1"], Slo(request_tpot_s=0.05))
+    tree = sqlglot.parse_one(text, read="trino")
+    assert not list(tree.find_all(exp.Placeholder))
+    casts = {node.this.sql("trino") for node in tree.find_all(exp.Cast) if node.to.is_type("double")}
+    assert "0.05" in casts and "NULL" in casts  # TPOT bound, TTFT and latency unset
