@@ -947,6 +947,16 @@ class Slo(SuiteModel):
         description="The accuracy floor: the share of judged prompts whose majority verdict is 'correct' "
         "(a prompt without a majority counts against it); needs the suite's evaluation section.",
     )
+    # Per-request SLOs: goodput counts the measured requests that met every one set (docs/metrics.md).
+    request_ttft_s: float | None = Field(
+        default=None, gt=0, description="Goodput: a request's time to first token at most this, seconds."
+    )
+    request_tpot_s: float | None = Field(
+        default=None, gt=0, description="Goodput: a request's time per output token at most this, seconds."
+    )
+    request_latency_s: float | None = Field(
+        default=None, gt=0, description="Goodput: a request's end-to-end latency at most this, seconds."
+    )
 
 
 class Pricing(SuiteModel):

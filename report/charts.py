@@ -324,7 +324,11 @@ def throughput_vs_rate_chart(
 
 
 def ttft_distribution_chart(samples: pd.DataFrame, path: str | Path) -> Path | None:
-    """TTFT ECDF per branch, all load points of the branch pooled: the shape behind the percentiles."""
+    """TTFT ECDF per branch, all load points of the branch pooled: the shape behind the percentiles.
+
+    ``samples`` are points of each branch's ECDF (ttft_samples.sql): every request of a small branch, about
+    a thousand points of a large one, so the chart costs the same at any number of requests.
+    """
     data = samples[np.isfinite(samples["ttft_s"].astype(float))]
     if data.empty:
         return None
@@ -332,9 +336,11 @@ def ttft_distribution_chart(samples: pd.DataFrame, path: str | Path) -> Path | N
     colors = _branch_colors(sorted(data["target_name"].unique()))
     with _figure(target) as (_, axes):
         for name, group in data.groupby("target_name", sort=True):
-            values = np.sort(group["ttft_s"].to_numpy(dtype=float))
-            share = np.arange(1, len(values) + 1) / len(values)
-            axes.step(values, share, where="post", color=colors[str(name)], label=f"{name} (n={len(values)})")
+            group = group.sort_values("cumulative_share", kind="stable")
+            values = group["ttft_s"].to_numpy(dtype=float)
+            share = group["cumulative_share"].to_numpy(dtype=float)
+            count = int(group["sample_count"].max())
+            axes.step(values, share, where="post", color=colors[str(name)], label=f"{name} (n={count})")
         axes.set_title("Time to first token, empirical CDF per branch (successful requests, all load points)")
         axes.set_xlabel("TTFT (s)")
         axes.set_ylabel("share of requests")
@@ -481,8 +487,8 @@ def load_point_frame(view: ReportView) -> pd.DataFrame:
 def draw_charts(view: ReportView, samples: pd.DataFrame, report_dir: Path) -> dict[str, Path]:
     """Chart name -> PNG for every chart that has data (others are left out, not drawn empty).
 
-    ``samples`` has the columns of ``report.query.TTFT_SAMPLE_COLUMNS`` (one row per request: the TTFT
-    chart's distribution is not in the view's per-load-point aggregates).
+    ``samples`` has the columns of ``report.query.TTFT_SAMPLE_COLUMNS`` (points of each branch's TTFT
+    distribution, which the view's per-load-point aggregates do not have).
     """
     metrics = load_point_frame(view)
     headline_bin = view.headline_bin

@@ -62,6 +62,8 @@ def _load_point_summary(point: LoadPointView) -> LoadPointSummary:
         runner_cpu_fraction=point["runner_cpu_fraction"],
         completed=point.completed,
         **_token_figures(point),
+        goodput_share=point["goodput_share"],
+        goodput_per_s=point["goodput_per_s"],
     )
 
 

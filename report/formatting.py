@@ -80,4 +80,26 @@ def slo_text(slo: Slo | SloSummary) -> str:
     text = f"p95 latency {latency}; p95 TTFT {ttft}; error rate <= {slo.max_error_rate * 100:g}%"
     if slo.min_accuracy is not None:
         text += f"; majority-vote accuracy >= {slo.min_accuracy * 100:g}%"
-    return text
+    return text + goodput_slo_text(slo)
+
+
+def goodput_slo_text(slo: Slo | SloSummary) -> str:
+    """'; goodput: TTFT <= 0.5 s, TPOT <= 0.05 s per request', or '' when no per-request SLO is set."""
+    limits = [
+        f"{label} <= {value:g} s"
+        for label, value in (
+            ("TTFT", getattr(slo, "request_ttft_s", None)),
+            ("TPOT", getattr(slo, "request_tpot_s", None)),
+            ("latency", getattr(slo, "request_latency_s", None)),
+        )
+        if value is not None
+    ]
+    return f"; goodput: {', '.join(limits)} per request" if limits else ""
+
+
+def goodput(share: Any, per_s: Any) -> str:
+    """A load point's goodput cell: '12.3/s (95.0%)', requests per second and share; n/a: not computed."""
+    share, per_s = python_value(share), python_value(per_s)
+    if share is None or per_s is None:
+        return NOT_AVAILABLE
+    return f"{number(per_s)}/s ({percent(share)})"

@@ -14,6 +14,8 @@ from report.charts import CHARTS
 from report.formatting import (
     NOT_AVAILABLE,
     cores,
+    goodput,
+    goodput_slo_text,
     load_label,
     md,
     money,
@@ -124,8 +126,8 @@ def _branch_rows(branches: tuple[BranchView, ...]) -> list[list[str]]:
     ]
 
 
-def _measured_row(point: LoadPointView) -> list[str]:
-    return [
+def _measured_row(point: LoadPointView, with_goodput: bool = False) -> list[str]:
+    cells = [
         load_label(point.key.concurrency, point.key.request_rate_per_s)
         + (f" {CLIENT_BOUND_MARK}" if point.client_bound else "")
         + ("" if point.completed else f" {INCOMPLETE_MARK}"),
@@ -145,18 +147,28 @@ def _measured_row(point: LoadPointView) -> list[str]:
         cores(point["runner_cpu_fraction"]),
         "yes" if point.meets_slo else "no",
     ]
+    return [*cells, goodput(point["goodput_share"], point["goodput_per_s"])] if with_goodput else cells
 
 
-def _not_measured_row(key: LoadPointKey) -> list[str]:
+def _not_measured_row(key: LoadPointKey, with_goodput: bool = False) -> list[str]:
     cells = [load_label(key.concurrency, key.request_rate_per_s), md(key.payload_bin)]
-    return [*cells, f"**{NOT_MEASURED}**", *[""] * 13]
+    return [*cells, f"**{NOT_MEASURED}**", *[""] * (14 if with_goodput else 13)]
 
 
-def _load_point_rows(branch: BranchView, bins: tuple[str, ...]) -> list[list[str]]:
+def _with_goodput(view: ReportView) -> bool:
+    """The per-load-point tables have a Goodput column when the suite sets a per-request SLO."""
+    return bool(goodput_slo_text(view.slo))
+
+
+def _load_point_rows(
+    branch: BranchView, bins: tuple[str, ...], with_goodput: bool = False
+) -> list[list[str]]:
     """One row per measured load point and one per planned point that has no measured request ("not
     measured"), each in its place; an incomplete point is marked."""
     return [
-        _measured_row(row) if isinstance(row, LoadPointView) else _not_measured_row(row)
+        _measured_row(row, with_goodput)
+        if isinstance(row, LoadPointView)
+        else _not_measured_row(row, with_goodput)
         for row in branch.table_rows(bins)
     ]
 
@@ -348,7 +360,9 @@ def _status_text(view: ReportView) -> str:
     return f"**{view.status}** ({', '.join(f'{n} {s}' for s, n in counts.items() if n)})"
 
 
-def _load_point_table(branch: BranchView, bins: tuple[str, ...]) -> dict[str, object]:
+def _load_point_table(
+    branch: BranchView, bins: tuple[str, ...], with_goodput: bool = False
+) -> dict[str, object]:
     empty_reason = (
         f"the branch {branch.status}" + (f": {md(branch.reason)}" if branch.reason else "") + "."
         if branch.status != "succeeded"
@@ -358,7 +372,7 @@ def _load_point_table(branch: BranchView, bins: tuple[str, ...]) -> dict[str, ob
         empty_reason += f" None of its {branch.load_points_planned} planned load point(s) was measured."
     return {
         "title": f"{md(branch.target_name)} (`{branch.branch_id}`)",
-        "rows": _load_point_rows(branch, bins) if branch.measured else [],
+        "rows": _load_point_rows(branch, bins, with_goodput) if branch.measured else [],
         "empty_reason": empty_reason,
     }
 
@@ -640,7 +654,10 @@ def render_markdown(view: ReportView, chart_files: Mapping[str, str]) -> str:
             if incomplete
             else ""
         ),
-        "load_point_tables": [_load_point_table(branch, view.bins) for branch in view.branches],
+        "load_point_tables": [
+            _load_point_table(branch, view.bins, _with_goodput(view)) for branch in view.branches
+        ],
+        "goodput_column": _with_goodput(view),
         "client_bound_text": _client_bound_text(view),
         "token_rows": _token_rows(view),
         "error_class_table": _error_class_table(view),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -73,8 +74,19 @@ METRIC_COLUMNS: tuple[str, ...] = (
     *ERROR_CLASS_COLUMNS,
     "requests_reused_prompt",
     "requests_local_token_counts",
+    "goodput_share",
+    "goodput_per_s",
 )
-TTFT_SAMPLE_COLUMNS: tuple[str, ...] = ("branch_id", "target_name", "payload_bin", "concurrency", "ttft_s")
+# The per-request SLOs metrics.sql takes (fmbench.config.Slo): goodput counts requests within every one set.
+REQUEST_SLO_FIELDS: tuple[str, ...] = ("request_ttft_s", "request_tpot_s", "request_latency_s")
+# Columns of ttft_samples.sql: points of each branch's TTFT empirical CDF (at most ~1,000 per branch).
+TTFT_SAMPLE_COLUMNS: tuple[str, ...] = (
+    "branch_id",
+    "target_name",
+    "ttft_s",
+    "cumulative_share",
+    "sample_count",
+)
 # Columns of request_samples.sql: every measured request, for the comparison of two runs (report/compare.py).
 REQUEST_SAMPLE_COLUMNS: tuple[str, ...] = (
     "target_name",
@@ -143,26 +155,106 @@ def load_sql(name: str) -> str:
     return resource.read_text(encoding="utf-8")
 
 
-def bind_parameters(sql: str, dialect: str, **params: ParameterValue) -> str:
-    """The Trino ``sql`` with every ``:name`` placeholder replaced by a literal, written in ``dialect``.
+def request_slo_parameters(slo: Any = None) -> dict[str, float | None]:
+    """metrics.sql's per-request SLO parameters from a suite's ``slo`` (None: none set, no goodput)."""
+    return {name: getattr(slo, name, None) for name in REQUEST_SLO_FIELDS}
 
-    Values become SQL literals through sqlglot (strings are quoted and escaped), never by string
-    formatting, so a run id cannot change the query. Every placeholder must be bound and every
-    parameter used: a typo would otherwise silently compare against NULL or be ignored.
-    """
+
+def _bound_tree(sql: str, **params: ParameterValue | None) -> exp.Expr:
     tree = sqlglot.parse_one(sql, read="trino")
     wanted = {p.name for p in tree.find_all(exp.Placeholder)}
     if missing := sorted(wanted - params.keys()):
         raise QueryError(f"unbound parameter(s): {', '.join(missing)}")
     if unused := sorted(params.keys() - wanted):
         raise QueryError(f"parameter(s) not in the query: {', '.join(unused)}")
-    bound = exp.replace_placeholders(tree, **params)
-    return bound.sql(dialect=dialect, pretty=True)
+    values = {name: exp.null() if value is None else value for name, value in params.items()}
+    return exp.replace_placeholders(tree, **values)
 
 
-def to_duckdb(sql: str, **params: ParameterValue) -> str:
-    """The Trino ``sql`` transpiled to DuckDB with its parameters bound."""
-    return bind_parameters(sql, "duckdb", **params)
+def bind_parameters(sql: str, dialect: str, **params: ParameterValue | None) -> str:
+    """The Trino ``sql`` with every ``:name`` placeholder replaced by a literal, written in ``dialect``.
+
+    Values become SQL literals through sqlglot (strings are quoted and escaped), never by string
+    formatting, so a run id cannot change the query; None becomes NULL. Every placeholder must be bound and
+    every parameter used: a typo would otherwise silently compare against NULL or be ignored.
+    """
+    return _bound_tree(sql, **params).sql(dialect=dialect, pretty=True)
+
+
+def to_duckdb(sql: str, **params: ParameterValue | None) -> str:
+    """The Trino ``sql`` transpiled to DuckDB with its parameters bound, and its exact percentiles computed
+    by DuckDB's own exact aggregate (``duckdb_exact_percentiles``)."""
+    return duckdb_exact_percentiles(_bound_tree(sql, **params)).sql(dialect="duckdb", pretty=True)
+
+
+# The window CTEs of metrics.sql's portable exact percentiles: samples -> ranked -> bracketing -> percentiles.
+_PERCENTILE_CTES = ("ranked", "bracketing")
+
+
+def duckdb_exact_percentiles(tree: exp.Expr) -> exp.Expr:
+    """``tree`` with its ``percentiles`` CTE computed by DuckDB's ``quantile_cont``, where it has one.
+
+    Trino has no exact percentile aggregate, so metrics.sql ranks every sample with window functions and
+    interpolates between the two around rank (n - 1) x q (Hyndman-Fan type 7). DuckDB's ``quantile_cont``
+    is the same definition, exact, and far cheaper: it selects within each group instead of sorting every
+    sample of the run by its group and value. The CTE ``percentiles`` (columns: the group's keys,
+    ``quantile_name``, ``quantile_value``, over ``samples(..., sample_value)`` at the ``quantiles`` rows) is
+    rewritten on the syntax tree and the window CTEs it replaces are dropped; Athena runs the text as
+    written. The numpy tests (tests/unit/test_metrics_sql.py) check the rewritten form.
+    """
+    ctes = {cte.alias: cte for cte in tree.find_all(exp.CTE)}
+    percentiles, quantiles = ctes.get("percentiles"), ctes.get("quantiles")
+    if percentiles is None or quantiles is None:
+        return tree
+    rows = [row.expressions for row in quantiles.this.find_all(exp.Tuple)]
+    names = [row[0] for row in rows]
+    values = [row[1] for row in rows]
+    select = percentiles.this
+    keys = [
+        column.alias_or_name
+        for column in select.selects
+        if column.alias_or_name not in {"quantile_name", "quantile_value"}
+    ]
+    key_list = ", ".join(keys)
+    body = sqlglot.parse_one(
+        f"SELECT {key_list}, unnest([{', '.join(n.sql('duckdb') for n in names)}]) AS quantile_name, "
+        f"unnest(quantile_cont(sample_value, [{', '.join(v.sql('duckdb') for v in values)}])) "
+        f"AS quantile_value FROM samples GROUP BY {key_list}",
+        read="duckdb",
+    )
+    percentiles.set("this", body)
+    for name in _PERCENTILE_CTES:
+        if name in ctes:
+            ctes[name].pop()
+    return _select_list_unnest(tree)
+
+
+def _select_list_unnest(tree: exp.Expr) -> exp.Expr:
+    """Every ``FROM t AS m CROSS JOIN UNNEST(m.list) AS u (v)`` as ``FROM (SELECT m.*, unnest(m.list) AS v
+    FROM t AS m) AS u``: the same rows. DuckDB plans the lateral join as a join of every row with its own
+    list; the select-list form unnests in one pass (ITL gaps: one row per token of every request)."""
+    for select in list(tree.find_all(exp.Select)):
+        joins = select.args.get("joins") or []
+        source = select.args.get("from_") or select.args.get("from")
+        if len(joins) != 1 or not isinstance(joins[0].this, exp.Unnest) or source is None:
+            continue
+        unnest = joins[0].this
+        alias = unnest.args.get("alias")
+        table = source.this
+        if alias is None or len(alias.columns) != 1 or len(unnest.expressions) != 1:
+            continue
+        outer, inner_alias = alias.name, table.alias_or_name
+        value = alias.columns[0].name
+        inner = exp.select(
+            exp.Star() if not table.alias else exp.column(exp.Star(), table=inner_alias)
+        ).from_(table.copy())
+        inner = inner.select(exp.alias_(exp.Explode(this=unnest.expressions[0].copy()), value))
+        for column in select.find_all(exp.Column):
+            if column.table in {outer, inner_alias}:
+                column.set("table", exp.to_identifier(outer))
+        select.set("joins", None)
+        select.from_(inner.subquery(outer), copy=False)
+    return tree
 
 
 def run_records_glob(storage_root: str, run_id: str) -> str:
@@ -176,34 +268,49 @@ def _has_records(storage_root: str, run_id: str) -> bool:
     return any(run_folder.glob("*/*.parquet"))
 
 
-def _query_records(storage_root: str, run_id: str, query_name: str) -> pd.DataFrame:
+def _query_records(
+    storage_root: str, run_id: str, query_name: str, **params: ParameterValue | None
+) -> pd.DataFrame:
+    return run_duckdb(storage_root, run_id, to_duckdb(load_sql(query_name), run_id=run_id, **params))
+
+
+def run_duckdb(storage_root: str, run_id: str, duckdb_sql: str) -> pd.DataFrame:
+    """``duckdb_sql`` run over the run's records (a view named ``records`` on its local Parquet parts)."""
     if "://" in storage_root:
         raise QueryError(f"local storage roots only (cloud runs query Athena): {storage_root}")
     glob = exp.Literal.string(run_records_glob(storage_root, run_id)).sql(dialect="duckdb")
     with duckdb.connect(":memory:") as connection:
+        # Every report query orders its result itself: DuckDB need not keep the rows' order on the way,
+        # which lets it stream and spill instead of buffering (a run of millions of requests).
+        connection.execute("SET preserve_insertion_order = false")
         # Partition values are read as text: a numeric-looking run id must still equal the :run_id string.
         connection.execute(
             "CREATE VIEW records AS SELECT * FROM read_parquet("
             f"{glob}, hive_partitioning = true, union_by_name = true, "
             "hive_types = {'run_id': VARCHAR, 'branch_id': VARCHAR})"
         )
-        return connection.execute(to_duckdb(load_sql(query_name), run_id=run_id)).df()
+        return connection.execute(duckdb_sql).df()
 
 
-def compute_metrics(storage_root: str, run_id: str) -> pd.DataFrame:
+def compute_metrics(storage_root: str, run_id: str, slo: Any = None) -> pd.DataFrame:
     """Per-load-point metrics of one run (columns ``METRIC_COLUMNS``), from a local records folder.
 
+    ``slo`` (the suite's, ``fmbench.config.Slo``) gives the per-request SLOs of goodput; without one set,
+    the goodput columns are null.
     Rows are sorted by target name, payload bin and concurrency. A run without records gives an empty
     frame with the same columns, so callers render "no data" rather than fail.
     """
     if not _has_records(storage_root, run_id):
         return _empty(METRIC_COLUMNS)
-    frame = _typed(_query_records(storage_root, run_id, "metrics"), METRIC_COLUMNS)
+    frame = _typed(
+        _query_records(storage_root, run_id, "metrics", **request_slo_parameters(slo)), METRIC_COLUMNS
+    )
     return frame.sort_values(SORT_COLUMNS, kind="stable", na_position="last").reset_index(drop=True)
 
 
 def ttft_samples(storage_root: str, run_id: str) -> pd.DataFrame:
-    """TTFT of every successful measured request (columns ``TTFT_SAMPLE_COLUMNS``), for the TTFT chart."""
+    """Points of each branch's TTFT empirical CDF over its successful measured requests (columns
+    ``TTFT_SAMPLE_COLUMNS``; every request of a branch of at most 1,000), for the TTFT chart."""
     if not _has_records(storage_root, run_id):
         return _empty(TTFT_SAMPLE_COLUMNS)
     return _typed(_query_records(storage_root, run_id, "ttft_samples"), TTFT_SAMPLE_COLUMNS).reset_index(
@@ -288,6 +395,7 @@ _NULLABLE_COUNT_COLUMNS = frozenset(
 )
 _COUNT_COLUMNS = frozenset(
     {
+        "sample_count",
         "requests",
         "successes",
         "errors",
@@ -324,9 +432,15 @@ def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------- Athena
 
 
-def athena_query(query_name: str, run_id: str, branch_ids: list[str], table: str = "records") -> str:
-    """``report/sql/<query_name>.sql`` for Athena: the run id bound, ``table`` (the records, or the judgments)
-    restricted to ``branch_ids``.
+def athena_query(
+    query_name: str,
+    run_id: str,
+    branch_ids: list[str],
+    table: str = "records",
+    **params: ParameterValue | None,
+) -> str:
+    """``report/sql/<query_name>.sql`` for Athena: the run id and ``params`` bound, ``table`` (the records,
+    or the judgments) restricted to ``branch_ids``.
 
     The Glue table projects its ``run_id`` and ``branch_id`` partitions from injected values, so Athena runs
     a query on it only when both are given as literals. The ``branch_id IN (...)`` condition is added to the
@@ -335,7 +449,8 @@ def athena_query(query_name: str, run_id: str, branch_ids: list[str], table: str
     """
     if not branch_ids:
         raise QueryError(f"an Athena query on the {table} table needs at least one branch id")
-    tree = sqlglot.parse_one(bind_parameters(load_sql(query_name), "trino", run_id=run_id), read="trino")
+    bound = bind_parameters(load_sql(query_name), "trino", run_id=run_id, **params)
+    tree = sqlglot.parse_one(bound, read="trino")
     tables = [found for found in tree.find_all(exp.Table) if found.name == table and not found.db]
     if not tables:
         raise QueryError(f"{query_name}.sql does not read the {table} table")
@@ -351,9 +466,10 @@ def athena_query(query_name: str, run_id: str, branch_ids: list[str], table: str
     return tree.sql(dialect="trino", pretty=True)
 
 
-def athena_metrics_query(run_id: str, branch_ids: list[str]) -> str:
-    """The metrics query (metrics.sql) of one run's branches, as the workflow's Query state runs it."""
-    return athena_query("metrics", run_id, branch_ids)
+def athena_metrics_query(run_id: str, branch_ids: list[str], slo: Any = None) -> str:
+    """The metrics query (metrics.sql) of one run's branches, as the workflow's Query state runs it;
+    ``slo``: the suite's, whose per-request limits make goodput (none: goodput is null)."""
+    return athena_query("metrics", run_id, branch_ids, **request_slo_parameters(slo))
 
 
 def athena_ttft_samples_query(run_id: str, branch_ids: list[str]) -> str:

@@ -115,7 +115,7 @@ def generate_report(
 ) -> ResultDocument:
     """The local report of a run: DuckDB over the records (and judgments, when the run was judged) under
     ``storage_root`` (a local folder)."""
-    metrics = compute_metrics(storage_root, plan.run_id)
+    metrics = compute_metrics(storage_root, plan.run_id, plan.suite.slo)
     samples = ttft_samples(storage_root, plan.run_id)
     return build_report(
         plan,

@@ -81,6 +81,15 @@ class SloSummary(_ResultModel):
         le=1,
         description="Accuracy floor: lowest majority-vote accuracy of a branch (0..1); null: no floor.",
     )
+    request_ttft_s: float | None = Field(
+        default=None, description="Goodput: a request's maximum time to first token, seconds; null: none."
+    )
+    request_tpot_s: float | None = Field(
+        default=None, description="Goodput: a request's maximum time per output token, seconds; null: none."
+    )
+    request_latency_s: float | None = Field(
+        default=None, description="Goodput: a request's maximum end-to-end latency, seconds; null: none."
+    )
 
 
 class LoadPointSummary(_ResultModel):
@@ -136,6 +145,16 @@ class LoadPointSummary(_ResultModel):
         default=True,
         description="False when the branch's sweep stopped during (or right after) this load point: it may "
         "hold fewer requests than planned.",
+    )
+    goodput_share: float | None = Field(
+        default=None,
+        description="Share of the measured requests that succeeded within every per-request SLO set "
+        "(slo.request_*); null when none is set.",
+    )
+    goodput_per_s: float | None = Field(
+        default=None,
+        description="Requests that succeeded within every per-request SLO set, per second of the window; "
+        "null when none is set.",
     )
 
 

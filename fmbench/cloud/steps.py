@@ -44,7 +44,7 @@ from fmbench.cloud.sagemaker import (
     teardown,
 )
 from fmbench.cloud.settings import DeploySettings, PlanSettings, StatusSettings, TeardownSettings
-from fmbench.config import Suite, SuiteProblem, SuiteValidationError, problems_from_validation_error
+from fmbench.config import Slo, Suite, SuiteProblem, SuiteValidationError, problems_from_validation_error
 from fmbench.deployment import FAILED, IN_SERVICE, MAX_STATUS_POLLS, secret_references
 from fmbench.estimate import check_budget, endpoint_ttl_problems, estimate_branches
 from fmbench.plan import RunPlan, new_run_id, plan_suite
@@ -55,7 +55,8 @@ from fmbench.storage import split_s3_uri
 
 logger = logging.getLogger(__name__)
 
-MetricsQueryBuilder = Callable[[str, list[str]], str]
+# (run id, branch ids, the suite's SLO: its per-request limits make goodput) -> the Athena metrics query.
+MetricsQueryBuilder = Callable[[str, list[str], Slo], str]
 _ACCESS_DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
 
 
@@ -180,7 +181,7 @@ def plan_report_only(
         suite_name=plan.suite.name,
         storage_root=storage_root,
         max_concurrency=1,
-        metrics_query=metrics_query(plan.run_id, [spec.branch_id for spec in plan.branches]),
+        metrics_query=metrics_query(plan.run_id, [spec.branch_id for spec in plan.branches], plan.suite.slo),
         branches=[],
         report_only=True,
         report_branches=items,
@@ -261,7 +262,7 @@ def plan_run(
         suite_name=suite.name,
         storage_root=storage_root,
         max_concurrency=max_concurrency,
-        metrics_query=metrics_query(run_id, [spec.branch_id for spec in specs]),
+        metrics_query=metrics_query(run_id, [spec.branch_id for spec in specs], suite.slo),
         branches=items,
         cost_estimate_usd=estimate.total_usd,
         quota_check=quota_notes,

@@ -1,57 +1,92 @@
 -- Per-load-point metrics of one run, one row per branch x load point x payload bin.
 -- Dialect: Athena (Trino). Locally report/query.py transpiles it to DuckDB with sqlglot, so use only
--- functions both engines have. :run_id is a placeholder bound as a string literal by the caller.
+-- functions both engines have. :run_id is a placeholder bound as a string literal by the caller; the
+-- per-request SLOs :request_ttft_s, :request_tpot_s and :request_latency_s as numbers, or NULL when unset.
 -- Definitions are in docs/metrics.md. Percentiles are exact, linear interpolation between the closest
 -- ranks (Hyndman-Fan type 7, numpy's default); Athena's built-in percentile function is approximate, so unused.
 -- A load point is (branch_id, load_mode, concurrency, request_rate_per_s, payload_bin); concurrency and
 -- request_rate_per_s may be NULL, so they are grouped (NULLs group together) and joined NULL-safely.
 -- The window is the rows of phase 'measured'; warm-up and cool-down rows are recorded but never counted.
--- Every request of the run, numbered per prompt within its branch and bin in the order sent: a number above
--- 1 is a request whose prompt an earlier request of the branch (any phase, any load point) already had.
-WITH sent AS (
-    SELECT
-        *,
-        row_number() OVER (
-            PARTITION BY branch_id, payload_bin, prompt_id ORDER BY send_epoch_s, request_id
-        ) AS prompt_use
+-- A request reused its prompt when an earlier request of its branch and bin (any phase, any load point; in
+-- the order sent, ties by request id) had the same prompt: every request but the first of its prompt. The
+-- first is found by aggregates (the earliest send, then the least request id at it) rather than by numbering
+-- every request in a window, which would sort the whole run with all its columns.
+WITH first_sends AS (
+    SELECT branch_id, payload_bin, prompt_id, min(send_epoch_s) AS first_send_epoch_s
     FROM records
     WHERE run_id = :run_id
+    GROUP BY branch_id, payload_bin, prompt_id
+),
+
+first_uses AS (
+    SELECT r.branch_id, r.payload_bin, r.prompt_id, min(r.request_id) AS first_request_id
+    FROM records AS r
+    INNER JOIN first_sends AS f
+        ON r.branch_id = f.branch_id
+        AND r.payload_bin = f.payload_bin
+        AND r.prompt_id IS NOT DISTINCT FROM f.prompt_id
+        AND r.send_epoch_s = f.first_send_epoch_s
+    WHERE r.run_id = :run_id
+    GROUP BY r.branch_id, r.payload_bin, r.prompt_id
 ),
 
 measured AS (
     SELECT
-        branch_id,
-        target_name,
-        platform,
-        model,
-        container,
-        instance_type,
-        instance_count,
-        instance_price_per_hour_usd,
-        load_mode,
-        concurrency,
-        request_rate_per_s,
-        payload_bin,
-        send_epoch_s,
-        end_epoch_s,
-        schedule_lag_s,
-        ttft_s,
-        latency_s,
-        itl_s,
-        prompt_tokens,
-        completion_tokens,
-        token_source,
-        prompt_tokens_local,
-        completion_tokens_local,
-        runner_cpu_fraction,
-        client_bound,
-        time_to_first_answer_s,
-        reasoning_tokens,
-        error_class,
-        prompt_use > 1 AS reused_prompt,
-        status = 'ok' AS is_success
-    FROM sent
-    WHERE phase = 'measured'
+        r.branch_id,
+        r.target_name,
+        r.platform,
+        r.model,
+        r.container,
+        r.instance_type,
+        r.instance_count,
+        r.instance_price_per_hour_usd,
+        r.load_mode,
+        r.concurrency,
+        r.request_rate_per_s,
+        r.payload_bin,
+        r.send_epoch_s,
+        r.end_epoch_s,
+        r.schedule_lag_s,
+        r.ttft_s,
+        r.latency_s,
+        r.itl_s,
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.token_source,
+        r.prompt_tokens_local,
+        r.completion_tokens_local,
+        r.runner_cpu_fraction,
+        r.client_bound,
+        r.time_to_first_answer_s,
+        r.reasoning_tokens,
+        r.error_class,
+        r.request_id <> u.first_request_id AS reused_prompt,
+        r.status = 'ok' AS is_success,
+        -- Goodput: successful and within every per-request SLO set; a request without the figure an SLO
+        -- bounds (no TTFT, or no TPOT: not streamed or a single token) does not meet it.
+        r.status = 'ok'
+        AND (
+            CAST(:request_ttft_s AS DOUBLE) IS NULL
+            OR coalesce(r.ttft_s <= CAST(:request_ttft_s AS DOUBLE), false)
+        )
+        AND (
+            CAST(:request_tpot_s AS DOUBLE) IS NULL
+            OR coalesce(
+                r.completion_tokens > 1
+                AND (r.latency_s - r.ttft_s) / (r.completion_tokens - 1) <= CAST(:request_tpot_s AS DOUBLE),
+                false
+            )
+        )
+        AND (
+            CAST(:request_latency_s AS DOUBLE) IS NULL
+            OR r.latency_s <= CAST(:request_latency_s AS DOUBLE)
+        ) AS meets_request_slo
+    FROM records AS r
+    INNER JOIN first_uses AS u
+        ON r.branch_id = u.branch_id
+        AND r.payload_bin = u.payload_bin
+        AND r.prompt_id IS NOT DISTINCT FROM u.prompt_id
+    WHERE r.run_id = :run_id AND r.phase = 'measured'
 ),
 
 point_totals AS (
@@ -103,7 +138,8 @@ point_totals AS (
         avg(CASE WHEN is_success THEN CAST(reasoning_tokens AS DOUBLE) END) AS reasoning_tokens_mean,
         -- Prompts sent again (repeat: cycle) and answers counted without the server's usage.
         count(CASE WHEN reused_prompt THEN 1 END) AS requests_reused_prompt,
-        count(CASE WHEN is_success AND token_source <> 'server' THEN 1 END) AS requests_local_token_counts
+        count(CASE WHEN is_success AND token_source <> 'server' THEN 1 END) AS requests_local_token_counts,
+        count(CASE WHEN meets_request_slo THEN 1 END) AS goodput_requests
     FROM measured
     GROUP BY branch_id, load_mode, concurrency, request_rate_per_s, payload_bin
 ),
@@ -330,7 +366,21 @@ SELECT
     c.errors_malformed_response,
     c.errors_client_error,
     c.requests_reused_prompt,
-    c.requests_local_token_counts
+    c.requests_local_token_counts,
+    -- Goodput, only when some per-request SLO is set: the share of measured requests within every one set,
+    -- and such requests per second of the window.
+    CASE
+        WHEN coalesce(
+            CAST(:request_ttft_s AS DOUBLE), CAST(:request_tpot_s AS DOUBLE), CAST(:request_latency_s AS DOUBLE)
+        ) IS NOT NULL
+            THEN CAST(c.goodput_requests AS DOUBLE) / c.requests
+    END AS goodput_share,
+    CASE
+        WHEN coalesce(
+            CAST(:request_ttft_s AS DOUBLE), CAST(:request_tpot_s AS DOUBLE), CAST(:request_latency_s AS DOUBLE)
+        ) IS NOT NULL
+            THEN CAST(c.goodput_requests AS DOUBLE) / nullif(c.window_s, 0)
+    END AS goodput_per_s
 FROM costed AS c
 LEFT JOIN pivoted AS p
     ON p.branch_id = c.branch_id

@@ -595,9 +595,9 @@ def test_render_publishes_the_report_and_returns_its_summary(s3: Any, athena: An
         {
             "branch_id": [measured[0]] * 3 + [measured[1]] * 3,
             "target_name": ["target-0"] * 3 + ["target-1"] * 3,
-            "payload_bin": ["50-500"] * 6,
-            "concurrency": [1] * 6,
             "ttft_s": [0.1, 0.2, 0.3, 0.2, 0.4, 0.6],
+            "cumulative_share": [1 / 3, 2 / 3, 1.0] * 2,
+            "sample_count": [3] * 6,
         }
     )
     queue = athena_backends[DEFAULT_ACCOUNT_ID][REGION].query_results_queue

@@ -419,3 +419,38 @@ def test_client_bound_rate_points_are_marked_and_never_best(tmp_path: Path) -> N
     assert "## Token counts: server vs local tokenizer" in text
     assert "| small | 10 req/s | 50-500 | +10.0% | +0.0% |" in text
     assert "throughput_vs_rate" in document.artifacts.charts
+
+
+def test_goodput_column_counts_requests_within_the_per_request_slos(tmp_path: Path) -> None:
+    """Each request has its level's latency and TTFT = latency / 5: a level is all good or not."""
+    slo = {"p95_latency_s": 3.0, "request_latency_s": 1.5, "request_ttft_s": 0.3}
+    plan, outcomes, root = run_plan(tmp_path, suite_data(slo=slo))
+    document = generate_report(plan, outcomes, root, tmp_path / "reports")
+    assert document.slo.request_latency_s == 1.5 and document.slo.request_tpot_s is None
+    seen = set()
+    for branch in document.branches:
+        for point in branch.load_points:
+            assert point.concurrency is not None
+            latency_s = LATENCY_S[branch.target_name][(point.concurrency, point.payload_bin)]
+            good = latency_s <= 1.5 and latency_s / 5 <= 0.3
+            window_s = math.ceil(REQUESTS_PER_LEVEL / point.concurrency) * latency_s
+            assert point.goodput_share == (1.0 if good else 0.0)
+            assert point.goodput_per_s == pytest.approx(REQUESTS_PER_LEVEL / window_s if good else 0.0)
+            seen.add(good)
+    assert seen == {True, False}
+    text = (tmp_path / "reports" / "report.md").read_text(encoding="utf-8")
+    assert "goodput: TTFT <= 0.3 s, latency <= 1.5 s per request" in text
+    assert "| SLO | Goodput |" in text
+    # large, c=1, bin 50-500: 8 requests of 0.5 s one after another, all good: 2 per second
+    assert "| 2/s (100.0%) |" in text
+
+
+def test_no_goodput_column_without_a_per_request_slo(
+    rendered: tuple[RunPlan, ResultDocument, Path],
+) -> None:
+    _, document, report_dir = rendered
+    assert all(p.goodput_share is None for b in document.branches for p in b.load_points)
+    assert (
+        "Goodput"
+        not in (report_dir / "report.md").read_text(encoding="utf-8").split("## Metric definitions")[0]
+    )

@@ -13,14 +13,19 @@ import sqlglot
 from record_factory import make_record
 from sqlglot import exp
 
+from fmbench.config import Slo
 from fmbench.endpoints.base import ERROR_CLASSES
 from fmbench.records import RecordWriter, RequestRecord
 from report.query import (
     METRIC_COLUMNS,
+    SORT_COLUMNS,
     QueryError,
+    athena_metrics_query,
     bind_parameters,
     compute_metrics,
     load_sql,
+    request_slo_parameters,
+    run_duckdb,
     to_duckdb,
     ttft_samples,
 )
@@ -40,6 +45,8 @@ BRANCHES = [
     ("delta-4444", "delta", "ml.g6.xlarge", 1, 1.0064, "rate", [(None, 0.5), (None, 2.0)], 0.8),
 ]
 BINS = ["50-500", "500-2000"]
+# Per-request SLOs near the middle of the random figures, so that goodput counts some requests, not all.
+GOODPUT_SLO = Slo(request_ttft_s=0.3, request_tpot_s=0.01, request_latency_s=1.5)
 
 
 # Every class of the vocabulary, and one outside it, which no errors_<class> column counts.
@@ -156,7 +163,33 @@ def write_records(root: str, run_id: str, by_branch: dict[str, list[RequestRecor
         writer.flush()
 
 
-def numpy_metrics(by_branch: dict[str, list[RequestRecord]]) -> pd.DataFrame:
+def numpy_goodput(point: pd.DataFrame, window_s: float, slo: Slo | None) -> tuple[float | None, float | None]:
+    """(goodput share, goodput per second) of one load point's measured requests; None: no per-request SLO."""
+    limits = {
+        name: getattr(slo, name, None) for name in ("request_ttft_s", "request_tpot_s", "request_latency_s")
+    }
+    if all(limit is None for limit in limits.values()):
+        return None, None
+    good = 0
+    for row in point.itertuples():
+        if row.status != "ok":
+            continue
+        ttft = None if _is_null(row.ttft_s) else float(row.ttft_s)
+        if limits["request_ttft_s"] is not None and (ttft is None or ttft > limits["request_ttft_s"]):
+            continue
+        if limits["request_tpot_s"] is not None:
+            tokens = None if _is_null(row.completion_tokens) else int(row.completion_tokens)
+            if ttft is None or tokens is None or tokens <= 1:
+                continue
+            if (row.latency_s - ttft) / (tokens - 1) > limits["request_tpot_s"]:
+                continue
+        if limits["request_latency_s"] is not None and row.latency_s > limits["request_latency_s"]:
+            continue
+        good += 1
+    return good / len(point), good / window_s
+
+
+def numpy_metrics(by_branch: dict[str, list[RequestRecord]], slo: Slo | None = None) -> pd.DataFrame:
     """Every figure of metrics.sql, computed directly from the definitions in docs/metrics.md."""
     rows = []
     for branch_id, records in by_branch.items():
@@ -200,6 +233,7 @@ def numpy_metrics(by_branch: dict[str, list[RequestRecord]]) -> pd.DataFrame:
                 requests_reused_prompt=int(point["reused_prompt"].sum()),
                 requests_local_token_counts=int((ok["token_source"] != "server").sum()),
             )
+            row["goodput_share"], row["goodput_per_s"] = numpy_goodput(point, window_s, slo)
             row.update(
                 branch_id=branch_id,
                 target_name=point["target_name"].iloc[0],
@@ -251,7 +285,7 @@ def random_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, 
     write_records(root, RUN_ID, by_branch)
     # Another run in the same root must not leak into this run's figures.
     write_records(root, "other-run", random_records(np.random.default_rng(7)))
-    return compute_metrics(root, RUN_ID), numpy_metrics(by_branch), root
+    return compute_metrics(root, RUN_ID, GOODPUT_SLO), numpy_metrics(by_branch, GOODPUT_SLO), root
 
 
 def test_sql_matches_numpy_for_every_figure(random_run: tuple[pd.DataFrame, pd.DataFrame, str]) -> None:
@@ -347,18 +381,51 @@ def test_ttft_samples_are_successful_measured_streamed_requests(
     random_run: tuple[pd.DataFrame, pd.DataFrame, str],
 ) -> None:
     actual, _, root = random_run
+    by_branch = random_records(np.random.default_rng(20250101))
     samples = ttft_samples(root, RUN_ID)
-    assert list(samples.columns) == ["branch_id", "target_name", "payload_bin", "concurrency", "ttft_s"]
-    assert samples["ttft_s"].notna().all()
+    assert list(samples.columns) == ["branch_id", "target_name", "ttft_s", "cumulative_share", "sample_count"]
     assert "gamma-3333" not in set(samples["branch_id"])
-    by_point = samples.groupby(["branch_id", "payload_bin", "concurrency"])["ttft_s"]
-    for (branch_id, bin_label, concurrency), values in by_point:
-        row = actual[
-            (actual["branch_id"] == branch_id)
-            & (actual["payload_bin"] == bin_label)
-            & (actual["concurrency"] == concurrency)
-        ].iloc[0]
-        assert np.percentile(values, 95) == pytest.approx(row["ttft_p95_s"], rel=1e-9)
+    for branch_id, records in by_branch.items():
+        ttfts = np.sort(
+            [r.ttft_s for r in records if r.phase == "measured" and r.status == "ok" and r.ttft_s is not None]
+        )
+        points = samples[samples["branch_id"] == branch_id]
+        if not len(ttfts):
+            assert points.empty
+            continue
+        # a branch of at most 1,000 requests: every one, at its share of the ECDF
+        assert points["ttft_s"].tolist() == pytest.approx(ttfts.tolist(), rel=1e-15)
+        n = len(ttfts)
+        assert points["cumulative_share"].tolist() == pytest.approx((np.arange(1, n + 1) / n).tolist())
+        assert set(points["sample_count"]) == {n}
+    # the other run in the same root is not counted
+    assert set(samples["branch_id"]) <= {row.branch_id for row in actual.itertuples()}
+
+
+def test_ttft_samples_of_a_large_branch_are_thinned_to_exact_ecdf_points(tmp_path: Any) -> None:
+    """Above 1,000 requests a branch keeps the first sample reaching each thousandth of the ECDF, the exact
+    TTFT at its exact share: the chart costs the same at a million requests."""
+    rng = np.random.default_rng(5)
+    n = 4_321
+    ttfts = rng.lognormal(-2.0, 0.5, n)
+    records = [
+        make_record(request_id=f"r{i}", ttft_s=float(t), send_epoch_s=float(i), end_epoch_s=float(i) + 1.0)
+        for i, t in enumerate(ttfts)
+    ]
+    records.append(make_record(request_id="failed", status="error", ttft_s=0.0))
+    records.append(make_record(request_id="warm", phase="warmup", ttft_s=99.0))
+    write_records(str(tmp_path), RUN_ID, {"big-1": records})
+    samples = ttft_samples(str(tmp_path), RUN_ID)
+    ranks = np.arange(1, n + 1)
+    kept = (ranks == 1) | (ranks == n) | (np.floor(ranks * 1000 / n) > np.floor((ranks - 1) * 1000 / n))
+    ordered = np.sort(ttfts)
+    assert len(samples) == int(kept.sum()) <= 1_001
+    assert samples["ttft_s"].tolist() == pytest.approx(ordered[kept].tolist(), rel=1e-15)
+    assert samples["cumulative_share"].tolist() == pytest.approx((ranks[kept] / n).tolist(), rel=1e-15)
+    assert set(samples["sample_count"]) == {n}
+    # a percentile read off the points is within a thousandth of the ECDF of the exact one
+    share_at_p95 = float(np.interp(np.percentile(ttfts, 95), samples["ttft_s"], samples["cumulative_share"]))
+    assert abs(share_at_p95 - 0.95) <= 0.001
 
 
 # ----------------------------------------------------------------------------------- hand-computed case
@@ -491,15 +558,41 @@ def test_no_records_gives_empty_frame_with_columns(tmp_path: Any) -> None:
 # ------------------------------------------------------------------------------------------- the SQL
 
 
+def test_athena_form_gives_the_figures_of_the_local_form(
+    random_run: tuple[pd.DataFrame, pd.DataFrame, str],
+) -> None:
+    """Athena runs metrics.sql as written (window-ranked percentiles); locally DuckDB's quantile_cont replaces
+    that CTE. Run unrewritten on DuckDB, the portable form gives the same figures."""
+    actual, _, root = random_run
+    params = request_slo_parameters(GOODPUT_SLO)
+    portable = run_duckdb(
+        root, RUN_ID, bind_parameters(load_sql("metrics"), "duckdb", run_id=RUN_ID, **params)
+    )
+    portable = portable.sort_values(SORT_COLUMNS, kind="stable", na_position="last").reset_index(drop=True)
+    assert len(portable) == len(actual)
+    for column in METRIC_COLUMNS:
+        for got, want in zip(portable[column], actual[column], strict=True):
+            if _is_null(want):
+                assert _is_null(got), column
+            elif isinstance(want, str):
+                assert got == want, column
+            else:
+                assert float(got) == pytest.approx(float(want), rel=1e-12, abs=1e-15), column
+
+
 @pytest.mark.parametrize("name", ["metrics", "ttft_samples"])
 def test_sql_is_exact_and_portable(name: str) -> None:
     trino = load_sql(name)
-    duck = to_duckdb(trino, run_id="r1")
-    athena = bind_parameters(trino, "trino", run_id="r1")
-    for text, dialect in ((duck, "duckdb"), (athena, "trino")):
-        assert "approx_percentile" not in text.lower()
+    params = request_slo_parameters() if name == "metrics" else {}
+    duck = to_duckdb(trino, run_id="r1", **params)
+    athena = bind_parameters(trino, "trino", run_id="r1", **params)
+    # Athena has no exact percentile aggregate: its text ranks samples. DuckDB's may use quantile_cont, exact
+    # (report.query.duckdb_exact_percentiles); never an approximate one.
+    for text, dialect, allowed in ((duck, "duckdb", {"PercentileCont"}), (athena, "trino", set())):
+        assert "approx_percentile" not in text.lower() and "approx_quantile" not in text.lower()
         functions = {type(node).__name__ for node in sqlglot.parse_one(text, read=dialect).find_all(exp.Func)}
-        assert not functions & {"ApproxQuantile", "Quantile", "PercentileCont", "PercentileDisc", "Median"}
+        used = functions & {"ApproxQuantile", "Quantile", "PercentileCont", "PercentileDisc", "Median"}
+        assert used <= allowed
     assert "FROM records" in duck
     assert "run_id = 'r1'" in duck and "run_id = 'r1'" in athena
 
@@ -531,3 +624,48 @@ def test_reasoning_figures_only_where_answers_reasoned(
     assert (streamed["time_to_first_answer_p50_s"] >= streamed["ttft_p50_s"]).all()
     others = streamed[streamed["branch_id"] != "beta-2222"]
     assert (others["time_to_first_answer_p99_s"] == others["ttft_p99_s"]).all()
+
+
+# ------------------------------------------------------------------------------------------- goodput
+
+
+def test_goodput_counts_some_requests_not_all(random_run: tuple[pd.DataFrame, pd.DataFrame, str]) -> None:
+    actual, _, _ = random_run
+    shares = actual["goodput_share"].astype(float)
+    assert ((shares > 0) & (shares < 1)).any() and (shares <= 1 - actual["error_rate"] + 1e-12).all()
+    # branch gamma never streams: no TTFT, so no request meets the TTFT SLO
+    assert (actual.loc[actual["branch_id"] == "gamma-3333", "goodput_share"] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "slo",
+    [
+        Slo(),
+        Slo(request_latency_s=1.0),
+        Slo(request_tpot_s=0.004),
+        Slo(request_ttft_s=0.2, request_latency_s=2.0),
+    ],
+    ids=["none", "latency", "tpot", "ttft-and-latency"],
+)
+def test_goodput_counts_requests_within_every_slo_set(
+    slo: Slo, random_run: tuple[pd.DataFrame, pd.DataFrame, str]
+) -> None:
+    _, _, root = random_run
+    actual = compute_metrics(root, RUN_ID, slo)
+    expected = numpy_metrics(random_records(np.random.default_rng(20250101)), slo)
+    expected_by_key = {_point_key(row): row for _, row in expected.iterrows()}
+    for _, row in actual.iterrows():
+        want = expected_by_key[_point_key(row)]
+        for column in ("goodput_share", "goodput_per_s"):
+            if _is_null(want[column]):
+                assert _is_null(row[column]), column  # no per-request SLO: no goodput
+            else:
+                assert row[column] == pytest.approx(float(want[column]), rel=1e-12), column
+
+
+def test_athena_metrics_query_binds_the_per_request_slos() -> None:
+    text = athena_metrics_query("r1", ["b-1"], Slo(request_tpot_s=0.05))
+    tree = sqlglot.parse_one(text, read="trino")
+    assert not list(tree.find_all(exp.Placeholder))
+    casts = {node.this.sql("trino") for node in tree.find_all(exp.Cast) if node.to.is_type("double")}
+    assert "0.05" in casts and "NULL" in casts  # TPOT bound, TTFT and latency unset

@@ -273,3 +273,12 @@ def test_a_dataset_that_is_not_utf8_is_reported_at_its_source(tmp_path: Path) ->
     problems = problems_of(_dataset_suite(tmp_path, str(dataset)))
     assert list(problems) == ["workload.dataset.source"]
     assert "UTF-8" in problems["workload.dataset.source"]
+
+
+def test_per_request_slos_are_positive_finite_seconds() -> None:
+    changed = with_changes("slo", request_ttft_s=0, request_tpot_s=-0.01, request_latency_s=math.inf)
+    assert problems_of(changed) == {
+        "slo.request_ttft_s": "Input should be greater than 0",
+        "slo.request_tpot_s": "Input should be greater than 0",
+        "slo.request_latency_s": "Input should be a finite number",
+    }
