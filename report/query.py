@@ -469,7 +469,7 @@ def athena_query(
 def athena_metrics_query(run_id: str, branch_ids: list[str], slo: Any = None) -> str:
     """The metrics query (metrics.sql) of one run's branches, as the workflow's Query state runs it;
     ``slo``: the suite's, whose per-request limits make goodput (none: goodput is null)."""
-    return athena_query("metrics", run_id, branch_ids, **request_slo_parameters(slo))
+    return athena_query("metrics", run_id, branch_ids, "records", **request_slo_parameters(slo))
 
 
 def athena_ttft_samples_query(run_id: str, branch_ids: list[str]) -> str:
