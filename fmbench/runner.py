@@ -31,6 +31,7 @@ from fmbench.payloads import DatasetError, PromptDeck, WorkloadPrompts, prepare_
 from fmbench.plan import BranchOutcome
 from fmbench.prompt_store import load_materialized
 from fmbench.records import RecordsNotWrittenError, RecordWriter
+from fmbench.server_metrics import PointKey, ServerMetricsScraper, default_metrics_url
 from fmbench.spec import BranchSpec
 from fmbench.synthetic import SyntheticError
 from fmbench.tokenizer import Tokenizer, TokenizerError
@@ -158,6 +159,32 @@ def make_client(spec: BranchSpec, endpoint_url: str | None = None) -> EndpointCl
             read_timeout_s=aws_read_timeout_s,
         )
     raise UnsupportedPlatformError(f"platform {target.platform!r} has no endpoint client yet")
+
+
+def metrics_url(spec: BranchSpec, endpoint_url: str | None = None) -> str | None:
+    """Where a branch's server publishes its Prometheus metrics: emulator and openai targets, when the
+    suite's ``load.server_metrics`` is enabled; None otherwise (the AWS platforms report to CloudWatch)."""
+    target = spec.target
+    if not spec.load.server_metrics.enabled:
+        return None
+    if target.platform == "emulator" and endpoint_url:
+        return default_metrics_url(endpoint_url)
+    if target.platform == "openai":
+        return target.metrics_url or default_metrics_url(endpoint_url or target.endpoint_url)
+    return None
+
+
+def _scraper(spec: BranchSpec, endpoint_url: str | None) -> ServerMetricsScraper | None:
+    url = metrics_url(spec, endpoint_url)
+    if url is None:
+        return None
+    return ServerMetricsScraper(
+        url,
+        spec.load.server_metrics.scrape_interval_s,
+        root=spec.storage_root,
+        run_id=spec.run_id,
+        branch_id=spec.branch_id,
+    )
 
 
 class _Progress:
@@ -294,6 +321,7 @@ async def run_branch(
             return outcome(f"endpoint unreachable: {unreachable}")
         writer = await asyncio.to_thread(RecordWriter, spec.storage_root, spec.run_id, spec.branch_id)
         tally = _Tally()
+        scraper = _scraper(spec, endpoint_url)
         try:
             failure = await _sweep(
                 spec,
@@ -302,6 +330,7 @@ async def run_branch(
                 writer,
                 progress,
                 tally,
+                scraper,
                 flush_interval_s=flush_interval_s,
                 flush_max_records=flush_max_records,
             )
@@ -310,6 +339,9 @@ async def run_branch(
         except Exception as exc:
             logger.exception("branch %s: the sweep failed", spec.branch_id)
             failure = f"runner error: {type(exc).__name__}: {exc}"
+        finally:
+            if scraper is not None:
+                await scraper.aclose()
         return outcome(failure, tally, writer.rows_written)
     finally:
         await client.aclose()
@@ -358,6 +390,7 @@ async def _sweep(
     writer: RecordWriter,
     progress: _Progress,
     tally: _Tally,
+    scraper: ServerMetricsScraper | None,
     *,
     flush_interval_s: float,
     flush_max_records: int,
@@ -381,6 +414,7 @@ async def _sweep(
             clock,
             tokenizer,
             context,
+            scraper,
             flush_interval_s=flush_interval_s,
             flush_max_records=flush_max_records,
         )
@@ -400,6 +434,7 @@ async def _sweep_points(
     clock: EpochClock,
     tokenizer: Tokenizer,
     context: RecordContext,
+    scraper: ServerMetricsScraper | None,
     *,
     flush_interval_s: float,
     flush_max_records: int,
@@ -419,7 +454,14 @@ async def _sweep_points(
             on_request_done=_request_listener(progress, point, index),
         )
         try:
-            result = await point_run.run()
+            if scraper is None:
+                result = await point_run.run()
+            else:
+                key = PointKey(
+                    point.load_mode, point.concurrency, point.request_rate_per_s, point.payload_bin
+                )
+                async with scraper.watch(key):
+                    result = await point_run.run()
         finally:
             # Also on cancellation or a crash: the requests that were made are accounted for.
             summary = point_run.summary()
