@@ -119,27 +119,31 @@ def rows_to_table(rows: Sequence[MetricRow]) -> pa.Table:
     return pa.table(columns, schema=SERVER_METRIC_SCHEMA)
 
 
-def write_rows(root: str, run_id: str, branch_id: str, rows: Sequence[MetricRow]) -> str | None:
-    """Write ``rows`` as the branch's next part (none for no rows); returns its path within the filesystem.
+def write_table_to(uri: str, rows: Sequence[MetricRow]) -> None:
+    """Write ``rows`` as one Parquet file at ``uri`` (a local path or ``s3://``), replacing any file there.
 
-    A part appears whole or not at all, as a record part does: locally under a temporary name, then moved.
+    The file appears whole or not at all: locally it is written under a temporary name and moved.
     """
+    filesystem, path = storage.resolve_filesystem(uri)
+    filesystem.create_dir(posixpath.dirname(path), recursive=True)
+    local = not uri.startswith(storage.S3_PREFIX)
+    staging = f"{path}.tmp" if local else path
+    pq.write_table(rows_to_table(rows), staging, filesystem=filesystem, compression="zstd")
+    if staging != path:
+        filesystem.move(staging, path)
+
+
+def write_rows(root: str, run_id: str, branch_id: str, rows: Sequence[MetricRow]) -> str | None:
+    """Write ``rows`` as the branch's next numbered part (none for no rows); returns its URI."""
     if not rows:
         return None
     prefix = layout.server_metrics_prefix(root, run_id, branch_id)
     filesystem, path = storage.resolve_filesystem(prefix)
-    path = path.rstrip("/")
-    filesystem.create_dir(path, recursive=True)
-    selector = pafs.FileSelector(path, allow_not_found=True)
+    selector = pafs.FileSelector(path.rstrip("/"), allow_not_found=True)
     numbers = [layout.part_number(info.base_name) for info in filesystem.get_file_info(selector)]
-    name = layout.part_name(max((n for n in numbers if n is not None), default=-1) + 1)
-    target = posixpath.join(path, name)
-    local = not prefix.startswith(storage.S3_PREFIX)
-    staging = f"{target}.tmp" if local else target
-    pq.write_table(rows_to_table(rows), staging, filesystem=filesystem, compression="zstd")
-    if staging != target:
-        filesystem.move(staging, target)
-    return target
+    uri = prefix + layout.part_name(max((n for n in numbers if n is not None), default=-1) + 1)
+    write_table_to(uri, rows)
+    return uri
 
 
 # ------------------------------------------------------------------------------------------ prometheus

@@ -242,6 +242,7 @@ class Functions(Construct):
         self.render = self._function("Render", FUNCTION_SIZING["render"], log_retention)
 
         self._allow_reading_quotas()
+        self._allow_reading_endpoint_metrics()
         self._allow_reading_secrets(self.plan)  # a Hub token for a gated dataset (workload.dataset.hub_token)
         self._allow_deploying()
         allow_describing(self.endpoint_status, ["endpoint"])
@@ -369,6 +370,20 @@ class Functions(Construct):
             ["servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"],
             reason="servicequotas:ListServiceQuotas and servicequotas:ListAWSDefaultServiceQuotas support "
             "no resource-level permissions; they only read quota values (the plan's SageMaker quota check).",
+        )
+
+    def _allow_reading_endpoint_metrics(self) -> None:
+        """Render reads the SageMaker and Bedrock endpoints' CloudWatch metrics over each load point
+        (fmbench.cloud.cloudwatch). Read only."""
+        role = role_of(self.render)
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"])
+        )
+        acknowledge_unscoped_actions(
+            role,
+            ["cloudwatch:GetMetricData"],
+            reason="cloudwatch:GetMetricData supports no resource-level permissions; it only reads metric "
+            "values (the report's server-side figures of SageMaker and Bedrock branches).",
         )
 
     def _allow_reading_secrets(self, function: lambda_.DockerImageFunction) -> None:

@@ -13,6 +13,7 @@ from infra.storage import (
     OUTCOMES_PREFIX,
     RECORDS_PREFIX,
     REPORTS_PREFIX,
+    SERVER_METRICS_PREFIX,
     SPECS_PREFIX,
     Storage,
 )
@@ -105,7 +106,7 @@ class FmbenchStack(Stack):
         storage.grant_prefixes(
             self.runner.task_role,
             read=[SPECS_PREFIX, RECORDS_PREFIX, DATASETS_PREFIX],
-            write=[RECORDS_PREFIX, OUTCOMES_PREFIX],
+            write=[RECORDS_PREFIX, OUTCOMES_PREFIX, SERVER_METRICS_PREFIX],
         )
         # A report-only execution re-reads the plan.json of the run it reports on. The plan writes the run's
         # prompts under datasets/ and may read a dataset kept there (s3://BUCKET/datasets/...).
@@ -122,8 +123,8 @@ class FmbenchStack(Stack):
         # report-only execution renders the run again with each branch's reason.
         storage.grant_prefixes(
             self.functions.render,
-            read=[SPECS_PREFIX, OUTCOMES_PREFIX],
-            write=[REPORTS_PREFIX, OUTCOMES_PREFIX],
+            read=[SPECS_PREFIX, OUTCOMES_PREFIX, SERVER_METRICS_PREFIX],
+            write=[REPORTS_PREFIX, OUTCOMES_PREFIX, SERVER_METRICS_PREFIX],
             list_any_prefix=True,
         )
         # Render reads the Query state's result and runs one more query of its own (the TTFT samples).

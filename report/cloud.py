@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.aws import error_message
+from fmbench.cloud.cloudwatch import record_cloudwatch_metrics
 from fmbench.cloud.events import (
     BranchResultItem,
     DeploymentRecord,
@@ -268,11 +269,19 @@ def render_run(
     settings: RenderSettings,
     s3_client: Any,
     athena_client: Any,
+    cloudwatch_for: Callable[[str | None], Any] | None = None,
     **ttft_wait: Any,
 ) -> ResultDocument:
-    """Build the run's report from Athena and S3 and publish it to ``reports/run_id=<run>/``."""
+    """Build the run's report from Athena and S3 and publish it to ``reports/run_id=<run>/``.
+
+    With ``cloudwatch_for`` (region -> CloudWatch client), the SageMaker and Bedrock branches' CloudWatch
+    metrics are fetched first, now that every branch is torn down (``fmbench.cloud.cloudwatch``).
+    """
     storage_root = s3_objects.s3_uri(settings.results_bucket)
     plan = read_plan(s3_client, storage_root, event.run_id)
+    if cloudwatch_for is not None:
+        for spec in plan.branches:
+            record_cloudwatch_metrics(spec, cloudwatch_for)
     by_branch = {item.branch_id: item for item in branch_results_for(s3_client, storage_root, event)}
     outcomes = [read_outcome(s3_client, spec, by_branch.get(spec.branch_id)) for spec in plan.branches]
     deployments = {

@@ -1,4 +1,4 @@
-"""Server metrics: the emulator's /metrics scraped during a real load, the rows on disk, a server without it."""
+"""Server metrics: the emulator's /metrics scraped during a load, the rows on disk, a server without it."""
 
 from __future__ import annotations
 

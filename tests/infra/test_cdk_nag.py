@@ -39,6 +39,7 @@ _WILDCARDS: dict[str, set[str]] = {
         f"{BUCKET}/records/*",
         f"{BUCKET}/outcomes/*",
         f"{BUCKET}/datasets/*",
+        f"{BUCKET}/server_metrics/*",
     },
     "Runner/TaskDefinition/ExecutionRole": {"*"},
     "Functions/SageMakerExecutionRole": {
@@ -63,7 +64,10 @@ _WILDCARDS: dict[str, set[str]] = {
     "Functions/TeardownRole": {"*", *SAGEMAKER_ARNS, f"{BUCKET}/outcomes/*"},
     "Functions/RenderRole": {
         "*",
-        *(f"{BUCKET}/{prefix}/*" for prefix in ("specs", "outcomes", "reports", "records", "athena-results")),
+        *(
+            f"{BUCKET}/{prefix}/*"
+            for prefix in ("specs", "outcomes", "reports", "records", "athena-results", "server_metrics")
+        ),
     },
     "Cleanup/CleanupRole": {"*", *SAGEMAKER_ARNS, EXECUTIONS},
     "Cleanup/SweeperRole": {"*", *SAGEMAKER_ARNS, EXECUTIONS},
@@ -88,7 +92,7 @@ _UNSCOPED_ACTIONS: dict[str, set[str]] = {
     "Functions/DeployRole": XRAY,
     "Functions/EndpointStatusRole": XRAY,
     "Functions/TeardownRole": XRAY,
-    "Functions/RenderRole": {*XRAY, "lakeformation:GetDataAccess"},
+    "Functions/RenderRole": {*XRAY, "lakeformation:GetDataAccess", "cloudwatch:GetMetricData"},
     "Cleanup/CleanupRole": {*XRAY, *SAGEMAKER_LISTING},
     "Cleanup/SweeperRole": {*XRAY, *SAGEMAKER_LISTING},
     "Workflow/StateMachine/Role": {
