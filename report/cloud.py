@@ -53,6 +53,7 @@ from report.query import (
 )
 from report.render import NO_OUTCOME_REASON, RESULT_JSON, build_report
 from report.result import ResultDocument, write_result
+from report.server_metrics import ServerMetricsView, server_metrics_view
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +262,15 @@ def with_deployment_times(
     return document.model_copy(update={"branches": branches})
 
 
+def _server_metrics(storage_root: str, run_id: str) -> ServerMetricsView | None:
+    """The endpoints' own figures; a report without them rather than none when they cannot be read."""
+    try:
+        return server_metrics_view(storage_root, run_id)
+    except OSError as exc:
+        logger.warning("run %s: server metrics not read: %s", run_id, exc)
+        return None
+
+
 # ------------------------------------------------------------------------------------------- step
 
 
@@ -305,6 +315,7 @@ def render_run(
             records_location=run_records_prefix(storage_root, event.run_id),
             publish_uri=publish_uri,
             endpoint_lifetimes=lifetimes,
+            server=_server_metrics(storage_root, event.run_id),
         )
         if deployments:
             document = with_deployment_times(document, deployments)

@@ -22,6 +22,7 @@ from report.formatting import (
     usd,
 )
 from report.result import BestConfiguration, CostSummary
+from report.server_section import server_metrics_markdown
 from report.view import BranchView, LoadPointKey, LoadPointView, ReportView, errors_by_class
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -368,5 +369,6 @@ def render_markdown(view: ReportView, chart_files: Mapping[str, str]) -> str:
         "error_class_table": _error_class_table(view),
         "prompts_lines": _prompts_lines(view),
         "charts": chart_entries,
+        "server_metrics_text": server_metrics_markdown(view),
     }
     return _environment().get_template("report.md.j2").render(**context)

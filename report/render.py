@@ -18,6 +18,7 @@ from report.html import ReportError, render_html
 from report.markdown import render_markdown
 from report.query import compute_metrics, ttft_samples
 from report.result import Artifacts, ResultDocument, write_result
+from report.server_metrics import ServerMetricsView, server_metrics_view
 from report.view import NO_OUTCOME_REASON, build_view
 
 __all__ = [
@@ -58,6 +59,7 @@ def build_report(
     publish_uri: str | None = None,
     generated_at: datetime | None = None,
     endpoint_lifetimes: Mapping[str, EndpointLifetime] | None = None,
+    server: ServerMetricsView | None = None,
 ) -> ResultDocument:
     """Everything after the query: the same for DuckDB locally and Athena in the cloud.
 
@@ -70,7 +72,12 @@ def build_report(
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     view = build_view(
-        plan, outcomes, metrics, generated_at=generated_at, endpoint_lifetimes=endpoint_lifetimes
+        plan,
+        outcomes,
+        metrics,
+        generated_at=generated_at,
+        endpoint_lifetimes=endpoint_lifetimes,
+        server=server,
     )
 
     metrics.to_parquet(out / SUMMARY_PARQUET, index=False)
@@ -116,4 +123,5 @@ def generate_report(
         records_location=run_records_prefix(storage_root, plan.run_id),
         publish_uri=publish_uri,
         generated_at=generated_at,
+        server=server_metrics_view(storage_root, plan.run_id),
     )

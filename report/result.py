@@ -75,6 +75,12 @@ class SloSummary(_ResultModel):
     )
     p95_ttft_s: float | None = Field(description="Maximum p95 time to first token, seconds; null: no limit.")
     max_error_rate: float = Field(ge=0, le=1, description="Maximum error rate (0..1).")
+    min_accuracy: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Minimum accuracy (0..1), the suite's slo.min_accuracy; null: none.",
+    )
 
 
 class LoadPointSummary(_ResultModel):

@@ -29,6 +29,7 @@ from report.analysis import (
 )
 from report.costs import EndpointLifetime, cost_summary
 from report.result import BestConfiguration, BranchStatus, CostSummary, SloSummary, overall_status
+from report.server_metrics import ServerMetricsView
 
 NO_OUTCOME_REASON = "no outcome was reported for this branch"
 
@@ -231,6 +232,7 @@ class ReportView:
     cost_per_transactions: int
     client_check: ClientCheckView
     prompts: PromptsView | None = None
+    server: ServerMetricsView | None = None  # the endpoints' own figures (report.server_metrics)
 
     @property
     def best_found(self) -> list[BestConfiguration]:
@@ -368,9 +370,10 @@ def build_view(
     *,
     generated_at: datetime | None = None,
     endpoint_lifetimes: Mapping[str, EndpointLifetime] | None = None,
+    server: ServerMetricsView | None = None,
 ) -> ReportView:
     """The one view of a run: the SQL summary (columns ``report.query.METRIC_COLUMNS``, any row order),
-    the plan and the branches' outcomes."""
+    the plan and the branches' outcomes (and ``server``, the endpoints' own figures, when there are any)."""
     suite = plan.suite
     bins = tuple(b.label for b in suite.workload.bins)
     headline = headline_bin_label(suite)
@@ -409,4 +412,5 @@ def build_view(
             open_loop_max_in_flight=load.max_in_flight if load.rates_per_s else None,
         ),
         prompts=_prompts_view(plan, metrics),
+        server=server,
     )

@@ -13,11 +13,13 @@ import pyarrow.dataset as ds
 from fmbench.emulator.profiles import EmulatorProfile
 from fmbench.emulator.server import running_emulator
 from fmbench.emulator.settings import EmulatorSettings
-from fmbench.plan import plan_suite
+from fmbench.plan import RunPlan, plan_suite
 from fmbench.runner import run_branch
 from fmbench.server_metrics import SERVER_METRIC_SCHEMA
 from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
+from report.render import generate_report
+from report.server_metrics import server_metrics_view
 
 MAX_BATCH = 4
 TOKENS = 16
@@ -35,7 +37,9 @@ PROFILE = EmulatorProfile(
 )
 
 
-def branch(tmp_path: Path, target: dict[str, Any], concurrency: list[int]) -> BranchSpec:
+def suite_plan(
+    tmp_path: Path, target: dict[str, Any], concurrency: list[int], scrape: bool = True
+) -> RunPlan:
     data = {
         "name": "server-metrics-test",
         "targets": [target],
@@ -47,11 +51,14 @@ def branch(tmp_path: Path, target: dict[str, Any], concurrency: list[int]) -> Br
         "load": {
             "concurrency": concurrency,
             "requests_per_level": REQUESTS,
-            "server_metrics": {"scrape_interval_s": 0.1},
+            "server_metrics": {"scrape_interval_s": 0.1, "enabled": scrape},
         },
     }
-    plan = plan_suite(validate_suite_data(data), storage_root=str(tmp_path), run_id="run-1")
-    (spec,) = plan.branches
+    return plan_suite(validate_suite_data(data), storage_root=str(tmp_path), run_id="run-1")
+
+
+def branch(tmp_path: Path, target: dict[str, Any], concurrency: list[int], scrape: bool = True) -> BranchSpec:
+    (spec,) = suite_plan(tmp_path, target, concurrency, scrape).branches
     return spec
 
 
@@ -137,15 +144,46 @@ async def test_a_server_without_metrics_gets_a_note_and_no_rows(tmp_path: Path, 
 
 
 async def test_scraping_can_be_turned_off(tmp_path: Path) -> None:
-    spec = branch(tmp_path, {"name": "emu", "platform": "emulator"}, [2])
-    spec = spec.model_copy(
-        update={
-            "load": spec.load.model_copy(
-                update={"server_metrics": spec.load.server_metrics.model_copy(update={"enabled": False})}
-            )
-        }
-    )
+    spec = branch(tmp_path, {"name": "emu", "platform": "emulator"}, [2], scrape=False)
     async with running_emulator(EmulatorSettings(), profile=PROFILE) as url:
         outcome = await run_branch(spec, endpoint_url=url)
     assert outcome.status == "succeeded"
     assert not (tmp_path / "server_metrics").exists()
+
+
+async def test_the_report_shows_the_server_beside_the_client(tmp_path: Path) -> None:
+    plan = suite_plan(tmp_path, {"name": "emu", "platform": "emulator"}, [2, 6])
+    (spec,) = plan.branches
+    async with running_emulator(EmulatorSettings(), profile=PROFILE) as url:
+        outcome = await run_branch(spec, endpoint_url=url)
+    document = generate_report(plan, [outcome], str(tmp_path), tmp_path / "report")
+
+    view = server_metrics_view(str(tmp_path), "run-1")
+    assert view is not None
+    text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    section = text.split("## Server-side metrics", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| emu |")]
+    assert len(rows) == 2
+    for row, level in zip(rows, (2, 6), strict=True):
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        point = view.point(spec.branch_id, level, None, "50-500")
+        assert point is not None
+        assert cells[1] == f"concurrency {level}"
+        assert cells[3] == str(point["scrapes"])
+        assert cells[4].endswith(f"/ {point['running_max']:g}")
+    assert rows[1].split("|")[5].strip().endswith(f"/ {MAX_BATCH}")
+    assert "CloudWatch" not in section  # no SageMaker or Bedrock branch
+    assert "server_utilization" in document.artifacts.charts
+    assert (tmp_path / "report" / "server_utilization.png").stat().st_size > 0
+    assert "Server utilization over the run" in (tmp_path / "report" / "report.html").read_text(
+        encoding="utf-8"
+    )
+
+
+async def test_a_report_without_server_metrics_has_no_such_section(tmp_path: Path) -> None:
+    plan = suite_plan(tmp_path, {"name": "emu", "platform": "emulator"}, [2], scrape=False)
+    async with running_emulator(EmulatorSettings(), profile=PROFILE) as url:
+        outcome = await run_branch(plan.branches[0], endpoint_url=url)
+    document = generate_report(plan, [outcome], str(tmp_path), tmp_path / "report")
+    assert "Server-side metrics" not in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "server_utilization" not in document.artifacts.charts
