@@ -120,8 +120,8 @@ def server_metrics_markdown(view: ReportView) -> str:
     parts = [
         "## Server-side metrics",
         "What the endpoint itself reported during each load point, beside the client's figures. The two "
-        'sides measure different spans and sample differently (see "Server-side metrics" in the '
-        "definitions): read a difference as a hint, not a measurement.",
+        "sides measure different spans and sample differently (docs/metrics.md, section Server-side "
+        "metrics, defines each figure and how it misleads): read a difference as a hint, not a measurement.",
     ]
     if prometheus:
         parts += [
