@@ -13,7 +13,9 @@ from report.result import (
     PlannedLoadPoint,
     PromptsResult,
     ResultDocument,
+    ServerPointSummary,
 )
+from report.server_metrics import ServerMetricsView
 from report.view import BranchView, LoadPointView, PromptsView, ReportView
 
 
@@ -34,7 +36,29 @@ def _prompts_result(prompts: PromptsView | None) -> PromptsResult | None:
     )
 
 
-def _load_point_summary(point: LoadPointView) -> LoadPointSummary:
+def _server_summary(server: ServerMetricsView | None, point: LoadPointView) -> ServerPointSummary | None:
+    key = point.key
+    found = (
+        None
+        if server is None
+        else server.point(point.branch_id, key.concurrency, key.request_rate_per_s, key.payload_bin)
+    )
+    if found is None:
+        return None
+    latency = found["model_latency_mean_s"]
+    return ServerPointSummary(
+        running_mean=found["running_mean"],
+        running_max=found["running_max"],
+        waiting_mean=found["waiting_mean"],
+        waiting_max=found["waiting_max"],
+        kv_cache_usage_mean=found["kv_cache_usage_mean"],
+        prefix_cache_hit_rate=found["prefix_cache_hit_rate"],
+        server_latency_mean_s=latency if latency is not None else found["invocation_latency_mean_s"],
+        gpu_utilization_mean=found["gpu_utilization_mean"],
+    )
+
+
+def _load_point_summary(point: LoadPointView, server: ServerMetricsView | None = None) -> LoadPointSummary:
     key = point.key
     return LoadPointSummary(
         concurrency=key.concurrency,
@@ -54,10 +78,11 @@ def _load_point_summary(point: LoadPointView) -> LoadPointSummary:
         schedule_lag_p99_s=point["schedule_lag_p99_s"],
         runner_cpu_fraction=point["runner_cpu_fraction"],
         completed=point.completed,
+        server=_server_summary(server, point),
     )
 
 
-def _branch_result(branch: BranchView) -> BranchResult:
+def _branch_result(branch: BranchView, server: ServerMetricsView | None = None) -> BranchResult:
     return BranchResult(
         branch_id=branch.branch_id,
         target_name=branch.target_name,
@@ -73,7 +98,7 @@ def _branch_result(branch: BranchView) -> BranchResult:
         records_written=branch.records_written,
         load_points_planned=branch.load_points_planned,
         load_points_completed=branch.load_points_completed,
-        load_points=[_load_point_summary(point) for point in branch.measured.values()],
+        load_points=[_load_point_summary(point, server) for point in branch.measured.values()],
         load_points_not_measured=[
             PlannedLoadPoint(
                 concurrency=key.concurrency,
@@ -99,7 +124,7 @@ def result_document(view: ReportView, artifacts: Artifacts) -> ResultDocument:
         headline_bin=view.headline_bin,
         best=view.best,
         best_per_bin=view.best_found,
-        branches=[_branch_result(branch) for branch in view.branches],
+        branches=[_branch_result(branch, view.server) for branch in view.branches],
         cost=view.cost,
         artifacts=artifacts,
         prompts=_prompts_result(view.prompts),

@@ -173,6 +173,16 @@ async def test_the_report_shows_the_server_beside_the_client(tmp_path: Path) -> 
         assert cells[4].endswith(f"/ {point['running_max']:g}")
     assert rows[1].split("|")[5].strip().endswith(f"/ {MAX_BATCH}")
     assert "CloudWatch" not in section  # no SageMaker or Bedrock branch
+    # result.json: the same figures per load point.
+    for summary in document.branches[0].load_points:
+        point = view.point(spec.branch_id, summary.concurrency, None, summary.payload_bin)
+        assert point is not None and summary.server is not None
+        assert (summary.server.running_max, summary.server.waiting_mean) == (
+            point["running_max"],
+            point["waiting_mean"],
+        )
+        assert summary.server.server_latency_mean_s is None
+    assert max(p.server.running_max for p in document.branches[0].load_points if p.server) == MAX_BATCH
     assert "server_utilization" in document.artifacts.charts
     assert (tmp_path / "report" / "server_utilization.png").stat().st_size > 0
     assert "Server utilization over the run" in (tmp_path / "report" / "report.html").read_text(
@@ -185,5 +195,6 @@ async def test_a_report_without_server_metrics_has_no_such_section(tmp_path: Pat
     async with running_emulator(EmulatorSettings(), profile=PROFILE) as url:
         outcome = await run_branch(plan.branches[0], endpoint_url=url)
     document = generate_report(plan, [outcome], str(tmp_path), tmp_path / "report")
+    assert all(p.server is None for p in document.branches[0].load_points)
     assert "Server-side metrics" not in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "server_utilization" not in document.artifacts.charts
