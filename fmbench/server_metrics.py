@@ -37,23 +37,22 @@ logger = logging.getLogger(__name__)
 
 Source = Literal["prometheus", "cloudwatch"]
 
-SERVER_METRIC_SCHEMA: Final = pa.schema(
-    [
-        pa.field("source", pa.string(), nullable=False),  # prometheus | cloudwatch
-        pa.field("load_mode", pa.string(), nullable=False),  # concurrency | rate, as in the records
-        pa.field("concurrency", pa.int32()),
-        pa.field("request_rate_per_s", pa.float64()),
-        pa.field("payload_bin", pa.string(), nullable=False),
-        # when the value was read (prometheus) or the start of its period (cloudwatch), epoch seconds
-        pa.field("sampled_epoch_s", pa.float64(), nullable=False),
-        # the sample's name: vllm:num_requests_running, vllm:prompt_tokens_total, ..._sum; or ModelLatency
-        pa.field("metric", pa.string(), nullable=False),
-        pa.field("labels", pa.string(), nullable=False),  # JSON object, keys sorted
-        pa.field("value", pa.float64(), nullable=False),
-        pa.field("statistic", pa.string()),  # cloudwatch: Average, Sum, Maximum; prometheus: null
-        pa.field("period_s", pa.int32()),  # cloudwatch: the period of the statistic; prometheus: null
-    ]
-)
+_SERVER_METRIC_FIELDS: list[pa.Field[Any]] = [
+    pa.field("source", pa.string(), nullable=False),  # prometheus | cloudwatch
+    pa.field("load_mode", pa.string(), nullable=False),  # concurrency | rate, as in the records
+    pa.field("concurrency", pa.int32()),
+    pa.field("request_rate_per_s", pa.float64()),
+    pa.field("payload_bin", pa.string(), nullable=False),
+    # when the value was read (prometheus) or the start of its period (cloudwatch), epoch seconds
+    pa.field("sampled_epoch_s", pa.float64(), nullable=False),
+    # the sample's name: vllm:num_requests_running, vllm:prompt_tokens_total, ..._sum; or ModelLatency
+    pa.field("metric", pa.string(), nullable=False),
+    pa.field("labels", pa.string(), nullable=False),  # JSON object, keys sorted
+    pa.field("value", pa.float64(), nullable=False),
+    pa.field("statistic", pa.string()),  # cloudwatch: Average, Sum, Maximum; prometheus: null
+    pa.field("period_s", pa.int32()),  # cloudwatch: the period of the statistic; prometheus: null
+]
+SERVER_METRIC_SCHEMA: Final = pa.schema(_SERVER_METRIC_FIELDS)
 
 # Families kept from a /metrics page (the parser's family names: a counter's without ``_total``). Older
 # vLLM names are kept too: gpu_cache_usage_perc became kv_cache_usage_perc, gpu_prefix_cache_* lost "gpu_".

@@ -23,7 +23,7 @@ from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from record_factory import make_record  # type: ignore[import-not-found]
+from record_factory import make_record
 
 REGION = "us-east-1"
 # Two load points a few minutes apart, an hour ago, each inside one minute of CloudWatch's.

@@ -182,7 +182,7 @@ async def test_the_report_shows_the_server_beside_the_client(tmp_path: Path) -> 
             point["waiting_mean"],
         )
         assert summary.server.server_latency_mean_s is None
-    assert max(p.server.running_max for p in document.branches[0].load_points if p.server) == MAX_BATCH
+    assert max(p.server.running_max or 0 for p in document.branches[0].load_points if p.server) == MAX_BATCH
     assert "server_utilization" in document.artifacts.charts
     assert (tmp_path / "report" / "server_utilization.png").stat().st_size > 0
     assert "Server utilization over the run" in (tmp_path / "report" / "report.html").read_text(
