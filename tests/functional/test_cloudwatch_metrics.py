@@ -17,10 +17,15 @@ from moto import mock_aws
 
 from fmbench import layout
 from fmbench.cloud.cloudwatch import load_point_windows, record_cloudwatch_metrics
+from fmbench.emulator.server import running_emulator
+from fmbench.emulator.settings import EmulatorSettings
 from fmbench.plan import plan_suite
 from fmbench.records import RecordWriter
+from fmbench.runner import run_branch
 from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
+from report.formatting import seconds
+from report.render import generate_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from record_factory import make_record
@@ -159,3 +164,69 @@ def test_targets_cloudwatch_does_not_measure_write_nothing(tmp_path: Path) -> No
     spec = branch(tmp_path, {"name": "emu", "platform": "emulator"})
     write_records(spec)
     assert record_cloudwatch_metrics(spec, lambda region: pytest.fail("no client wanted")) == 0
+
+
+async def test_the_report_sets_cloudwatch_latency_beside_the_client_p50(
+    tmp_path: Path, offline_aws_credentials: None
+) -> None:
+    """A SageMaker branch measured against the emulator (its runtime API), its CloudWatch figures read back
+    from moto, and the report's CloudWatch table: the client's p50 less the server's mean latency."""
+    settings = EmulatorSettings(ttft_ms=20, itl_ms=2, output_tokens=6, sagemaker_format="tgi")
+    async with running_emulator(settings) as url:
+        data = {
+            "name": "cw-report",
+            "targets": [
+                {
+                    "name": "sm",
+                    "platform": "sagemaker",
+                    "endpoint_name": "my-endpoint",
+                    "payload_format": "tgi",
+                    "endpoint_url": url,
+                    "region": REGION,
+                }
+            ],
+            "workload": {
+                "bins": [{"min_tokens": 50, "max_tokens": 500}],
+                "inference": {"max_new_tokens": 6},
+                "max_prompts_per_bin": 3,
+            },
+            "load": {"concurrency": [1, 2], "requests_per_level": 4},
+        }
+        plan = plan_suite(validate_suite_data(data), storage_root=str(tmp_path), run_id="run-1")
+        (spec,) = plan.branches
+        outcome = await run_branch(spec)
+    assert outcome.status == "succeeded"
+
+    with mock_aws():
+        dims = {"EndpointName": "my-endpoint", "VariantName": "AllTraffic"}
+        windows = load_point_windows(str(tmp_path), "run-1", spec.branch_id)
+        assert {w.point.concurrency for w in windows} == {1, 2}
+        # The same minute's datapoints, whichever point's window they fall in: 8 invocations of 5-12 ms.
+        latencies_us = [5_000.0, 6_000.0, 7_000.0, 8_000.0, 9_000.0, 10_000.0, 11_000.0, 12_000.0]
+        at_s = windows[0].start_epoch_s
+        put("AWS/SageMaker", "ModelLatency", dims, at_s, latencies_us)
+        put("AWS/SageMaker", "Invocations", dims, at_s, [8.0])
+        record_cloudwatch_metrics(spec, lambda region: boto3.client("cloudwatch", region_name=region))
+    document = generate_report(plan, [outcome], str(tmp_path), tmp_path / "report")
+
+    text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    section = text.split("### CloudWatch (SageMaker, Bedrock)", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        cells[1]: cells
+        for line in section.splitlines()
+        if line.startswith("| sm |")
+        for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
+    }
+    server_mean_s = sum(latencies_us) / len(latencies_us) / 1e6
+    client = {p.concurrency: p.latency_p50_s for p in document.branches[0].load_points}
+    # Points whose window overlaps the datapoints' minute show them; one in another minute shows none.
+    shown = {label: cells for label, cells in rows.items() if cells[5] != "n/a"}
+    assert shown, rows
+    for label, cells in shown.items():
+        level = int(label.removeprefix("concurrency "))
+        assert cells[5] == seconds(server_mean_s)
+        assert cells[6] == seconds(client[level] - server_mean_s)
+        assert cells[8] == "8"
+        summary = next(p for p in document.branches[0].load_points if p.concurrency == level)
+        assert summary.server is not None
+        assert summary.server.server_latency_mean_s == pytest.approx(server_mean_s)
