@@ -15,7 +15,7 @@ from fmbench.emulator.server import running_emulator
 from fmbench.emulator.settings import EmulatorSettings
 from fmbench.plan import RunPlan, plan_suite
 from fmbench.runner import run_branch
-from fmbench.server_metrics import SERVER_METRIC_SCHEMA
+from fmbench.server_metrics import SERVER_METRIC_SCHEMA, PointKey, parse_exposition
 from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
 from report.render import generate_report
@@ -198,3 +198,33 @@ async def test_a_report_without_server_metrics_has_no_such_section(tmp_path: Pat
     assert all(p.server is None for p in document.branches[0].load_points)
     assert "Server-side metrics" not in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "server_utilization" not in document.artifacts.charts
+
+
+async def test_the_emulator_counts_only_whole_answers_as_successes() -> None:
+    """Fixed timing with faults: /metrics and /health agree, and a faulted request is no success."""
+    settings = EmulatorSettings(
+        ttft_ms=5, itl_ms=1, output_tokens=4, error_500_rate=0.3, cut_stream_rate=0.2, seed=3
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "one two three"}], "stream": True}
+    whole = 0
+    async with running_emulator(settings) as url, aiohttp.ClientSession() as session:
+        for _ in range(20):
+            try:
+                async with session.post(url + "/v1/chat/completions", json=body) as response:
+                    text = await response.text()
+                    whole += response.status == 200 and "[DONE]" in text
+            except aiohttp.ClientPayloadError:
+                pass  # a cut stream
+        async with session.get(url + "/health") as response:
+            health = await response.json()
+        async with session.get(url + "/metrics") as response:
+            page = await response.text()
+    rows = parse_exposition(page, 0.0, PointKey("concurrency", 1, None, "b"))
+    value = {r.metric: r.value for r in rows if r.metric != "vllm:request_success_total"}
+    successes = sum(r.value for r in rows if r.metric == "vllm:request_success_total")
+    assert 0 < whole < 20
+    assert successes == health["succeeded_total"] == whole
+    assert value["vllm:num_requests_running"] == value["vllm:num_requests_waiting"] == 0
+    assert value["vllm:generation_tokens_total"] == health["generation_tokens_total"]
+    assert health["generation_tokens_total"] >= 4 * whole
+    assert value["vllm:e2e_request_latency_seconds_count"] == whole
