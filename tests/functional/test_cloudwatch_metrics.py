@@ -225,7 +225,9 @@ async def test_the_report_sets_cloudwatch_latency_beside_the_client_p50(
     for label, cells in shown.items():
         level = int(label.removeprefix("concurrency "))
         assert cells[5] == seconds(server_mean_s)
-        assert cells[6] == seconds(client[level] - server_mean_s)
+        client_p50 = client[level]
+        assert client_p50 is not None
+        assert cells[6] == seconds(client_p50 - server_mean_s)
         assert cells[8] == "8"
         summary = next(p for p in document.branches[0].load_points if p.concurrency == level)
         assert summary.server is not None
