@@ -3,9 +3,9 @@
 Two sources fill the same table (``server_metrics/run_id=R/branch_id=B/part-NNNNN.parquet``):
 
 - ``prometheus``: an OpenAI-compatible server's ``/metrics`` (vLLM's names; the emulator speaks them),
-  scraped by :class:`ServerMetricsScraper` while each load point runs: once as the point starts, every
-  ``load.server_metrics.scrape_interval_s`` seconds, and once as it ends. Only the families in
-  ``PROMETHEUS_FAMILIES`` are kept, and of a histogram only its ``_sum`` and ``_count``.
+  scraped by :class:`ServerMetricsScraper` just before each load point (the previous point's last scrape),
+  every ``load.server_metrics.scrape_interval_s`` seconds while it runs, and once as it ends. Only the
+  families in ``PROMETHEUS_FAMILIES`` are kept, and of a histogram only its ``_sum`` and ``_count``.
 - ``cloudwatch``: SageMaker's and Bedrock's CloudWatch metrics over each load point's window, fetched after
   the branch (``fmbench.cloud.cloudwatch``); one row per metric, statistic and minute.
 
@@ -199,6 +199,7 @@ class ServerMetricsScraper:
         self._branch_id = branch_id
         self._session: aiohttp.ClientSession | None = None
         self._answered = False
+        self._last_page: tuple[float, str] | None = None
         self.note: str | None = None
         self.rows_written = 0
 
@@ -241,6 +242,7 @@ class ServerMetricsScraper:
             scrapes.pages.append(page)
 
     async def _every_interval(self, scrapes: _Scrapes) -> None:
+        """Scrape every interval (a slow answer delays the next scrape, never the load)."""
         loop = asyncio.get_running_loop()
         next_s = loop.time() + self.interval_s
         while self.active:
@@ -255,7 +257,14 @@ class ServerMetricsScraper:
             yield
             return
         scrapes = _Scrapes(point)
-        await self._scrape_into(scrapes)
+        # The point's first sample is the state just before it: the previous point's last scrape (nothing
+        # runs between two points), or a scrape before the branch's first point. So the counters' change
+        # over the point is the point's own work, and no point's start waits for a scrape but the first.
+        if self._last_page is None:
+            await self._scrape_into(scrapes)
+        else:
+            scrapes.pages.append(self._last_page)
+        self._last_page = None
         task = asyncio.get_running_loop().create_task(self._every_interval(scrapes))
         try:
             yield
@@ -264,7 +273,9 @@ class ServerMetricsScraper:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.active:
-            await self._scrape_into(scrapes)
+            self._last_page = await self._get()
+            if self._last_page is not None:
+                scrapes.pages.append(self._last_page)
         if scrapes.pages:
             self.rows_written += await asyncio.to_thread(self._write, scrapes)
 
