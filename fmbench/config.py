@@ -181,6 +181,16 @@ class OpenAITarget(_TargetBase):
         description="Merged into every request body last (it wins over fmbench's own fields), e.g. "
         "{chat_template_kwargs: {enable_thinking: false}}.",
     )
+    metrics_url: str | None = Field(
+        default=None,
+        description="The server's Prometheus metrics, scraped during each load point (load.server_metrics); "
+        "default: endpoint_url without a trailing /v1, plus /metrics.",
+    )
+
+    @field_validator("metrics_url")
+    @classmethod
+    def _metrics_http_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
 
     @field_validator("endpoint_url")
     @classmethod
@@ -685,6 +695,15 @@ class ClientCheck(SuiteModel):
     )
 
 
+class ServerMetricsOptions(SuiteModel):
+    """Scraping an OpenAI-compatible server's Prometheus ``/metrics`` while each load point runs."""
+
+    enabled: bool = Field(default=True, description="Scrape emulator and openai targets' /metrics.")
+    scrape_interval_s: float = Field(
+        default=1.0, ge=0.1, le=60, description="Seconds between two scrapes of one load point."
+    )
+
+
 class Level(NamedTuple):
     """One step of a sweep: a closed-loop concurrency or an open-loop arrival rate (the other is None)."""
 
@@ -816,6 +835,7 @@ class LoadPlan(SuiteModel):
     )
     request_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     client_check: ClientCheck = Field(default_factory=ClientCheck)
+    server_metrics: ServerMetricsOptions = Field(default_factory=ServerMetricsOptions)
 
     @field_validator("concurrency")
     @classmethod

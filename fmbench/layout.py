@@ -20,7 +20,9 @@ partition values back as columns::
     reports/run_id=R/                                  the report's files
     datasets/run_id=R/                                 materialized prompts of the run
     evaluations/run_id=R/branch_id=B/part-NNNNN.parquet judgments of a branch's answers
-    server_metrics/run_id=R/branch_id=B/               the endpoint's own metrics during the sweep
+    server_metrics/run_id=R/branch_id=B/               the endpoint's own metrics during the sweep:
+        part-NNNNN.parquet                             scraped from /metrics, one part per load point
+        cloudwatch.parquet                             SageMaker's or Bedrock's CloudWatch figures
     runs/run_id=R.parquet                              the runs table: one file, one row per run
     athena-results/                                    Athena's query output (cloud only)
 """
@@ -158,6 +160,11 @@ def evaluation_part_prefix(root: str, run_id: str, branch_id: str) -> str:
 def server_metrics_prefix(root: str, run_id: str, branch_id: str) -> str:
     """What the endpoint itself reported during a branch's sweep, partitioned like the records."""
     return branch_folder(root, SERVER_METRICS, run_id, branch_id) + "/"
+
+
+def server_metrics_cloudwatch_uri(root: str, run_id: str, branch_id: str) -> str:
+    """A branch's CloudWatch figures, one file replaced at every render (they arrive minutes late)."""
+    return server_metrics_prefix(root, run_id, branch_id) + "cloudwatch" + PART_SUFFIX
 
 
 def runs_table_prefix(root: str) -> str:

@@ -35,6 +35,7 @@ from fmbench.plan import BranchOutcome
 from fmbench.prompt_store import load_materialized
 from fmbench.records import RecordsNotWrittenError, RecordWriter
 from fmbench.search import CapacitySearch, PointFigures, Verdict, level_verdict, verdict
+from fmbench.server_metrics import PointKey, ServerMetricsScraper, default_metrics_url
 from fmbench.spec import BranchSpec
 from fmbench.synthetic import SyntheticError
 from fmbench.tokenizer import Tokenizer, TokenizerError
@@ -162,6 +163,32 @@ def make_client(spec: BranchSpec, endpoint_url: str | None = None) -> EndpointCl
             read_timeout_s=aws_read_timeout_s,
         )
     raise UnsupportedPlatformError(f"platform {target.platform!r} has no endpoint client yet")
+
+
+def metrics_url(spec: BranchSpec, endpoint_url: str | None = None) -> str | None:
+    """Where a branch's server publishes its Prometheus metrics: emulator and openai targets, when the
+    suite's ``load.server_metrics`` is enabled; None otherwise (the AWS platforms report to CloudWatch)."""
+    target = spec.target
+    if not spec.load.server_metrics.enabled:
+        return None
+    if target.platform == "emulator" and endpoint_url:
+        return default_metrics_url(endpoint_url)
+    if target.platform == "openai":
+        return target.metrics_url or default_metrics_url(endpoint_url or target.endpoint_url)
+    return None
+
+
+def _scraper(spec: BranchSpec, endpoint_url: str | None) -> ServerMetricsScraper | None:
+    url = metrics_url(spec, endpoint_url)
+    if url is None:
+        return None
+    return ServerMetricsScraper(
+        url,
+        spec.load.server_metrics.scrape_interval_s,
+        root=spec.storage_root,
+        run_id=spec.run_id,
+        branch_id=spec.branch_id,
+    )
 
 
 class _Progress:
@@ -303,6 +330,7 @@ async def run_branch(
             return outcome(f"endpoint unreachable: {unreachable}")
         writer = await asyncio.to_thread(RecordWriter, spec.storage_root, spec.run_id, spec.branch_id)
         tally = _Tally()
+        scraper = _scraper(spec, endpoint_url)
         try:
             failure = await _sweep(
                 spec,
@@ -311,6 +339,7 @@ async def run_branch(
                 writer,
                 progress,
                 tally,
+                scraper,
                 flush_interval_s=flush_interval_s,
                 flush_max_records=flush_max_records,
             )
@@ -319,6 +348,9 @@ async def run_branch(
         except Exception as exc:
             logger.exception("branch %s: the sweep failed", spec.branch_id)
             failure = f"runner error: {type(exc).__name__}: {exc}"
+        finally:
+            if scraper is not None:
+                await scraper.aclose()
         return outcome(failure, tally, writer.rows_written)
     finally:
         await client.aclose()
@@ -367,6 +399,7 @@ async def _sweep(
     writer: RecordWriter,
     progress: _Progress,
     tally: _Tally,
+    scraper: ServerMetricsScraper | None,
     *,
     flush_interval_s: float,
     flush_max_records: int,
@@ -391,6 +424,7 @@ async def _sweep(
             clock,
             tokenizer,
             context,
+            scraper,
             flush_interval_s=flush_interval_s,
             flush_max_records=flush_max_records,
         )
@@ -409,6 +443,7 @@ async def _sweep(
             context,
             flush_interval_s=flush_interval_s,
             flush_max_records=flush_max_records,
+            scraper=scraper,
         )
         return failure
     finally:
@@ -427,6 +462,7 @@ async def _sweep_points(
     clock: EpochClock,
     tokenizer: Tokenizer,
     context: RecordContext,
+    scraper: ServerMetricsScraper | None,
     *,
     flush_interval_s: float,
     flush_max_records: int,
@@ -445,6 +481,7 @@ async def _sweep_points(
             flush_interval_s=flush_interval_s,
             flush_max_records=flush_max_records,
             tally=tally,
+            scraper=scraper,
         )
         tally.add_summary(ran.summary, completed=ran.stop_reason is None)
         if ran.stop_reason is not None:
@@ -496,6 +533,7 @@ async def _run_point(
     flush_interval_s: float,
     flush_max_records: int,
     tally: _Tally,
+    scraper: ServerMetricsScraper | None = None,
 ) -> _PointRan:
     """One load point; its records are on storage when this returns (or raises)."""
     if point.concurrency is not None:  # before the point starts: connection set-up is not measured
@@ -514,7 +552,12 @@ async def _run_point(
         on_request_done=_request_listener(progress, point, index),
     )
     try:
-        result = await point_run.run()
+        if scraper is None:
+            result = await point_run.run()
+        else:
+            key = PointKey(point.load_mode, point.concurrency, point.request_rate_per_s, point.payload_bin)
+            async with scraper.watch(key):
+                result = await point_run.run()
     except BaseException:
         # Also on cancellation or a crash: the requests that were made are accounted for.
         tally.add_summary(point_run.summary(), completed=False)
@@ -570,6 +613,7 @@ async def _search(
     *,
     flush_interval_s: float,
     flush_max_records: int,
+    scraper: ServerMetricsScraper | None = None,
 ) -> tuple[CapacitySearch, str | None]:
     """The branch's capacity search (``load.search``) after its sweep: each level over every bin, judged
     against the SLO as the report judges it (``fmbench.search``). Returns the search and the reason the
@@ -603,6 +647,7 @@ async def _search(
                 flush_interval_s=flush_interval_s,
                 flush_max_records=flush_max_records,
                 tally=tally,
+                scraper=scraper,
             )
             index += 1
             judged = ran.stop_reason is None or (

@@ -255,6 +255,7 @@ class Functions(Construct):
 
         self._allow_reading_quotas()
         self._allow_reading_prices()
+        self._allow_reading_endpoint_metrics()
         self._allow_reading_secrets(self.plan)  # a Hub token for a gated dataset (workload.dataset.hub_token)
         self._allow_deploying()
         allow_describing(self.endpoint_status, ["endpoint"])
@@ -394,6 +395,20 @@ class Functions(Construct):
             ["pricing:GetProducts"],
             reason="pricing:GetProducts supports no resource-level permissions; it reads AWS's public "
             "price list (the plan's prices with pricing.from_api).",
+        )
+
+    def _allow_reading_endpoint_metrics(self) -> None:
+        """Render reads the SageMaker and Bedrock endpoints' CloudWatch metrics over each load point
+        (fmbench.cloud.cloudwatch). Read only."""
+        role = role_of(self.render)
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"])
+        )
+        acknowledge_unscoped_actions(
+            role,
+            ["cloudwatch:GetMetricData"],
+            reason="cloudwatch:GetMetricData supports no resource-level permissions; it only reads metric "
+            "values (the report's server-side figures of SageMaker and Bedrock branches).",
         )
 
     def _allow_reading_secrets(self, function: lambda_.DockerImageFunction) -> None:

@@ -14,6 +14,7 @@ from infra.storage import (
     RECORDS_PREFIX,
     REPORTS_PREFIX,
     RUNS_PREFIX,
+    SERVER_METRICS_PREFIX,
     SPECS_PREFIX,
     Storage,
 )
@@ -106,7 +107,7 @@ class FmbenchStack(Stack):
         storage.grant_prefixes(
             self.runner.task_role,
             read=[SPECS_PREFIX, RECORDS_PREFIX, DATASETS_PREFIX],
-            write=[RECORDS_PREFIX, OUTCOMES_PREFIX],
+            write=[RECORDS_PREFIX, OUTCOMES_PREFIX, SERVER_METRICS_PREFIX],
         )
         # A report-only execution re-reads the plan.json of the run it reports on. The plan writes the run's
         # prompts under datasets/ and may read a dataset kept there (s3://BUCKET/datasets/...).
@@ -126,8 +127,8 @@ class FmbenchStack(Stack):
         # Render also writes the run's row of the runs table (a re-render keeps the row's start).
         storage.grant_prefixes(
             self.functions.render,
-            read=[SPECS_PREFIX, OUTCOMES_PREFIX, RUNS_PREFIX],
-            write=[REPORTS_PREFIX, OUTCOMES_PREFIX, RUNS_PREFIX],
+            read=[SPECS_PREFIX, OUTCOMES_PREFIX, RUNS_PREFIX, SERVER_METRICS_PREFIX],
+            write=[REPORTS_PREFIX, OUTCOMES_PREFIX, RUNS_PREFIX, SERVER_METRICS_PREFIX],
             list_any_prefix=True,
         )
         # Render reads the Query state's result and runs one more query of its own (the TTFT samples).

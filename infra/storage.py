@@ -27,6 +27,8 @@ OUTCOMES_PREFIX: Final = layout.key_prefix(layout.OUTCOMES)
 # Written by the plan (a run's materialized prompts), read by the runners; an s3:// dataset kept here is
 # readable by the plan without further grants.
 DATASETS_PREFIX: Final = layout.key_prefix(layout.DATASETS)
+# Written by the runners (a server's scraped /metrics) and by Render (CloudWatch figures), read by Render.
+SERVER_METRICS_PREFIX: Final = layout.key_prefix(layout.SERVER_METRICS)
 RECORDS_TABLE_NAME: Final = RECORDS_TABLE
 RUNS_PREFIX: Final = layout.key_prefix(layout.RUNS)
 RUNS_TABLE_NAME: Final = "runs"

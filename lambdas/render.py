@@ -30,5 +30,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         settings,
         client("s3", settings.region),
         client("athena", settings.region),
+        cloudwatch_for=lambda region: client("cloudwatch", region or settings.region),
     )
     return execution_output(document).model_dump(mode="json")

@@ -87,6 +87,12 @@ CHARTS: tuple[ChartSpec, ...] = (
         "Majority-vote accuracy of each candidate per prompt-length bin (bins in the suite's order), with "
         "95% Wilson intervals; a bin of few judged prompts has a wide interval.",
     ),
+    ChartSpec(
+        "server_utilization",
+        "Server utilization over the run",
+        "What each endpoint reported over the run: requests running and waiting (scraped /metrics), and "
+        "KV-cache usage, GPU and CPU utilization in percent (/metrics, CloudWatch one-minute averages).",
+    ),
 )
 _PALETTE = matplotlib.colormaps["tab10"]
 _PALETTE_SIZE = 10
@@ -476,6 +482,53 @@ def accuracy_vs_prompt_length_chart(
     return target
 
 
+def server_utilization_chart(view: ReportView, path: str | Path) -> Path | None:
+    """Counts (running, waiting) above, percentages (KV-cache usage, GPU, CPU) below, against the time since
+    the run's first sample; one color per branch, one line style per series."""
+    server = view.server
+    if server is None or not server.series:
+        return None
+    counts = ("running requests", "waiting requests")
+    styles = {
+        "running requests": "-",
+        "waiting requests": ":",
+        "KV-cache usage": "-",
+        "GPU utilization": "--",
+    }
+    start_s = min(sample.epoch_s for sample in server.series)
+    span_s = max(sample.epoch_s for sample in server.series) - start_s
+    unit_s, unit = (60.0, "minutes") if span_s >= 120 else (1.0, "seconds")
+    names = {branch.branch_id: branch.target_name for branch in view.branches}
+    branch_ids = sorted({sample.branch_id for sample in server.series})
+    colors = _branch_colors(branch_ids)
+    target = Path(path)
+    with _figure(target, height_in=6.0, nrows=2, sharex=True) as (_, (upper, lower)):
+        for branch_id in branch_ids:
+            for label in dict.fromkeys(s.label for s in server.series if s.branch_id == branch_id):
+                picked = [s for s in server.series if s.branch_id == branch_id and s.label == label]
+                x = [(s.epoch_s - start_s) / unit_s for s in picked]
+                scale = 100.0 if label == "KV-cache usage" else 1.0
+                y = [s.value * scale for s in picked]
+                axes = upper if label in counts else lower
+                axes.plot(
+                    x,
+                    y,
+                    styles.get(label, "-."),
+                    color=colors[branch_id],
+                    label=f"{names.get(branch_id, branch_id)}: {label}",
+                    linewidth=1.2,
+                    drawstyle="steps-post" if label in counts else "default",
+                )
+        upper.set_ylabel("requests")
+        lower.set_ylabel("percent")
+        lower.set_xlabel(f"{unit} since the first sample")
+        for axes in (upper, lower):
+            axes.grid(True, alpha=0.3)
+            if axes.lines:
+                axes.legend(fontsize=7)
+    return target
+
+
 def load_point_frame(view: ReportView) -> pd.DataFrame:
     """The view's load points as the chart functions' frame: the summary's columns and dtypes, in the
     summary's sort order whatever order the view was built from."""
@@ -514,6 +567,7 @@ def draw_charts(view: ReportView, samples: pd.DataFrame, report_dir: Path) -> di
         "accuracy_vs_prompt_length": lambda path: accuracy_vs_prompt_length_chart(
             view.accuracy, view.bins, path
         ),
+        "server_utilization": lambda path: server_utilization_chart(view, path),
     }
     drawn = {}
     for spec in CHARTS:

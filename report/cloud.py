@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.aws import error_message
+from fmbench.cloud.cloudwatch import record_cloudwatch_metrics
 from fmbench.cloud.events import (
     BranchResultItem,
     DeploymentRecord,
@@ -61,6 +62,7 @@ from report.query import (
 )
 from report.render import NO_OUTCOME_REASON, RESULT_JSON, build_report
 from report.result import ResultDocument, write_result
+from report.server_metrics import ServerMetricsView, server_metrics_view
 
 logger = logging.getLogger(__name__)
 
@@ -337,6 +339,15 @@ def record_run(
     return uri
 
 
+def _server_metrics(storage_root: str, run_id: str) -> ServerMetricsView | None:
+    """The endpoints' own figures; a report without them rather than none when they cannot be read."""
+    try:
+        return server_metrics_view(storage_root, run_id)
+    except OSError as exc:
+        logger.warning("run %s: server metrics not read: %s", run_id, exc)
+        return None
+
+
 # ------------------------------------------------------------------------------------------- step
 
 
@@ -345,11 +356,19 @@ def render_run(
     settings: RenderSettings,
     s3_client: Any,
     athena_client: Any,
+    cloudwatch_for: Callable[[str | None], Any] | None = None,
     **ttft_wait: Any,
 ) -> ResultDocument:
-    """Build the run's report from Athena and S3 and publish it to ``reports/run_id=<run>/``."""
+    """Build the run's report from Athena and S3 and publish it to ``reports/run_id=<run>/``.
+
+    With ``cloudwatch_for`` (region -> CloudWatch client), the SageMaker and Bedrock branches' CloudWatch
+    metrics are fetched first, now that every branch is torn down (``fmbench.cloud.cloudwatch``).
+    """
     storage_root = s3_objects.s3_uri(settings.results_bucket)
     plan = read_plan(s3_client, storage_root, event.run_id)
+    if cloudwatch_for is not None:
+        for spec in plan.branches:
+            record_cloudwatch_metrics(spec, cloudwatch_for)
     by_branch = {item.branch_id: item for item in branch_results_for(s3_client, storage_root, event)}
     outcomes = [read_outcome(s3_client, spec, by_branch.get(spec.branch_id)) for spec in plan.branches]
     deployments = {
@@ -377,6 +396,7 @@ def render_run(
             publish_uri=publish_uri,
             endpoint_lifetimes=lifetimes,
             accuracy=accuracy,
+            server=_server_metrics(storage_root, event.run_id),
         )
         if deployments:
             document = with_deployment_times(document, deployments)

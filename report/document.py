@@ -20,7 +20,9 @@ from report.result import (
     PlannedLoadPoint,
     PromptsResult,
     ResultDocument,
+    ServerPointSummary,
 )
+from report.server_metrics import ServerMetricsView
 from report.view import BranchView, LoadPointView, PromptsView, ReportView
 
 
@@ -41,7 +43,29 @@ def _prompts_result(prompts: PromptsView | None) -> PromptsResult | None:
     )
 
 
-def _load_point_summary(point: LoadPointView) -> LoadPointSummary:
+def _server_summary(server: ServerMetricsView | None, point: LoadPointView) -> ServerPointSummary | None:
+    key = point.key
+    found = (
+        None
+        if server is None
+        else server.point(point.branch_id, key.concurrency, key.request_rate_per_s, key.payload_bin)
+    )
+    if found is None:
+        return None
+    latency = found["model_latency_mean_s"]
+    return ServerPointSummary(
+        running_mean=found["running_mean"],
+        running_max=found["running_max"],
+        waiting_mean=found["waiting_mean"],
+        waiting_max=found["waiting_max"],
+        kv_cache_usage_mean=found["kv_cache_usage_mean"],
+        prefix_cache_hit_rate=found["prefix_cache_hit_rate"],
+        server_latency_mean_s=latency if latency is not None else found["invocation_latency_mean_s"],
+        gpu_utilization_mean=found["gpu_utilization_mean"],
+    )
+
+
+def _load_point_summary(point: LoadPointView, server: ServerMetricsView | None = None) -> LoadPointSummary:
     key = point.key
     return LoadPointSummary(
         concurrency=key.concurrency,
@@ -64,6 +88,7 @@ def _load_point_summary(point: LoadPointView) -> LoadPointSummary:
         **_token_figures(point),
         goodput_share=point["goodput_share"],
         goodput_per_s=point["goodput_per_s"],
+        server=_server_summary(server, point),
     )
 
 
@@ -155,6 +180,7 @@ def _branch_result(
     accuracy: AccuracyView | None = None,
     capacity: BranchCapacity | None = None,
     deployment_s: float | None = None,
+    server: ServerMetricsView | None = None,
 ) -> BranchResult:
     return BranchResult(
         branch_id=branch.branch_id,
@@ -171,7 +197,7 @@ def _branch_result(
         records_written=branch.records_written,
         load_points_planned=branch.load_points_planned,
         load_points_completed=branch.load_points_completed,
-        load_points=[_load_point_summary(point) for point in branch.measured.values()],
+        load_points=[_load_point_summary(point, server) for point in branch.measured.values()],
         load_points_not_measured=[
             PlannedLoadPoint(
                 concurrency=key.concurrency,
@@ -203,7 +229,11 @@ def result_document(view: ReportView, artifacts: Artifacts) -> ResultDocument:
         best_per_bin=view.best_found,
         branches=[
             _branch_result(
-                branch, view.accuracy, capacity.get(branch.branch_id), _deployment_s(view, branch.branch_id)
+                branch,
+                view.accuracy,
+                capacity.get(branch.branch_id),
+                _deployment_s(view, branch.branch_id),
+                view.server,
             )
             for branch in view.branches
         ],

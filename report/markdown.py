@@ -27,6 +27,7 @@ from report.formatting import (
     usd,
 )
 from report.result import BestConfiguration, CostSummary
+from report.server_section import server_metrics_markdown
 from report.view import BranchView, LoadPointKey, LoadPointView, ReportView, errors_by_class
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -668,5 +669,6 @@ def render_markdown(view: ReportView, chart_files: Mapping[str, str]) -> str:
         "cost_phase_rows": _cost_phase_rows(view.cost),
         "suite_block": _suite_block(view.suite_yaml) if view.suite_yaml else "",
         "prices_note": md(view.prices_note[:1].upper() + view.prices_note[1:]) if view.prices_note else "",
+        "server_metrics_text": server_metrics_markdown(view),
     }
     return _environment().get_template("report.md.j2").render(**context)

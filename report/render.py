@@ -19,6 +19,7 @@ from report.markdown import render_markdown
 from report.prices import priced_metrics
 from report.query import accuracy_figures, compute_metrics, ttft_samples
 from report.result import Artifacts, ResultDocument, write_result
+from report.server_metrics import ServerMetricsView, server_metrics_view
 from report.view import NO_OUTCOME_REASON, build_view
 
 __all__ = [
@@ -60,6 +61,7 @@ def build_report(
     generated_at: datetime | None = None,
     endpoint_lifetimes: Mapping[str, EndpointLifetime] | None = None,
     accuracy: pd.DataFrame | None = None,
+    server: ServerMetricsView | None = None,
 ) -> ResultDocument:
     """Everything after the query: the same for DuckDB locally and Athena in the cloud.
 
@@ -80,6 +82,7 @@ def build_report(
         generated_at=generated_at,
         endpoint_lifetimes=endpoint_lifetimes,
         accuracy=accuracy,
+        server=server,
     )
 
     metrics.to_parquet(out / SUMMARY_PARQUET, index=False)
@@ -127,4 +130,5 @@ def generate_report(
         publish_uri=publish_uri,
         generated_at=generated_at,
         accuracy=accuracy_figures(storage_root, plan.run_id),
+        server=server_metrics_view(storage_root, plan.run_id),
     )

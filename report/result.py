@@ -92,6 +92,22 @@ class SloSummary(_ResultModel):
     )
 
 
+class ServerPointSummary(_ResultModel):
+    """What the endpoint itself reported during a load point (docs/metrics.md, "Server-side metrics");
+    null where its source has no such figure."""
+
+    running_mean: float | None = Field(description="Mean of the scraped vllm:num_requests_running.")
+    running_max: float | None = Field(description="Largest scraped vllm:num_requests_running.")
+    waiting_mean: float | None = Field(description="Mean of the scraped vllm:num_requests_waiting.")
+    waiting_max: float | None = Field(description="Largest scraped vllm:num_requests_waiting.")
+    kv_cache_usage_mean: float | None = Field(description="Mean scraped KV-cache usage (0..1).")
+    prefix_cache_hit_rate: float | None = Field(description="Prefix-cache hits / queries over the point.")
+    server_latency_mean_s: float | None = Field(
+        description="CloudWatch: mean ModelLatency (SageMaker) or InvocationLatency (Bedrock), s."
+    )
+    gpu_utilization_mean: float | None = Field(description="CloudWatch: mean GPUUtilization, percent.")
+
+
 class LoadPointSummary(_ResultModel):
     """Headline metrics of one load point; summary.parquet has every metric."""
 
@@ -155,6 +171,9 @@ class LoadPointSummary(_ResultModel):
         default=None,
         description="Requests that succeeded within every per-request SLO set, per second of the window; "
         "null when none is set.",
+    )
+    server: ServerPointSummary | None = Field(
+        default=None, description="The endpoint's own figures for this load point; null without any."
     )
 
 

@@ -40,6 +40,7 @@ from report.result import (
     SloSummary,
     overall_status,
 )
+from report.server_metrics import ServerMetricsView
 
 NO_OUTCOME_REASON = "no outcome was reported for this branch"
 
@@ -247,6 +248,7 @@ class ReportView:
     capacity_plan: CapacityPlanResult | None = None
     suite_yaml: str = ""  # the suite as run (as given, defaults left out), for reproducing the run
     prices_note: str = ""  # which price table priced the run (fmbench.plan.RunPlan.prices_note)
+    server: ServerMetricsView | None = None  # the endpoints' own figures (report.server_metrics)
 
     @property
     def best_found(self) -> list[BestConfiguration]:
@@ -385,10 +387,12 @@ def build_view(
     generated_at: datetime | None = None,
     endpoint_lifetimes: Mapping[str, EndpointLifetime] | None = None,
     accuracy: pd.DataFrame | None = None,
+    server: ServerMetricsView | None = None,
 ) -> ReportView:
     """The one view of a run: the SQL summary (columns ``report.query.METRIC_COLUMNS``, any row order),
     the plan and the branches' outcomes; ``accuracy`` (columns ``report.query.ACCURACY_COLUMNS``, None for
-    a run never judged) adds the panel's accuracy and puts the suite's accuracy floor into the selection."""
+    a run never judged) adds the panel's accuracy and puts the suite's accuracy floor into the selection;
+    ``server``: the endpoints' own figures, when there are any."""
     suite = plan.suite
     bins = tuple(b.label for b in suite.workload.bins)
     headline = headline_bin_label(suite)
@@ -439,6 +443,7 @@ def build_view(
         capacity_plan=capacity_plan(plan, metrics, headline),
         suite_yaml=suite_yaml(plan),
         prices_note=plan.prices_note or "",
+        server=server,
     )
 
 

@@ -131,6 +131,10 @@ class BatchEngine:
         self._wakeup = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        # What the engine has done so far, as a server's /metrics counts it: prompt tokens prefilled and
+        # tokens generated (a sequence cancelled half-way keeps the tokens it had).
+        self.prompt_tokens_total = 0
+        self.generation_tokens_total = 0
 
     @property
     def waiting_count(self) -> int:
@@ -140,6 +144,11 @@ class BatchEngine:
     def running_count(self) -> int:
         """Sequences holding a batch slot, including those whose prefill is under way."""
         return len(self._prefilling) + len(self._running)
+
+    @property
+    def kv_tokens_held(self) -> int:
+        """Tokens whose keys and values the batch holds: prompt and generated tokens of every slot."""
+        return sum(seq.prompt_tokens + seq.emitted_tokens for seq in (*self._prefilling, *self._running))
 
     def submit(self, prompt_tokens: int, max_tokens: int) -> Sequence:
         if self._closed:
@@ -210,6 +219,8 @@ class BatchEngine:
                 admitted, self._prefilling = self._prefilling, []
                 for seq in admitted:
                     seq._emit(deadline_s)
+                self.prompt_tokens_total += sum(seq.prompt_tokens for seq in admitted)
+                self.generation_tokens_total += len(admitted)
                 self._running += [seq for seq in admitted if not seq.finished]
 
             if self._running:
@@ -217,4 +228,5 @@ class BatchEngine:
                 await self._clock.sleep_until(deadline_s)
                 for seq in self._running:
                     seq._emit(deadline_s)
+                self.generation_tokens_total += len(self._running)
                 self._running = [seq for seq in self._running if not seq.finished]

@@ -41,6 +41,10 @@ class _TokenFeed(abc.ABC):
     def close(self) -> None:
         """Release whatever the request holds (called whether or not it completed)."""
 
+    @abc.abstractmethod
+    def produced(self) -> tuple[int, float | None]:
+        """Tokens generated so far for this request, and when the first was (None before it)."""
+
 
 class _FixedFeed(_TokenFeed):
     def __init__(self, state: EmulatorState, start_s: float, n_tokens: int) -> None:
@@ -59,6 +63,10 @@ class _FixedFeed(_TokenFeed):
     def close(self) -> None:
         pass  # each fixed-timing request is independent: nothing to release
 
+    def produced(self) -> tuple[int, float | None]:
+        due = bisect.bisect_right(self._times_s, self._clock.now_s())
+        return due, (self._times_s[0] if due else None)
+
 
 class _EngineFeed(_TokenFeed):
     def __init__(self, engine: BatchEngine, prompt_tokens: int, n_tokens: int) -> None:
@@ -76,6 +84,10 @@ class _EngineFeed(_TokenFeed):
 
     def close(self) -> None:
         self._engine.cancel(self._seq)
+
+    def produced(self) -> tuple[int, float | None]:
+        times = self._seq.token_times_s
+        return len(times), (times[0] if times else None)
 
 
 def _open_feed(state: EmulatorState, parsed: ParsedRequest, start_s: float, n_tokens: int) -> _TokenFeed:
@@ -187,14 +199,28 @@ async def serve(request: web.Request, build: Build) -> web.StreamResponse:
         def latency_ms() -> int:
             return round((state.clock.now_s() - start_s) * 1000)
 
+        answered = False
         try:
             if dialect.streamed:
-                return await _stream_frames(
+                response = await _stream_frames(
                     request, dialect, feed, n_tokens, finish_reason, fault, latency_ms
                 )
-            return await _answer_once(request, dialect, feed, n_tokens, finish_reason, fault, latency_ms)
+            else:
+                response = await _answer_once(
+                    request, dialect, feed, n_tokens, finish_reason, fault, latency_ms
+                )
+            answered = fault is Fault.NONE and not state.shutting_down
+            return response
         finally:
             feed.close()
+            generated, first_s = feed.produced()
+            state.request_ended(
+                prompt_tokens=dialect.parsed.prompt_tokens,
+                generated=generated,
+                ttft_s=None if first_s is None else first_s - start_s,
+                succeeded=finish_reason if answered and generated >= n_tokens else None,
+                latency_s=state.clock.now_s() - start_s,
+            )
 
 
 async def _stream_frames(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +17,7 @@ from fmbench.emulator.answers import AnswerBook
 from fmbench.emulator.aws_routes import add_aws_routes
 from fmbench.emulator.engine import BatchEngine, LoopClock
 from fmbench.emulator.generation import ReadStampingHandler
+from fmbench.emulator.metrics import CONTENT_TYPE, exposition, metrics_registry
 from fmbench.emulator.openai_routes import add_openai_routes
 from fmbench.emulator.profiles import EmulatorProfile
 from fmbench.emulator.settings import EmulatorSettings
@@ -40,6 +41,9 @@ def health_body(state: EmulatorState) -> dict[str, Any]:
         "in_flight": state.in_flight,
         "peak_in_flight": state.peak_in_flight,
         "requests_total": state.requests_total,
+        "succeeded_total": state.succeeded_total,
+        "prompt_tokens_total": state.prompt_tokens_total,
+        "generation_tokens_total": state.generation_tokens_total,
     }
     if s.accuracy is not None:
         body["known_prompts"] = len(state.answers) if state.answers is not None else 0
@@ -56,6 +60,15 @@ def health_body(state: EmulatorState) -> dict[str, Any]:
 
 async def _health(request: web.Request) -> web.Response:
     return web.json_response(health_body(request.app[STATE_KEY]))
+
+
+def _metrics_handler(state: EmulatorState) -> Callable[[web.Request], Awaitable[web.Response]]:
+    registry = metrics_registry(state)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=exposition(registry), headers={"Content-Type": CONTENT_TYPE})
+
+    return metrics
 
 
 # ------------------------------------------------------------------------------------------ app
@@ -103,6 +116,7 @@ def build_app(settings: EmulatorSettings, *, profile: EmulatorProfile | None = N
     add_openai_routes(app)
     app.router.add_get("/health", _health)
     app.router.add_get("/ping", _health)
+    app.router.add_get("/metrics", _metrics_handler(state))
     add_aws_routes(app)
     return app
 

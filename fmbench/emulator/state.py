@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import enum
@@ -31,6 +32,49 @@ class Fault(enum.Enum):
     MALFORMED = "malformed"
 
 
+# Upper bounds of the latency histograms /metrics exposes, in seconds (about vLLM's own buckets).
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+    80.0, 160.0, 640.0,
+)  # fmt: skip
+
+
+@dataclass
+class LatencyHistogram:
+    """A histogram as Prometheus keeps one: a count per bucket (not cumulative here), the sum and count."""
+
+    bounds_s: tuple[float, ...] = LATENCY_BUCKETS_S
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    sum_s: float = 0.0
+    count: int = 0
+
+    def observe(self, value_s: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds_s, value_s)] += 1
+        self.sum_s += value_s
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """``(le, count)`` pairs, cumulative, ending with ``+Inf``: what the exposition format wants."""
+        pairs: list[tuple[str, float]] = []
+        running = 0
+        for bound, n in zip((*map(str, self.bounds_s), "+Inf"), self.counts, strict=True):
+            running += n
+            pairs.append((bound, float(running)))
+        return pairs
+
+
+@dataclass
+class ServedTotals:
+    """What /metrics and /health count across requests (tokens of the fixed-timing mode; the engine
+    counts its own), filled as each request ends."""
+
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    succeeded: dict[str, int] = field(default_factory=dict)  # finish_reason -> requests
+    ttft: LatencyHistogram = field(default_factory=LatencyHistogram)
+    e2e: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+
 @dataclass
 class EmulatorState:
     """One emulator's shared state; ``/health`` reports its counters."""
@@ -48,6 +92,7 @@ class EmulatorState:
     answers: AnswerBook | None = None  # the run's prompts and their ground truth (settings.accuracy)
     scripted_answers: int = 0  # answers that gave a known prompt's (right or wrong) answer
     verdicts: int = 0  # judge prompts answered with a verdict
+    totals: ServedTotals = field(default_factory=ServedTotals)
 
     def scripted(self, parsed: ParsedRequest) -> ParsedRequest:
         """The request with the words its answer says (``emulator/answers.py``), when the settings ask."""
@@ -65,6 +110,40 @@ class EmulatorState:
                 self.scripted_answers += 1
                 script = Script(chunks(" " + answer), ends=False)
         return parsed if script is None else dataclasses.replace(parsed, script=script)
+
+    @property
+    def prompt_tokens_total(self) -> int:
+        return self.engine.prompt_tokens_total if self.engine is not None else self.totals.prompt_tokens
+
+    @property
+    def generation_tokens_total(self) -> int:
+        return (
+            self.engine.generation_tokens_total if self.engine is not None else self.totals.generation_tokens
+        )
+
+    @property
+    def succeeded_total(self) -> int:
+        return sum(self.totals.succeeded.values())
+
+    def request_ended(
+        self,
+        *,
+        prompt_tokens: int,
+        generated: int,
+        ttft_s: float | None,
+        succeeded: str | None,
+        latency_s: float,
+    ) -> None:
+        """Count one generation that ended: ``succeeded`` is its finish_reason when it was answered whole."""
+        t = self.totals
+        if self.engine is None and generated > 0:
+            t.prompt_tokens += prompt_tokens
+            t.generation_tokens += generated
+        if ttft_s is not None:
+            t.ttft.observe(ttft_s)
+        if succeeded is not None:
+            t.succeeded[succeeded] = t.succeeded.get(succeeded, 0) + 1
+            t.e2e.observe(latency_s)
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:

@@ -347,7 +347,10 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         f"{bucket}/outcomes/*",
         f"{bucket}/runs/*",
         f"{bucket}/athena-results/*",
+        f"{bucket}/server_metrics/*",
     }
+    # The SageMaker and Bedrock branches' CloudWatch metrics; GetMetricData has no resource to scope to.
+    assert statement(["cloudwatch:GetMetricData"], ["*"]) in render_statements
     # Listing the bucket lets render tell a branch without an outcome (404) from a denied read (403).
     assert statement(["s3:ListBucket"], [bucket]) in render_statements
     # Render starts the TTFT query itself: what Athena needs of its caller under Lake Formation too.

@@ -39,6 +39,7 @@ _WILDCARDS: dict[str, set[str]] = {
         f"{BUCKET}/records/*",
         f"{BUCKET}/outcomes/*",
         f"{BUCKET}/datasets/*",
+        f"{BUCKET}/server_metrics/*",
     },
     "Runner/TaskDefinition/ExecutionRole": {"*"},
     "Functions/SageMakerExecutionRole": {
@@ -65,7 +66,15 @@ _WILDCARDS: dict[str, set[str]] = {
         "*",
         *(
             f"{BUCKET}/{prefix}/*"
-            for prefix in ("specs", "outcomes", "reports", "records", "runs", "athena-results")
+            for prefix in (
+                "specs",
+                "outcomes",
+                "reports",
+                "records",
+                "runs",
+                "athena-results",
+                "server_metrics",
+            )
         ),
     },
     "Functions/CompareRole": {
@@ -100,7 +109,7 @@ _UNSCOPED_ACTIONS: dict[str, set[str]] = {
     "Functions/DeployRole": XRAY,
     "Functions/EndpointStatusRole": XRAY,
     "Functions/TeardownRole": XRAY,
-    "Functions/RenderRole": {*XRAY, "lakeformation:GetDataAccess"},
+    "Functions/RenderRole": {*XRAY, "lakeformation:GetDataAccess", "cloudwatch:GetMetricData"},
     "Functions/CompareRole": {*XRAY, "lakeformation:GetDataAccess"},
     "Cleanup/CleanupRole": {*XRAY, *SAGEMAKER_LISTING},
     "Cleanup/SweeperRole": {*XRAY, *SAGEMAKER_LISTING},

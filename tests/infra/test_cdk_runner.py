@@ -90,13 +90,19 @@ def test_task_role_writes_records_and_outcomes_reads_specs_and_invokes_product_e
         # Its own parts' metadata is read back to count what this run wrote; the run's prompts (datasets/)
         # are what every branch sends.
         statement(["s3:GetObject"], [f"{bucket}/specs/*", f"{bucket}/records/*", f"{bucket}/datasets/*"]),
+        # server_metrics/: the server's /metrics scraped during each load point.
         statement(
-            ["s3:PutObject", "s3:AbortMultipartUpload"], [f"{bucket}/records/*", f"{bucket}/outcomes/*"]
+            ["s3:PutObject", "s3:AbortMultipartUpload"],
+            [f"{bucket}/records/*", f"{bucket}/outcomes/*", f"{bucket}/server_metrics/*"],
         ),
         statement(
             ["s3:ListBucket"],
             [bucket],
-            {"StringLike": {"s3:prefix": ["datasets/*", "outcomes/*", "records/*", "specs/*"]}},
+            {
+                "StringLike": {
+                    "s3:prefix": ["datasets/*", "outcomes/*", "records/*", "server_metrics/*", "specs/*"]
+                }
+            },
         ),
     ]
     assert canonical(statements) == canonical(expected)

@@ -150,6 +150,16 @@ def test_three_branches_succeed_and_everything_deployed_is_deleted(
     }
     # The metrics came through the Query state (Athena, run by the shim on DuckDB) into the report.
     assert all(len(branch["load_points"]) == 2 for branch in branches.values())
+    # The 'openai' runner scraped the emulator's /metrics into S3 and Render reported them per load point;
+    # moto's CloudWatch has no datapoints of the SageMaker endpoints, so theirs are absent.
+    scraped = s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/server_metrics/run_id=run-three/")
+    assert {key.split("/")[2] for key in scraped} == {f"branch_id={branches['byo']['branch_id']}"}
+    assert all(point["server"]["running_max"] is not None for point in branches["byo"]["load_points"])
+    assert all(
+        point["server"] is None
+        for name in ("sm-small", "sm-large")
+        for point in branches[name]["load_points"]
+    )
 
 
 def test_a_failed_deployment_fails_its_branch_only_and_is_torn_down(
