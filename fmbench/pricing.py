@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fmbench.ec2_prices import EC2_ON_DEMAND_USD_PER_HOUR
+
 # SageMaker real-time inference, on-demand, US East (N. Virginia), USD per instance-hour, as listed on the
 # Amazon SageMaker pricing page (2024-2025). Regions and later price changes differ: override them in the
 # suite under pricing.instance_price_per_hour_usd.
@@ -38,4 +40,6 @@ def instance_price_per_hour_usd(
         return profile_price_usd
     if instance_type is None:
         return None
+    if not instance_type.startswith("ml."):
+        return EC2_ON_DEMAND_USD_PER_HOUR.get(instance_type)  # an ec2 target's type
     return SAGEMAKER_ON_DEMAND_USD_PER_HOUR.get(instance_type)
