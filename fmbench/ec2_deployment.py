@@ -35,6 +35,7 @@ AMI_PARAMETERS: Final[dict[HostKind, str]] = {
 CPU_FAMILIES: Final = ("c5", "c6i", "c7i", "m5", "m6i", "m7i", "m7a", "r6i", "r7i", "t3")
 CPU_SIZES: Final = ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge")
 
+DEFAULT_READY_TIMEOUT_S: Final = 3600.0
 MODEL_HOST_DIR: Final = "/opt/fmbench/model"
 MODEL_CONTAINER_DIR: Final = "/opt/ml/model"
 LOG_FILE: Final = "/var/log/fmbench-serving.log"
@@ -191,7 +192,9 @@ EC2_CONTAINERS: Final[dict[str, Ec2Container]] = {
         name="lmi",
         images={
             "gpu": f"{DLC_ACCOUNT}.dkr.ecr.{{region}}.amazonaws.com/djl-inference:0.33.0-lmi15.0.0-cu128",
-            "neuron": f"{DLC_ACCOUNT}.dkr.ecr.{{region}}.amazonaws.com/djl-inference:0.29.0-neuronx-sdk2.19.1",
+            "neuron": (
+                f"{DLC_ACCOUNT}.dkr.ecr.{{region}}.amazonaws.com/djl-inference:0.29.0-neuronx-sdk2.19.1"
+            ),
         },
         container_port=8080,
         health_path="/ping",
@@ -259,7 +262,8 @@ def ec2_target_problems(target: Ec2Target) -> list[tuple[str, str]]:
             problems.append(
                 (
                     "model_copies",
-                    f"{target.model_copies} copies do not divide the {count} GPU(s) of {target.instance_type}",
+                    f"{target.model_copies} copies do not divide the {count} GPU(s) of "
+                    f"{target.instance_type}",
                 )
             )
         elif target.port + target.model_copies > 65535:
@@ -291,6 +295,12 @@ class Ec2Deployment(StrictModel):
     served_model: str
     root_volume_gib: int
     endpoint_ttl_s: int = Field(default=DEFAULT_ENDPOINT_TTL_S, ge=1)
+    ready_timeout_s: float = Field(
+        default=DEFAULT_READY_TIMEOUT_S,
+        gt=0,
+        description="How long the runner waits for the server to answer its health path (the stack's "
+        "deployment allowance).",
+    )
 
     def endpoint_url(self, private_ip: str) -> str:
         """The OpenAI-compatible base URL the runner calls, inside the VPC."""
@@ -434,6 +444,7 @@ def plan_ec2_deployment(
     run_id: str,
     branch_id: str,
     endpoint_ttl_s: int = DEFAULT_ENDPOINT_TTL_S,
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
 ) -> Ec2Deployment:
     """AMI, image, ports and the user data of an ec2 target: everything Deploy needs, fixed at Plan."""
     problems = ec2_target_problems(target)
@@ -463,4 +474,5 @@ def plan_ec2_deployment(
         served_model=target.served_model,
         root_volume_gib=target.root_volume_gib,
         endpoint_ttl_s=endpoint_ttl_s,
+        ready_timeout_s=ready_timeout_s,
     )

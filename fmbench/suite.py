@@ -15,8 +15,8 @@ import yaml
 from pydantic import ValidationError
 
 from fmbench.config import (
-    Ec2Target,
     FIXED_OUTPUT_PLATFORMS,
+    Ec2Target,
     LoadPlan,
     Suite,
     SuiteProblem,
