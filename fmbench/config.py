@@ -31,7 +31,7 @@ from fmbench.tokenizer import TokenizerError, check_tokenizer_spec
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9-]+\.[a-z0-9]+$"
 # A price's key: a SageMaker type (ml.g5.2xlarge) or an EC2 one (g5.2xlarge, an ec2 target's).
-PRICED_INSTANCE_TYPE_PATTERN = r"^(ml\.)?[a-z][a-z0-9-]*\.[a-z0-9]+$"
+PRICED_INSTANCE_TYPE_PATTERN = r"^(ml\.[a-z0-9-]+\.[a-z0-9]+|[a-z]+[0-9][a-z0-9-]*\.[a-z0-9]+)$"
 # SageMaker's ProductionVariantInferenceAmiVersion values (the host image and its GPU or Neuron driver).
 # Pinned here because the suite's models import no AWS SDK; tests/unit/test_cloud_images.py compares it with
 # botocore's SageMaker model, so a botocore upgrade that adds or drops one fails there.
@@ -332,7 +332,7 @@ class BedrockTarget(_TargetBase):
 # --------------------------------------------------------------------------------- EC2 target (docs/ec2.md)
 
 # An EC2 instance type (``g5.2xlarge``, ``inf2.xlarge``, ``m7i.2xlarge``): SageMaker's names without ``ml.``.
-EC2_INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"
+EC2_INSTANCE_TYPE_PATTERN = r"^[a-z]+[0-9][a-z0-9-]*\.[a-z0-9]+$"  # the family has a digit
 EC2_AMI_PATTERN = r"^ami-[0-9a-f]{8,17}$"
 Ec2ContainerName = Literal["vllm", "tgi", "lmi", "sglang", "ollama"]
 
@@ -341,12 +341,12 @@ class Ec2Target(_TargetBase):
     """One EC2 instance the workflow launches for the branch, running a serving container (docs/ec2.md)."""
 
     platform: Literal["ec2"]
-    instance_type: str = Field(  # type: ignore[assignment]
+    instance_type: str = Field(
         pattern=EC2_INSTANCE_TYPE_PATTERN,
         description="EC2 instance type, e.g. g5.2xlarge, inf2.xlarge, m7i.2xlarge (no ml. prefix).",
     )
     instance_count: int = Field(default=1, ge=1, le=1, description="Always one instance per branch.")
-    container: Ec2ContainerName = Field(  # type: ignore[assignment]
+    container: Ec2ContainerName = Field(
         description="Serving container started by the instance's user data: vllm, tgi, lmi, sglang, ollama."
     )
     image: str | None = Field(
@@ -1158,6 +1158,14 @@ def _reason(error: Mapping[str, Any]) -> str:
         and error.get("ctx", {}).get("pattern") == INSTANCE_TYPE_PATTERN
     ):
         message = "not an instance type: must look like ml.FAMILY.SIZE, e.g. ml.g5.2xlarge"
+    if (
+        error["type"] == "string_pattern_mismatch"
+        and error.get("ctx", {}).get("pattern") == PRICED_INSTANCE_TYPE_PATTERN
+    ):
+        message = (
+            "not an instance type: must look like ml.FAMILY.SIZE (SageMaker) or FAMILY.SIZE (an ec2 "
+            "target's), e.g. ml.g5.2xlarge, g5.2xlarge"
+        )
     if (
         error["type"] == "string_pattern_mismatch"
         and error.get("ctx", {}).get("pattern") == EC2_INSTANCE_TYPE_PATTERN
