@@ -426,22 +426,16 @@ def teardown_branch(
     if event.platform == "ec2" and ec2_client is not None:
         created_epoch_s = instance_status(ec2_client, event.run_id, event.branch_id).created_epoch_s
         deleted = terminate(ec2_client, event.run_id, event.branch_id)
+        # an instance is billed until it is told to terminate: then its lifetime is recorded
         ended = any(label.startswith("instance/") for label in deleted)
-        deleted_epoch_s = clock()
-        # the label the record below looks for; an instance is billed until it is told to terminate
-        deleted = [*deleted, f"endpoint/{event.endpoint_name}"] if ended else deleted
     else:
         if record_to and event.endpoint_name:
             created_epoch_s = endpoint_status(sm_client, event.endpoint_name).created_epoch_s
         deleted = teardown(sm_client, event.run_id, event.branch_id)
-        deleted_epoch_s = clock()
+        ended = f"endpoint/{event.endpoint_name}" in deleted
+    deleted_epoch_s = clock()
     logger.info("branch %s: deleted %s", event.branch_id, ", ".join(deleted) or "nothing (already gone)")
-    if (
-        record_to
-        and event.endpoint_name
-        and created_epoch_s is not None
-        and f"endpoint/{event.endpoint_name}" in deleted
-    ):
+    if record_to and event.endpoint_name and created_epoch_s is not None and ended:
         record = TeardownRecord(
             run_id=event.run_id,
             branch_id=event.branch_id,
