@@ -19,9 +19,10 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from fmbench import layout, storage
-from fmbench.config import EmulatorTarget
+from fmbench.config import Ec2Target, EmulatorTarget
 from fmbench.plan import BranchOutcome
 from fmbench.prompt_store import PROMPTS_NAME
+from fmbench.readiness import wait_until_ready
 from fmbench.records import RecordsNotWrittenError
 from fmbench.runner import ProgressEvent, run_branch
 from fmbench.spec import BranchSpec
@@ -134,6 +135,11 @@ async def endpoint_for(
     runs, the child is watched: if it exits, the sweep is cancelled (its records flushed) and
     ``EmulatorDiedError`` says so, instead of the dead child being measured as the endpoint.
     """
+    if isinstance(spec.target, Ec2Target):
+        # the instance is launched by the workflow; its server answers once the model is loaded
+        await wait_until_ready(spec)
+        yield spec.ec2_endpoint_url
+        return
     if not isinstance(spec.target, EmulatorTarget):
         yield None
         return

@@ -31,6 +31,8 @@ from fmbench.tokenizer import TokenizerError, check_tokenizer_spec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9-]+\.[a-z0-9]+$"
+# A price's key: a SageMaker type (ml.g5.2xlarge) or an EC2 one (g5.2xlarge, an ec2 target's).
+PRICED_INSTANCE_TYPE_PATTERN = r"^(ml\.[a-z0-9-]+\.[a-z0-9]+|[a-z]+[0-9][a-z0-9-]*\.[a-z0-9]+)$"
 # SageMaker's ProductionVariantInferenceAmiVersion values (the host image and its GPU or Neuron driver).
 # Pinned here because the suite's models import no AWS SDK; tests/unit/test_cloud_images.py compares it with
 # botocore's SageMaker model, so a botocore upgrade that adds or drops one fails there.
@@ -355,12 +357,99 @@ class BedrockTarget(_TargetBase):
         return self
 
 
+# --------------------------------------------------------------------------------- EC2 target (docs/ec2.md)
+
+# An EC2 instance type (``g5.2xlarge``, ``inf2.xlarge``, ``m7i.2xlarge``): SageMaker's names without ``ml.``.
+EC2_INSTANCE_TYPE_PATTERN = r"^[a-z]+[0-9][a-z0-9-]*\.[a-z0-9]+$"  # the family has a digit
+EC2_AMI_PATTERN = r"^ami-[0-9a-f]{8,17}$"
+Ec2ContainerName = Literal["vllm", "tgi", "lmi", "sglang", "ollama"]
+
+
+class Ec2Target(_TargetBase):
+    """One EC2 instance the workflow launches for the branch, running a serving container (docs/ec2.md)."""
+
+    platform: Literal["ec2"]
+    instance_type: str = Field(
+        pattern=EC2_INSTANCE_TYPE_PATTERN,
+        description="EC2 instance type, e.g. g5.2xlarge, inf2.xlarge, m7i.2xlarge (no ml. prefix).",
+    )
+    instance_count: int = Field(default=1, ge=1, le=1, description="Always one instance per branch.")
+    container: Ec2ContainerName = Field(
+        description="Serving container started by the instance's user data: vllm, tgi, lmi, sglang, ollama."
+    )
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"^[^\s'\"$`\\]+$",
+        description="Container image instead of the container's pinned default.",
+    )
+    args: list[Annotated[str, Field(pattern=r"^[^\n]*$")]] | None = Field(
+        default=None,
+        description="Server arguments instead of the container's defaults (quoted for the shell).",
+    )
+    model_source: SageMakerModelSource | None = Field(
+        default=None, description="The model: hf_model_id (from the Hub) or model_data_s3_uri (from S3)."
+    )
+    hf_token_secret: str | None = Field(
+        default=None,
+        pattern=r"^secretsmanager:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[^\s'\"$`\\]+$",
+        description="secretsmanager:<arn> of the Hugging Face token; read at boot by the instance role, "
+        "never written into the user data.",
+    )
+    model_copies: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Copies of the model, each on its share of the instance's GPUs, behind one port.",
+    )
+    ami: str | None = Field(
+        default=None,
+        pattern=EC2_AMI_PATTERN,
+        description="AMI id instead of the public SSM parameter of the instance's accelerator kind.",
+    )
+    port: int = Field(default=8000, ge=1024, le=65535, description="Port the server answers on.")
+    health_path: str | None = Field(
+        default=None, pattern=r"^/\S*$", description="Readiness path; default: the container's."
+    )
+    api_base_path: str = Field(
+        default="/v1", pattern=r"^/\S*$", description="Prefix of the OpenAI-compatible routes."
+    )
+    api: Literal["chat", "completions"] = "chat"
+    root_volume_gib: int = Field(default=200, ge=30, le=16384, description="Root EBS volume (gp3).")
+
+    @property
+    def needs_deploy(self) -> bool:
+        return True
+
+    @property
+    def served_model(self) -> str:
+        """The model name the server answers to (the OpenAI ``model`` field)."""
+        if self.model:
+            return self.model
+        source = self.model_source
+        if source is not None and source.hf_model_id:
+            return f"hf.co/{source.hf_model_id}" if self.container == "ollama" else source.hf_model_id
+        return "model"
+
+    @model_validator(mode="after")
+    def _has_a_model(self) -> Ec2Target:
+        if self.model_source is None and not (self.container == "ollama" and self.model):
+            raise ValueError("give model_source (hf_model_id or model_data_s3_uri)")
+        if self.container == "ollama" and self.model_source and self.model_source.model_data_s3_uri:
+            raise ValueError("ollama pulls its model: give hf_model_id (a GGUF repo) or model, not S3")
+        if self.hf_token_secret and self.model_source and self.model_source.model_data_s3_uri:
+            raise ValueError("hf_token_secret applies to a model from the Hub, not model_data_s3_uri")
+        if self.environment:
+            raise ValueError("environment is not used by ec2 targets: give args (or image)")
+        return self
+
+
 Target = Annotated[
-    EmulatorTarget | OpenAITarget | SageMakerTarget | BedrockTarget,
+    EmulatorTarget | OpenAITarget | SageMakerTarget | BedrockTarget | Ec2Target,
     Field(discriminator="platform"),
 ]
 TARGET_ADAPTER: TypeAdapter[Any] = TypeAdapter(Target)
-PLATFORMS = ("emulator", "openai", "sagemaker", "bedrock")
+PLATFORMS = ("emulator", "openai", "sagemaker", "bedrock", "ec2")
 
 
 class MatrixSpec(SuiteModel):
@@ -981,7 +1070,7 @@ class Slo(SuiteModel):
 
 class Pricing(SuiteModel):
     instance_price_per_hour_usd: dict[
-        Annotated[str, Field(pattern=INSTANCE_TYPE_PATTERN)], Annotated[float, Field(ge=0)]
+        Annotated[str, Field(pattern=PRICED_INSTANCE_TYPE_PATTERN)], Annotated[float, Field(ge=0)]
     ] = Field(
         default_factory=dict,
         description="Overrides of the bundled on-demand price table, finite and at least 0. Every key "
@@ -1142,6 +1231,11 @@ class Judge(SuiteModel):
             raise ValueError("region and endpoint_url apply to a model_id judge; set them in the target")
         if isinstance(self.target, SageMakerTarget) and self.target.needs_deploy:
             raise ValueError("a SageMaker judge needs endpoint_name (judges are not deployed)")
+        if isinstance(self.target, Ec2Target):
+            raise ValueError(
+                "an ec2 judge would be launched, and judges are not deployed: give the server you run as an "
+                "openai target (its URL)"
+            )
         return self
 
     @property
@@ -1402,6 +1496,19 @@ def _reason(error: Mapping[str, Any]) -> str:
         and error.get("ctx", {}).get("pattern") == INSTANCE_TYPE_PATTERN
     ):
         message = "not an instance type: must look like ml.FAMILY.SIZE, e.g. ml.g5.2xlarge"
+    if (
+        error["type"] == "string_pattern_mismatch"
+        and error.get("ctx", {}).get("pattern") == PRICED_INSTANCE_TYPE_PATTERN
+    ):
+        message = (
+            "not an instance type: must look like ml.FAMILY.SIZE (SageMaker) or FAMILY.SIZE (an ec2 "
+            "target's), e.g. ml.g5.2xlarge, g5.2xlarge"
+        )
+    if (
+        error["type"] == "string_pattern_mismatch"
+        and error.get("ctx", {}).get("pattern") == EC2_INSTANCE_TYPE_PATTERN
+    ):
+        message = "not an EC2 instance type: must look like FAMILY.SIZE, e.g. g5.2xlarge (no ml. prefix)"
     if isinstance(error.get("input"), NotANumber):
         message = "must be a number, not a boolean (yes/no/true/false/on/off)"
     if error["type"] == "extra_forbidden":

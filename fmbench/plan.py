@@ -136,7 +136,9 @@ def plan_suite(
                 storage_root=storage_root,
                 dataset_base_dir=dataset_base_dir,
                 sagemaker_endpoint_name=(
-                    resource_names(run_id, branch_id).endpoint if target.needs_deploy else None
+                    resource_names(run_id, branch_id).endpoint
+                    if target.needs_deploy and target.platform == "sagemaker"
+                    else None
                 ),
             )
         )

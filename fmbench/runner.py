@@ -131,6 +131,15 @@ def make_client(spec: BranchSpec, endpoint_url: str | None = None) -> EndpointCl
             model=target.model,
             max_connections=max_connections,
         )
+    if target.platform == "ec2":
+        # the instance's URL inside the VPC, written into the spec by the workflow's deploy step
+        url = endpoint_url or spec.ec2_endpoint_url
+        if not url:
+            raise BranchSetupError(
+                f"branch {spec.branch_id}: the ec2 target has no instance URL yet (ec2 targets run in the "
+                "cloud workflow, which launches the instance; docs/ec2.md)"
+            )
+        return OpenAIClient(url, api=target.api, model=target.served_model, max_connections=max_connections)
     # botocore's own read timeout only backs up the per-request bound, so it must not fire first.
     aws_read_timeout_s = spec.load.request_timeout_s + 1.0
     if target.platform == "sagemaker":

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from fmbench.config import LoadPlan, Slo, StrictModel, Target, Workload
 from fmbench.deployment import SageMakerDeployment
+from fmbench.ec2_deployment import Ec2Deployment
 
 
 class DatasetSummary(StrictModel):
@@ -62,6 +63,17 @@ class BranchSpec(StrictModel):
         default=None,
         description="Image and environment the deploy step creates the endpoint with; set by the cloud "
         "planner (fmbench.cloud.steps), None elsewhere.",
+    )
+
+    ec2_deployment: Ec2Deployment | None = Field(
+        default=None,
+        description="What the deploy step launches for an ec2 target (AMI, image, user data); set by the "
+        "cloud planner, None elsewhere (docs/ec2.md).",
+    )
+    ec2_endpoint_url: str | None = Field(
+        default=None,
+        description="The launched instance's OpenAI-compatible URL inside the VPC; written into the spec by "
+        "the deploy step once the instance has its private address, read by the runner.",
     )
 
     @property

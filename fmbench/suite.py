@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from fmbench.config import (
     FIXED_OUTPUT_PLATFORMS,
+    Ec2Target,
     LoadPlan,
     Suite,
     SuiteProblem,
@@ -23,6 +24,7 @@ from fmbench.config import (
     expand_targets,
     problems_from_validation_error,
 )
+from fmbench.ec2_deployment import ec2_target_problems
 from fmbench.emulator.profiles import get_profile
 from fmbench.instances import instance_accelerators, similar_instance_types
 from fmbench.payloads import DatasetError, check_dataset
@@ -93,6 +95,11 @@ def semantic_problems(
         instance_problem = instance_type_problem(each.target)
         if instance_problem:
             problems.append(SuiteProblem(path=each.field_path("instance_type"), reason=instance_problem))
+        if isinstance(each.target, Ec2Target):
+            problems += [
+                SuiteProblem(path=each.field_path(field), reason=reason)
+                for field, reason in ec2_target_problems(each.target)
+            ]
     problems.extend(_unused_prices(suite, [each.target for each in expanded]))
     labels = [b.label for b in suite.workload.bins]
     if suite.report.headline_bin is not None and suite.report.headline_bin not in labels:

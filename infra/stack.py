@@ -4,6 +4,7 @@ from aws_cdk import CfnOutput, Duration, Stack
 from constructs import Construct
 
 from infra.cleanup import Cleanup
+from infra.ec2 import Ec2Serving
 from infra.functions import Functions
 from infra.runner import Runner
 from infra.schedules import Schedules
@@ -103,6 +104,18 @@ class FmbenchStack(Stack):
             log_retention=log_retention,
         )
 
+        # ec2 branches: the serving instances' role, their network (the runner's), tag-scoped EC2 grants.
+        self.ec2 = Ec2Serving(
+            self,
+            "Ec2",
+            functions=self.functions,
+            runner=self.runner,
+            cleanup_functions=[
+                f for f in (self.cleanup.cleanup_function, self.cleanup.sweeper_function) if f is not None
+            ],
+            model_data_buckets=settings.model_data_buckets,
+        )
+
         storage = self.storage
         storage.grant_prefixes(
             self.runner.task_role,
@@ -116,7 +129,8 @@ class FmbenchStack(Stack):
         )
         # ... and registers the run's partitions of the records table before any runner writes.
         storage.grant_register_partitions(self.functions.plan)
-        storage.grant_prefixes(self.functions.deploy, read=[SPECS_PREFIX])
+        # An ec2 branch's Deploy writes the launched instance's URL into the branch's spec for its runner.
+        storage.grant_prefixes(self.functions.deploy, read=[SPECS_PREFIX], write=[SPECS_PREFIX])
         # Once an endpoint is in service, the status step records how long deployment took.
         storage.grant_prefixes(self.functions.endpoint_status, write=[OUTCOMES_PREFIX])
         # ... and Teardown when the endpoint was deleted, for the run's actual cost.

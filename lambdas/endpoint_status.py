@@ -17,5 +17,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = StatusSettings.from_environ()
     item = BranchItem.model_validate(event)
     sagemaker = client("sagemaker", item.endpoint_region(settings.region))
-    result = check_endpoint(item, settings, sagemaker, client("s3", settings.region))
+    ec2 = client("ec2", item.endpoint_region(settings.region)) if item.platform == "ec2" else None
+    result = check_endpoint(item, settings, sagemaker, client("s3", settings.region), ec2)
     return result.model_dump(mode="json")

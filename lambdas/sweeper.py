@@ -20,7 +20,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     now = datetime.now(UTC)
     regions = {
         region: sweep(
-            client("sagemaker", region), sfn, settings.state_machine_arn, now, settings.default_ttl_s
+            client("sagemaker", region),
+            sfn,
+            settings.state_machine_arn,
+            now,
+            settings.default_ttl_s,
+            ec2_client=client("ec2", region),
         ).model_dump(mode="json")
         for region in settings.regions
     }

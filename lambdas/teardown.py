@@ -28,7 +28,14 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         teardown_event = TeardownEvent.model_validate(event)
         sagemaker = client("sagemaker", teardown_event.endpoint_region(settings.region))
         s3 = client("s3", settings.region) if settings.results_bucket else None
-        return teardown_branch(teardown_event, sagemaker, settings, s3).model_dump(mode="json")
+        ec2 = (
+            client("ec2", teardown_event.endpoint_region(settings.region))
+            if teardown_event.platform == "ec2"
+            else None
+        )
+        return teardown_branch(teardown_event, sagemaker, settings, s3, ec2_client=ec2).model_dump(
+            mode="json"
+        )
     except EndpointBusyError:
         raise  # retried by its name; its message is one line
     except Exception as exc:

@@ -67,7 +67,7 @@ def cloud_suite_problems(suite: Suite, region: str, *, resolve_images: bool = Tr
         )
     for expanded in suite.expanded():
         target = expanded.target
-        if not target.needs_deploy:
+        if not target.needs_deploy or target.platform == "ec2":  # ec2: fmbench.ec2_deployment's checks
             continue
         note = f" (target {target.name})" if expanded.from_matrix else ""
         problems += [

@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field
 
 from fmbench.cloud.aws import error_code
+from fmbench.cloud.ec2 import Ec2Resource, delete_ec2_resources, product_ec2_resources
 from fmbench.cloud.events import PLAN_STATE_NAME, RUN_ID_PATTERN, EventModel, ResultModel
 from fmbench.cloud.sagemaker import delete_endpoint, delete_endpoint_config, delete_model, is_not_found
 from fmbench.deployment import (
@@ -175,10 +176,18 @@ def delete_resources(sm_client: Any, resources: list[TaggedResource]) -> Deletio
     return result
 
 
-def cleanup_run(sm_client: Any, run_id: str) -> DeletionResult:
-    """Delete every endpoint, endpoint config and model tagged with ``run_id``; idempotent."""
+def cleanup_run(sm_client: Any, run_id: str, ec2_client: Any = None) -> DeletionResult:
+    """Delete every endpoint, endpoint config and model tagged with ``run_id``, and with ``ec2_client`` every
+    instance and security group of the run (docs/ec2.md); idempotent."""
     resources = [resource for resource in product_resources(sm_client) if resource.run_id == run_id]
-    return delete_resources(sm_client, resources)
+    result = delete_resources(sm_client, resources)
+    if ec2_client is not None:
+        ended, busy = delete_ec2_resources(
+            ec2_client, [r for r in product_ec2_resources(ec2_client) if r.run_id == run_id]
+        )
+        result.deleted += ended
+        result.busy += busy
+    return result
 
 
 # ------------------------------------------------------------------------------------ executions
@@ -286,7 +295,7 @@ def cleanup_after_execution(
     regions = sorted({default_region, *(planned.regions if planned is not None else ())})
     result = DeletionResult()
     for region in regions:
-        found = cleanup_run(client_factory("sagemaker", region), run_id)
+        found = cleanup_run(client_factory("sagemaker", region), run_id, client_factory("ec2", region))
         result.deleted += found.deleted
         result.busy += found.busy
     logger.info(
@@ -359,6 +368,7 @@ def sweep(
     state_machine_arn: str,
     now: datetime,
     default_ttl_s: float,
+    ec2_client: Any = None,
 ) -> SweepOutput:
     """Delete every product resource whose run has ended or whose time-to-live has passed.
 
@@ -367,11 +377,13 @@ def sweep(
     has no execution of (another stack's run) is left to its time-to-live. Resources are listed before
     the running executions, so an execution that starts in between cannot have created any of them.
     """
-    resources = list(product_resources(sm_client))
+    resources: list[TaggedResource | Ec2Resource] = list(product_resources(sm_client))
+    if ec2_client is not None:
+        resources += product_ec2_resources(ec2_client)
     live = running_run_ids(sfn_client, state_machine_arn) if resources else set()
     now_epoch_s = now.timestamp()
     statuses: dict[str, str | None] = {}
-    doomed: list[TaggedResource] = []
+    doomed: list[TaggedResource | Ec2Resource] = []
     decisions: list[SweepDecision] = []
     for resource in resources:
         expires_epoch_s = parse_expires_at(resource.tags.get(TAG_EXPIRES_AT, ""))
@@ -389,7 +401,12 @@ def sweep(
         if reason is not None:
             doomed.append(resource)
             decisions.append(SweepDecision(resource=resource.label, run_id=resource.run_id, reason=reason))
-    result = delete_resources(sm_client, doomed)
+    result = delete_resources(sm_client, [r for r in doomed if isinstance(r, TaggedResource)])
+    ec2_doomed = [r for r in doomed if isinstance(r, Ec2Resource)]
+    if ec2_doomed:
+        ended, busy = delete_ec2_resources(ec2_client, ec2_doomed)
+        result.deleted += ended
+        result.busy += busy
     for decision in decisions:
         logger.info("sweep: %s of run %s: %s", decision.resource, decision.run_id, decision.reason)
     return SweepOutput(

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from fmbench.cloud.ec2 import Ec2Network
 from fmbench.config import AWS_REGION_PATTERN, DEFAULT_ENDPOINT_TTL_S
 from fmbench.estimate import DEFAULT_MAX_DEPLOY_S, DEFAULT_STATUS_POLL_S, EstimateSettings
 
@@ -78,6 +79,25 @@ class PlanSettings(_EnvironmentSettings):
 
 class DeploySettings(_EnvironmentSettings):
     sagemaker_role_arn: str = Field(alias="FMBENCH_SAGEMAKER_ROLE_ARN", pattern=ROLE_ARN_PATTERN)
+    # Where ec2 branches' instances go (docs/ec2.md): the runner's subnets and security group, and the
+    # instance profile their user data runs with. Missing: an ec2 branch fails at Deploy, saying so.
+    ec2_subnet_ids: str = Field(
+        default="", alias="FMBENCH_EC2_SUBNET_IDS", pattern=r"^(subnet-[0-9a-z]+,?)*$"
+    )
+    runner_security_group_id: str | None = Field(
+        default=None, alias="FMBENCH_RUNNER_SECURITY_GROUP_ID", pattern=r"^sg-[0-9a-z]+$"
+    )
+    ec2_instance_profile_arn: str | None = Field(
+        default=None,
+        alias="FMBENCH_EC2_INSTANCE_PROFILE_ARN",
+        pattern=r"^arn:aws[a-z-]*:iam::\d{12}:instance-profile/\S+$",
+    )
+
+    def ec2_network(self) -> Ec2Network | None:
+        subnets = tuple(s for s in self.ec2_subnet_ids.split(",") if s)
+        if not subnets or self.runner_security_group_id is None or self.ec2_instance_profile_arn is None:
+            return None
+        return Ec2Network(subnets, self.runner_security_group_id, self.ec2_instance_profile_arn)
 
 
 class StatusSettings(_EnvironmentSettings):

@@ -18,6 +18,13 @@ from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.aws import error_code
 from fmbench.cloud.catalog import register_run_partitions
 from fmbench.cloud.checks import EXECUTION_INPUT_SOURCE, hub_token_reader, validate_cloud_suite
+from fmbench.cloud.ec2 import (
+    check_vcpu_quotas,
+    instance_status,
+    launch,
+    terminate,
+    vcpus_needed_at_once,
+)
 from fmbench.cloud.events import (
     REPORT_ONLY_KEY,
     RUN_ID_PATTERN,
@@ -46,6 +53,7 @@ from fmbench.cloud.sagemaker import (
 from fmbench.cloud.settings import DeploySettings, PlanSettings, StatusSettings, TeardownSettings
 from fmbench.config import Slo, Suite, SuiteProblem, SuiteValidationError, problems_from_validation_error
 from fmbench.deployment import FAILED, IN_SERVICE, MAX_STATUS_POLLS, secret_references
+from fmbench.ec2_deployment import plan_ec2_deployment
 from fmbench.estimate import check_budget, endpoint_ttl_problems, estimate_branches
 from fmbench.plan import RunPlan, new_run_id, plan_suite
 from fmbench.pricing import PRICING_API_REGION
@@ -72,6 +80,8 @@ def branch_item(spec: BranchSpec, uri: str, max_status_polls: int = MAX_STATUS_P
     if target.platform == "sagemaker" and endpoint_name is None:
         endpoint_name = target.endpoint_name
     region = spec.sagemaker_deployment.region if spec.sagemaker_deployment is not None else None
+    if spec.ec2_deployment is not None:
+        endpoint_name, region = spec.ec2_deployment.instance_name, spec.ec2_deployment.region
     return BranchItem(
         run_id=spec.run_id,
         branch_id=spec.branch_id,
@@ -82,6 +92,25 @@ def branch_item(spec: BranchSpec, uri: str, max_status_polls: int = MAX_STATUS_P
         region=region,
         max_status_polls=max_status_polls,
     )
+
+
+def _planned_deployment(spec: BranchSpec, region: str, ttl_s: int, ready_timeout_s: float) -> BranchSpec:
+    """The spec with what its deploy step creates: a SageMaker endpoint's image and environment, or an EC2
+    instance's AMI parameter, image and user data (docs/ec2.md)."""
+    target = spec.target
+    if not target.needs_deploy:
+        return spec
+    if target.platform == "ec2":
+        deployment = plan_ec2_deployment(
+            target,
+            region=region,
+            run_id=spec.run_id,
+            branch_id=spec.branch_id,
+            endpoint_ttl_s=ttl_s,
+            ready_timeout_s=ready_timeout_s,
+        )
+        return spec.model_copy(update={"ec2_deployment": deployment})
+    return spec.model_copy(update={"sagemaker_deployment": plan_deployment(target, region, ttl_s)})
 
 
 def _document(model: BaseModel) -> dict[str, Any]:
@@ -233,10 +262,7 @@ def plan_run(
         plan = plan.model_copy(update={"prices_note": prices_note})
     ttl_s = suite.execution.endpoint_ttl_s
     specs = [
-        spec.model_copy(update={"sagemaker_deployment": plan_deployment(spec.target, settings.region, ttl_s)})
-        if spec.target.needs_deploy
-        else spec
-        for spec in plan.branches
+        _planned_deployment(spec, settings.region, ttl_s, settings.max_deploy_s) for spec in plan.branches
     ]
     max_status_polls = settings.max_status_polls(MAX_STATUS_POLLS)
     estimate = estimate_branches(specs, settings.estimate_settings(max_status_polls), suite.evaluation)
@@ -250,6 +276,9 @@ def plan_run(
     if client_factory is not None:
         needs = instances_needed_at_once(specs, max_concurrency, settings.region)
         quota_notes = check_endpoint_quotas(needs, client_factory, max_concurrency)
+        quota_notes += check_vcpu_quotas(
+            vcpus_needed_at_once(specs, max_concurrency), client_factory, max_concurrency
+        )
     plan = RunPlan(
         run_id=run_id, suite=suite, branches=specs, cost_estimate=estimate, prices_note=plan.prices_note
     )
@@ -316,6 +345,8 @@ def deploy_branch(
     """Create or find the branch's endpoint in its region; Secrets Manager is reached only when the spec
     refers to a secret."""
     spec = read_spec(s3_client, item.spec_uri)
+    if spec.ec2_deployment is not None:
+        return _launch_instance(item, spec, settings, s3_client, client_factory)
     deployment = spec.sagemaker_deployment
     region = deployment.region if deployment is not None else item.endpoint_region(settings.region)
     read_secret = None
@@ -336,18 +367,51 @@ def deploy_branch(
     return DeployOutput(endpoint_name=result.endpoint_name, created_epoch_s=result.created_epoch_s)
 
 
+def _launch_instance(
+    item: BranchItem,
+    spec: BranchSpec,
+    settings: DeploySettings,
+    s3_client: Any,
+    client_factory: ClientFactory,
+) -> DeployOutput:
+    """Launch (or find) the branch's instance, then write its URL into the branch spec the runner reads."""
+    deployment = spec.ec2_deployment
+    assert deployment is not None
+    region = deployment.region
+    result = launch(
+        client_factory("ec2", region), client_factory("ssm", region), spec, settings.ec2_network()
+    )
+    url = deployment.endpoint_url(result.private_ip)
+    if spec.ec2_endpoint_url != url:
+        s3_objects.put_json(s3_client, item.spec_uri, {**_document(spec), "ec2_endpoint_url": url})
+    logger.info(
+        "branch %s: instance %s at %s (%s)",
+        item.branch_id,
+        result.instance_id,
+        url,
+        "launched" if result.launched else "found",
+    )
+    return DeployOutput(endpoint_name=deployment.instance_name, created_epoch_s=result.created_epoch_s)
+
+
 def check_endpoint(
-    item: BranchItem, settings: StatusSettings, sm_client: Any, s3_client: Any
+    item: BranchItem, settings: StatusSettings, sm_client: Any, s3_client: Any, ec2_client: Any = None
 ) -> StatusOutput:
     """The endpoint's status; once in service, how long deployment took is recorded for the report."""
-    if not item.endpoint_name:
+    if item.platform == "ec2" and ec2_client is not None:
+        instance = instance_status(ec2_client, item.run_id, item.branch_id)
+        state: Any = instance
+        sagemaker_status = instance.ec2_state
+    elif not item.endpoint_name:
         return StatusOutput(
             status=FAILED,
             failure_reason=f"branch {item.branch_id} has no endpoint to check",
             sagemaker_status=None,
             in_service_epoch_s=None,
         )
-    state = endpoint_status(sm_client, item.endpoint_name)
+    else:
+        state = endpoint_status(sm_client, item.endpoint_name)
+        sagemaker_status = state.sagemaker_status
     if (
         item.needs_deploy
         and state.status == IN_SERVICE
@@ -370,7 +434,7 @@ def check_endpoint(
     return StatusOutput(
         status=state.status,
         failure_reason=state.failure_reason,
-        sagemaker_status=state.sagemaker_status,
+        sagemaker_status=sagemaker_status,
         in_service_epoch_s=state.in_service_epoch_s,
     )
 
@@ -381,6 +445,7 @@ def teardown_branch(
     settings: TeardownSettings | None = None,
     s3_client: Any = None,
     clock: Callable[[], float] = time.time,
+    ec2_client: Any = None,
 ) -> TeardownOutput:
     """Delete what the branch deployed; a branch that deployed nothing has nothing to delete.
 
@@ -396,17 +461,19 @@ def teardown_branch(
     if event.error:
         logger.info("branch %s: tearing down after %s", event.branch_id, event.error.get("Error"))
     created_epoch_s = None
-    if record_to and event.endpoint_name:
-        created_epoch_s = endpoint_status(sm_client, event.endpoint_name).created_epoch_s
-    deleted = teardown(sm_client, event.run_id, event.branch_id)
+    if event.platform == "ec2" and ec2_client is not None:
+        created_epoch_s = instance_status(ec2_client, event.run_id, event.branch_id).created_epoch_s
+        deleted = terminate(ec2_client, event.run_id, event.branch_id)
+        # an instance is billed until it is told to terminate: then its lifetime is recorded
+        ended = any(label.startswith("instance/") for label in deleted)
+    else:
+        if record_to and event.endpoint_name:
+            created_epoch_s = endpoint_status(sm_client, event.endpoint_name).created_epoch_s
+        deleted = teardown(sm_client, event.run_id, event.branch_id)
+        ended = f"endpoint/{event.endpoint_name}" in deleted
     deleted_epoch_s = clock()
     logger.info("branch %s: deleted %s", event.branch_id, ", ".join(deleted) or "nothing (already gone)")
-    if (
-        record_to
-        and event.endpoint_name
-        and created_epoch_s is not None
-        and f"endpoint/{event.endpoint_name}" in deleted
-    ):
+    if record_to and event.endpoint_name and created_epoch_s is not None and ended:
         record = TeardownRecord(
             run_id=event.run_id,
             branch_id=event.branch_id,

@@ -15,7 +15,15 @@ import os
 import time
 from dataclasses import dataclass
 
-from fmbench.config import BedrockTarget, EmulatorTarget, Evaluation, InferenceParameters, Judge, OpenAITarget
+from fmbench.config import (
+    BedrockTarget,
+    EmulatorTarget,
+    Evaluation,
+    InferenceParameters,
+    Judge,
+    OpenAITarget,
+    SageMakerTarget,
+)
 from fmbench.endpoints.base import (
     CONNECTION_ERROR,
     HTTP_5XX,
@@ -80,6 +88,8 @@ def judge_client(judge: Judge, evaluation: Evaluation, emulator_url: str | None 
             max_connections=pool,
             extra_body=target.extra_body,
         )
+    if not isinstance(target, SageMakerTarget):  # an ec2 judge is refused by the suite's models
+        raise JudgeSetupError(f"evaluation judge {judge.name!r}: platform {target.platform} cannot judge")
     assert target.endpoint_name is not None  # a deployed SageMaker judge is refused by the suite's models
     payload = payload_format(
         target.payload_format,

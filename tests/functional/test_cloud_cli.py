@@ -343,4 +343,10 @@ def test_every_example_validates_offline_and_can_run_in_the_cloud(path: Path) ->
 
 
 def test_the_cloud_examples_are_there() -> None:
-    assert {p.stem for p in EXAMPLES} >= {"sagemaker-instances", "bedrock-models", "byo-endpoint"}
+    assert {p.stem for p in EXAMPLES} >= {
+        "sagemaker-instances",
+        "bedrock-models",
+        "byo-endpoint",
+        "ec2-vllm",
+        "eks-byo",
+    }

@@ -75,6 +75,16 @@ def _cleaning_statements(template_json: dict[str, Any], handler: str) -> list[di
             PRODUCT_ARNS,
             {"Null": {"aws:ResourceTag/fmbench:run-id": "false"}},
         ),
+        # ec2 branches' instances and security groups (infra/ec2.py), held to the same tag
+        statement(["ec2:DescribeInstances", "ec2:DescribeSecurityGroups"], ["*"]),
+        statement(
+            ["ec2:TerminateInstances", "ec2:DeleteSecurityGroup"],
+            [
+                "arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:instance/*",
+                "arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:security-group/*",
+            ],
+            {"Null": {"aws:ResourceTag/fmbench:run-id": "false"}},
+        ),
     ]
 
 

@@ -61,6 +61,17 @@ def _same(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
     assert canonical(actual) == canonical(expected)
 
 
+def _without_ec2(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The statements without the EC2 grants of ec2 branches (pinned in test_cdk_ec2.py)."""
+    kept = []
+    for each in statements:
+        actions = [a for a in each["Action"] if not a.startswith(("ec2:", "ssm:"))]
+        to_ec2 = each.get("Condition", {}).get("StringEquals", {}).get("iam:PassedToService")
+        if actions and to_ec2 != "ec2.amazonaws.com":
+            kept.append({**each, "Action": actions})
+    return kept
+
+
 def test_every_function_runs_its_handler_from_the_one_lambda_image(template_json: dict[str, Any]) -> None:
     functions = resources(template_json, "AWS::Lambda::Function")
     assert len(functions) == 8
@@ -132,7 +143,18 @@ def test_each_function_gets_only_the_variables_its_settings_model_reads(
             # Not a setting: huggingface_hub's cache of Hub datasets and tokenizers (the writable /tmp).
             "HF_HOME": "/tmp/huggingface",
         },
-        "deploy": {"FMBENCH_SAGEMAKER_ROLE_ARN": f"${{{_sagemaker_role_id(template_json)}.Arn}}"},
+        "deploy": {
+            "FMBENCH_SAGEMAKER_ROLE_ARN": f"${{{_sagemaker_role_id(template_json)}.Arn}}",
+            # where ec2 branches' instances go (their values: test_cdk_ec2.py)
+            **{
+                name: environments["deploy"][name]
+                for name in (
+                    "FMBENCH_EC2_SUBNET_IDS",
+                    "FMBENCH_RUNNER_SECURITY_GROUP_ID",
+                    "FMBENCH_EC2_INSTANCE_PROFILE_ARN",
+                )
+            },
+        },
         "endpoint_status": {"FMBENCH_RESULTS_BUCKET": bucket},
         "teardown": {"FMBENCH_RESULTS_BUCKET": bucket},
         "render": {
@@ -205,7 +227,7 @@ def test_deploy_may_create_tagged_product_resources_and_pass_only_the_endpoint_r
     sagemaker_role = f"${{{_sagemaker_role_id(template_json)}.Arn}}"
 
     _same(
-        _statements(template_json, "deploy"),
+        _without_ec2(_statements(template_json, "deploy")),
         [
             _own_log_group_writes(template_json, "deploy"),
             XRAY,
@@ -239,6 +261,8 @@ def test_deploy_may_create_tagged_product_resources_and_pass_only_the_endpoint_r
             ),
             statement(["s3:GetObject"], [f"{bucket}/specs/*"]),
             statement(["s3:ListBucket"], [bucket], {"StringLike": {"s3:prefix": ["specs/*"]}}),
+            # an ec2 branch's Deploy writes the instance's URL into the branch's spec
+            statement(["s3:PutObject", "s3:AbortMultipartUpload"], [f"{bucket}/specs/*"]),
         ],
     )
 
@@ -260,6 +284,11 @@ def test_teardown_may_only_describe_and_delete_product_resources_and_record_when
         "s3:PutObject",
         "s3:AbortMultipartUpload",
         "s3:ListBucket",
+        # an ec2 branch's instance and security group (test_cdk_ec2.py)
+        "ec2:DescribeInstances",
+        "ec2:DescribeSecurityGroups",
+        "ec2:TerminateInstances",
+        "ec2:DeleteSecurityGroup",
     }
     sagemaker_statements = [s for s in statements if any(a.startswith("sagemaker:") for a in s["Action"])]
     assert {tuple(s["Resource"]) for s in sagemaker_statements} == {
@@ -287,6 +316,9 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         "servicequotas:ListAWSDefaultServiceQuotas",
         # Prices from the AWS Price List API (pricing.from_api).
         "pricing:GetProducts",
+        # the EC2 vCPU quotas of ec2 branches
+        "servicequotas:GetServiceQuota",
+        "servicequotas:GetAWSDefaultServiceQuota",
         # A Hub dataset's token, from a secret named fmbench/... (workload.dataset.hub_token).
         "secretsmanager:GetSecretValue",
         # The run's partitions of the records table (fmbench.cloud.catalog).

@@ -130,6 +130,33 @@ _UNSCOPED_ACTIONS: dict[str, set[str]] = {
         "lakeformation:GetDataAccess",
     },
 }
+# ec2 branches (infra/ec2.py): the instances' role, and tag-scoped EC2 grants on the functions' roles.
+EC2 = "arn:<AWS::Partition>:ec2:*:<AWS::AccountId>"
+EC2_TERMINATED = {f"{EC2}:instance/*", f"{EC2}:security-group/*"}
+EC2_LAUNCHED = {
+    *EC2_TERMINATED,
+    f"{EC2}:volume/*",
+    "arn:<AWS::Partition>:ec2:*::image/*",
+    *(f"{EC2}:{kind}/*" for kind in ("image", "subnet", "network-interface", "vpc")),
+    "arn:<AWS::Partition>:ssm:*::parameter/aws/service/*",
+}
+EC2_DESCRIBE = {"ec2:DescribeInstances", "ec2:DescribeSecurityGroups"}
+_WILDCARDS["Ec2/InstanceRole"] = {
+    "*",
+    "arn:<AWS::Partition>:secretsmanager:*:<AWS::AccountId>:secret:fmbench/*",
+    "arn:<AWS::Partition>:ecr:*:*:repository/*",
+}
+_WILDCARDS["Functions/DeployRole"] |= EC2_LAUNCHED
+for _path in ("Functions/TeardownRole", "Cleanup/CleanupRole", "Cleanup/SweeperRole"):
+    _WILDCARDS[_path] |= EC2_TERMINATED
+    _UNSCOPED_ACTIONS[_path] = _UNSCOPED_ACTIONS[_path] | EC2_DESCRIBE
+_UNSCOPED_ACTIONS["Ec2/InstanceRole"] = {"ecr:GetAuthorizationToken"}
+_UNSCOPED_ACTIONS["Functions/PlanRole"] = _UNSCOPED_ACTIONS["Functions/PlanRole"] | {
+    "servicequotas:GetServiceQuota",
+    "servicequotas:GetAWSDefaultServiceQuota",
+}
+_UNSCOPED_ACTIONS["Functions/DeployRole"] = XRAY | EC2_DESCRIBE | {"ec2:DescribeImages"}
+_UNSCOPED_ACTIONS["Functions/EndpointStatusRole"] = XRAY | EC2_DESCRIBE
 EXPECTED_ACKNOWLEDGEMENTS: set[tuple[str, str]] = {
     (f"FmbenchFlow/{path}", f"AwsSolutions-IAM5[Resource::{resource}]")
     for path, resources in _WILDCARDS.items()

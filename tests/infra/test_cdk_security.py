@@ -98,9 +98,22 @@ def test_only_deploy_and_plan_read_secrets_and_only_those_named_fmbench(
         return policy
 
     named_fmbench = ("arn:${AWS::Partition}:secretsmanager:*:${AWS::AccountId}:secret:fmbench/*",)
+    # ... and an ec2 branch's instance reads its hf_token_secret at boot (infra/ec2.py)
+    (instance_policy,) = [
+        logical_id
+        for logical_id, props in resources(template_json, "AWS::IAM::Policy").items()
+        if any(
+            resources(template_json, "AWS::IAM::Role")[ref["Ref"]]["AssumeRolePolicyDocument"]["Statement"][
+                0
+            ]["Principal"]
+            == {"Service": "ec2.amazonaws.com"}
+            for ref in props["Roles"]
+        )
+    ]
     assert readers == {
         (policy_of("lambdas.deploy.handler"), ("secretsmanager:GetSecretValue",), named_fmbench),
         (policy_of("lambdas.plan.handler"), ("secretsmanager:GetSecretValue",), named_fmbench),
+        (instance_policy, ("secretsmanager:GetSecretValue",), named_fmbench),
     }
 
 

@@ -272,6 +272,13 @@ def test_the_default_panel_is_three_bedrock_families_and_judges_are_checked(tmp_
     assert "unique" in _problems(tmp_path, _suite(tmp_path, evaluation=twice))["evaluation.judges"]
     both = {"judges": [{"name": "j", "model_id": "a", "target": {"name": "x", "platform": "emulator"}}]}
     assert "exactly one" in _problems(tmp_path, _suite(tmp_path, evaluation=both))["evaluation.judges.0"]
+    ec2_target = {"name": "x", "platform": "ec2", "instance_type": "g5.xlarge", "container": "vllm"}
+    ec2_target["model_source"] = {"hf_model_id": "meta-llama/Llama-3.1-8B-Instruct"}
+    ec2 = {"judges": [{"name": "j", "target": ec2_target}]}
+    assert (
+        "judges are not deployed"
+        in _problems(tmp_path, _suite(tmp_path, evaluation=ec2))["evaluation.judges.0"]
+    )
     unknown = {"judges": [{"name": "j", "model_id": "a", "temperature": 0}]}
     assert (
         "unknown field"

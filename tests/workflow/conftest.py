@@ -27,6 +27,7 @@ from shims import (
     AthenaShim,
     EcsRunTaskShim,
     LambdaShim,
+    LoopbackInstancesShim,
     SageMakerFaults,
     ScheduledRulesShim,
     ServiceQuotasShim,
@@ -41,6 +42,8 @@ from fmbench.emulator.settings import EmulatorSettings
 WORKFLOW_CONTEXT: Final = {"fmbench:statusPollSeconds": 1, "fmbench:maxDeployMinutes": 2}
 # The account's SageMaker endpoint quotas for the instance types the tests deploy.
 ENDPOINT_QUOTAS: Final = {"ml.g4dn.xlarge": 4.0, "ml.g4dn.2xlarge": 4.0}
+# The account's EC2 vCPU quotas: Running On-Demand G and VT instances (ec2 branches on g5).
+EC2_VCPU_QUOTAS: Final = {"L-DB2E81BA": 64.0}
 EMULATOR_TIMING: Final = {"ttft_ms": 5, "itl_ms": 1, "output_tokens": 6}
 
 
@@ -107,7 +110,12 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def workflow(aws: str, workflow_template: dict[str, Any], tmp_path: Path) -> Iterator[DeployedWorkflow]:
     """The template deployed into moto with every shim installed."""
     lambdas, runner = LambdaShim(), EcsRunTaskShim(tmp_path)
-    athena, faults, quotas = AthenaShim(RESULTS_BUCKET), SageMakerFaults(), ServiceQuotasShim(ENDPOINT_QUOTAS)
+    athena, faults, quotas = (
+        AthenaShim(RESULTS_BUCKET),
+        SageMakerFaults(),
+        ServiceQuotasShim(ENDPOINT_QUOTAS, EC2_VCPU_QUOTAS),
+    )
+    instances = LoopbackInstancesShim()
     with (
         lambdas.installed(),
         runner.installed(),
@@ -116,6 +124,7 @@ def workflow(aws: str, workflow_template: dict[str, Any], tmp_path: Path) -> Ite
         quotas.installed(),
         StopExecutionShim().installed(),
         ScheduledRulesShim().installed(),
+        instances.installed(),
     ):
         deployment = deploy(workflow_template)
-        yield DeployedWorkflow(deployment, RESULTS_BUCKET, lambdas, runner, athena, faults)
+        yield DeployedWorkflow(deployment, RESULTS_BUCKET, lambdas, runner, athena, faults, instances)

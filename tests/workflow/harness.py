@@ -22,7 +22,14 @@ from typing import Any, Final
 
 import boto3
 from moto.events.models import EventPattern
-from shims import AthenaShim, EcsRunTaskShim, LambdaShim, SageMakerFaults, wait_for_execution
+from shims import (
+    AthenaShim,
+    EcsRunTaskShim,
+    LambdaShim,
+    LoopbackInstancesShim,
+    SageMakerFaults,
+    wait_for_execution,
+)
 
 REGION: Final = "us-east-1"
 ACCOUNT: Final = "123456789012"
@@ -69,6 +76,7 @@ class DeployedWorkflow:
     runner: EcsRunTaskShim
     athena: AthenaShim
     sagemaker_faults: SageMakerFaults
+    instances: LoopbackInstancesShim
 
     @property
     def state_machine_arn(self) -> str:
@@ -265,6 +273,7 @@ def deploy(template: dict[str, Any]) -> Deployment:
         == {"Service": "sagemaker.amazonaws.com"}
     )
     refs.set(sagemaker_role_id, "Arn", _role(iam, "fmbench-sagemaker", "sagemaker.amazonaws.com"))
+    _create_network(template, refs)
 
     database_id, database = _only(_resources_of(template, "AWS::Glue::Database"))
     refs.set(database_id, None, database["DatabaseInput"]["Name"])
@@ -342,6 +351,24 @@ def deploy(template: dict[str, Any]) -> Deployment:
         function_names.update(_create_function(refs, lambda_role, function_id, functions[function_id]))
     _create_rules(template, refs)
     return Deployment(state_machine_arn, function_names)
+
+
+def _create_network(template: dict[str, Any], refs: _References) -> None:
+    """What ec2 branches launch into: a moto VPC with the template's subnets and security groups, and its
+    instance profiles (ids and ARNs the Deploy function's environment names)."""
+    ec2, iam = boto3.client("ec2"), boto3.client("iam")
+    vpc_id = ec2.create_vpc(CidrBlock="10.60.0.0/20")["Vpc"]["VpcId"]
+    for index, subnet_id in enumerate(_resources_of(template, "AWS::EC2::Subnet")):
+        subnet = ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.60.{index}.0/24")["Subnet"]
+        refs.set(subnet_id, None, subnet["SubnetId"])
+    for group_id, group in _resources_of(template, "AWS::EC2::SecurityGroup").items():
+        created = ec2.create_security_group(
+            GroupName=group_id, Description=group["GroupDescription"], VpcId=vpc_id
+        )
+        refs.set(group_id, "GroupId", created["GroupId"])
+    for profile_id in _resources_of(template, "AWS::IAM::InstanceProfile"):
+        profile = iam.create_instance_profile(InstanceProfileName=profile_id)["InstanceProfile"]
+        refs.set(profile_id, "Arn", profile["Arn"])
 
 
 def _create_function(

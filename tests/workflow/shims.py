@@ -652,10 +652,14 @@ class ScheduledRulesShim:
 
 
 class ServiceQuotasShim:
-    """``ListServiceQuotas`` for SageMaker's "<instance type> for endpoint usage" quotas, by instance type."""
+    """``ListServiceQuotas`` for SageMaker's "<instance type> for endpoint usage" quotas, by instance type,
+    and ``GetServiceQuota`` for EC2's vCPU quotas, by quota code (moto knows only VPC quotas)."""
 
-    def __init__(self, endpoint_instances: dict[str, float]) -> None:
+    def __init__(
+        self, endpoint_instances: dict[str, float], ec2_vcpus: dict[str, float] | None = None
+    ) -> None:
         self.endpoint_instances = endpoint_instances
+        self.ec2_vcpus = dict(ec2_vcpus or {})
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[ServiceQuotasShim]:
@@ -676,8 +680,56 @@ class ServiceQuotasShim:
             ]
             return json.dumps({"Quotas": quotas})
 
-        with mock.patch.object(
-            ServiceQuotasResponse, "list_service_quotas", list_service_quotas, create=True
+        original_get = ServiceQuotasResponse.get_service_quota
+
+        def get_service_quota(response: ServiceQuotasResponse) -> str:
+            body = json.loads(response.body)
+            value = shim.ec2_vcpus.get(body.get("QuotaCode", ""))
+            if body.get("ServiceCode") != "ec2" or value is None:
+                return str(original_get(response))
+            return json.dumps(
+                {"Quota": {"ServiceCode": "ec2", "QuotaCode": body["QuotaCode"], "Value": value}}
+            )
+
+        with (
+            mock.patch.object(ServiceQuotasResponse, "list_service_quotas", list_service_quotas, create=True),
+            mock.patch.object(ServiceQuotasResponse, "get_service_quota", get_service_quota),
+        ):
+            yield self
+
+
+class LoopbackInstancesShim:
+    """Every instance moto launches gets 127.0.0.1 as its private address: an ec2 branch's "instance" is
+    then whatever the test serves on the target's port on loopback (the emulator), and the runner, which
+    calls ``http://<private ip>:<port>/v1``, reaches it as it would reach the instance inside the VPC.
+
+    ``stay_pending()`` keeps the instances launched from then on 'pending' (moto runs them at once), as an
+    instance that never boots would stay, until they are terminated."""
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    def stay_pending(self) -> None:
+        self.pending = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[LoopbackInstancesShim]:
+        from moto.ec2.models.instances import InstanceBackend
+        from moto.ec2.models.subnets import Subnet
+
+        shim = self
+        original_run = InstanceBackend.run_instances
+
+        def run_instances(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            reservation = original_run(backend, *args, **kwargs)
+            if shim.pending:
+                for instance in reservation.instances:
+                    instance._state.name, instance._state.code = "pending", 0
+            return reservation
+
+        with (
+            mock.patch.object(Subnet, "get_available_subnet_ip", lambda *_a, **_k: "127.0.0.1"),
+            mock.patch.object(InstanceBackend, "run_instances", run_instances),
         ):
             yield self
 
