@@ -219,11 +219,15 @@ def test_spec_records_and_outcome_in_s3(
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
     records = f"bench/records/run_id=run-s3/branch_id={spec.branch_id}"
     outcome_key = f"bench/outcomes/run_id=run-s3/branch_id={spec.branch_id}/outcome.json"
+    # the emulator's /metrics, scraped during each load point (docs/metrics.md, "Server-side metrics")
+    server = f"bench/server_metrics/run_id=run-s3/branch_id={spec.branch_id}"
     # Exactly these: no empty "directory" objects, which Athena would try to read as data.
     assert keys == [
         outcome_key,
         f"{records}/part-00000.parquet",
         f"{records}/part-00001.parquet",
+        f"{server}/part-00000.parquet",
+        f"{server}/part-00001.parquet",
         "specs/branch.json",
     ]
     rows = 0
