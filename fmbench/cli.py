@@ -750,6 +750,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     from report.regression_report import write_history
 
     console = _console()
+    if args.root.startswith("s3://"):
+        return _history_in_bucket(args)
     history = suite_history(args.root, args.suite_name)
     if history.empty:
         Console(stderr=True, highlight=False).print(
@@ -778,6 +780,32 @@ def cmd_history(args: argparse.Namespace) -> int:
     )
     console.print(f"History report: {files['md']} (and .html)", markup=False)
     return EXIT_OK
+
+
+def _history_in_bucket(args: argparse.Namespace) -> int:
+    """``fmbench history`` of a results bucket: the runs table (one small file per run) is downloaded into a
+    temporary root and queried with the same SQL as a local root; the report goes to ``--out`` (default
+    ``history/SUITE`` in the current folder). On Athena the same SQL runs over the stack's ``runs`` table."""
+    import tempfile
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fmbench import layout
+    from fmbench.cloud import s3 as s3_objects
+    from fmbench.cloud.aws import client, error_message
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    root = args.root.rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="fmbench-history-") as folder:
+        try:
+            s3_objects.download_prefix(
+                client("s3"), layout.runs_table_prefix(root), Path(layout.runs_table_prefix(folder))
+            )
+        except (BotoCoreError, ClientError) as exc:
+            err.print(f"--root {args.root}: {error_message(exc)}", markup=False)
+            return EXIT_INVALID
+        out = args.out or str(Path("history") / args.suite_name)
+        return cmd_history(argparse.Namespace(**{**vars(args), "root": folder, "out": out}))
 
 
 def _add_regression_commands(commands: Any) -> None:

@@ -151,7 +151,8 @@ def results_bucket(
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket="results")
     root = three_runs[0]
-    for path in [*(root / "records").rglob("*.parquet"), *(root / "specs").rglob("plan.json")]:
+    runs = (root / "runs").glob("*.parquet")
+    for path in [*(root / "records").rglob("*.parquet"), *(root / "specs").rglob("plan.json"), *runs]:
         s3.upload_file(str(path), "results", f"nightly/{path.relative_to(root).as_posix()}")
     return "s3://results/nightly"
 
@@ -179,3 +180,17 @@ def test_compare_run_ids_in_a_results_bucket(
     assert main(["compare", "r1-fast", "r1-fast", "--root", results_bucket]) == EXIT_INVALID
     assert main(["compare", "r1-fast", "a/b", "--root", results_bucket]) == EXIT_INVALID
     assert main(["compare", "r1-fast", "r2-slow", "--root", "s3://no-such-bucket/x"]) == EXIT_INVALID
+
+
+def test_history_of_a_results_bucket(
+    results_bucket: str, three_runs: tuple[Path, list[int]], tmp_path: Path
+) -> None:
+    """The runs table read from S3 gives the same history and report as the same runs on a local root."""
+    out = tmp_path / "bucket"
+    assert main(["history", "nightly", "--root", results_bucket, "--out", str(out)]) == EXIT_OK
+    local = tmp_path / "local"
+    assert main(["history", "nightly", "--root", str(three_runs[0]), "--out", str(local)]) == EXIT_OK
+    assert (out / "history.md").read_text() == (local / "history.md").read_text()
+    assert "| r2-slow |" in (out / "history.md").read_text()
+    assert main(["history", "no-such-suite", "--root", results_bucket, "--out", str(out)]) == EXIT_INVALID
+    assert main(["history", "nightly", "--root", "s3://no-such-bucket/x"]) == EXIT_INVALID
