@@ -18,6 +18,7 @@ from fmbench.deployment import (
     secret_reference_problems,
     stack_may_invoke,
 )
+from fmbench.judgments import JUDGE_MODELS_KEY
 from fmbench.suite import validate_suite_data
 
 # Dataset sources the plan step can read in the cloud (a local path is not uploaded with the suite).
@@ -149,10 +150,6 @@ def validate_cloud_suite(
     if problems:
         raise SuiteValidationError(problems, EXECUTION_INPUT_SOURCE)
     return suite
-
-
-# The cdk.json key of the Bedrock models the stack's Evaluate task may invoke (infra/settings.py).
-JUDGE_MODELS_KEY: Final = "fmbench:judgeModels"
 
 
 def _bedrock_judges(suite: Suite) -> list[tuple[str, str]]:
