@@ -28,13 +28,14 @@ from fmbench.emulator.settings import EmulatorSettings
 
 PROMPTS = 8  # distinct prompts each branch sends (2 levels x 4 requests, each a distinct ticket)
 JUDGE_IDS = [judge["model_id"] for judge in DEFAULT_JUDGES]
+TIMING: dict[str, Any] = {"ttft_ms": 1, "itl_ms": 1, "output_tokens": 64}
 UNAVAILABLE = "anthropic.claude-3-5-haiku-20241022-v1:0"  # the first default judge's model
 
 
 @pytest.fixture(scope="module")
 def judge_url() -> Iterator[str]:
     """Judges that never err: a candidate is correct exactly when its answer holds the reference."""
-    settings = EmulatorSettings(port=0, model="judge", judge_error_rate=0.0, ttft_ms=1, itl_ms=1)
+    settings = EmulatorSettings(port=0, model="judge", judge_error_rate=0.0, **TIMING)
     with EmulatorProcess(settings) as emulator:
         yield emulator.url
 
@@ -42,7 +43,7 @@ def judge_url() -> Iterator[str]:
 @pytest.fixture
 def bedrock_control_plane(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Bedrock's GetFoundationModelAvailability for every client: the first default judge is not available."""
-    settings = EmulatorSettings(port=0, unavailable_models=(UNAVAILABLE,), ttft_ms=1, itl_ms=1)
+    settings = EmulatorSettings(port=0, unavailable_models=(UNAVAILABLE,), **TIMING)
     with EmulatorProcess(settings) as emulator:
         monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK", emulator.url)
         yield emulator.url
