@@ -21,6 +21,9 @@ import pyarrow as pa
 Verdict = Literal["correct", "incorrect", "unparsed", "error"]
 VERDICTS: Final[tuple[Verdict, ...]] = ("correct", "incorrect", "unparsed", "error")
 VOTES: Final[tuple[Verdict, ...]] = ("correct", "incorrect")
+# The cdk.json key of the Bedrock models a stack's Evaluate task may invoke as judges (infra/settings.py);
+# the cloud Plan refuses any other Bedrock judge (fmbench.cloud.checks).
+JUDGE_MODELS_KEY: Final = "fmbench:judgeModels"
 # The judge's raw answer is kept for reading, cut to this many characters.
 RAW_TEXT_LIMIT: Final = 2000
 
@@ -51,3 +54,11 @@ _JUDGMENT_FIELDS: list[pa.Field[Any]] = [
     pa.field("embedding_similarity", pa.float64()),
 ]
 JUDGMENT_SCHEMA: Final = pa.schema(_JUDGMENT_FIELDS)
+
+
+def athena_columns() -> list[tuple[str, str]]:
+    """(name, Athena type) of every judgment column, in file order: the cloud's Glue table is derived from
+    this, as the records table is from the record schema."""
+    from fmbench.records import _athena_type
+
+    return [(field.name, _athena_type(field.type)) for field in JUDGMENT_SCHEMA]

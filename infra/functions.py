@@ -41,6 +41,9 @@ EXECUTION_TIMEOUT_SECONDS_ENV: Final = "FMBENCH_EXECUTION_TIMEOUT_SECONDS"
 # The existing endpoints the runner may invoke (cdk.json's fmbench:existingEndpointNames), as a JSON list:
 # the plan refuses a suite whose endpoint the runner would be denied.
 EXISTING_ENDPOINT_NAMES_ENV: Final = "FMBENCH_EXISTING_ENDPOINT_NAMES"
+# The Bedrock models the Evaluate task may invoke as judges (cdk.json's fmbench:judgeModels), as a JSON list:
+# the plan refuses a Bedrock judge outside it.
+JUDGE_MODELS_ENV: Final = "FMBENCH_JUDGE_MODELS"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +60,7 @@ class FunctionEnvironment:
     runner_timeout_seconds: int
     execution_timeout_seconds: int
     existing_endpoint_names: tuple[str, ...] = ()
+    judge_models: tuple[str, ...] = ()
 
     def as_variables(self) -> dict[str, str]:
         return {
@@ -70,6 +74,7 @@ class FunctionEnvironment:
             RUNNER_TIMEOUT_SECONDS_ENV: str(self.runner_timeout_seconds),
             EXECUTION_TIMEOUT_SECONDS_ENV: str(self.execution_timeout_seconds),
             EXISTING_ENDPOINT_NAMES_ENV: json.dumps(list(self.existing_endpoint_names)),
+            JUDGE_MODELS_ENV: json.dumps(list(self.judge_models)),
         }
 
 
@@ -101,6 +106,7 @@ FUNCTION_SIZING: Final[dict[str, FunctionSizing]] = {
             RUNNER_TIMEOUT_SECONDS_ENV,
             EXECUTION_TIMEOUT_SECONDS_ENV,
             EXISTING_ENDPOINT_NAMES_ENV,
+            JUDGE_MODELS_ENV,
             # the Glue database whose records table gets the run's partitions (fmbench.cloud.catalog)
             ATHENA_DATABASE_ENV,
         ),
@@ -225,6 +231,7 @@ class Functions(Construct):
         model_data_buckets: tuple[str, ...],
         log_retention: logs.RetentionDays,
         existing_endpoint_names: tuple[str, ...] = (),
+        judge_models: tuple[str, ...] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self.image = build_image(self, "Image", target=LAMBDA_TARGET)
@@ -240,6 +247,7 @@ class Functions(Construct):
             runner_timeout_seconds=int(runner_timeout.to_seconds()),
             execution_timeout_seconds=int(execution_timeout.to_seconds()),
             existing_endpoint_names=existing_endpoint_names,
+            judge_models=judge_models,
         )
 
         self.plan = self._function("Plan", FUNCTION_SIZING["plan"], log_retention)
@@ -256,10 +264,24 @@ class Functions(Construct):
         self._allow_reading_quotas()
         self._allow_reading_prices()
         self._allow_reading_endpoint_metrics()
+        self._allow_checking_judge_models()
         self._allow_reading_secrets(self.plan)  # a Hub token for a gated dataset (workload.dataset.hub_token)
         self._allow_deploying()
         allow_describing(self.endpoint_status, ["endpoint"])
         self._allow_tearing_down()
+
+    def _allow_checking_judge_models(self) -> None:
+        """The Plan asks Bedrock whether the account may use each Bedrock judge before anything runs."""
+        role = role_of(self.plan)
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["bedrock:GetFoundationModelAvailability"], resources=["*"])
+        )
+        acknowledge_unscoped_actions(
+            role,
+            ["bedrock:GetFoundationModelAvailability"],
+            reason="bedrock:GetFoundationModelAvailability supports no resource-level permissions; it "
+            "reads whether the account may use a model, nothing of the model itself.",
+        )
 
     @property
     def all(self) -> list[lambda_.DockerImageFunction]:

@@ -18,9 +18,10 @@ from pydantic import (
     model_validator,
 )
 
-from fmbench.config import AWS_REGION_PATTERN, SuiteValidationError
+from fmbench.config import AWS_REGION_PATTERN, DEFAULT_JUDGES, SuiteValidationError
 from fmbench.deployment import EXISTING_ENDPOINTS_KEY as EXISTING_ENDPOINTS_CONTEXT_KEY
 from fmbench.deployment import MAX_STATUS_POLLS
+from fmbench.judgments import JUDGE_MODELS_KEY as JUDGE_MODELS_CONTEXT_KEY
 from fmbench.suite import validate_suite_data
 
 STACK_NAME_KEY: Final = "fmbench:stackName"
@@ -42,6 +43,11 @@ SCHEDULES_KEY: Final = "fmbench:schedules"
 MAX_DEPLOY_MINUTES_KEY: Final = "fmbench:maxDeployMinutes"
 SWEEPER_INTERVAL_MINUTES_KEY: Final = "fmbench:sweeperIntervalMinutes"
 SWEEP_REGIONS_KEY: Final = "fmbench:sweepRegions"
+JUDGE_MODELS_KEY: Final = JUDGE_MODELS_CONTEXT_KEY
+# The default panel's models (fmbench.config.DEFAULT_JUDGES): what the Evaluate task may invoke by default.
+DEFAULT_JUDGE_MODELS: Final = tuple(judge["model_id"] for judge in DEFAULT_JUDGES)
+# A Bedrock model or inference profile id (anthropic.claude-..., us.amazon.nova-pro-v1:0).
+_JUDGE_MODEL_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9.:-]{0,199}")
 
 # The retention periods CloudWatch Logs accepts (anything else is rejected at deploy time, not at synth),
 # each with the CDK value the stack's log groups are given.
@@ -174,6 +180,10 @@ _BucketNames = Annotated[
     tuple[Annotated[str, BeforeValidator(_matching(_BUCKET_NAME_PATTERN, "an S3 bucket name"))], ...],
     BeforeValidator(_json_list),
 ]
+_JudgeModels = Annotated[
+    tuple[Annotated[str, BeforeValidator(_matching(_JUDGE_MODEL_PATTERN, "a Bedrock model id"))], ...],
+    BeforeValidator(_json_list),
+]
 _EndpointNames = Annotated[
     tuple[
         Annotated[str, BeforeValidator(_matching(_ENDPOINT_NAME_PATTERN, "a SageMaker endpoint name"))], ...
@@ -249,6 +259,8 @@ class FmbenchSettings(_Model):
         default=60, alias=SWEEPER_INTERVAL_MINUTES_KEY
     )
     sweep_regions: _Regions = Field(default=(), alias=SWEEP_REGIONS_KEY)
+    # The Bedrock models (or inference profiles) the Evaluate task may invoke as judges.
+    judge_models: _JudgeModels = Field(default=DEFAULT_JUDGE_MODELS, alias=JUDGE_MODELS_KEY)
 
     @classmethod
     def from_context(cls, context: Mapping[str, Any]) -> "FmbenchSettings":

@@ -5,12 +5,14 @@ from constructs import Construct
 
 from infra.cleanup import Cleanup
 from infra.ec2 import Ec2Serving
+from infra.evaluator import Evaluator
 from infra.functions import Functions
 from infra.runner import Runner
 from infra.schedules import Schedules
 from infra.settings import LOG_RETENTION_DAYS, FmbenchSettings
 from infra.storage import (
     DATASETS_PREFIX,
+    EVALUATIONS_PREFIX,
     OUTCOMES_PREFIX,
     RECORDS_PREFIX,
     REPORTS_PREFIX,
@@ -60,6 +62,15 @@ class FmbenchStack(Stack):
             memory_mib=settings.runner_memory_mib,
             log_retention=log_retention,
         )
+        # The Evaluate task of a judged run: the runner's image, cluster and network, its own role.
+        self.evaluator = Evaluator(
+            self,
+            "Evaluator",
+            runner=self.runner,
+            judge_models=settings.judge_models,
+            cpu=settings.runner_cpu,
+            memory_mib=settings.runner_memory_mib,
+        )
         self.functions = Functions(
             self,
             "Functions",
@@ -74,12 +85,14 @@ class FmbenchStack(Stack):
             model_data_buckets=settings.model_data_buckets,
             log_retention=log_retention,
             existing_endpoint_names=settings.existing_endpoint_names,
+            judge_models=settings.judge_models,
         )
         self.workflow = Workflow(
             self,
             "Workflow",
             functions=self.functions,
             runner=self.runner,
+            evaluator=self.evaluator,
             athena_workgroup_name=self.storage.workgroup.ref,
             athena_database_name=self.storage.database.database_name,
             status_poll_interval=Duration.seconds(settings.status_poll_seconds),
@@ -122,6 +135,13 @@ class FmbenchStack(Stack):
             read=[SPECS_PREFIX, RECORDS_PREFIX, DATASETS_PREFIX],
             write=[RECORDS_PREFIX, OUTCOMES_PREFIX, SERVER_METRICS_PREFIX],
         )
+        # The Evaluate task reads the run's plan, records and prompts, and replaces its judgments (it lists
+        # evaluations/ to empty earlier parts beyond the new ones).
+        storage.grant_prefixes(
+            self.evaluator.task_role,
+            read=[SPECS_PREFIX, RECORDS_PREFIX, DATASETS_PREFIX, EVALUATIONS_PREFIX],
+            write=[EVALUATIONS_PREFIX],
+        )
         # A report-only execution re-reads the plan.json of the run it reports on. The plan writes the run's
         # prompts under datasets/ and may read a dataset kept there (s3://BUCKET/datasets/...).
         storage.grant_prefixes(
@@ -141,7 +161,7 @@ class FmbenchStack(Stack):
         # Render also writes the run's row of the runs table (a re-render keeps the row's start).
         storage.grant_prefixes(
             self.functions.render,
-            read=[SPECS_PREFIX, OUTCOMES_PREFIX, RUNS_PREFIX, SERVER_METRICS_PREFIX],
+            read=[SPECS_PREFIX, OUTCOMES_PREFIX, RUNS_PREFIX, SERVER_METRICS_PREFIX, EVALUATIONS_PREFIX],
             write=[REPORTS_PREFIX, OUTCOMES_PREFIX, RUNS_PREFIX, SERVER_METRICS_PREFIX],
             list_any_prefix=True,
         )

@@ -12,7 +12,8 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct, IConstruct
 
 from fmbench import layout
-from fmbench.cloud.catalog import RECORDS_TABLE
+from fmbench.cloud.catalog import JUDGMENTS_TABLE, RECORDS_TABLE
+from fmbench.judgments import athena_columns as judgment_athena_columns
 from infra.nag import acknowledge_unscoped_actions, acknowledge_wildcard_resources
 from infra.record_columns import RECORD_COLUMNS, RECORD_PARTITION_KEYS
 
@@ -30,6 +31,11 @@ DATASETS_PREFIX: Final = layout.key_prefix(layout.DATASETS)
 # Written by the runners (a server's scraped /metrics) and by Render (CloudWatch figures), read by Render.
 SERVER_METRICS_PREFIX: Final = layout.key_prefix(layout.SERVER_METRICS)
 RECORDS_TABLE_NAME: Final = RECORDS_TABLE
+# Written by the Evaluate task (the judges' verdicts, fmbench.judgments), read by Render's accuracy query.
+EVALUATIONS_PREFIX: Final = layout.key_prefix(layout.EVALUATIONS)
+JUDGMENTS_TABLE_NAME: Final = JUDGMENTS_TABLE
+# The judgments table's columns, from the one judgment schema, in the writer's order.
+JUDGMENT_COLUMNS: Final = judgment_athena_columns()
 RUNS_PREFIX: Final = layout.key_prefix(layout.RUNS)
 RUNS_TABLE_NAME: Final = "runs"
 # The runs table (report/history.py writes one Parquet file per run, docs/regression.md), in its order.
@@ -148,6 +154,24 @@ class Storage(Construct):
             ],
             # The objects are SSE-S3 encrypted, which S3 undoes transparently; `true` here would tell
             # Athena to expect client-side (CSE-KMS) encryption instead.
+            has_encrypted_data=False,
+        )
+
+        # One row per judge's verdict on one answer, partitioned like the records it judges; the Plan step
+        # registers a judged run's partitions with the records' (fmbench.cloud.catalog).
+        self.judgments_table = glue.S3Table(
+            self,
+            "JudgmentsTable",
+            database=self.database,
+            table_name=JUDGMENTS_TABLE_NAME,
+            description="One row per judge's verdict on one candidate's answer (docs/accuracy.md).",
+            storage=glue.S3TableStorage.from_bucket(self.bucket),
+            s3_prefix=EVALUATIONS_PREFIX,
+            data_format=glue.DataFormat.PARQUET,
+            columns=[glue.Column(name=name, type=glue_type(type_)) for name, type_ in JUDGMENT_COLUMNS],
+            partition_keys=[
+                glue.Column(name=name, type=glue_type(type_)) for name, type_ in RECORD_PARTITION_KEYS
+            ],
             has_encrypted_data=False,
         )
 
@@ -296,14 +320,16 @@ class Storage(Construct):
                     stack.format_arn(
                         service="glue", resource="database", resource_name=self.database.database_name
                     ),
-                    *self._table_arns(self.records_table, self.runs_table),
+                    *self._table_arns(self.records_table, self.runs_table, self.judgments_table),
                 ],
             )
         )
         # Athena reads the records and the runs table, and writes the result file with the caller's
         # permissions.
         self.grant_prefixes(
-            grantee, read=[RECORDS_PREFIX, RUNS_PREFIX, ATHENA_RESULTS_PREFIX], write=[ATHENA_RESULTS_PREFIX]
+            grantee,
+            read=[RECORDS_PREFIX, RUNS_PREFIX, EVALUATIONS_PREFIX, ATHENA_RESULTS_PREFIX],
+            write=[ATHENA_RESULTS_PREFIX],
         )
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
@@ -330,8 +356,8 @@ class Storage(Construct):
         ]
 
     def grant_register_partitions(self, grantee: iam.IGrantable) -> None:
-        """Register partitions of the records table (the Plan step, fmbench.cloud.catalog): read the table's
-        storage descriptor and add partitions to it; nothing else of the catalog is writable."""
+        """Register partitions of the records and judgments tables (the Plan step, fmbench.cloud.catalog):
+        read a table's storage descriptor and add partitions to it; nothing else is writable."""
         stack = Stack.of(self)
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
@@ -341,7 +367,7 @@ class Storage(Construct):
                     stack.format_arn(
                         service="glue", resource="database", resource_name=self.database.database_name
                     ),
-                    *self._table_arns(self.records_table),
+                    *self._table_arns(self.records_table, self.judgments_table),
                 ],
             )
         )

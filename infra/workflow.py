@@ -11,6 +11,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from fmbench.deployment import EndpointBusyError
+from infra.evaluator import Evaluator
 from infra.functions import Functions
 from infra.nag import acknowledge_unscoped_actions, acknowledge_wildcard_resources
 from infra.runner import BRANCH_SPEC_URI_ENV, Runner
@@ -78,6 +79,9 @@ REPORT_OUTPUT: Final = "$.report.output"
 # What failed after the plan (Query, Render, Compare): caught here, announced, then the execution fails.
 RUN_ERROR: Final = "$.run_error"
 RUN_FAILED_ERROR: Final = "RunFailed"
+# The Evaluate task's command, and the error that stopped it (the run goes on without accuracy).
+EVALUATION: Final = "$.evaluation"
+EVALUATION_ERROR: Final = "$.evaluation.error"
 # The event every finished run sends to the account's default event bus (docs/regression.md).
 EVENT_SOURCE: Final = "fmbench.flow"
 EVENT_DETAIL_TYPE: Final = "FMBench Run Finished"
@@ -99,6 +103,7 @@ class Workflow(Construct):
         *,
         functions: Functions,
         runner: Runner,
+        evaluator: Evaluator | None = None,
         athena_workgroup_name: str,
         athena_database_name: str,
         status_poll_interval: Duration,
@@ -110,23 +115,26 @@ class Workflow(Construct):
         super().__init__(scope, construct_id)
         self._functions = functions
         self._runner = runner
+        self._evaluator = evaluator
         self._status_poll_interval = status_poll_interval
         self._runner_timeout = runner_timeout
 
         run_failed = self._run_failed()
         notify = self._notify()
         compare = self._compare(run_failed).next(notify)
-        definition = (
-            self._plan()
-            .next(self._branches())
-            .next(
-                _catch_run_error(
-                    self._query(workgroup_name=athena_workgroup_name, database_name=athena_database_name),
-                    run_failed,
-                )
+        query = _catch_run_error(
+            self._query(workgroup_name=athena_workgroup_name, database_name=athena_database_name), run_failed
+        )
+        after_branches: sfn.IChainable = query
+        if evaluator is not None:
+            after_branches = (
+                sfn.Choice(self, "EvaluateWanted", comment="The suite has an evaluation section.")
+                .when(sfn.Condition.boolean_equals("$.plan.evaluate", True), self._evaluate(evaluator, query))
+                .otherwise(query)
             )
-            .next(_catch_run_error(self._render(), run_failed))
-            .next(
+        definition = self._plan().next(self._branches()).next(after_branches)
+        (
+            query.next(_catch_run_error(self._render(), run_failed)).next(
                 sfn.Choice(self, "CompareWanted", comment="The suite has a regression section.")
                 .when(sfn.Condition.boolean_equals("$.plan.compare", True), compare)
                 .otherwise(notify)
@@ -364,6 +372,55 @@ class Workflow(Construct):
             jitter_strategy=sfn.JitterType.FULL,
         )
         return _catch_into(run_load, teardown).next(teardown)
+
+    def _evaluate(self, evaluator: Evaluator, query: sfn.IChainable) -> sfn.IChainable:
+        """`fmbench evaluate s3://BUCKET --run-id R` as a Fargate task: the judges' verdicts on the run's
+        answers, into evaluations/. A failed or timed-out task is caught (its error kept under
+        `evaluation.error`) and the run is reported without accuracy."""
+        runner = self._runner
+        command = sfn.Pass(
+            self,
+            "EvaluateCommand",
+            parameters={
+                "command": sfn.JsonPath.array(
+                    "evaluate",
+                    sfn.JsonPath.string_at("$.plan.storage_root"),
+                    "--run-id",
+                    sfn.JsonPath.string_at("$.plan.run_id"),
+                )
+            },
+            result_path=EVALUATION,
+        )
+        evaluate = tasks.EcsRunTask(
+            self,
+            "Evaluate",
+            comment="The judges' verdicts on the run's answers; a failure loses only the accuracy.",
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            cluster=runner.cluster,
+            task_definition=evaluator.task_definition,
+            launch_target=tasks.EcsFargateLaunchTarget(platform_version=ecs.FargatePlatformVersion.LATEST),
+            assign_public_ip=runner.assign_public_ip,
+            subnets=runner.subnets,
+            security_groups=[runner.security_group],
+            container_overrides=[
+                tasks.ContainerOverride(
+                    container_definition=evaluator.container,
+                    command=sfn.JsonPath.list_at(f"{EVALUATION}.command"),
+                )
+            ],
+            task_timeout=sfn.Timeout.duration(self._runner_timeout),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        evaluate.add_retry(
+            errors=ECS_TASK_NOT_STARTED_ERRORS,
+            interval=Duration.seconds(15),
+            max_attempts=5,
+            backoff_rate=2,
+            max_delay=Duration.minutes(2),
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        evaluate.add_catch(query, errors=[sfn.Errors.ALL], result_path=EVALUATION_ERROR)
+        return command.next(evaluate.next(query))
 
     def _teardown(self) -> sfn.IChainable:
         teardown = tasks.LambdaInvoke(

@@ -19,6 +19,10 @@ from fmbench import layout
 logger = logging.getLogger(__name__)
 
 RECORDS_TABLE: Final = "records"
+# The judgments of a judged run (fmbench.judgments), partitioned like the records they judge.
+JUDGMENTS_TABLE: Final = "judgments"
+# Each table's folder of the storage layout.
+TABLE_FOLDERS: Final = {RECORDS_TABLE: layout.RECORDS, JUDGMENTS_TABLE: layout.EVALUATIONS}
 # BatchCreatePartition takes at most 100 partitions per call.
 _BATCH: Final = 100
 _ALREADY_EXISTS: Final = "AlreadyExistsException"
@@ -29,28 +33,39 @@ class PartitionRegistrationError(RuntimeError):
 
 
 def partition_inputs(
-    table_storage: dict[str, Any], storage_root: str, run_id: str, branch_ids: Sequence[str]
+    table_storage: dict[str, Any],
+    storage_root: str,
+    run_id: str,
+    branch_ids: Sequence[str],
+    table: str = RECORDS_TABLE,
 ) -> list[dict[str, Any]]:
-    """One PartitionInput per branch: the table's storage descriptor with the branch's records folder."""
+    """One PartitionInput per branch: the table's storage descriptor with the branch's folder."""
     inputs = []
     for branch_id in branch_ids:
         storage = copy.deepcopy(table_storage)
-        storage["Location"] = layout.records_prefix(storage_root, run_id, branch_id) + "/"
+        folder = layout.branch_folder(storage_root, TABLE_FOLDERS[table], run_id, branch_id)
+        storage["Location"] = folder + "/"
         inputs.append({"Values": [run_id, branch_id], "StorageDescriptor": storage})
     return inputs
 
 
 def register_run_partitions(
-    glue_client: Any, database: str, storage_root: str, run_id: str, branch_ids: Sequence[str]
+    glue_client: Any,
+    database: str,
+    storage_root: str,
+    run_id: str,
+    branch_ids: Sequence[str],
+    table_name: str = RECORDS_TABLE,
 ) -> int:
-    """Register the run's ``run_id=/branch_id=`` partitions of the records table; how many were new."""
-    table = glue_client.get_table(DatabaseName=database, Name=RECORDS_TABLE)["Table"]
-    inputs = partition_inputs(table["StorageDescriptor"], storage_root, run_id, branch_ids)
+    """Register the run's ``run_id=/branch_id=`` partitions of a table (the records, or the judgments of a
+    judged run); how many were new."""
+    table = glue_client.get_table(DatabaseName=database, Name=table_name)["Table"]
+    inputs = partition_inputs(table["StorageDescriptor"], storage_root, run_id, branch_ids, table_name)
     created = 0
     for start in range(0, len(inputs), _BATCH):
         chunk = inputs[start : start + _BATCH]
         answer = glue_client.batch_create_partition(
-            DatabaseName=database, TableName=RECORDS_TABLE, PartitionInputList=chunk
+            DatabaseName=database, TableName=table_name, PartitionInputList=chunk
         )
         errors = answer.get("Errors", [])
         refused = [e for e in errors if e.get("ErrorDetail", {}).get("ErrorCode") != _ALREADY_EXISTS]
@@ -59,11 +74,15 @@ def register_run_partitions(
             values = "/".join(first.get("PartitionValues", []))
             detail = first.get("ErrorDetail", {})
             raise PartitionRegistrationError(
-                f"partition {values} of {database}.{RECORDS_TABLE} not registered: "
+                f"partition {values} of {database}.{table_name} not registered: "
                 f"{detail.get('ErrorCode')}: {detail.get('ErrorMessage')}"
             )
         created += len(chunk) - len(errors)
     logger.info(
-        "run %s: %d partition(s) registered, %d already there", run_id, created, len(inputs) - created
+        "run %s: %d partition(s) of %s registered, %d already there",
+        run_id,
+        created,
+        table_name,
+        len(inputs) - created,
     )
     return created

@@ -18,6 +18,7 @@ from fmbench.deployment import (
     secret_reference_problems,
     stack_may_invoke,
 )
+from fmbench.judgments import JUDGE_MODELS_KEY
 from fmbench.suite import validate_suite_data
 
 # Dataset sources the plan step can read in the cloud (a local path is not uploaded with the suite).
@@ -149,3 +150,64 @@ def validate_cloud_suite(
     if problems:
         raise SuiteValidationError(problems, EXECUTION_INPUT_SOURCE)
     return suite
+
+
+def _bedrock_judges(suite: Suite) -> list[tuple[str, str]]:
+    """(field path, model id) of each judge of the suite called through Bedrock."""
+    if suite.evaluation is None:
+        return []
+    judges = []
+    for index, judge in enumerate(suite.evaluation.judges):
+        if judge.model_id is not None:
+            judges.append((f"evaluation.judges.{index}.model_id", judge.model_id))
+        elif judge.target is not None and judge.target.platform == "bedrock":
+            judges.append((f"evaluation.judges.{index}.target.model_id", judge.target.model_id))
+    return judges
+
+
+def judge_model_problems(
+    suite: Suite, allowed: Collection[str] | None, bedrock_client: Any | None
+) -> list[SuiteProblem]:
+    """Each Bedrock judge the stack's Evaluate task may not invoke (``allowed``: cdk.json's
+    fmbench:judgeModels; None skips the check) or the account has no access to (GetFoundationModelAvailability
+    on the judge's model, an inference profile mapped to its model; None skips the check)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fmbench.pricing import foundation_model_id
+
+    problems: list[SuiteProblem] = []
+    granted = None if allowed is None else {*allowed, *(foundation_model_id(m) for m in allowed)}
+    for path, model_id in _bedrock_judges(suite):
+        if granted is not None and model_id not in granted:
+            problems.append(
+                SuiteProblem(
+                    path=path,
+                    reason=f"{model_id} is not allowed by the stack's judge models ({JUDGE_MODELS_KEY}: "
+                    f"{', '.join(allowed or ()) or 'none'}); add it there and deploy the stack again",
+                )
+            )
+            continue
+        if bedrock_client is None:
+            continue
+        model = foundation_model_id(model_id)
+        try:
+            answer = bedrock_client.get_foundation_model_availability(modelId=model)
+        except (ClientError, BotoCoreError) as exc:
+            problems.append(SuiteProblem(path=path, reason=f"{model_id}: availability not known: {exc}"))
+            continue
+        states = {
+            "authorization": answer.get("authorizationStatus"),
+            "entitlement": answer.get("entitlementAvailability"),
+            "region": answer.get("regionAvailability"),
+        }
+        refused = {k: v for k, v in states.items() if v not in ("AUTHORIZED", "AVAILABLE")}
+        if refused:
+            detail = ", ".join(f"{k} {v}" for k, v in refused.items())
+            problems.append(
+                SuiteProblem(
+                    path=path,
+                    reason=f"{model_id} is not available to the account ({model}: {detail}); request model "
+                    "access in the Bedrock console",
+                )
+            )
+    return problems

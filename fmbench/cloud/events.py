@@ -86,6 +86,9 @@ class PlanResult(ResultModel):
     compare: bool = Field(
         default=False, description="The suite has a regression section: Compare runs after Render."
     )
+    evaluate: bool = Field(
+        default=False, description="The suite has an evaluation section: Evaluate runs after the branches."
+    )
 
 
 class DeployOutput(ResultModel):

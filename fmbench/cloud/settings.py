@@ -60,6 +60,11 @@ class PlanSettings(_EnvironmentSettings):
     existing_endpoint_names: Annotated[tuple[str, ...], BeforeValidator(_json_text)] = Field(
         default=(), alias="FMBENCH_EXISTING_ENDPOINT_NAMES"
     )
+    # The Bedrock models the stack's Evaluate task may invoke as judges (a JSON list; cdk.json's
+    # fmbench:judgeModels). Missing (an older stack): the judges are not checked against it.
+    judge_models: Annotated[tuple[str, ...] | None, BeforeValidator(_json_text)] = Field(
+        default=None, alias="FMBENCH_JUDGE_MODELS"
+    )
     # The Glue database whose records table gets the run's partitions (fmbench.cloud.catalog); without it
     # (an older stack) nothing is registered.
     athena_database: str | None = Field(default=None, alias="FMBENCH_ATHENA_DATABASE", min_length=1)

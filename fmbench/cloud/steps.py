@@ -16,8 +16,13 @@ from pydantic import BaseModel, ValidationError
 from fmbench import layout
 from fmbench.cloud import s3 as s3_objects
 from fmbench.cloud.aws import error_code
-from fmbench.cloud.catalog import register_run_partitions
-from fmbench.cloud.checks import EXECUTION_INPUT_SOURCE, hub_token_reader, validate_cloud_suite
+from fmbench.cloud.catalog import JUDGMENTS_TABLE, register_run_partitions
+from fmbench.cloud.checks import (
+    EXECUTION_INPUT_SOURCE,
+    hub_token_reader,
+    judge_model_problems,
+    validate_cloud_suite,
+)
 from fmbench.cloud.ec2 import (
     check_vcpu_quotas,
     instance_status,
@@ -176,13 +181,13 @@ def register_partitions(
     naming no run id sees this run): skipped without a Glue database in the settings (an older stack)."""
     if settings.athena_database is None or client_factory is None:
         return
-    register_run_partitions(
-        client_factory("glue", settings.region),
-        settings.athena_database,
-        storage_root,
-        plan.run_id,
-        [spec.branch_id for spec in plan.branches],
-    )
+    branch_ids = [spec.branch_id for spec in plan.branches]
+    glue = client_factory("glue", settings.region)
+    register_run_partitions(glue, settings.athena_database, storage_root, plan.run_id, branch_ids)
+    if plan.suite.evaluation is not None:  # the judgments the Evaluate task writes
+        register_run_partitions(
+            glue, settings.athena_database, storage_root, plan.run_id, branch_ids, JUDGMENTS_TABLE
+        )
 
 
 def plan_report_only(
@@ -252,6 +257,11 @@ def plan_run(
         existing_endpoint_names=settings.existing_endpoint_names,
         hub_token=hub_token,
     )
+    if suite.evaluation is not None:  # the Bedrock judges: allowed by the stack, available to the account
+        bedrock = client_factory("bedrock", settings.region) if client_factory is not None else None
+        judge_problems = judge_model_problems(suite, settings.judge_models, bedrock)
+        if judge_problems:
+            raise SuiteValidationError(judge_problems, EXECUTION_INPUT_SOURCE)
     run_id = run_id_for(event.execution_name)
     storage_root = s3_objects.s3_uri(settings.results_bucket)
     prices, prices_note = None, None
@@ -296,6 +306,7 @@ def plan_run(
         cost_estimate_usd=estimate.total_usd,
         quota_check=quota_notes,
         compare=suite.regression is not None,
+        evaluate=suite.evaluation is not None,
     )
     deployed = sum(1 for spec in specs if spec.target.needs_deploy)
     limit_problems = execution_limit_problems(

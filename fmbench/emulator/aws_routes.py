@@ -38,7 +38,7 @@ from fmbench.emulator.protocol import (
     answer_token,
     parse_request,
 )
-from fmbench.emulator.state import EmulatorState, Fault
+from fmbench.emulator.state import STATE_KEY, EmulatorState, Fault
 from fmbench.tokenizer import get_tokenizer
 
 EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
@@ -494,6 +494,23 @@ async def _converse_stream(request: web.Request) -> web.StreamResponse:
     return await serve(request, _bedrock_builder(request, stream=True))
 
 
+async def _foundation_model_availability(request: web.Request) -> web.StreamResponse:
+    """Bedrock's GetFoundationModelAvailability: a model of ``unavailable_models`` is not authorized (the
+    account lacks access), any other is available and authorized."""
+    model_id = request.match_info["model_id"]
+    refused = model_id in request.app[STATE_KEY].settings.unavailable_models
+    status = "NOT_AVAILABLE" if refused else "AVAILABLE"
+    return web.json_response(
+        {
+            "modelId": model_id,
+            "agreementAvailability": {"status": status},
+            "authorizationStatus": "NOT_AUTHORIZED" if refused else "AUTHORIZED",
+            "entitlementAvailability": status,
+            "regionAvailability": "AVAILABLE",
+        }
+    )
+
+
 def add_aws_routes(app: web.Application) -> None:
     app.router.add_post("/endpoints/{endpoint_name}/invocations", _invocations)
     app.router.add_post(
@@ -502,3 +519,5 @@ def add_aws_routes(app: web.Application) -> None:
     # Model ids can be ARNs with a '/' in them (inference profiles, provisioned throughput).
     app.router.add_post("/model/{model_id:.+}/converse", _converse)
     app.router.add_post("/model/{model_id:.+}/converse-stream", _converse_stream)
+    # Bedrock's control plane, for the Plan's check of the judges (AWS_ENDPOINT_URL_BEDROCK in tests).
+    app.router.add_get("/foundation-model-availability/{model_id:.+}", _foundation_model_availability)

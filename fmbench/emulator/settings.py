@@ -139,6 +139,11 @@ class EmulatorSettings(EmulatorBehaviour):
         description="The run's materialized prompts (datasets/run_id=R/prompts.jsonl): the ground truth "
         "the accuracy option answers with.",
     )
+    # Bedrock's control plane (GET /foundation-model-availability/{modelId}): every model id is AVAILABLE
+    # and AUTHORIZED except these (a model the account has no access to), to test the Plan's refusal.
+    unavailable_models: tuple[str, ...] = Field(
+        default=(), description="Model ids the emulated Bedrock control plane reports as not authorized."
+    )
 
     @classmethod
     def for_target(

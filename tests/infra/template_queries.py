@@ -140,3 +140,13 @@ def bucket_id(template: dict[str, Any]) -> str:
         if "LifecycleConfiguration" in props
     ]
     return found
+
+
+def runner_task_definition(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The load runner's task definition (its container is `runner`; the Evaluate task's is `evaluator`)."""
+    (found,) = [
+        (logical_id, props)
+        for logical_id, props in resources(template, "AWS::ECS::TaskDefinition").items()
+        if [c["Name"] for c in props["ContainerDefinitions"]] == ["runner"]
+    ]
+    return found

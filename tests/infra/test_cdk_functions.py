@@ -1,5 +1,6 @@
 """The Lambda functions: one image, one handler, one role and log group each; IAM scoped to their step."""
 
+import json
 import re
 from typing import Any
 
@@ -17,6 +18,7 @@ from template_queries import (
 )
 
 from fmbench.cloud.settings import PlanSettings
+from fmbench.config import DEFAULT_JUDGES
 
 HANDLERS = {
     "plan": "lambdas.plan.handler",
@@ -138,6 +140,8 @@ def test_each_function_gets_only_the_variables_its_settings_model_reads(
             "FMBENCH_RUNNER_TIMEOUT_SECONDS": "14400",
             "FMBENCH_EXECUTION_TIMEOUT_SECONDS": "86400",
             "FMBENCH_EXISTING_ENDPOINT_NAMES": "[]",
+            # The Bedrock judges the Evaluate task may invoke (the default panel's models).
+            "FMBENCH_JUDGE_MODELS": json.dumps([judge["model_id"] for judge in DEFAULT_JUDGES]),
             # The catalog whose records table gets the run's partitions.
             "FMBENCH_ATHENA_DATABASE": f"${{{database_id}}}",
             # Not a setting: huggingface_hub's cache of Hub datasets and tokenizers (the writable /tmp).
@@ -324,6 +328,8 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         # The run's partitions of the records table (fmbench.cloud.catalog).
         "glue:GetTable",
         "glue:BatchCreatePartition",
+        # Whether the account may use each Bedrock judge (docs/accuracy.md, "In the cloud").
+        "bedrock:GetFoundationModelAvailability",
     }
     # A report-only execution reads the plan.json of an earlier run; the plan writes specs/ and the run's
     # materialized prompts (datasets/) only.
@@ -357,6 +363,11 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
         for table_id, table in resources(template_json, "AWS::Glue::Table").items()
         if table["TableInput"]["Name"] == "records"
     ]
+    (judgments_id,) = [
+        table_id
+        for table_id, table in resources(template_json, "AWS::Glue::Table").items()
+        if table["TableInput"]["Name"] == "judgments"
+    ]
     glue = "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}"
     assert (
         statement(
@@ -365,6 +376,7 @@ def test_plan_status_and_render_touch_only_their_prefixes(template_json: dict[st
                 f"{glue}:catalog",
                 f"{glue}:database/${{{database_id}}}",
                 f"{glue}:table/${{{database_id}}}/${{{records_id}}}",
+                f"{glue}:table/${{{database_id}}}/${{{judgments_id}}}",
             ],
         )
         in plan

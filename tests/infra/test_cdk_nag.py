@@ -42,6 +42,24 @@ _WILDCARDS: dict[str, set[str]] = {
         f"{BUCKET}/server_metrics/*",
     },
     "Runner/TaskDefinition/ExecutionRole": {"*"},
+    # The Evaluate task: the default judge models by id (foundation model in any region, this account's
+    # inference profile), the run's inputs and its evaluations/.
+    "Evaluator/TaskDefinition/TaskRole": {
+        *(
+            arn
+            for model in (
+                "anthropic.claude-3-5-haiku-20241022-v1:0",
+                "meta.llama3-3-70b-instruct-v1:0",
+                "amazon.nova-pro-v1:0",
+            )
+            for arn in (
+                f"arn:<AWS::Partition>:bedrock:*::foundation-model/{model}",
+                f"arn:<AWS::Partition>:bedrock:*:<AWS::AccountId>:inference-profile/us.{model}",
+            )
+        ),
+        *(f"{BUCKET}/{prefix}/*" for prefix in ("specs", "records", "datasets", "evaluations")),
+    },
+    "Evaluator/TaskDefinition/ExecutionRole": {"*"},
     "Functions/SageMakerExecutionRole": {
         "*",
         "arn:<AWS::Partition>:ecr:*:*:repository/*",
@@ -74,12 +92,16 @@ _WILDCARDS: dict[str, set[str]] = {
                 "runs",
                 "athena-results",
                 "server_metrics",
+                "evaluations",
             )
         ),
     },
     "Functions/CompareRole": {
         "*",
-        *(f"{BUCKET}/{prefix}/*" for prefix in ("specs", "reports", "records", "runs", "athena-results")),
+        *(
+            f"{BUCKET}/{prefix}/*"
+            for prefix in ("specs", "reports", "records", "runs", "athena-results", "evaluations")
+        ),
     },
     "Cleanup/CleanupRole": {"*", *SAGEMAKER_ARNS, EXECUTIONS},
     "Cleanup/SweeperRole": {"*", *SAGEMAKER_ARNS, EXECUTIONS},
@@ -91,6 +113,7 @@ _WILDCARDS: dict[str, set[str]] = {
         ),
         f"{BUCKET}/records/*",
         f"{BUCKET}/runs/*",
+        f"{BUCKET}/evaluations/*",
         f"{BUCKET}/athena-results/*",
     },
 }
@@ -99,12 +122,14 @@ SAGEMAKER_LISTING = {"sagemaker:ListEndpoints", "sagemaker:ListEndpointConfigs",
 # Per role, every action it is allowed on `*`; an action on `*` outside this map fails the test below.
 _UNSCOPED_ACTIONS: dict[str, set[str]] = {
     "Runner/TaskDefinition/ExecutionRole": {"ecr:GetAuthorizationToken"},
+    "Evaluator/TaskDefinition/ExecutionRole": {"ecr:GetAuthorizationToken"},
     "Functions/SageMakerExecutionRole": {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"},
     "Functions/PlanRole": {
         *XRAY,
         "servicequotas:ListServiceQuotas",
         "servicequotas:ListAWSDefaultServiceQuotas",
         "pricing:GetProducts",
+        "bedrock:GetFoundationModelAvailability",
     },
     "Functions/DeployRole": XRAY,
     "Functions/EndpointStatusRole": XRAY,

@@ -13,6 +13,7 @@ from template_queries import (
     render,
     resources,
     role_id_of,
+    runner_task_definition,
     state_machine_definition,
     statement,
     statements_of_role,
@@ -26,7 +27,7 @@ INFERENCE_PROFILES = "arn:${AWS::Partition}:bedrock:*:${AWS::AccountId}:inferenc
 
 
 def _task_definition(template_json: dict[str, Any]) -> dict[str, Any]:
-    return only(template_json, "AWS::ECS::TaskDefinition")[1]
+    return runner_task_definition(template_json)[1]
 
 
 def test_runner_exposes_its_resources(built: BuiltApp) -> None:

@@ -179,7 +179,7 @@ def test_glue_database_is_named_after_the_stack(template: Template) -> None:
 def test_records_table_is_parquet_over_the_records_prefix(template: Template) -> None:
     results_id = _results_bucket_id(template)
 
-    template.resource_count_is("AWS::Glue::Table", 2)  # records and runs
+    template.resource_count_is("AWS::Glue::Table", 3)  # records, runs and judgments
     template.has_resource_properties(
         "AWS::Glue::Table",
         {

@@ -15,6 +15,7 @@ from template_queries import (
     only,
     render,
     resources,
+    runner_task_definition,
     state_machine_definition,
     statement,
     statements_of_role,
@@ -82,7 +83,12 @@ def test_phases_run_plan_branches_query_render_in_order(
         path.append(name)
         name = states[name].get("Next")
 
-    assert path == ["Plan", "Branches", "Query", "Render", "CompareWanted"]
+    assert path == ["Plan", "Branches", "EvaluateWanted"]  # then Query (tests/infra/test_cdk_evaluation.py)
+    path, name = [], "Query"
+    while name is not None:
+        path.append(name)
+        name = states[name].get("Next")
+    assert path == ["Query", "Render", "CompareWanted"]
     # Compare runs only for a suite with a regression section; either way the run is announced, then Done.
     choice = states["CompareWanted"]
     assert choice["Choices"] == [{"Variable": "$.plan.compare", "BooleanEquals": True, "Next": "Compare"}]
@@ -207,7 +213,7 @@ def test_run_load_is_a_fargate_task_waited_for_with_the_spec_uri_and_a_timeout(
 ) -> None:
     run_load = branch_states["RunLoad"]
     cluster_id, _ = only(template_json, "AWS::ECS::Cluster")
-    _, task_definition = only(template_json, "AWS::ECS::TaskDefinition")
+    _, task_definition = runner_task_definition(template_json)
     (container,) = task_definition["ContainerDefinitions"]
 
     assert run_load["Resource"] == "arn:${AWS::Partition}:states:::ecs:runTask.sync"
@@ -259,6 +265,7 @@ def test_every_task_retries_throttling_and_service_errors_with_bounded_backoff(
         "EndpointStatus",
         "RunLoad",
         "Teardown",
+        "Evaluate",
     }
 
     for name, task in tasks.items():
@@ -388,8 +395,7 @@ def test_state_machine_role_is_scoped_to_the_workflows_resources(template_json: 
     _, state_machine = only(template_json, "AWS::StepFunctions::StateMachine")
     statements = statements_of_role(template_json, state_machine["RoleArn"]["Fn::GetAtt"][0])
     bucket = f"${{{bucket_id(template_json)}.Arn}}"
-    _, task_definition = only(template_json, "AWS::ECS::TaskDefinition")
-    (task_definition_id,) = resources(template_json, "AWS::ECS::TaskDefinition")
+    task_definition_id, task_definition = runner_task_definition(template_json)
     (workgroup_id,) = resources(template_json, "AWS::Athena::WorkGroup")
 
     invokes = {r for s in statements if s["Action"] == ["lambda:InvokeFunction"] for r in s["Resource"]}
@@ -436,7 +442,11 @@ def test_state_machine_role_is_scoped_to_the_workflows_resources(template_json: 
     s3_resources = {
         r for s in statements if any(a.startswith("s3:") for a in s["Action"]) for r in s["Resource"]
     }
-    assert s3_resources == {bucket, f"{bucket}/records/*", f"{bucket}/runs/*", f"{bucket}/athena-results/*"}
+    # evaluations/: the judgments table (report queries read it with the caller's permissions)
+    assert s3_resources == {
+        bucket,
+        *(f"{bucket}/{prefix}/*" for prefix in ("records", "runs", "evaluations", "athena-results")),
+    }
     # The run-finished event: the default bus of this account and region only.
     assert (
         statement(

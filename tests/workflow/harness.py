@@ -301,19 +301,26 @@ def deploy(template: dict[str, Any]) -> Deployment:
     cluster = ecs.create_cluster(clusterName="fmbench-runner")["cluster"]
     refs.set(cluster_id, None, cluster["clusterName"])
     refs.set(cluster_id, "Arn", cluster["clusterArn"])
-    task_definition_id, task_definition = _only(_resources_of(template, "AWS::ECS::TaskDefinition"))
-    registered = ecs.register_task_definition(
-        family=task_definition["Family"],
-        requiresCompatibilities=task_definition["RequiresCompatibilities"],
-        networkMode=task_definition["NetworkMode"],
-        cpu=task_definition["Cpu"],
-        memory=task_definition["Memory"],
-        containerDefinitions=[
-            {"name": container["Name"], "image": "runner-image", "essential": container["Essential"]}
-            for container in task_definition["ContainerDefinitions"]
-        ],
-    )["taskDefinition"]
-    refs.set(task_definition_id, None, registered["taskDefinitionArn"])
+    # The load runner's and the Evaluate task's, each with its container's entry point (the image's own
+    # when the template gives none), which the ECS shim runs.
+    for task_definition_id, task_definition in _resources_of(template, "AWS::ECS::TaskDefinition").items():
+        registered = ecs.register_task_definition(
+            family=task_definition["Family"],
+            requiresCompatibilities=task_definition["RequiresCompatibilities"],
+            networkMode=task_definition["NetworkMode"],
+            cpu=task_definition["Cpu"],
+            memory=task_definition["Memory"],
+            containerDefinitions=[
+                {
+                    "name": container["Name"],
+                    "image": "runner-image",
+                    "essential": container["Essential"],
+                    **({"entryPoint": container["EntryPoint"]} if "EntryPoint" in container else {}),
+                }
+                for container in task_definition["ContainerDefinitions"]
+            ],
+        )["taskDefinition"]
+        refs.set(task_definition_id, None, registered["taskDefinitionArn"])
 
     # What the rules fall back to when a delivery fails; nothing here reads it.
     for queue_id in _resources_of(template, "AWS::SQS::Queue"):

@@ -79,6 +79,7 @@ from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 
+from fmbench.judgments import JUDGMENT_SCHEMA
 from fmbench.records import PARTITION_COLUMNS, RECORD_SCHEMA
 from fmbench.storage import split_s3_uri
 from report.query import to_duckdb
@@ -224,6 +225,10 @@ class EcsRunTaskShim:
         self.log_dir = log_dir
         self.runs: list[RunnerRun] = []
         self._broken_prefixes: set[str] = set()
+        # Each task's command (empty for the load runner, `evaluate ...` for the Evaluate task), and the
+        # subcommand whose task is to fail (it is given a run that does not exist).
+        self.commands: list[list[str]] = []
+        self.break_command: str | None = None
 
     def break_spec_of(self, branch_prefix: str) -> None:
         self._broken_prefixes.add(branch_prefix)
@@ -285,10 +290,19 @@ class EcsRunTaskShim:
         spec_uri = environment.get("FMBENCH_BRANCH_SPEC_URI", "")
         if any(f"branch_id={prefix}" in spec_uri for prefix in self._broken_prefixes):
             environment["FMBENCH_BRANCH_SPEC_URI"] = spec_uri.replace(".json", "-missing.json")
+        # The container's entry point (the image's is the load runner's) and the state's command.
+        (container,) = [c for c in task_definition["containerDefinitions"] if c["name"] == override["Name"]]
+        entry_point = container.get("entryPoint") or ["python", "-m", "fmbench.runner_main"]
+        if entry_point[:2] != ["python", "-m"]:
+            raise ValueError(f"the ECS shim runs python -m entry points, not {entry_point}")
+        command = list(override.get("Command", []))
+        if self.break_command and command[:1] == [self.break_command]:
+            command = [*command, "--run-id", "no-such-run"]  # the last --run-id wins: the real CLI refuses
+        self.commands.append(command)
         log_path = self.log_dir / f"runner-{len(self.runs)}.log"
         with log_path.open("wb") as log:
             completed = subprocess.run(
-                [sys.executable, "-m", "fmbench.runner_main"],
+                [sys.executable, *entry_point[1:], *command],
                 cwd=REPO_ROOT,
                 env={**os.environ, **environment},
                 stdout=log,
@@ -438,15 +452,16 @@ class AthenaShim:
             yield self
 
     @staticmethod
-    def registered_partitions() -> set[str] | None:
-        """``records/run_id=R/branch_id=B/`` of every registered partition; None without a records table."""
+    def registered_partitions(table: str = "records") -> set[str] | None:
+        """``records/run_id=R/branch_id=B/`` of every registered partition (of the judgments table:
+        ``evaluations/...``); None without the table."""
         glue = boto3.client("glue")
         locations: set[str] = set()
         found = False
         for database in glue.get_databases()["DatabaseList"]:
             try:
                 pages = glue.get_paginator("get_partitions").paginate(
-                    DatabaseName=database["Name"], TableName="records"
+                    DatabaseName=database["Name"], TableName=table
                 )
                 for page in pages:
                     for partition in page["Partitions"]:
@@ -509,6 +524,7 @@ class AthenaShim:
                     [*RECORD_SCHEMA, *(pa.field(name, pa.string()) for name in PARTITION_COLUMNS)]
                 ).empty_table()
                 db.register("records", empty)
+            self._judgments(s3, folder, db)
             result = db.execute(to_duckdb(query))
             names = [column[0] for column in result.description]
             types = [_athena_type(str(column[1])) for column in result.description]
@@ -521,6 +537,32 @@ class AthenaShim:
                 for name, kind in zip(names, types, strict=True)
             ],
         )
+
+    def _judgments(self, s3: Any, folder: str, db: Any) -> None:
+        """The judgments table: the Parquet parts under evaluations/ of its registered partitions."""
+        registered = self.registered_partitions("judgments") or set()
+        parts = []
+        for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.results_bucket, Prefix="evaluations/"
+        ):
+            for item in page.get("Contents", []):
+                partition = item["Key"].rsplit("/", 1)[0] + "/"
+                if partition in registered and item["Key"].endswith(".parquet"):
+                    local = Path(folder) / item["Key"]
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    s3.download_file(self.results_bucket, item["Key"], str(local))
+                    parts.append(local)
+        if parts:
+            glob = str(Path(folder) / "evaluations" / "*" / "*" / "*.parquet")
+            db.execute(
+                f"CREATE VIEW judgments AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
+                "union_by_name = true, hive_types = {'run_id': VARCHAR, 'branch_id': VARCHAR})"
+            )
+        else:
+            empty = pa.schema(
+                [*JUDGMENT_SCHEMA, *(pa.field(name, pa.string()) for name in PARTITION_COLUMNS)]
+            ).empty_table()
+            db.register("judgments", empty)
 
 
 def _athena_type(duckdb_type: str) -> str:

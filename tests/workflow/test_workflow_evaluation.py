@@ -1,0 +1,165 @@
+"""A judged run in the cloud: the Evaluate task after the branches, its judgments in S3 and the Glue table,
+accuracy per branch in result.json; a failing Evaluate loses only the accuracy; the Plan refuses a judge the
+stack may not invoke or the account may not use, before anything runs (docs/accuracy.md, "In the cloud").
+
+The judges are Bedrock model ids answered by an emulator acting as a judge (``judge_error_rate``) through
+their ``endpoint_url``; the Plan's availability check reaches Bedrock's control plane through
+``AWS_ENDPOINT_URL_BEDROCK``, an emulator too (real botocore against a loopback stand-in).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from harness import RESULTS_BUCKET, DeployedWorkflow
+from shims import AthenaShim, s3_object_keys
+from test_workflow_execution import by_target, openai_target, statuses
+
+from fmbench.config import DEFAULT_JUDGES
+from fmbench.emulator.process import EmulatorProcess
+from fmbench.emulator.settings import EmulatorSettings
+
+PROMPTS = 8  # distinct prompts each branch sends (2 levels x 4 requests, each a distinct ticket)
+JUDGE_IDS = [judge["model_id"] for judge in DEFAULT_JUDGES]
+TIMING: dict[str, Any] = {"ttft_ms": 1, "itl_ms": 1, "output_tokens": 64}
+UNAVAILABLE = "anthropic.claude-3-5-haiku-20241022-v1:0"  # the first default judge's model
+
+
+@pytest.fixture(scope="module")
+def judge_url() -> Iterator[str]:
+    """Judges that never err: a candidate is correct exactly when its answer holds the reference."""
+    settings = EmulatorSettings(port=0, model="judge", judge_error_rate=0.0, **TIMING)
+    with EmulatorProcess(settings) as emulator:
+        yield emulator.url
+
+
+@pytest.fixture
+def bedrock_control_plane(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Bedrock's GetFoundationModelAvailability for every client: the first default judge is not available."""
+    settings = EmulatorSettings(port=0, unavailable_models=(UNAVAILABLE,), **TIMING)
+    with EmulatorProcess(settings) as emulator:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK", emulator.url)
+        yield emulator.url
+
+
+def judged_suite(name: str, emulator_url: str, judge_url: str, model_ids: list[str]) -> dict[str, Any]:
+    s3 = boto3.client("s3")
+    key = "datasets/inputs/questions.jsonl"
+    # References no filler answer of the emulated target holds: every answer is judged incorrect.
+    lines = [
+        json.dumps({"id": f"q-{i:02d}", "question": f"What is code {i}?", "answer": f"zebracorn{i}"})
+        for i in range(40)
+    ]
+    s3.put_object(Bucket=RESULTS_BUCKET, Key=key, Body=("\n".join(lines) + "\n").encode())
+    return {
+        "name": name,
+        "targets": [openai_target("cand-a", emulator_url), openai_target("cand-b", emulator_url)],
+        "workload": {
+            "dataset": {"source": f"s3://{RESULTS_BUCKET}/{key}", "ground_truth": "answer"},
+            "prompt_template": "Question: {question}\nAnswer:",
+            "bins": [{"min_tokens": 1, "max_tokens": 100}],
+            "seed": 3,
+            "inference": {"max_new_tokens": 6},
+        },
+        "load": {"concurrency": [1, 2], "requests_per_level": 4, "request_timeout_s": 10},
+        "slo": {"p95_latency_s": 5.0},
+        "evaluation": {
+            "judges": [
+                {"name": f"judge-{i}", "model_id": model_id, "endpoint_url": judge_url}
+                for i, model_id in enumerate(model_ids)
+            ],
+            "max_concurrency": 2,
+            "retries": 0,
+        },
+    }
+
+
+def judgments_of(run_id: str, branch_id: str) -> dict[str, list[Any]]:
+    s3 = boto3.client("s3")
+    prefix = f"s3://{RESULTS_BUCKET}/evaluations/run_id={run_id}/branch_id={branch_id}/"
+    parts = [
+        pq.read_table(io.BytesIO(s3.get_object(Bucket=RESULTS_BUCKET, Key=key)["Body"].read()))
+        for key in sorted(s3_object_keys(s3, prefix))
+    ]
+    return pa.concat_tables(parts).to_pydict() if parts else {}
+
+
+def test_a_judged_run_is_evaluated_after_its_branches_and_reports_accuracy_per_branch(
+    workflow: DeployedWorkflow, emulator_url: str, judge_url: str, bedrock_control_plane: str
+) -> None:
+    data = judged_suite("judged", emulator_url, judge_url, JUDGE_IDS[1:])
+
+    execution = workflow.run(data, name="run-judged")
+
+    branches = by_target(execution)
+    assert statuses(branches) == {"cand-a": "succeeded", "cand-b": "succeeded"}
+    # Two load runners, then one Evaluate task running the real CLI on the run's S3 root.
+    evaluate = ["evaluate", f"s3://{RESULTS_BUCKET}", "--run-id", "run-judged"]
+    assert workflow.runner.commands == [[], [], evaluate]
+    assert [run.exit_code for run in workflow.runner.runs] == [0, 0, 0]
+    for branch in branches.values():
+        rows = judgments_of("run-judged", branch["branch_id"])
+        # every distinct prompt judged once by each of the two judges, all incorrect (no reference held)
+        assert len(rows["verdict"]) == PROMPTS * 2
+        assert set(rows["verdict"]) == {"incorrect"}
+        assert sorted(set(rows["judge_model"])) == sorted(JUDGE_IDS[1:])
+        accuracy = branch["accuracy"]
+        assert accuracy["judged_prompts"] == PROMPTS
+        assert accuracy["majority_incorrect"] == PROMPTS
+        assert accuracy["majority_correct"] == 0
+        assert accuracy["majority_accuracy"] == 0.0
+    # Render's accuracy query ran on the Glue table over the partitions the Plan registered.
+    assert any("judgments" in query for query in workflow.athena.queries)
+    registered = AthenaShim.registered_partitions("judgments")
+    assert registered == {
+        f"evaluations/run_id=run-judged/branch_id={branch['branch_id']}/" for branch in branches.values()
+    }
+
+
+def test_a_failing_evaluate_task_does_not_fail_the_run_which_is_reported_without_accuracy(
+    workflow: DeployedWorkflow, emulator_url: str, judge_url: str, bedrock_control_plane: str
+) -> None:
+    workflow.runner.break_command = "evaluate"
+    data = judged_suite("judged-broken", emulator_url, judge_url, JUDGE_IDS[1:2])
+
+    execution = workflow.run(data, name="run-judged-broken")
+
+    branches = by_target(execution)  # the execution succeeded and published its result.json
+    assert statuses(branches) == {"cand-a": "succeeded", "cand-b": "succeeded"}
+    assert workflow.runner.commands[-1][0] == "evaluate"
+    assert workflow.runner.runs[-1].exit_code != 0  # the real CLI refused the run it was given
+    assert all(branch["accuracy"] is None for branch in branches.values())
+    assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/evaluations/") == []
+    assert not any("judgments" in query for query in workflow.athena.queries)
+
+
+@pytest.mark.parametrize(
+    ("model_id", "reason"),
+    [
+        (JUDGE_IDS[0], f"is not available to the account ({UNAVAILABLE}: authorization NOT_AUTHORIZED"),
+        ("us.amazon.nova-lite-v1:0", "is not allowed by the stack's judge models (fmbench:judgeModels"),
+    ],
+)
+def test_the_plan_refuses_a_judge_the_stack_may_not_invoke_or_the_account_may_not_use(
+    workflow: DeployedWorkflow,
+    emulator_url: str,
+    judge_url: str,
+    bedrock_control_plane: str,
+    model_id: str,
+    reason: str,
+) -> None:
+    data = judged_suite("judged-refused", emulator_url, judge_url, [JUDGE_IDS[1], model_id])
+
+    execution = workflow.run(data, name="run-judged-refused")
+
+    assert execution.status == "FAILED"
+    assert f"evaluation.judges.1.model_id: {model_id} {reason}" in str(execution.cause)
+    assert workflow.runner.runs == []  # nothing ran, nothing was written
+    assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/specs/") == []
