@@ -334,36 +334,36 @@ class Workflow(Construct):
         endpoint_status.next(count_poll).next(endpoint_ready)
         return deploy
 
-    def _run_load(self, teardown: sfn.IChainable) -> sfn.IChainable:
+    def _fargate_task(
+        self,
+        construct_id: str,
+        comment: str,
+        task_definition: ecs.TaskDefinition,
+        override: tasks.ContainerOverride,
+    ) -> tasks.EcsRunTask:
+        """A Fargate task of the runner image on the runner's cluster and network (`.sync`), bounded by the
+        runner timeout, retried only when RunTask refused to start it (so a retry never starts a second
+        task beside a first)."""
         runner = self._runner
-        run_load = tasks.EcsRunTask(
+        task = tasks.EcsRunTask(
             self,
-            "RunLoad",
-            comment="The load runner as a Fargate task; it writes the records and the branch outcome.",
+            construct_id,
+            comment=comment,
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             cluster=runner.cluster,
-            task_definition=runner.task_definition,
+            task_definition=task_definition,
             launch_target=tasks.EcsFargateLaunchTarget(platform_version=ecs.FargatePlatformVersion.LATEST),
             assign_public_ip=runner.assign_public_ip,
             subnets=runner.subnets,
             security_groups=[runner.security_group],
-            container_overrides=[
-                tasks.ContainerOverride(
-                    container_definition=runner.container,
-                    environment=[
-                        tasks.TaskEnvironmentVariable(
-                            name=BRANCH_SPEC_URI_ENV, value=sfn.JsonPath.string_at(f"{BRANCH}.spec_uri")
-                        )
-                    ],
-                )
-            ],
-            # A stuck runner is stopped and caught into the teardown long before the execution times out.
+            container_overrides=[override],
+            # A stuck task is stopped and caught long before the execution times out.
             task_timeout=sfn.Timeout.duration(self._runner_timeout),
             result_path=sfn.JsonPath.DISCARD,
         )
-        # The deployed endpoint is billed while RunTask waits for Fargate capacity: a few minutes at most,
+        # A deployed endpoint is billed while RunTask waits for Fargate capacity: a few minutes at most,
         # then the Catch tears it down.
-        run_load.add_retry(
+        task.add_retry(
             errors=ECS_TASK_NOT_STARTED_ERRORS,
             interval=Duration.seconds(15),
             max_attempts=5,
@@ -371,13 +371,29 @@ class Workflow(Construct):
             max_delay=Duration.minutes(2),
             jitter_strategy=sfn.JitterType.FULL,
         )
+        return task
+
+    def _run_load(self, teardown: sfn.IChainable) -> sfn.IChainable:
+        runner = self._runner
+        run_load = self._fargate_task(
+            "RunLoad",
+            "The load runner as a Fargate task; it writes the records and the branch outcome.",
+            runner.task_definition,
+            tasks.ContainerOverride(
+                container_definition=runner.container,
+                environment=[
+                    tasks.TaskEnvironmentVariable(
+                        name=BRANCH_SPEC_URI_ENV, value=sfn.JsonPath.string_at(f"{BRANCH}.spec_uri")
+                    )
+                ],
+            ),
+        )
         return _catch_into(run_load, teardown).next(teardown)
 
     def _evaluate(self, evaluator: Evaluator, query: sfn.IChainable) -> sfn.IChainable:
         """`fmbench evaluate s3://BUCKET --run-id R` as a Fargate task: the judges' verdicts on the run's
         answers, into evaluations/. A failed or timed-out task is caught (its error kept under
         `evaluation.error`) and the run is reported without accuracy."""
-        runner = self._runner
         command = sfn.Pass(
             self,
             "EvaluateCommand",
@@ -391,33 +407,14 @@ class Workflow(Construct):
             },
             result_path=EVALUATION,
         )
-        evaluate = tasks.EcsRunTask(
-            self,
+        evaluate = self._fargate_task(
             "Evaluate",
-            comment="The judges' verdicts on the run's answers; a failure loses only the accuracy.",
-            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-            cluster=runner.cluster,
-            task_definition=evaluator.task_definition,
-            launch_target=tasks.EcsFargateLaunchTarget(platform_version=ecs.FargatePlatformVersion.LATEST),
-            assign_public_ip=runner.assign_public_ip,
-            subnets=runner.subnets,
-            security_groups=[runner.security_group],
-            container_overrides=[
-                tasks.ContainerOverride(
-                    container_definition=evaluator.container,
-                    command=sfn.JsonPath.list_at(f"{EVALUATION}.command"),
-                )
-            ],
-            task_timeout=sfn.Timeout.duration(self._runner_timeout),
-            result_path=sfn.JsonPath.DISCARD,
-        )
-        evaluate.add_retry(
-            errors=ECS_TASK_NOT_STARTED_ERRORS,
-            interval=Duration.seconds(15),
-            max_attempts=5,
-            backoff_rate=2,
-            max_delay=Duration.minutes(2),
-            jitter_strategy=sfn.JitterType.FULL,
+            "The judges' verdicts on the run's answers; a failure loses only the accuracy.",
+            evaluator.task_definition,
+            tasks.ContainerOverride(
+                container_definition=evaluator.container,
+                command=sfn.JsonPath.list_at(f"{EVALUATION}.command"),
+            ),
         )
         evaluate.add_catch(query, errors=[sfn.Errors.ALL], result_path=EVALUATION_ERROR)
         return command.next(evaluate.next(query))
