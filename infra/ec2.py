@@ -10,7 +10,7 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from fmbench.deployment import NAME_PREFIX, TAG_RUN_ID
-from infra.functions import SECRET_NAME_PREFIX, Functions, role_of
+from infra.functions import SECRET_NAME_PREFIX, Functions, allow_pulling_images, role_of
 from infra.nag import acknowledge_unscoped_actions, acknowledge_wildcard_resources
 from infra.runner import Runner
 
@@ -81,28 +81,8 @@ class Ec2Serving(Construct):
             reason="The Hugging Face token an ec2 target names (hf_token_secret) is under 'fmbench/'; "
             "Secrets Manager appends a random suffix to every secret ARN.",
         )
-        role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
-        )
-        acknowledge_unscoped_actions(
+        allow_pulling_images(
             role,
-            ["ecr:GetAuthorizationToken"],
-            reason="ecr:GetAuthorizationToken supports no resource-level permissions.",
-        )
-        repositories = f"arn:{Aws.PARTITION}:ecr:*:*:repository/*"
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "ecr:BatchCheckLayerAvailability",
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                ],
-                resources=[repositories],
-            )
-        )
-        acknowledge_wildcard_resources(
-            role,
-            [repositories],
             reason="LMI images are AWS Deep Learning Containers in registries that differ by region; pull "
             "actions only.",
         )

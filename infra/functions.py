@@ -310,28 +310,8 @@ class Functions(Construct):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="FMBench endpoints: pull serving images, read model artifacts, write logs, metrics",
         )
-        role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
-        )
-        acknowledge_unscoped_actions(
+        allow_pulling_images(
             role,
-            ["ecr:GetAuthorizationToken"],
-            reason="ecr:GetAuthorizationToken supports no resource-level permissions.",
-        )
-        repositories = f"arn:{Aws.PARTITION}:ecr:*:*:repository/*"
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "ecr:BatchCheckLayerAvailability",
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                ],
-                resources=[repositories],
-            )
-        )
-        acknowledge_wildcard_resources(
-            role,
-            [repositories],
             reason="Serving images are AWS Deep Learning Containers in AWS-owned registries that differ by "
             "region (763104351884 in most, others in opt-in regions), or a user's image_uri; pull actions "
             "only, and cross-account pulls also need the repository's own policy.",
@@ -534,3 +514,22 @@ def sagemaker_arns(kinds: list[str]) -> list[str]:
     return [
         f"arn:{Aws.PARTITION}:sagemaker:*:{Aws.ACCOUNT_ID}:{kind}/{SAGEMAKER_NAME_PREFIX}*" for kind in kinds
     ]
+
+
+def allow_pulling_images(role: iam.IRole, *, reason: str) -> None:
+    """Pulls from any ECR repository (serving images live in AWS-owned registries that differ by region):
+    the token, which has no resource, and the pull actions only; ``reason`` says why for cdk-nag."""
+    role.add_to_principal_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+    acknowledge_unscoped_actions(
+        role,
+        ["ecr:GetAuthorizationToken"],
+        reason="ecr:GetAuthorizationToken supports no resource-level permissions.",
+    )
+    repositories = f"arn:{Aws.PARTITION}:ecr:*:*:repository/*"
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            resources=[repositories],
+        )
+    )
+    acknowledge_wildcard_resources(role, [repositories], reason=reason)
