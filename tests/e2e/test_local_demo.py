@@ -131,3 +131,30 @@ def test_every_request_attempted_is_a_record(demo_run: tuple[Path, subprocess.Co
     assert sum(b["records_written"] for b in result["branches"]) == table.num_rows
     assert sum(b["requests_attempted"] for b in result["branches"]) == table.num_rows
     assert table.column("phase").to_pylist().count("warmup") == 3 * 2 * 2
+
+
+@pytest.mark.e2e
+def test_the_report_has_per_token_figures_the_server_view_and_the_suite(
+    demo_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    """Issue 15's report pieces, as the demo shows them: ITL percentiles, per-user speed and prices per 1M
+    tokens for every measured point, the emulators' scraped /metrics beside the client, the suite itself."""
+    out, _ = demo_run
+    markdown = (out / "report.md").read_text()
+    result = json.loads((out / "result.json").read_text())
+    for heading in ("## Inter-token latency and prices per token", "## Server-side metrics", "## Suite"):
+        assert heading in markdown, heading
+    suite_part = markdown[markdown.index("## Suite") :]
+    assert "name: local-demo" in suite_part
+    assert "name: local-demo" in result["suite_yaml"]
+    assert "<details" in (out / "report.html").read_text()
+    points = [p for b in result["branches"] for p in b["load_points"]]
+    assert len(points) == 3 * 2 * 2
+    for p in points:
+        assert 0 < p["itl_p50_s"] <= p["itl_p95_s"] <= p["itl_p99_s"], p
+        assert p["output_tokens_per_s_per_user"] > 0, p
+        assert p["price_per_1m_input_tokens_usd"] > 0, p
+        assert p["price_per_1m_output_tokens_usd"] > 0, p
+        # the emulator's /metrics, scraped during the point
+        assert p["server"] is not None, p
+        assert p["server"]["running_max"] is not None and p["server"]["running_max"] <= p["concurrency"], p
