@@ -10,6 +10,10 @@ event streams framed by ``eventstream``. Timing, the batching engine and the fau
   travels in ``PayloadPart`` events; tokens that are due together share one part.
 - Bedrock ``POST /model/{modelId}/converse`` and ``.../converse-stream``: messageStart, one
   contentBlockDelta per token, contentBlockStop, messageStop, metadata (usage and metrics).
+- Bedrock ``POST /model/{modelId}/invoke`` (InvokeModel) for Titan text embeddings models only
+  (``embeddings``): answered at once; a model of ``unavailable_models`` gets AccessDeniedException (403),
+  any other model ValidationException (400). Of the faults, error_500, error_429 and malformed (a
+  truncated body) apply to it.
 
 Faults: error_500 -> SageMaker ModelError (HTTP 424, container status 500) / Bedrock
 InternalServerException; error_429 -> ThrottlingException (HTTP 429); hang; cut_stream (the connection
@@ -28,6 +32,12 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from fmbench.emulator import eventstream
+from fmbench.emulator.embeddings import (
+    EmbeddingsRequestError,
+    embeddings_answer,
+    parse_embeddings_request,
+    titan_generation,
+)
 from fmbench.emulator.generation import Build, Dialect, RejectedRequestError, serve
 from fmbench.emulator.protocol import (
     DONE_EVENT,
@@ -340,6 +350,10 @@ class _BedrockDialect(Dialect):
         self.stream_headers = {"Content-Type": EVENTSTREAM_CONTENT_TYPE, **self.answer_headers}
 
     def error(self, fault: Fault) -> web.Response:
+        return self.error_response(fault)
+
+    @staticmethod
+    def error_response(fault: Fault) -> web.Response:
         if fault is Fault.ERROR_429:
             message = "Too many requests, please wait before trying your request again. (emulated)"
             return _aws_error(429, "ThrottlingException", {"message": message})
@@ -494,6 +508,46 @@ async def _converse_stream(request: web.Request) -> web.StreamResponse:
     return await serve(request, _bedrock_builder(request, stream=True))
 
 
+_ACCESS_DENIED = "You don't have access to the model with the specified model ID."
+
+
+async def _invoke_model(request: web.Request) -> web.StreamResponse:
+    """Bedrock InvokeModel for a Titan text embeddings model (``embeddings``); any other model is refused."""
+    state = request.app[STATE_KEY]
+    model_id = request.match_info["model_id"]
+    raw = await request.read()
+    if model_id in state.settings.unavailable_models:
+        return _aws_error(403, "AccessDeniedException", {"message": _ACCESS_DENIED})
+    generation = titan_generation(model_id)
+    if generation is None:
+        message = (
+            f"the emulator's InvokeModel serves Titan text embeddings models only "
+            f"(amazon.titan-embed-text-v2:0, amazon.titan-embed-text-v1), not {model_id}; "
+            "use Converse for text generation"
+        )
+        return _aws_error(400, "ValidationException", {"message": message})
+    try:
+        parsed = parse_embeddings_request(raw, generation)
+    except EmbeddingsRequestError as exc:
+        return _aws_error(exc.status, exc.error_type, {"message": str(exc)})
+    with state.serving():
+        fault = state.draw_fault()
+        if fault in (Fault.ERROR_500, Fault.ERROR_429):
+            return _BedrockDialect.error_response(fault)
+        answer = embeddings_answer(parsed, generation)
+        state.embeddings_total += 1
+        body = _json_bytes(answer)
+        if fault is Fault.MALFORMED:
+            body = body[: max(1, len(body) // 2)]
+        headers = {
+            "Content-Type": "application/json",
+            "x-amzn-RequestId": str(uuid.uuid4()),
+            "X-Amzn-Bedrock-Invocation-Latency": "0",
+            "X-Amzn-Bedrock-Input-Token-Count": str(answer["inputTextTokenCount"]),
+        }
+        return web.Response(body=body, headers=headers)
+
+
 async def _foundation_model_availability(request: web.Request) -> web.StreamResponse:
     """Bedrock's GetFoundationModelAvailability: a model of ``unavailable_models`` is not authorized (the
     account lacks access), any other is available and authorized."""
@@ -519,5 +573,6 @@ def add_aws_routes(app: web.Application) -> None:
     # Model ids can be ARNs with a '/' in them (inference profiles, provisioned throughput).
     app.router.add_post("/model/{model_id:.+}/converse", _converse)
     app.router.add_post("/model/{model_id:.+}/converse-stream", _converse_stream)
+    app.router.add_post("/model/{model_id:.+}/invoke", _invoke_model)
     # Bedrock's control plane, for the Plan's check of the judges (AWS_ENDPOINT_URL_BEDROCK in tests).
     app.router.add_get("/foundation-model-availability/{model_id:.+}", _foundation_model_availability)

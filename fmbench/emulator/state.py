@@ -92,6 +92,7 @@ class EmulatorState:
     answers: AnswerBook | None = None  # the run's prompts and their ground truth (settings.accuracy)
     scripted_answers: int = 0  # answers that gave a known prompt's (right or wrong) answer
     verdicts: int = 0  # judge prompts answered with a verdict
+    embeddings_total: int = 0  # texts embedded (Bedrock InvokeModel, Titan text embeddings)
     totals: ServedTotals = field(default_factory=ServedTotals)
 
     def scripted(self, parsed: ParsedRequest) -> ParsedRequest:
