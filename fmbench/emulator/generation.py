@@ -195,6 +195,8 @@ async def serve(request: web.Request, build: Build) -> web.StreamResponse:
             feed = _open_feed(state, dialect.parsed, start_s, n_tokens)
         except _ShutdownError:
             return dialect.unavailable()
+        in_engine = 1 if isinstance(feed, _EngineFeed) else 0
+        state.in_engine += in_engine
 
         def latency_ms() -> int:
             return round((state.clock.now_s() - start_s) * 1000)
@@ -213,6 +215,7 @@ async def serve(request: web.Request, build: Build) -> web.StreamResponse:
             return response
         finally:
             feed.close()
+            state.in_engine -= in_engine
             generated, first_s = feed.produced()
             state.request_ended(
                 prompt_tokens=dialect.parsed.prompt_tokens,

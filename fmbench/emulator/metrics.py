@@ -1,15 +1,16 @@
 """The emulator's ``/metrics``: Prometheus text exposition under vLLM's metric names, from its own state.
 
-Every figure is the emulator's true one at the moment of the scrape: the batch engine's running and
-waiting sequences and the tokens it holds, the tokens it prefilled and generated, the requests answered
+Every figure is the emulator's true one at the moment of the scrape: the requests running and waiting
+(``EmulatorState.occupancy``: the batch engine's batch and queue plus every request in flight outside the
+engine, on any route), the tokens the batch holds, the tokens prefilled and generated, the requests answered
 whole (by finish reason), and histograms of time to first token and end-to-end latency. The names and the
 ``model_name`` label are vLLM's (V1 engine, ``vllm:kv_cache_usage_perc`` rather than the older
 ``vllm:gpu_cache_usage_perc``), so the runner's scraper reads the emulator and a vLLM server alike.
 
 The emulator models no KV-cache blocks and no prefix cache: its KV-cache usage is the tokens the batch
 holds over ``KV_TOKENS_PER_SLOT`` tokens per batch slot, and its prefix cache is queried for every prompt
-token and never hits. In fixed-timing mode every request is served on its own: all are running, none
-waits, and no KV-cache usage is reported.
+token and never hits. In fixed-timing mode every request is served on its own: all in flight are running,
+none waits, and no KV-cache usage is reported.
 """
 
 from __future__ import annotations
@@ -44,8 +45,7 @@ class EmulatorCollector(Collector):
         model = [state.settings.model]
         labels = ["model_name"]
         engine = state.engine
-        running = engine.running_count if engine is not None else state.in_flight
-        waiting = engine.waiting_count if engine is not None else 0
+        running, waiting = state.occupancy
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             family = GaugeMetricFamily(name, doc, labels=labels)

@@ -51,10 +51,8 @@ def health_body(state: EmulatorState) -> dict[str, Any]:
         body["scripted_answers"] = state.scripted_answers
     if s.judge_error_rate is not None:
         body["verdicts"] = state.verdicts
-    if state.engine is not None:
-        body["running"] = state.engine.running_count
-        body["waiting"] = state.engine.waiting_count
-    else:
+    body["running"], body["waiting"] = state.occupancy
+    if state.engine is None:
         body.update(ttft_ms=s.ttft_ms, itl_ms=s.itl_ms, output_tokens=s.output_tokens)
     return body
 

@@ -86,6 +86,10 @@ class EmulatorState:
     clock: LoopClock = field(default_factory=LoopClock)
     in_flight: int = 0
     peak_in_flight: int = 0
+    # Requests in flight whose tokens come from the batch engine (between opening and closing their feed):
+    # the others in flight (a hang, an embedding, fixed timing) hold no engine slot but are served all
+    # the same, so ``occupancy`` counts them as running.
+    in_engine: int = 0
     requests_total: int = 0
     shutting_down: bool = False
     handler_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -121,6 +125,22 @@ class EmulatorState:
         return (
             self.engine.generation_tokens_total if self.engine is not None else self.totals.generation_tokens
         )
+
+    @property
+    def occupancy(self) -> tuple[int, int]:
+        """``(running, waiting)``: what ``/health`` and ``/metrics`` report, from the in-flight count.
+
+        Every request in flight is running or waiting. Waiting are the batch engine's queued sequences (none
+        without the engine). Running are the engine's batch (its prefilling and decoding sequences) plus
+        every request in flight outside the engine; without the engine that is every request in flight.
+        A sequence that has finished but whose handler is still sending the end of its answer is in
+        neither (it no longer holds a batch slot).
+        """
+        engine = self.engine
+        if engine is None:
+            return self.in_flight, 0
+        outside = max(0, self.in_flight - self.in_engine)
+        return engine.running_count + outside, engine.waiting_count
 
     @property
     def succeeded_total(self) -> int:

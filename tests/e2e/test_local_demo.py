@@ -11,6 +11,7 @@ import pyarrow.dataset as ds
 import pytest
 import yaml
 
+from fmbench.emulator.profiles import PROFILES
 from report.result import ResultDocument
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,3 +159,12 @@ def test_the_report_has_per_token_figures_the_server_view_and_the_suite(
         # the emulator's /metrics, scraped during the point
         assert p["server"] is not None, p
         assert p["server"]["running_max"] is not None and p["server"]["running_max"] <= p["concurrency"], p
+    # The server's own batch bound: a target never runs more requests than its profile's batch (requests in
+    # flight outside the batch would count as running too; the demo has no hangs), and never queues more
+    # than the load had in flight.
+    targets = {t["name"]: t["emulator"]["profile"] for t in yaml.safe_load(result["suite_yaml"])["targets"]}
+    for b in result["branches"]:
+        max_batch = PROFILES[targets[b["target_name"]]].max_batch
+        for p in b["load_points"]:
+            assert p["server"]["running_max"] <= min(p["concurrency"], max_batch), (b["target_name"], p)
+            assert p["server"]["waiting_max"] <= p["concurrency"], p
