@@ -5,7 +5,10 @@ Two sources fill the same table (``server_metrics/run_id=R/branch_id=B/part-NNNN
 - ``prometheus``: an OpenAI-compatible server's ``/metrics`` (vLLM's names; the emulator speaks them),
   scraped by :class:`ServerMetricsScraper` just before each load point (the previous point's last scrape),
   every ``load.server_metrics.scrape_interval_s`` seconds while it runs, and once as it ends. Only the
-  families in ``PROMETHEUS_FAMILIES`` are kept, and of a histogram only its ``_sum`` and ``_count``.
+  families in ``PROMETHEUS_FAMILIES`` are kept, and of a histogram only its ``_sum`` and ``_count``. A page
+  of TGI or SGLang (no vLLM family on it) is translated: the samples of ``TRANSLATED_SAMPLES`` are stored
+  under the vLLM names they stand for, with labels ``server_kind`` and ``exposed_as`` (the server's own
+  name), so everything downstream reads one set of names.
 - ``cloudwatch``: SageMaker's and Bedrock's CloudWatch metrics over each load point's window, fetched after
   the branch (``fmbench.cloud.cloudwatch``); one row per metric, statistic and minute.
 
@@ -45,7 +48,8 @@ _SERVER_METRIC_FIELDS: list[pa.Field[Any]] = [
     pa.field("payload_bin", pa.string(), nullable=False),
     # when the value was read (prometheus) or the start of its period (cloudwatch), epoch seconds
     pa.field("sampled_epoch_s", pa.float64(), nullable=False),
-    # the sample's name: vllm:num_requests_running, vllm:prompt_tokens_total, ..._sum; or ModelLatency
+    # the sample's name: vllm:num_requests_running, vllm:prompt_tokens_total, ..._sum (TGI's and SGLang's
+    # under the vLLM name they stand for); or ModelLatency
     pa.field("metric", pa.string(), nullable=False),
     pa.field("labels", pa.string(), nullable=False),  # JSON object, keys sorted
     pa.field("value", pa.float64(), nullable=False),
@@ -75,6 +79,45 @@ PROMETHEUS_FAMILIES: Final = frozenset(
     }
 )
 _HISTOGRAM_SUFFIXES: Final = ("_sum", "_count")
+
+ServerKind = Literal["vllm", "tgi", "sglang"]
+SERVER_KIND_LABEL: Final = "server_kind"
+EXPOSED_AS_LABEL: Final = "exposed_as"
+_RUNNING, _WAITING = "vllm:num_requests_running", "vllm:num_requests_waiting"
+_KV_USAGE = "vllm:kv_cache_usage_perc"
+_PROMPT, _GENERATED = "vllm:prompt_tokens_total", "vllm:generation_tokens_total"
+_SUCCEEDED = "vllm:request_success_total"
+_TTFT, _E2E = "vllm:time_to_first_token_seconds", "vllm:e2e_request_latency_seconds"
+# Other servers' samples (by sample name, as the text parser gives them) -> the vLLM samples they stand for
+# (docs/metrics.md, "Server-side metrics"). TGI counts without "_total" (its Rust exporter's style); a page
+# that adds it is read too. TGI has no TTFT, KV-cache or prefix-cache figure; SGLang's prompt tokens are
+# also its prefix-cache queries (its cached tokens count the hits among them).
+TRANSLATED_SAMPLES: Final[dict[ServerKind, dict[str, tuple[str, ...]]]] = {
+    "tgi": {
+        "tgi_batch_current_size": (_RUNNING,),
+        "tgi_queue_size": (_WAITING,),
+        "tgi_request_input_length_sum": (_PROMPT,),
+        "tgi_request_generated_tokens_sum": (_GENERATED,),
+        "tgi_request_success": (_SUCCEEDED,),
+        "tgi_request_success_total": (_SUCCEEDED,),
+        "tgi_request_duration_sum": (f"{_E2E}_sum",),
+        "tgi_request_duration_count": (f"{_E2E}_count",),
+    },
+    "sglang": {
+        "sglang:num_running_reqs": (_RUNNING,),
+        "sglang:num_queue_reqs": (_WAITING,),
+        "sglang:token_usage": (_KV_USAGE,),
+        "sglang:prompt_tokens_total": (_PROMPT, "vllm:prefix_cache_queries_total"),
+        "sglang:generation_tokens_total": (_GENERATED,),
+        "sglang:cached_tokens_total": ("vllm:prefix_cache_hits_total",),
+        "sglang:num_requests_total": (_SUCCEEDED,),
+        "sglang:time_to_first_token_seconds_sum": (f"{_TTFT}_sum",),
+        "sglang:time_to_first_token_seconds_count": (f"{_TTFT}_count",),
+        "sglang:e2e_request_latency_seconds_sum": (f"{_E2E}_sum",),
+        "sglang:e2e_request_latency_seconds_count": (f"{_E2E}_count",),
+    },
+}
+_KIND_PREFIXES: Final[dict[ServerKind, str]] = {"vllm": "vllm:", "sglang": "sglang:", "tgi": "tgi_"}
 # A scrape waits at most this long for its answer; a slower one is skipped, not retried.
 SCRAPE_TIMEOUT_S: Final = 5.0
 
@@ -148,12 +191,38 @@ def write_rows(root: str, run_id: str, branch_id: str, rows: Sequence[MetricRow]
 # ------------------------------------------------------------------------------------------ prometheus
 
 
+def server_kind(family_names: Sequence[str]) -> ServerKind | None:
+    """Which server a page's family names come from: vLLM's first, then SGLang's, then TGI's prefix."""
+    for kind, prefix in _KIND_PREFIXES.items():
+        if any(name.startswith(prefix) for name in family_names):
+            return kind
+    return None
+
+
+def _translated(
+    kind: ServerKind, families: list[Any], sampled_epoch_s: float, point: PointKey
+) -> list[MetricRow]:
+    table = TRANSLATED_SAMPLES[kind]
+    rows: list[MetricRow] = []
+    for family in families:
+        for sample in family.samples:
+            for metric in table.get(sample.name, ()):
+                labels = {**sample.labels, SERVER_KIND_LABEL: kind, EXPOSED_AS_LABEL: sample.name}
+                rows.append(MetricRow("prometheus", point, sampled_epoch_s, metric, labels, sample.value))
+    return rows
+
+
 def parse_exposition(text: str, sampled_epoch_s: float, point: PointKey) -> list[MetricRow]:
-    """The rows of one scrape: samples of the known families (histograms: ``_sum`` and ``_count``)."""
+    """The rows of one scrape: samples of the known families (histograms: ``_sum`` and ``_count``); a
+    TGI or SGLang page's known samples under the vLLM names they stand for."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    families = list(text_string_to_metric_families(text))
+    kind = server_kind([family.name for family in families])
+    if kind is not None and kind != "vllm":
+        return _translated(kind, families, sampled_epoch_s, point)
     rows: list[MetricRow] = []
-    for family in text_string_to_metric_families(text):
+    for family in families:
         name = family.name
         if name not in PROMETHEUS_FAMILIES and name.removesuffix("_total") not in PROMETHEUS_FAMILIES:
             continue

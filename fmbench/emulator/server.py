@@ -65,7 +65,7 @@ def _metrics_handler(state: EmulatorState) -> Callable[[web.Request], Awaitable[
     registry = metrics_registry(state)
 
     async def metrics(_request: web.Request) -> web.Response:
-        return web.Response(body=exposition(registry), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=exposition(registry, state), headers={"Content-Type": CONTENT_TYPE})
 
     return metrics
 

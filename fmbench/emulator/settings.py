@@ -69,6 +69,10 @@ class EmulatorBehaviour(BaseModel):
         description="Send one unparsable event mid-stream (a bad CRC on Bedrock), or an unparsable body.",
     )
     seed: int = Field(default=0, description="Seed of the timing jitter and of the fault draws.")
+    metrics_dialect: Literal["vllm", "tgi", "sglang"] = Field(
+        default="vllm",
+        description="Whose metric names /metrics publishes its figures under: vLLM's, TGI's or SGLang's.",
+    )
     accuracy: Annotated[float | None, _ANSWERS] = Field(
         default=None,
         ge=0,
