@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pyarrow.dataset as ds
 import pytest
 
 from fmbench.emulator.metrics import KV_TOKENS_PER_SLOT
 from fmbench.emulator.profiles import EmulatorProfile
 from fmbench.emulator.server import running_emulator
 from fmbench.emulator.settings import EmulatorSettings
+from fmbench.local import run_branches, save_plan
+from fmbench.plan import plan_suite
+from fmbench.prompt_store import materialize_plan
 from fmbench.server_metrics import PointKey, ServerMetricsScraper, parse_exposition
+from fmbench.suite import validate_suite_data
 from fmbench.tokenizer import get_tokenizer
 from report.server_metrics import read_server_metrics, server_metrics_summary
 
@@ -133,3 +139,36 @@ def test_every_dialect_gives_the_vllm_figures_of_the_same_load(figures: dict[str
     for dialect in ("vllm", "sglang"):
         assert 0 <= figures[dialect]["server_ttft_mean_s"] < 5, dialect
     assert _null(figures["tgi"]["server_ttft_mean_s"])
+
+
+def test_a_suites_emulator_target_publishes_its_dialect_to_the_runner(tmp_path: Path) -> None:
+    """The whole local path: the suite's emulator options reach the emulator child process, whose TGI page
+    the runner scrapes and stores under the vLLM names, marked as TGI's."""
+    data = {
+        "name": "tgi-page",
+        "targets": [
+            {
+                "name": "emu",
+                "platform": "emulator",
+                "emulator": {"ttft_ms": 5, "itl_ms": 1, "output_tokens": 4, "metrics_dialect": "tgi"},
+            }
+        ],
+        "workload": {"bins": [{"min_tokens": 50, "max_tokens": 500}], "max_prompts_per_bin": 4},
+        "load": {"concurrency": [2], "requests_per_level": 8, "server_metrics": {"scrape_interval_s": 0.1}},
+    }
+    plan = materialize_plan(plan_suite(validate_suite_data(data), storage_root=str(tmp_path), run_id="r"))
+    save_plan(plan, str(tmp_path))
+    (outcome,) = asyncio.run(run_branches(plan, 1))
+    assert outcome.status == "succeeded"
+    rows = (
+        ds.dataset(tmp_path / "server_metrics", format="parquet", partitioning="hive").to_table().to_pylist()
+    )
+    labels = [json.loads(r["labels"]) for r in rows]
+    assert rows and {label["server_kind"] for label in labels} == {"tgi"}
+    assert {label["exposed_as"] for label in labels} >= {"tgi_batch_current_size", "tgi_queue_size"}
+    (row,) = server_metrics_summary(read_server_metrics(str(tmp_path), "r"), "r").to_dict("records")
+    records = ds.dataset(tmp_path / "records", format="parquet", partitioning="hive").to_table()
+    assert row["server_requests_succeeded"] == records.num_rows == 8
+    assert row["server_generation_tokens"] == sum(records.column("completion_tokens").to_pylist()) == 32
+    assert row["server_prompt_tokens"] == sum(records.column("prompt_tokens").to_pylist())
+    assert _null(row["server_ttft_mean_s"])  # TGI publishes none

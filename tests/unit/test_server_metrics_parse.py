@@ -228,3 +228,13 @@ def test_a_page_with_vllm_families_is_read_as_vllm_only() -> None:
     rows = parse_exposition(PAGE + SGLANG_PAGE, 1.0, POINT)
     assert {row.metric for row in rows} == {row.metric for row in parse_exposition(PAGE, 1.0, POINT)}
     assert all("server_kind" not in row.labels for row in rows)
+
+
+def test_an_emulator_target_picks_its_metric_dialect_and_a_wrong_one_is_refused() -> None:
+    spec = spec_of({"platform": "emulator", "emulator": {"metrics_dialect": "sglang"}}, replace=True)
+    assert spec.target.emulator.metrics_dialect == "sglang"
+    data = copy.deepcopy(SUITE)
+    data["targets"][0] = {"name": "emu", "platform": "emulator", "emulator": {"metrics_dialect": "triton"}}
+    with pytest.raises(SuiteValidationError) as caught:
+        validate_suite_data(data)
+    assert [p.path for p in caught.value.problems] == ["targets.0.emulator.metrics_dialect"]
