@@ -401,6 +401,24 @@ def _reuse_message(decks: dict[str, PromptDeck]) -> str | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _BranchRun:
+    """What every load point of one branch shares: the endpoint, where its records go and how they are
+    built, and the branch's running account."""
+
+    spec: BranchSpec
+    client: EndpointClient
+    writer: RecordWriter
+    progress: _Progress
+    tally: _Tally
+    clock: EpochClock  # one anchor for the whole branch, so all its records share a time scale
+    tokenizer: Tokenizer  # the prompts' counts and the answers' in the same tokens
+    context: RecordContext
+    scraper: ServerMetricsScraper | None
+    flush_interval_s: float
+    flush_max_records: int
+
+
 async def _sweep(
     spec: BranchSpec,
     client: EndpointClient,
@@ -417,43 +435,26 @@ async def _sweep(
 
     Only a load point whose measured requests all failed stops the sweep; any other failure is a record.
     """
-    clock = EpochClock.start()  # one anchor for the whole branch, so all its records share a time scale
-    tokenizer: Tokenizer = prepared.tokenizer  # the prompts' counts and the answers' in the same tokens
-    context = RecordContext.for_branch(spec)
+    run = _BranchRun(
+        spec=spec,
+        client=client,
+        writer=writer,
+        progress=progress,
+        tally=tally,
+        clock=EpochClock.start(),
+        tokenizer=prepared.tokenizer,
+        context=RecordContext.for_branch(spec),
+        scraper=scraper,
+        flush_interval_s=flush_interval_s,
+        flush_max_records=flush_max_records,
+    )
     decks = branch_decks(spec, prepared)
     try:
         points = load_points(spec, decks)
-        failure = await _sweep_points(
-            spec,
-            client,
-            points,
-            writer,
-            progress,
-            tally,
-            clock,
-            tokenizer,
-            context,
-            scraper,
-            flush_interval_s=flush_interval_s,
-            flush_max_records=flush_max_records,
-        )
+        failure = await _sweep_points(run, points)
         if failure is not None or spec.load.search is None:
             return failure
-        _, failure = await _search(
-            spec,
-            client,
-            decks,
-            len(points),
-            writer,
-            progress,
-            tally,
-            clock,
-            tokenizer,
-            context,
-            flush_interval_s=flush_interval_s,
-            flush_max_records=flush_max_records,
-            scraper=scraper,
-        )
+        _, failure = await _search(run, decks, len(points))
         return failure
     finally:
         reuse = _reuse_message(decks)
@@ -461,38 +462,10 @@ async def _sweep(
             logger.warning("branch %s: %s", spec.branch_id, reuse)
 
 
-async def _sweep_points(
-    spec: BranchSpec,
-    client: EndpointClient,
-    points: list[LoadPoint],
-    writer: RecordWriter,
-    progress: _Progress,
-    tally: _Tally,
-    clock: EpochClock,
-    tokenizer: Tokenizer,
-    context: RecordContext,
-    scraper: ServerMetricsScraper | None,
-    *,
-    flush_interval_s: float,
-    flush_max_records: int,
-) -> str | None:
+async def _sweep_points(run: _BranchRun, points: list[LoadPoint]) -> str | None:
     for index, point in enumerate(points):
-        ran = await _run_point(
-            spec,
-            client,
-            point,
-            index,
-            writer,
-            progress,
-            clock,
-            tokenizer,
-            context,
-            flush_interval_s=flush_interval_s,
-            flush_max_records=flush_max_records,
-            tally=tally,
-            scraper=scraper,
-        )
-        tally.add_summary(ran.summary, completed=ran.stop_reason is None)
+        ran = await _run_point(run, point, index)
+        run.tally.add_summary(ran.summary, completed=ran.stop_reason is None)
         if ran.stop_reason is not None:
             return ran.stop_reason
     return None
@@ -528,36 +501,22 @@ class _PointRan:
     rows: tuple[_SloRow, ...]  # a search point's rows, else empty
 
 
-async def _run_point(
-    spec: BranchSpec,
-    client: EndpointClient,
-    point: LoadPoint,
-    index: int,
-    writer: RecordWriter,
-    progress: _Progress,
-    clock: EpochClock,
-    tokenizer: Tokenizer,
-    context: RecordContext,
-    *,
-    flush_interval_s: float,
-    flush_max_records: int,
-    tally: _Tally,
-    scraper: ServerMetricsScraper | None = None,
-) -> _PointRan:
+async def _run_point(run: _BranchRun, point: LoadPoint, index: int) -> _PointRan:
     """One load point; its records are on storage when this returns (or raises)."""
+    spec, client, progress, scraper = run.spec, run.client, run.progress, run.scraper
     if point.concurrency is not None:  # before the point starts: connection set-up is not measured
         await client.open_connections(point.concurrency, PROBE_TIMEOUT_S)
     progress.emit("load_point_started", point=point, index=index)
 
-    recorder = PartRecorder(writer, point, context, clock, tokenizer)
+    recorder = PartRecorder(run.writer, point, run.context, run.clock, run.tokenizer)
     keeping = _KeepingRecorder(recorder) if point.search_step is not None else None
     point_run = LoadPointRun(
         client,
         point,
         write_part=keeping if keeping is not None else recorder,
         limits=spec.load.client_check,
-        flush_interval_s=flush_interval_s,
-        flush_max_records=flush_max_records,
+        flush_interval_s=run.flush_interval_s,
+        flush_max_records=run.flush_max_records,
         on_request_done=_request_listener(progress, point, index),
     )
     try:
@@ -569,7 +528,7 @@ async def _run_point(
                 result = await point_run.run()
     except BaseException:
         # Also on cancellation or a crash: the requests that were made are accounted for.
-        tally.add_summary(point_run.summary(), completed=False)
+        run.tally.add_summary(point_run.summary(), completed=False)
         raise
     summary = point_run.summary()
     check = result.check
@@ -609,26 +568,14 @@ async def _run_point(
 
 
 async def _search(
-    spec: BranchSpec,
-    client: EndpointClient,
-    decks: dict[str, PromptDeck],
-    first_index: int,
-    writer: RecordWriter,
-    progress: _Progress,
-    tally: _Tally,
-    clock: EpochClock,
-    tokenizer: Tokenizer,
-    context: RecordContext,
-    *,
-    flush_interval_s: float,
-    flush_max_records: int,
-    scraper: ServerMetricsScraper | None = None,
+    run: _BranchRun, decks: dict[str, PromptDeck], first_index: int
 ) -> tuple[CapacitySearch, str | None]:
     """The branch's capacity search (``load.search``) after its sweep: each level over every bin, judged
     against the SLO as the report judges it (``fmbench.search``). Returns the search and the reason the
     branch failed, if it did: prompts used up, or every measured request of a point failed before any level
     passed (an endpoint that serves nothing has no capacity to search; after a passing level, such a point
     is a failing level)."""
+    spec = run.spec
     search = spec.load.search
     assert search is not None
     state = CapacitySearch(search)
@@ -643,26 +590,12 @@ async def _search(
             planned = PlannedPoint(*search.level(level), label)
             point = LoadPoint.of_plan(spec.load, planned, decks[label], spec.workload.inference)
             point = dataclasses.replace(point, search_step=len(state.steps))
-            ran = await _run_point(
-                spec,
-                client,
-                point,
-                index,
-                writer,
-                progress,
-                clock,
-                tokenizer,
-                context,
-                flush_interval_s=flush_interval_s,
-                flush_max_records=flush_max_records,
-                tally=tally,
-                scraper=scraper,
-            )
+            ran = await _run_point(run, point, index)
             index += 1
             judged = ran.stop_reason is None or (
                 state.passing is not None and ran.summary.all_measured_failed
             )
-            tally.add_summary(ran.summary, completed=judged)
+            run.tally.add_summary(ran.summary, completed=judged)
             if not judged:
                 return state, ran.stop_reason
             verdicts.append(verdict(PointFigures.of_records(ran.rows), spec.slo))
