@@ -18,6 +18,7 @@ from fmbench.endpoints.bedrock import BedrockClient
 from fmbench.endpoints.formats import payload_format
 from fmbench.endpoints.openai import OpenAIClient
 from fmbench.endpoints.sagemaker import SageMakerClient
+from fmbench.evaluation.selection import judged_prompts
 from fmbench.loadgen import (
     FLUSH_INTERVAL_S,
     FLUSH_MAX_RECORDS,
@@ -30,7 +31,7 @@ from fmbench.loadgen import (
     PointPart,
     RecordContext,
 )
-from fmbench.payloads import DatasetError, PromptDeck, WorkloadPrompts, prepare_workload
+from fmbench.payloads import DatasetError, Prompt, PromptDeck, WorkloadPrompts, prepare_workload
 from fmbench.plan import BranchOutcome
 from fmbench.prompt_store import load_materialized
 from fmbench.records import RecordsNotWrittenError, RecordWriter
@@ -448,13 +449,15 @@ async def _sweep(
         flush_interval_s=flush_interval_s,
         flush_max_records=flush_max_records,
     )
+    quality = quality_prompts(spec, prepared)  # chosen before the load, from the bins' prompts
     decks = branch_decks(spec, prepared)
     try:
         points = load_points(spec, decks)
         failure = await _sweep_points(run, points)
-        if failure is not None or spec.load.search is None:
-            return failure
-        _, failure = await _search(run, decks, len(points))
+        if failure is None and spec.load.search is not None:
+            _, failure = await _search(run, decks, len(points))
+        if failure is None and quality:
+            await _quality_pass(run, quality)
         return failure
     finally:
         reuse = _reuse_message(decks)
@@ -469,6 +472,74 @@ async def _sweep_points(run: _BranchRun, points: list[LoadPoint]) -> str | None:
         if ran.stop_reason is not None:
             return ran.stop_reason
     return None
+
+
+def quality_prompts(spec: BranchSpec, prepared: WorkloadPrompts) -> dict[str, list[Prompt]]:
+    """Bin -> the prompts the branch's quality pass sends (``evaluation.quality_pass``): those the judging
+    selects (``judged_prompts``: distinct, with a reference answer, seeded order, capped per bin), known
+    from the bins' prompts before the load. Empty without a quality pass."""
+    quality = spec.quality_pass
+    if quality is None:
+        return {}
+    return judged_prompts(prepared.by_bin, max_per_bin=quality.max_answers_per_bin, seed=quality.seed)
+
+
+def quality_point(spec: BranchSpec, payload_bin: str, prompts: list[Prompt]) -> LoadPoint:
+    """The quality pass over one bin: each prompt once, one at a time (a closed loop at concurrency 1), no
+    warm-up or cool-down, at temperature 0 (greedy decoding; the workload's other inference parameters
+    kept, but never ``fixed_output_tokens``: a judged answer ends where the model ends it)."""
+    params = spec.workload.inference.model_copy(update={"temperature": 0.0, "fixed_output_tokens": False})
+    return LoadPoint(
+        concurrency=1,
+        payload_bin=payload_bin,
+        prompts=prompts,
+        params=params,
+        timeout_s=spec.load.request_timeout_s,
+        requests=len(prompts),
+        seed=spec.load.seed,
+        quality=True,
+    )
+
+
+async def _quality_pass(run: _BranchRun, prompts_by_bin: dict[str, list[Prompt]]) -> None:
+    """Send the judged prompts once more, bin by bin, after the load and while the endpoint lives; their
+    records have phase 'quality'. Not a load point: no progress events, no server metrics scrape, and a
+    bin whose every request failed is logged (its answers are then missing from the judging) without
+    failing the branch, whose load results stand."""
+    spec = run.spec
+    await run.client.open_connections(1, PROBE_TIMEOUT_S)
+    for payload_bin, prompts in prompts_by_bin.items():
+        point = quality_point(spec, payload_bin, prompts)
+        point_run = LoadPointRun(
+            run.client,
+            point,
+            write_part=PartRecorder(run.writer, point, run.context, run.clock, run.tokenizer),
+            limits=spec.load.client_check,
+            flush_interval_s=run.flush_interval_s,
+            flush_max_records=run.flush_max_records,
+        )
+        try:
+            await point_run.run()
+        finally:
+            summary = point_run.summary()
+            run.tally.add_summary(summary, completed=False)
+        if summary.attempts and summary.errors == summary.attempts:
+            logger.warning(
+                "branch %s: every request of the quality pass over bin %s failed (%s: %s); its answers "
+                "cannot be judged",
+                spec.branch_id,
+                payload_bin,
+                summary.dominant_error_class,
+                summary.sample_error_message,
+            )
+        else:
+            logger.info(
+                "branch %s: quality pass over bin %s: %d prompts, %d errors",
+                spec.branch_id,
+                payload_bin,
+                summary.attempts,
+                summary.errors,
+            )
 
 
 @dataclass(frozen=True, slots=True)
