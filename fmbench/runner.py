@@ -457,7 +457,12 @@ async def _sweep(
         if failure is None and spec.load.search is not None:
             _, failure = await _search(run, decks, len(points))
         if failure is None and quality:
-            await _quality_pass(run, quality)
+            try:
+                await _quality_pass(run, quality)
+            except RecordsNotWrittenError:
+                raise
+            except Exception:  # the load's results stand; the branch's answers are then not judged
+                logger.exception("branch %s: the quality pass failed", spec.branch_id)
         return failure
     finally:
         reuse = _reuse_message(decks)
