@@ -260,6 +260,11 @@ def test_a_judged_dataset_needs_its_ground_truth(tmp_path: Path) -> None:
     synthetic = {"synthetic": {"prompt_tokens": 20}, "bins": [{"min_tokens": 1, "max_tokens": 9000}]}
     reason = _problems(tmp_path, _suite(tmp_path, workload=synthetic))["workload.dataset.ground_truth"]
     assert "synthetic prompts have no ground truth" in reason
+    # a quality pass sends the judged prompts: its own field is named too
+    passed = {"judges": [{"name": "j", "model_id": "us.amazon.nova-pro-v1:0"}], "quality_pass": True}
+    found = _problems(tmp_path, _suite(tmp_path, workload=synthetic, evaluation=passed))
+    assert "reference answer" in found["evaluation.quality_pass"]
+    assert "evaluation.quality_pass" not in _problems(tmp_path, _suite(tmp_path, workload=synthetic))
 
 
 def test_the_default_panel_is_three_bedrock_families_and_judges_are_checked(tmp_path: Path) -> None:
