@@ -21,12 +21,14 @@ from fmbench.emulator.settings import EmulatorSettings
 from fmbench.evaluation.run import EvaluationError, evaluate_run_async
 from fmbench.local import run_branches, save_plan
 from fmbench.payloads import prepare_workload
-from fmbench.plan import RunPlan, plan_suite
+from fmbench.plan import BranchOutcome, RunPlan, plan_suite
 from fmbench.prompt_store import materialize_plan
 from fmbench.runner import ProgressEvent, run_branch
 from fmbench.spec import BranchSpec
 from fmbench.suite import validate_suite_data
 from report.query import accuracy_figures, compute_metrics, request_samples, ttft_samples
+from report.render import generate_report
+from report.result import ResultDocument
 
 FAST = {"ttft_ms": 1, "itl_ms": 1, "output_tokens": 6}
 CAP = 6  # evaluation.max_answers_per_bin
@@ -137,13 +139,18 @@ def test_every_latency_figure_is_the_same_with_or_without_the_quality_rows(tmp_p
         ), query.__name__
 
 
-def _finished_run(root: Path, quality_pass: bool) -> RunPlan:
+def _finished_run(root: Path, quality_pass: bool) -> tuple[RunPlan, list[BranchOutcome]]:
     plan = plan_suite(validate_suite_data(_suite(quality_pass)), storage_root=str(root), run_id="r1")
     plan = materialize_plan(plan)
     save_plan(plan, str(root))
     outcomes = asyncio.run(run_branches(plan, 1))
     assert [o.status for o in outcomes] == ["succeeded"]
-    return plan
+    return plan, outcomes
+
+
+def _report(plan: RunPlan, outcomes: list[BranchOutcome], root: Path) -> tuple[ResultDocument, str]:
+    document = generate_report(plan, outcomes, str(root), root / "report")
+    return document, (root / "report" / "report.md").read_text(encoding="utf-8")
 
 
 def _judge(plan: RunPlan, root: Path, answers_from: Any = None) -> list[dict[str, Any]]:
@@ -156,7 +163,7 @@ def _judge(plan: RunPlan, root: Path, answers_from: Any = None) -> list[dict[str
 
 
 def test_judging_takes_the_quality_answers_when_on_and_the_load_answers_otherwise(tmp_path: Path) -> None:
-    plan = _finished_run(tmp_path / "on", True)
+    plan, outcomes = _finished_run(tmp_path / "on", True)
     records = _records(tmp_path / "on")
     quality_ids = {r["request_id"] for r in records if r["phase"] == "quality"}
     measured_ids = {r["request_id"] for r in records if r["phase"] == "measured"}
@@ -166,16 +173,24 @@ def test_judging_takes_the_quality_answers_when_on_and_the_load_answers_otherwis
     assert {r["answer_source"] for r in judged} == {"quality_pass"}
     figures = accuracy_figures(str(tmp_path / "on"), "r1")
     assert figures is not None
-    assert set(figures.loc[figures["figure"].isin(["candidate", "panel"]), "answer_source"]) == {
-        "quality_pass"
-    }
+    shown = figures.loc[figures["figure"].isin(["candidate", "panel"]), "answer_source"]
+    assert set(shown) == {"quality_pass"}
+    document, text = _report(plan, outcomes, tmp_path / "on")
+    (branch,) = document.branches
+    assert branch.accuracy is not None and branch.accuracy.answer_source == "quality_pass"
+    assert "answers judged are those of a quality pass" in text
+    assert "concurrency 1) at temperature 0" in text
 
     # the same run judged on its answers under load (fmbench evaluate --answers load)
     again = _judge(plan, tmp_path / "on", "load")
     assert {r["request_id"] for r in again} <= measured_ids
     assert {r["answer_source"] for r in again} == {"load"}
+    document, text = _report(plan, outcomes, tmp_path / "on")
+    assert document.branches[0].accuracy is not None
+    assert document.branches[0].accuracy.answer_source == "load"
+    assert "answers judged are answers under load" in text
 
-    off = _finished_run(tmp_path / "off", False)
+    off, _ = _finished_run(tmp_path / "off", False)
     assert not any(r["phase"] == "quality" for r in _records(tmp_path / "off"))
     judged_off = _judge(off, tmp_path / "off")
     assert {r["answer_source"] for r in judged_off} == {"load"}
@@ -183,24 +198,28 @@ def test_judging_takes_the_quality_answers_when_on_and_the_load_answers_otherwis
         _judge(off, tmp_path / "off", "quality_pass")
 
 
-def test_a_failed_quality_pass_leaves_the_load_and_nothing_to_judge(
-    tmp_path: Path,
-) -> None:
-    plan = plan_suite(validate_suite_data(_suite(True)), storage_root=str(tmp_path), run_id="r1")
+def test_a_failed_quality_pass_leaves_the_load_and_nothing_to_judge(tmp_path: Path) -> None:
+    emulated = {"platform": "emulator", "model": "m", "emulator": {**FAST, "accuracy": 0.5}}
+    targets = [{"name": "fine", **emulated}, {"name": "gone", **emulated}]
+    plan = plan_suite(validate_suite_data(_suite(True, targets)), storage_root=str(tmp_path), run_id="r1")
     plan = materialize_plan(plan)
     save_plan(plan, str(tmp_path))
-    (spec,) = plan.branches
-    settings = EmulatorSettings(**spec.target.emulator.model_dump())  # type: ignore[union-attr]
-    with EmulatorProcess(settings) as emulator:
+    outcomes = []
+    for spec in plan.branches:
+        settings = EmulatorSettings(**spec.target.emulator.model_dump())  # type: ignore[union-attr]
+        with EmulatorProcess(settings) as emulator:
 
-        def stop_after_the_load(event: ProgressEvent) -> None:
-            # the endpoint goes away once the last load point ended, before the quality pass
-            if event.kind == "load_point_finished" and event.load_point_index == event.load_points_total - 1:
-                emulator.stop()
+            def stop_after_the_load(event: ProgressEvent, name: str = spec.target.name) -> None:
+                # 'gone' goes away once its last load point ended, before its quality pass
+                last = event.load_point_index == event.load_points_total - 1
+                if name == "gone" and event.kind == "load_point_finished" and last:
+                    emulator.stop()
 
-        outcome = asyncio.run(run_branch(spec, endpoint_url=emulator.url, on_progress=stop_after_the_load))
-    assert outcome.status == "succeeded" and outcome.reason is None  # the load's results stand
-    rows = _records(tmp_path)
+            run = run_branch(spec, endpoint_url=emulator.url, on_progress=stop_after_the_load)
+            outcomes.append(asyncio.run(run))
+    assert [(o.status, o.reason) for o in outcomes] == [("succeeded", None)] * 2  # the load's results stand
+    gone = next(spec for spec in plan.branches if spec.target.name == "gone")
+    rows = [r for r in _records(tmp_path) if r["branch_id"] == gone.branch_id]
     quality = [r for r in rows if r["phase"] == "quality"]
     measured = [r for r in rows if r["phase"] == "measured"]
     assert len(measured) == 4 * REQUESTS and all(r["status"] == "ok" for r in measured)
@@ -208,10 +227,15 @@ def test_a_failed_quality_pass_leaves_the_load_and_nothing_to_judge(
     # refused, or cut on a pooled connection the stopped server closed
     assert {r["error_class"] for r in quality} <= {"connection_error", "stream_cut"}
 
-    # the judging of the branch falls back to nothing: no answer of the load is judged instead
+    # the judging of 'gone' falls back to nothing: no answer of its load is judged instead
     async def judge() -> Any:
         async with running_emulator(EmulatorSettings(model="jm", judge_error_rate=0.0, **FAST)) as url:
             return await evaluate_run_async(plan, str(tmp_path), judge_urls={"j": url})
 
     summary = asyncio.run(judge())
-    assert summary.answers == 0 and summary.rows == 0
+    judged = pq.read_table(tmp_path / "evaluations").to_pylist()
+    assert summary.answers > 0 and {r["target_name"] for r in judged} == {"fine"}
+    document, text = _report(plan, outcomes, tmp_path)
+    by_name = {b.target_name: b for b in document.branches}
+    assert by_name["gone"].accuracy is None and by_name["fine"].accuracy is not None
+    assert "Not judged: gone (no successful answer of its quality pass" in text
