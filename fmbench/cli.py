@@ -248,7 +248,12 @@ def _print_stopped(console: Console, run: Any) -> None:
 
 def _print_evaluation(console: Console, summary: Any) -> None:
     """One line per judge of the panel: what it judged and what that cost."""
-    table = Table(title=f"Judged {summary.answers} answer(s) of run {summary.run_id}")
+    sources = " and ".join(
+        "under load" if source == "load" else "of the quality pass (concurrency 1, temperature 0)"
+        for source in sorted(getattr(summary, "answer_sources", ()))
+    )
+    title = f"Judged {summary.answers} answer(s) {sources} of run {summary.run_id}".replace("  ", " ")
+    table = Table(title=title)
     for column in ("judge", "family", "judged", "correct", "incorrect", "unparsed", "errors", "cost"):
         table.add_column(column)
     for tally in summary.judges:

@@ -74,6 +74,7 @@ class EvaluationSummary:
     rows: int = 0
     judges: list[JudgeTally] = field(default_factory=list)
     embedding_cost_usd: float = 0.0
+    answer_sources: set[str] = field(default_factory=set)  # where the branches' judged answers came from
 
     @property
     def cost_usd(self) -> float:
@@ -185,6 +186,7 @@ async def evaluate_run_async(
     try:
         for spec in plan.branches:
             source = answer_source(spec, answers_from)
+            summary.answer_sources.add(source)
             found = recorded_answers(root, plan.run_id, spec.branch_id, source)
             answers = select_answers(
                 found,

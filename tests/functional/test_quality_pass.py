@@ -15,6 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from fmbench.cli import main
 from fmbench.emulator.process import EmulatorProcess
 from fmbench.emulator.server import running_emulator
 from fmbench.emulator.settings import EmulatorSettings
@@ -162,7 +163,9 @@ def _judge(plan: RunPlan, root: Path, answers_from: Any = None) -> list[dict[str
     return pq.read_table(root / "evaluations").to_pylist()
 
 
-def test_judging_takes_the_quality_answers_when_on_and_the_load_answers_otherwise(tmp_path: Path) -> None:
+def test_judging_takes_the_quality_answers_when_on_and_the_load_answers_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plan, outcomes = _finished_run(tmp_path / "on", True)
     records = _records(tmp_path / "on")
     quality_ids = {r["request_id"] for r in records if r["phase"] == "quality"}
@@ -182,7 +185,10 @@ def test_judging_takes_the_quality_answers_when_on_and_the_load_answers_otherwis
     assert "concurrency 1) at temperature 0" in text
 
     # the same run judged on its answers under load (fmbench evaluate --answers load)
-    again = _judge(plan, tmp_path / "on", "load")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "on"), "--run-id", "r1", "--answers", "load"]) == 0
+    assert "answer(s) under load of run r1" in capsys.readouterr().out
+    again = pq.read_table(tmp_path / "on" / "evaluations").to_pylist()
     assert {r["request_id"] for r in again} <= measured_ids
     assert {r["answer_source"] for r in again} == {"load"}
     document, text = _report(plan, outcomes, tmp_path / "on")
