@@ -248,7 +248,12 @@ def _print_stopped(console: Console, run: Any) -> None:
 
 def _print_evaluation(console: Console, summary: Any) -> None:
     """One line per judge of the panel: what it judged and what that cost."""
-    table = Table(title=f"Judged {summary.answers} answer(s) of run {summary.run_id}")
+    sources = " and ".join(
+        "under load" if source == "load" else "of the quality pass (concurrency 1, temperature 0)"
+        for source in sorted(getattr(summary, "answer_sources", ()))
+    )
+    title = f"Judged {summary.answers} answer(s) {sources} of run {summary.run_id}".replace("  ", " ")
+    table = Table(title=title)
     for column in ("judge", "family", "judged", "correct", "incorrect", "unparsed", "errors", "cost"):
         table.add_column(column)
     for tally in summary.judges:
@@ -359,7 +364,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         with judge_emulators(plan.suite.evaluation) as (urls, _failed):
-            summary = evaluate_run(plan, root, judge_urls=urls)
+            summary = evaluate_run(plan, root, judge_urls=urls, answers_from=args.answers)
     except (EvaluationError, OSError, ValueError) as error:
         err.print(f"evaluate: {error}", markup=False)
         return EXIT_FAILED
@@ -1095,6 +1100,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--run-id", default=None, help="the run (default: the folder's only or shown run)")
     evaluate.add_argument("--suite", default=None, help="take the evaluation section from this suite instead")
+    evaluate.add_argument(
+        "--answers",
+        choices=["load", "quality_pass"],
+        default=None,
+        help="judge the answers under load, or those of the run's quality pass (concurrency 1, temperature "
+        "0); default: the quality pass's when the run had one (evaluation.quality_pass)",
+    )
     evaluate.set_defaults(handler=cmd_evaluate)
 
     report = commands.add_parser(

@@ -1346,6 +1346,12 @@ class Evaluation(SuiteModel):
         default=None, description="Also compute the cosine similarity of answer and reference embeddings."
     )
     seed: int = Field(default=0, description="Seed of which prompts are judged when a bin has more.")
+    quality_pass: bool = Field(
+        default=False,
+        description="After each branch's load, send every prompt that is judged once more, one at a time "
+        "(concurrency 1) at temperature 0, and judge those answers instead of the answers under load "
+        "(docs/accuracy.md). Its requests are records of phase 'quality', in no latency figure.",
+    )
 
     @field_validator("judges")
     @classmethod

@@ -11,17 +11,19 @@ endpoint using its whole deployment allowance) and states each bound in ``basis`
   its seconds plus one timeout;
   plus the probe; a capacity search (``load.search``) adds ``max_points`` levels x bins x its longest point
   (the bound above at its lowest level; an open loop's capped waits at its highest), or its time budget
-  plus one level when that is lower; capped by the runner task's timeout in the cloud;
+  plus one level when that is lower; a quality pass (``evaluation.quality_pass``) adds
+  ``max_answers_per_bin`` x bins requests one at a time, each ``request_timeout_s + 1 s``; capped by the
+  runner task's timeout in the cloud;
 - teardown: a fixed allowance (deletion is asynchronous and takes minutes);
 - Bedrock tokens: every request with a prompt at its bin's upper token bound and ``max_new_tokens``
   generated, a search's ``max_points`` levels counted at its highest level; with a timed phase, the closed
   loop's requests at ``concurrency x seconds / 0.1 s`` and the open loop's at the arrival count plus three
-  standard deviations.
+  standard deviations; a quality pass adds ``max_answers_per_bin`` requests per bin.
 - judging (a suite with ``evaluation``), per judge: the answers judged (per branch and bin,
-  ``max_answers_per_bin`` or the bin's requests if fewer) x 2 calls (the re-ask) x (a prompt of the
-  template's ``TEMPLATE_TOKENS_BOUND`` tokens, the bin's largest prompt twice (question, and references
-  as long), ``max_new_tokens`` of candidate) in, the judge's ``max_tokens`` out, at the judge's prices;
-  tokens counted as the workload's tokenizer counts them.
+  ``max_answers_per_bin`` or the bin's requests if fewer; with a quality pass ``max_answers_per_bin``)
+  x 2 calls (the re-ask) x (a prompt of the template's ``TEMPLATE_TOKENS_BOUND`` tokens, the bin's largest
+  prompt twice (question, and references as long), ``max_new_tokens`` of candidate) in, the judge's
+  ``max_tokens`` out, at the judge's prices; tokens counted as the workload's tokenizer counts them.
 """
 
 from __future__ import annotations
@@ -289,15 +291,29 @@ def search_requests_bound(load: LoadPlan) -> int:
     return search.max_points * load_point_requests_bound(load, concurrency=concurrency, rate_per_s=rate)
 
 
+def quality_pass_requests_bound(spec: BranchSpec) -> int:
+    """Most requests of the branch's quality pass (``evaluation.quality_pass``) per bin: one per judged
+    prompt, at most ``max_answers_per_bin``; 0 without one."""
+    return spec.quality_pass.max_answers_per_bin if spec.quality_pass is not None else 0
+
+
+def quality_pass_bound_s(spec: BranchSpec) -> float:
+    """The quality pass's endpoint time: its requests, one at a time, each bounded as any request is
+    (``request_timeout_s + 1 s``), over every bin."""
+    return quality_pass_requests_bound(spec) * len(spec.workload.bins) * _request_bound_s(spec.load)
+
+
 def branch_run_bound_s(spec: BranchSpec, runner_timeout_s: float | None = None) -> float:
-    """The probe plus every load point of the branch (levels x bins) and its capacity search, capped by the
-    runner's timeout."""
+    """The probe plus every load point of the branch (levels x bins), its capacity search and its quality
+    pass, capped by the runner's timeout."""
     per_bin = sum(
         load_point_bound_s(spec.load, concurrency=level, rate_per_s=rate)
         for level, rate in spec.load.levels()
     )
     bins = len(spec.workload.bins)
-    bound_s = PROBE_BOUND_S + per_bin * bins + search_run_bound_s(spec.load, bins)
+    bound_s = (
+        PROBE_BOUND_S + per_bin * bins + search_run_bound_s(spec.load, bins) + quality_pass_bound_s(spec)
+    )
     return min(bound_s, runner_timeout_s) if runner_timeout_s is not None else bound_s
 
 
@@ -353,6 +369,7 @@ def _token_part(spec: BranchSpec) -> CostPart:
     per_bin = sum(
         load_point_requests_bound(spec.load, concurrency=c, rate_per_s=r) for c, r in spec.load.levels()
     ) + search_requests_bound(spec.load)
+    per_bin += quality_pass_requests_bound(spec)
     requests = per_bin * len(spec.workload.bins)
     input_tokens = per_bin * sum(b.max_tokens - 1 for b in spec.workload.bins)
     output_tokens = requests * spec.workload.inference.max_new_tokens
@@ -418,7 +435,12 @@ def _judging_parts(specs: Sequence[BranchSpec], evaluation: Evaluation) -> list[
         per_bin = sum(
             load_point_requests_bound(spec.load, concurrency=c, rate_per_s=r) for c, r in spec.load.levels()
         )
-        judged = min(evaluation.max_answers_per_bin, per_bin)
+        # a quality pass sends the judged prompts whatever the load sent; else the load's answers are judged
+        judged = (
+            evaluation.max_answers_per_bin
+            if spec.quality_pass
+            else min(evaluation.max_answers_per_bin, per_bin)
+        )
         answers += judged * len(spec.workload.bins)
         input_per_answer += judged * sum(
             TEMPLATE_TOKENS_BOUND + 2 * (b.max_tokens - 1) + spec.workload.inference.max_new_tokens

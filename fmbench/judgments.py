@@ -52,6 +52,9 @@ _JUDGMENT_FIELDS: list[pa.Field[Any]] = [
     pa.field("token_f1", pa.float64()),
     pa.field("rouge_l", pa.float64()),
     pa.field("embedding_similarity", pa.float64()),
+    # where the judged answer came from: 'load' (a measured request under load) or 'quality_pass' (the
+    # branch's quality pass at concurrency 1 and temperature 0, evaluation.quality_pass); per answer
+    pa.field("answer_source", pa.string()),
 ]
 JUDGMENT_SCHEMA: Final = pa.schema(_JUDGMENT_FIELDS)
 

@@ -430,9 +430,11 @@ def recount_unfinished(spec: BranchSpec, storage_root: str, outcome: BranchOutco
     folder = layout.records_prefix(storage_root, spec.run_id, spec.branch_id)
     if not Path(folder).is_dir():
         return outcome
-    columns = ["concurrency", "request_rate_per_s", "payload_bin", "error_message"]
+    columns = ["concurrency", "request_rate_per_s", "payload_bin", "error_message", "phase"]
     rows = ds.dataset(folder, format="parquet").to_table(columns=columns).to_pylist()
-    if not rows:
+    attempted = len(rows)
+    rows = [row for row in rows if row["phase"] != "quality"]  # the quality pass is no load point
+    if not attempted:
         return outcome
     per_point: dict[tuple[int | None, float | None, str], list[dict[str, Any]]] = {}
     for row in rows:
@@ -448,14 +450,14 @@ def recount_unfinished(spec: BranchSpec, storage_root: str, outcome: BranchOutco
         if whole is not None and len(last) >= whole and not cut_off:
             completed += 1
     reason = (
-        f"{outcome.reason}; {len(rows)} record(s) and {completed} finished load point(s) found on storage"
+        f"{outcome.reason}; {attempted} record(s) and {completed} finished load point(s) found on storage"
     )
     return outcome.model_copy(
         update={
             "status": "partial" if completed else "failed",
             "reason": reason,
-            "requests_attempted": len(rows),
-            "records_written": len(rows),
+            "requests_attempted": attempted,
+            "records_written": attempted,
             "load_points_completed": completed,
         }
     )

@@ -15,7 +15,7 @@ from fmbench.config import LoadPlan, StrictModel, Suite, Workload
 from fmbench.deployment import resource_names
 from fmbench.estimate import CostEstimate, EstimateSettings, estimate_branches
 from fmbench.pricing import PriceTable, bundled_table, instance_price_per_hour_usd
-from fmbench.spec import BranchSpec, DatasetSummary
+from fmbench.spec import BranchSpec, DatasetSummary, QualityPassSpec
 
 
 class RunPlan(StrictModel):
@@ -106,6 +106,14 @@ def with_token_prices(target: Any, prices: PriceTable | None = None) -> Any:
     )
 
 
+def quality_pass_spec(suite: Suite) -> QualityPassSpec | None:
+    """What each branch's quality pass selects, when the suite asks for one (``evaluation.quality_pass``)."""
+    evaluation = suite.evaluation
+    if evaluation is None or not evaluation.quality_pass:
+        return None
+    return QualityPassSpec(max_answers_per_bin=evaluation.max_answers_per_bin, seed=evaluation.seed)
+
+
 def plan_suite(
     suite: Suite,
     storage_root: str,
@@ -117,6 +125,9 @@ def plan_suite(
     """Branch specs of every target, and the run's cost estimate (``estimate_settings``: the stack's bounds,
     default none, as for a local run; ``prices``: the price table, default the bundled one)."""
     run_id = run_id or new_run_id()
+    quality = quality_pass_spec(suite)
+    # set only when on, so that a plan without a quality pass is written as before (exclude_unset)
+    extra: dict[str, Any] = {} if quality is None else {"quality_pass": quality}
     branches = []
     for suite_target in suite.expanded_targets():
         target = with_token_prices(suite_target, prices)
@@ -140,6 +151,7 @@ def plan_suite(
                     if target.needs_deploy and target.platform == "sagemaker"
                     else None
                 ),
+                **extra,
             )
         )
     table = prices or bundled_table()

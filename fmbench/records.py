@@ -81,8 +81,9 @@ RECORD_SCHEMA = pa.schema(_RECORD_FIELDS)
 PARTITION_COLUMNS = layout.PARTITION_KEYS
 
 Status = Literal["ok", "error"]
-# Only 'measured' rows are in a load point's window; warm-up and cool-down rows are kept and flagged.
-RecordPhase = Literal["warmup", "measured", "cooldown"]
+# Only 'measured' rows are in a load point's window; warm-up and cool-down rows are kept and flagged, and
+# 'quality' rows are a branch's quality pass (evaluation.quality_pass): answers to judge, in no figure.
+RecordPhase = Literal["warmup", "measured", "cooldown", "quality"]
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from fmbench.endpoints.bedrock import BedrockClient
 from fmbench.endpoints.formats import payload_format
 from fmbench.endpoints.openai import OpenAIClient
 from fmbench.endpoints.sagemaker import SageMakerClient
+from fmbench.evaluation.selection import judged_prompts
 from fmbench.loadgen import (
     FLUSH_INTERVAL_S,
     FLUSH_MAX_RECORDS,
@@ -30,7 +31,7 @@ from fmbench.loadgen import (
     PointPart,
     RecordContext,
 )
-from fmbench.payloads import DatasetError, PromptDeck, WorkloadPrompts, prepare_workload
+from fmbench.payloads import DatasetError, Prompt, PromptDeck, WorkloadPrompts, prepare_workload
 from fmbench.plan import BranchOutcome
 from fmbench.prompt_store import load_materialized
 from fmbench.records import RecordsNotWrittenError, RecordWriter
@@ -401,6 +402,24 @@ def _reuse_message(decks: dict[str, PromptDeck]) -> str | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _BranchRun:
+    """What every load point of one branch shares: the endpoint, where its records go and how they are
+    built, and the branch's running account."""
+
+    spec: BranchSpec
+    client: EndpointClient
+    writer: RecordWriter
+    progress: _Progress
+    tally: _Tally
+    clock: EpochClock  # one anchor for the whole branch, so all its records share a time scale
+    tokenizer: Tokenizer  # the prompts' counts and the answers' in the same tokens
+    context: RecordContext
+    scraper: ServerMetricsScraper | None
+    flush_interval_s: float
+    flush_max_records: int
+
+
 async def _sweep(
     spec: BranchSpec,
     client: EndpointClient,
@@ -417,43 +436,33 @@ async def _sweep(
 
     Only a load point whose measured requests all failed stops the sweep; any other failure is a record.
     """
-    clock = EpochClock.start()  # one anchor for the whole branch, so all its records share a time scale
-    tokenizer: Tokenizer = prepared.tokenizer  # the prompts' counts and the answers' in the same tokens
-    context = RecordContext.for_branch(spec)
+    run = _BranchRun(
+        spec=spec,
+        client=client,
+        writer=writer,
+        progress=progress,
+        tally=tally,
+        clock=EpochClock.start(),
+        tokenizer=prepared.tokenizer,
+        context=RecordContext.for_branch(spec),
+        scraper=scraper,
+        flush_interval_s=flush_interval_s,
+        flush_max_records=flush_max_records,
+    )
+    quality = quality_prompts(spec, prepared)  # chosen before the load, from the bins' prompts
     decks = branch_decks(spec, prepared)
     try:
         points = load_points(spec, decks)
-        failure = await _sweep_points(
-            spec,
-            client,
-            points,
-            writer,
-            progress,
-            tally,
-            clock,
-            tokenizer,
-            context,
-            scraper,
-            flush_interval_s=flush_interval_s,
-            flush_max_records=flush_max_records,
-        )
-        if failure is not None or spec.load.search is None:
-            return failure
-        _, failure = await _search(
-            spec,
-            client,
-            decks,
-            len(points),
-            writer,
-            progress,
-            tally,
-            clock,
-            tokenizer,
-            context,
-            flush_interval_s=flush_interval_s,
-            flush_max_records=flush_max_records,
-            scraper=scraper,
-        )
+        failure = await _sweep_points(run, points)
+        if failure is None and spec.load.search is not None:
+            _, failure = await _search(run, decks, len(points))
+        if failure is None and quality:
+            try:
+                await _quality_pass(run, quality)
+            except RecordsNotWrittenError:
+                raise
+            except Exception:  # the load's results stand; the branch's answers are then not judged
+                logger.exception("branch %s: the quality pass failed", spec.branch_id)
         return failure
     finally:
         reuse = _reuse_message(decks)
@@ -461,41 +470,81 @@ async def _sweep(
             logger.warning("branch %s: %s", spec.branch_id, reuse)
 
 
-async def _sweep_points(
-    spec: BranchSpec,
-    client: EndpointClient,
-    points: list[LoadPoint],
-    writer: RecordWriter,
-    progress: _Progress,
-    tally: _Tally,
-    clock: EpochClock,
-    tokenizer: Tokenizer,
-    context: RecordContext,
-    scraper: ServerMetricsScraper | None,
-    *,
-    flush_interval_s: float,
-    flush_max_records: int,
-) -> str | None:
+async def _sweep_points(run: _BranchRun, points: list[LoadPoint]) -> str | None:
     for index, point in enumerate(points):
-        ran = await _run_point(
-            spec,
-            client,
-            point,
-            index,
-            writer,
-            progress,
-            clock,
-            tokenizer,
-            context,
-            flush_interval_s=flush_interval_s,
-            flush_max_records=flush_max_records,
-            tally=tally,
-            scraper=scraper,
-        )
-        tally.add_summary(ran.summary, completed=ran.stop_reason is None)
+        ran = await _run_point(run, point, index)
+        run.tally.add_summary(ran.summary, completed=ran.stop_reason is None)
         if ran.stop_reason is not None:
             return ran.stop_reason
     return None
+
+
+def quality_prompts(spec: BranchSpec, prepared: WorkloadPrompts) -> dict[str, list[Prompt]]:
+    """Bin -> the prompts the branch's quality pass sends (``evaluation.quality_pass``): those the judging
+    selects (``judged_prompts``: distinct, with a reference answer, seeded order, capped per bin), known
+    from the bins' prompts before the load. Empty without a quality pass."""
+    quality = spec.quality_pass
+    if quality is None:
+        return {}
+    return judged_prompts(prepared.by_bin, max_per_bin=quality.max_answers_per_bin, seed=quality.seed)
+
+
+def quality_point(spec: BranchSpec, payload_bin: str, prompts: list[Prompt]) -> LoadPoint:
+    """The quality pass over one bin: each prompt once, one at a time (a closed loop at concurrency 1), no
+    warm-up or cool-down, at temperature 0 (greedy decoding; the workload's other inference parameters
+    kept, but never ``fixed_output_tokens``: a judged answer ends where the model ends it)."""
+    params = spec.workload.inference.model_copy(update={"temperature": 0.0, "fixed_output_tokens": False})
+    return LoadPoint(
+        concurrency=1,
+        payload_bin=payload_bin,
+        prompts=prompts,
+        params=params,
+        timeout_s=spec.load.request_timeout_s,
+        requests=len(prompts),
+        seed=spec.load.seed,
+        quality=True,
+    )
+
+
+async def _quality_pass(run: _BranchRun, prompts_by_bin: dict[str, list[Prompt]]) -> None:
+    """Send the judged prompts once more, bin by bin, after the load and while the endpoint lives; their
+    records have phase 'quality'. Not a load point: no progress events, no server metrics scrape, and a
+    bin whose every request failed is logged (its answers are then missing from the judging) without
+    failing the branch, whose load results stand."""
+    spec = run.spec
+    await run.client.open_connections(1, PROBE_TIMEOUT_S)
+    for payload_bin, prompts in prompts_by_bin.items():
+        point = quality_point(spec, payload_bin, prompts)
+        point_run = LoadPointRun(
+            run.client,
+            point,
+            write_part=PartRecorder(run.writer, point, run.context, run.clock, run.tokenizer),
+            limits=spec.load.client_check,
+            flush_interval_s=run.flush_interval_s,
+            flush_max_records=run.flush_max_records,
+        )
+        try:
+            await point_run.run()
+        finally:
+            summary = point_run.summary()
+            run.tally.add_summary(summary, completed=False)
+        if summary.attempts and summary.errors == summary.attempts:
+            logger.warning(
+                "branch %s: every request of the quality pass over bin %s failed (%s: %s); its answers "
+                "cannot be judged",
+                spec.branch_id,
+                payload_bin,
+                summary.dominant_error_class,
+                summary.sample_error_message,
+            )
+        else:
+            logger.info(
+                "branch %s: quality pass over bin %s: %d prompts, %d errors",
+                spec.branch_id,
+                payload_bin,
+                summary.attempts,
+                summary.errors,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,36 +577,22 @@ class _PointRan:
     rows: tuple[_SloRow, ...]  # a search point's rows, else empty
 
 
-async def _run_point(
-    spec: BranchSpec,
-    client: EndpointClient,
-    point: LoadPoint,
-    index: int,
-    writer: RecordWriter,
-    progress: _Progress,
-    clock: EpochClock,
-    tokenizer: Tokenizer,
-    context: RecordContext,
-    *,
-    flush_interval_s: float,
-    flush_max_records: int,
-    tally: _Tally,
-    scraper: ServerMetricsScraper | None = None,
-) -> _PointRan:
+async def _run_point(run: _BranchRun, point: LoadPoint, index: int) -> _PointRan:
     """One load point; its records are on storage when this returns (or raises)."""
+    spec, client, progress, scraper = run.spec, run.client, run.progress, run.scraper
     if point.concurrency is not None:  # before the point starts: connection set-up is not measured
         await client.open_connections(point.concurrency, PROBE_TIMEOUT_S)
     progress.emit("load_point_started", point=point, index=index)
 
-    recorder = PartRecorder(writer, point, context, clock, tokenizer)
+    recorder = PartRecorder(run.writer, point, run.context, run.clock, run.tokenizer)
     keeping = _KeepingRecorder(recorder) if point.search_step is not None else None
     point_run = LoadPointRun(
         client,
         point,
         write_part=keeping if keeping is not None else recorder,
         limits=spec.load.client_check,
-        flush_interval_s=flush_interval_s,
-        flush_max_records=flush_max_records,
+        flush_interval_s=run.flush_interval_s,
+        flush_max_records=run.flush_max_records,
         on_request_done=_request_listener(progress, point, index),
     )
     try:
@@ -569,7 +604,7 @@ async def _run_point(
                 result = await point_run.run()
     except BaseException:
         # Also on cancellation or a crash: the requests that were made are accounted for.
-        tally.add_summary(point_run.summary(), completed=False)
+        run.tally.add_summary(point_run.summary(), completed=False)
         raise
     summary = point_run.summary()
     check = result.check
@@ -609,26 +644,14 @@ async def _run_point(
 
 
 async def _search(
-    spec: BranchSpec,
-    client: EndpointClient,
-    decks: dict[str, PromptDeck],
-    first_index: int,
-    writer: RecordWriter,
-    progress: _Progress,
-    tally: _Tally,
-    clock: EpochClock,
-    tokenizer: Tokenizer,
-    context: RecordContext,
-    *,
-    flush_interval_s: float,
-    flush_max_records: int,
-    scraper: ServerMetricsScraper | None = None,
+    run: _BranchRun, decks: dict[str, PromptDeck], first_index: int
 ) -> tuple[CapacitySearch, str | None]:
     """The branch's capacity search (``load.search``) after its sweep: each level over every bin, judged
     against the SLO as the report judges it (``fmbench.search``). Returns the search and the reason the
     branch failed, if it did: prompts used up, or every measured request of a point failed before any level
     passed (an endpoint that serves nothing has no capacity to search; after a passing level, such a point
     is a failing level)."""
+    spec = run.spec
     search = spec.load.search
     assert search is not None
     state = CapacitySearch(search)
@@ -643,26 +666,12 @@ async def _search(
             planned = PlannedPoint(*search.level(level), label)
             point = LoadPoint.of_plan(spec.load, planned, decks[label], spec.workload.inference)
             point = dataclasses.replace(point, search_step=len(state.steps))
-            ran = await _run_point(
-                spec,
-                client,
-                point,
-                index,
-                writer,
-                progress,
-                clock,
-                tokenizer,
-                context,
-                flush_interval_s=flush_interval_s,
-                flush_max_records=flush_max_records,
-                tally=tally,
-                scraper=scraper,
-            )
+            ran = await _run_point(run, point, index)
             index += 1
             judged = ran.stop_reason is None or (
                 state.passing is not None and ran.summary.all_measured_failed
             )
-            tally.add_summary(ran.summary, completed=judged)
+            run.tally.add_summary(ran.summary, completed=judged)
             if not judged:
                 return state, ran.stop_reason
             verdicts.append(verdict(PointFigures.of_records(ran.rows), spec.slo))

@@ -29,6 +29,14 @@ class DatasetSummary(StrictModel):
     )
 
 
+class QualityPassSpec(StrictModel):
+    """The suite's ``evaluation.quality_pass`` as a branch runs it: which prompts the judging selects
+    (``fmbench.evaluation.selection.judged_prompts``), each sent once at concurrency 1 and temperature 0."""
+
+    max_answers_per_bin: int = Field(ge=1, description="evaluation.max_answers_per_bin")
+    seed: int = Field(description="evaluation.seed")
+
+
 class BranchSpec(StrictModel):
     """The contract between the planner and a runner (local task or Fargate container)."""
 
@@ -69,6 +77,11 @@ class BranchSpec(StrictModel):
         default=None,
         description="What the deploy step launches for an ec2 target (AMI, image, user data); set by the "
         "cloud planner, None elsewhere (docs/ec2.md).",
+    )
+    quality_pass: QualityPassSpec | None = Field(
+        default=None,
+        description="Send the judged prompts once more after the load, at concurrency 1 and temperature 0 "
+        "(evaluation.quality_pass); None: no quality pass.",
     )
     ec2_endpoint_url: str | None = Field(
         default=None,

@@ -128,9 +128,22 @@ def semantic_problems(
         )
         for bin_problem in found:
             problems.append(SuiteProblem(path=bin_problem[0], reason=bin_problem[1]))
+        if suite.evaluation is not None and suite.evaluation.quality_pass:
+            problems.extend(_quality_pass_problems(found))
     except DatasetError as exc:
         problems.append(SuiteProblem(path="workload.dataset.source", reason=str(exc)))
     return problems
+
+
+def _quality_pass_problems(dataset_problems: list[tuple[str, str]]) -> list[SuiteProblem]:
+    """A quality pass sends only prompts with a reference answer: without any, it has nothing to send."""
+    if not any(path == "workload.dataset.ground_truth" for path, _ in dataset_problems):
+        return []
+    reason = (
+        "sends the prompts the judges judge, which need a reference answer each "
+        "(workload.dataset.ground_truth); use a dataset with reference answers, or turn it off"
+    )
+    return [SuiteProblem(path="evaluation.quality_pass", reason=reason)]
 
 
 def _evaluation_problems(suite: Suite) -> list[SuiteProblem]:

@@ -117,6 +117,8 @@ class MajorityAccuracy:
     no_majority: int  # a tie of votes, or no vote at all: counted against the accuracy
     accuracy: float | None
     interval: tuple[float, float] | None  # 95% Wilson interval of the accuracy
+    # where the judged answers came from: 'load' or 'quality_pass' (None: judged before the column existed)
+    answer_source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,7 @@ class AccuracyView:
     fleiss_kappa: float | None
     min_accuracy: float | None
     confidence: float = CONFIDENCE
+    answer_source: str | None = None  # 'load', 'quality_pass' or 'mixed' (candidates differ); None: unknown
 
     def of_branch(self, branch_id: str) -> MajorityAccuracy | None:
         return next((c for c in self.candidates if c.branch_id == branch_id), None)
@@ -217,6 +220,7 @@ def _majority(row: Mapping[str, Any], confidence: float) -> MajorityAccuracy:
         no_majority=_count(row["no_majority"]),
         accuracy=python_value(row["accuracy"]),
         interval=wilson_interval(correct, prompts, confidence),
+        answer_source=python_value(row.get("answer_source")),
     )
 
 
@@ -238,6 +242,23 @@ def _judge(row: Mapping[str, Any]) -> JudgeFigures:
         cost_usd=float(python_value(row["cost_usd"]) or 0.0),
         verdicts_without_cost=_count(row["verdicts_without_cost"]),
     )
+
+
+def answer_source_text(source: str | None) -> str:
+    """One sentence on where the judged answers came from (``evaluation.quality_pass``)."""
+    if source == "quality_pass":
+        return (
+            "The answers judged are those of a quality pass: after each branch's load, every judged prompt "
+            "was sent once more, one at a time (concurrency 1) at temperature 0, in no latency figure."
+        )
+    if source == "load":
+        return "The answers judged are answers under load: each prompt's first measured, successful answer."
+    if source == "mixed":
+        return (
+            "The answers judged are of both kinds: some candidates' under load, others' from a quality pass "
+            "(concurrency 1, temperature 0); result.json gives each branch's answer_source."
+        )
+    return "Where the judged answers came from was not recorded (judged by an older version)."
 
 
 def accuracy_view(
@@ -293,4 +314,5 @@ def accuracy_view(
         ),
         min_accuracy=min_accuracy,
         confidence=confidence,
+        answer_source=python_value(panel.get("answer_source")),
     )

@@ -6,6 +6,8 @@ models and result.json is then built from the view: one module holding both woul
 
 from __future__ import annotations
 
+from typing import Literal
+
 from report.accuracy import AccuracyView
 from report.result import (
     Artifacts,
@@ -107,7 +109,12 @@ def _branch_accuracy(accuracy: AccuracyView | None, branch_id: str) -> BranchAcc
         majority_incorrect=figures.majority_incorrect,
         no_majority=figures.no_majority,
         meets_floor=accuracy.meets_floor(branch_id) if accuracy.min_accuracy is not None else None,
+        answer_source=_answer_source(figures.answer_source),
     )
+
+
+def _answer_source(source: str | None) -> Literal["load", "quality_pass"] | None:
+    return "quality_pass" if source == "quality_pass" else "load" if source == "load" else None
 
 
 def _panel_agreement(accuracy: AccuracyView | None) -> PanelAgreement | None:

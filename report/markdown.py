@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jinja2
 
-from report.accuracy import AccuracyView, MajorityAccuracy
+from report.accuracy import AccuracyView, MajorityAccuracy, answer_source_text
 from report.capacity import capacity_markdown
 from report.charts import CHARTS
 from report.formatting import (
@@ -531,6 +531,20 @@ def _accuracy_notes(accuracy: AccuracyView) -> list[str]:
     return notes
 
 
+def _unjudged_quality_note(view: ReportView) -> str:
+    """Branches a quality pass left without a judged answer (its requests all failed, or its load did)."""
+    accuracy = view.accuracy
+    if accuracy is None or accuracy.answer_source != "quality_pass":
+        return ""
+    missing = [md(b.target_name) for b in view.branches if accuracy.of_branch(b.branch_id) is None]
+    if not missing:
+        return ""
+    return (
+        f" Not judged: {', '.join(missing)} (no successful answer of its quality pass; the answers under "
+        "load are not judged instead)."
+    )
+
+
 def _accuracy_context(view: ReportView) -> dict[str, object] | None:
     accuracy = view.accuracy
     if accuracy is None:
@@ -546,7 +560,8 @@ def _accuracy_context(view: ReportView) -> dict[str, object] | None:
             f"{len(accuracy.judges)} judge(s) gave {accuracy.verdicts} verdicts on {accuracy.judged_prompts} "
             "answers (one per candidate and distinct prompt). Only 'correct' and 'incorrect' are votes; the "
             "majority of a prompt's votes decides it. Accuracy = majority-correct prompts / judged prompts, "
-            f"with its {accuracy.confidence:.0%} Wilson interval.{floor}"
+            f"with its {accuracy.confidence:.0%} Wilson interval.{floor} "
+            f"{answer_source_text(accuracy.answer_source)}{_unjudged_quality_note(view)}"
         ),
         "floor_column": accuracy.min_accuracy is not None,
         "majority_rows": _majority_rows(accuracy),

@@ -131,6 +131,7 @@ ACCURACY_COLUMNS: tuple[str, ...] = (
     "both_incorrect",
     "rated_items",
     "agreement_sum",
+    "answer_source",
 )
 # The table of judgment rows (fmbench/judgments.py) the accuracy query reads: a DuckDB view locally, the
 # Glue table over evaluations/ in the cloud.
@@ -346,13 +347,25 @@ def accuracy_figures(storage_root: str, run_id: str) -> pd.DataFrame | None:
         return None
     glob = exp.Literal.string(run_judgments_glob(storage_root, run_id)).sql(dialect="duckdb")
     with duckdb.connect(":memory:") as connection:
-        connection.execute(
-            f"CREATE VIEW {JUDGMENTS_TABLE} AS SELECT * FROM read_parquet("
-            f"{glob}, hive_partitioning = true, union_by_name = true, "
+        source = (
+            f"read_parquet({glob}, hive_partitioning = true, union_by_name = true, "
             "hive_types = {'run_id': VARCHAR, 'branch_id': VARCHAR})"
         )
+        connection.execute(f"CREATE VIEW {JUDGMENTS_TABLE} AS SELECT * FROM {source}")
+        _add_missing_answer_source(connection, source)
         frame = connection.execute(to_duckdb(load_sql("accuracy"), run_id=run_id)).df()
     return sort_accuracy(typed_frame(frame, ACCURACY_COLUMNS))
+
+
+def _add_missing_answer_source(connection: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Judgments written before the ``answer_source`` column: the view gets it as NULL (Athena reads a
+    column a Parquet file lacks as NULL by itself). ``source``: the view's ``read_parquet(...)``."""
+    names = {row[0] for row in connection.execute(f"DESCRIBE {JUDGMENTS_TABLE}").fetchall()}
+    if "answer_source" not in names:
+        connection.execute(
+            f"CREATE OR REPLACE VIEW {JUDGMENTS_TABLE} AS "
+            f"SELECT *, CAST(NULL AS VARCHAR) AS answer_source FROM {source}"
+        )
 
 
 def sort_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
@@ -368,7 +381,7 @@ def has_records(storage_root: str, run_id: str) -> bool:
 
 _STRING_COLUMNS = frozenset(
     {"run_id", "branch_id", "target_name", "platform", "model", "container", "instance_type", "load_mode"}
-    | {"payload_bin", "figure", "judge", "other_judge", "judge_model"}
+    | {"payload_bin", "figure", "judge", "other_judge", "judge_model", "answer_source"}
 )
 # Counts of accuracy.sql that are NULL outside their figure set.
 _NULLABLE_COUNT_COLUMNS = frozenset(

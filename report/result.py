@@ -203,6 +203,11 @@ class BranchAccuracy(_ResultModel):
     meets_floor: bool | None = Field(
         description="The accuracy reaches the SLO's min_accuracy; null when the SLO sets no floor."
     )
+    answer_source: Literal["load", "quality_pass"] | None = Field(
+        default=None,
+        description="Where the judged answers came from: 'load' (answers under load) or 'quality_pass' "
+        "(evaluation.quality_pass: concurrency 1, temperature 0); null when not recorded.",
+    )
 
 
 class JudgeSummary(_ResultModel):

@@ -78,6 +78,7 @@ def _openai_builder(kind: ApiKind) -> Build:
         try:
             settings = state.settings
             parsed = state.scripted(parse_request(kind, raw))
+            state.count_temperature(parsed)
             return _OpenAIDialect(parsed, settings.model, settings.reasoning_tokens)
         except InvalidRequestError as exc:
             raise RejectedRequestError(_json_error(400, str(exc), "invalid_request_error")) from None

@@ -50,6 +50,8 @@ class ParsedRequest:
     user_text: str = ""
     # The answer's own words (emulator/answers.py), else the filler words of ``generated_token``.
     script: Script | None = None
+    # The sampling temperature asked for (None: not given), counted in /health's ``temperatures``.
+    temperature: float | None = None
 
 
 def answer_token(parsed: ParsedRequest, index: int, reasoning_tokens: int = 0) -> str:
@@ -177,6 +179,7 @@ def parse_request(kind: ApiKind, raw_body: bytes) -> ParsedRequest:
         min_tokens=_min_tokens(body, max_tokens),
         ignore_eos=ignore_eos,
         user_text=user_text,
+        temperature=temperature if isinstance(temperature := body.get("temperature"), int | float) else None,
     )
 
 

@@ -45,6 +45,7 @@ def health_body(state: EmulatorState) -> dict[str, Any]:
         "prompt_tokens_total": state.prompt_tokens_total,
         "generation_tokens_total": state.generation_tokens_total,
         "embeddings_total": state.embeddings_total,
+        "temperatures": dict(state.temperatures),
     }
     if s.accuracy is not None:
         body["known_prompts"] = len(state.answers) if state.answers is not None else 0

@@ -98,6 +98,11 @@ class EmulatorState:
     verdicts: int = 0  # judge prompts answered with a verdict
     embeddings_total: int = 0  # texts embedded (Bedrock InvokeModel, Titan text embeddings)
     totals: ServedTotals = field(default_factory=ServedTotals)
+    temperatures: dict[str, int] = field(default_factory=dict)  # requests per temperature asked ('none')
+
+    def count_temperature(self, parsed: ParsedRequest) -> None:
+        key = "none" if parsed.temperature is None else f"{parsed.temperature:g}"
+        self.temperatures[key] = self.temperatures.get(key, 0) + 1
 
     def scripted(self, parsed: ParsedRequest) -> ParsedRequest:
         """The request with the words its answer says (``emulator/answers.py``), when the settings ask."""

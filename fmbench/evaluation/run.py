@@ -17,10 +17,17 @@ from fmbench.endpoints.base import CLIENT_ERROR
 from fmbench.evaluation.embeddings import Embedder
 from fmbench.evaluation.judges import JudgeCaller, JudgeSetupError, Verdict, judge_client, now_epoch_s
 from fmbench.evaluation.lexical import cosine, rouge_l, token_f1
-from fmbench.evaluation.selection import Answer, measured_answers, select_answers
+from fmbench.evaluation.selection import (
+    ANSWER_SOURCES,
+    Answer,
+    AnswerSource,
+    recorded_answers,
+    select_answers,
+)
 from fmbench.evaluation.writer import Judgment, JudgmentWriter, clear_evaluations
 from fmbench.plan import RunPlan
 from fmbench.prompt_store import prompts_folder, read_prompts
+from fmbench.spec import BranchSpec
 
 # Answers judged together (each by every judge) and written as one part.
 ANSWERS_PER_PART = 250
@@ -67,6 +74,7 @@ class EvaluationSummary:
     rows: int = 0
     judges: list[JudgeTally] = field(default_factory=list)
     embedding_cost_usd: float = 0.0
+    answer_sources: set[str] = field(default_factory=set)  # where the branches' judged answers came from
 
     @property
     def cost_usd(self) -> float:
@@ -125,7 +133,17 @@ def _row(
         token_f1=scores[0],
         rouge_l=scores[1],
         embedding_similarity=scores[2],
+        answer_source=answer.source,
     )
+
+
+def answer_source(spec: BranchSpec, answers_from: AnswerSource | None = None) -> AnswerSource:
+    """Where a branch's judged answers come from: ``answers_from`` when given, else its quality pass when
+    it ran one. A branch whose quality pass gave no answer (every request failed) has nothing judged: its
+    load's answers are not taken instead, so that a run's accuracy is of one kind of answer."""
+    if answers_from is not None:
+        return answers_from
+    return "quality_pass" if spec.quality_pass is not None else "load"
 
 
 async def evaluate_run_async(
@@ -134,14 +152,23 @@ async def evaluate_run_async(
     *,
     judge_urls: dict[str, str] | None = None,
     on_answer: Callable[[int], None] | None = None,
+    answers_from: AnswerSource | None = None,
 ) -> EvaluationSummary:
     """Judge the run's answers under ``root`` (the run's storage, local or ``s3://``) and write the rows.
 
     ``judge_urls``: the base URL of each emulator judge the caller started (by judge name).
+    ``answers_from``: judge the answers under load or those of the quality pass; default: the quality
+    pass's where the branch ran one (``evaluation.quality_pass``), else the load's (``answer_source``).
     """
     evaluation = plan.suite.evaluation
     if evaluation is None:
         raise EvaluationError("the suite has no evaluation section: nothing to judge with")
+    if answers_from is not None and answers_from not in ANSWER_SOURCES:
+        raise EvaluationError(f"answers: {answers_from!r} is not one of {', '.join(ANSWER_SOURCES)}")
+    if answers_from == "quality_pass" and not any(spec.quality_pass for spec in plan.branches):
+        raise EvaluationError(
+            f"answers: run {plan.run_id} ran no quality pass (its suite's evaluation.quality_pass was off)"
+        )
     prompts = read_prompts(prompts_folder(root, plan.run_id))
     clear_evaluations(root, plan.run_id)
     summary = EvaluationSummary(plan.run_id)
@@ -158,7 +185,9 @@ async def evaluate_run_async(
     )
     try:
         for spec in plan.branches:
-            found = measured_answers(root, plan.run_id, spec.branch_id)
+            source = answer_source(spec, answers_from)
+            summary.answer_sources.add(source)
+            found = recorded_answers(root, plan.run_id, spec.branch_id, source)
             answers = select_answers(
                 found,
                 prompts,
@@ -166,6 +195,7 @@ async def evaluate_run_async(
                 target_name=spec.target.name,
                 max_per_bin=evaluation.max_answers_per_bin,
                 seed=evaluation.seed,
+                source=source,
             )
             writer = JudgmentWriter(root, plan.run_id, spec.branch_id)
             for start in range(0, len(answers), ANSWERS_PER_PART):
@@ -198,5 +228,11 @@ async def evaluate_run_async(
     return summary
 
 
-def evaluate_run(plan: RunPlan, root: str, *, judge_urls: dict[str, str] | None = None) -> EvaluationSummary:
-    return asyncio.run(evaluate_run_async(plan, root, judge_urls=judge_urls))
+def evaluate_run(
+    plan: RunPlan,
+    root: str,
+    *,
+    judge_urls: dict[str, str] | None = None,
+    answers_from: AnswerSource | None = None,
+) -> EvaluationSummary:
+    return asyncio.run(evaluate_run_async(plan, root, judge_urls=judge_urls, answers_from=answers_from))

@@ -41,6 +41,7 @@ class Judgment:
     token_f1: float | None
     rouge_l: float | None
     embedding_similarity: float | None
+    answer_source: str | None = None
 
 
 def judgments_to_table(rows: list[Judgment]) -> pa.Table:

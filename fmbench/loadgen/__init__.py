@@ -12,7 +12,16 @@ from fmbench.loadgen.driver import (
 )
 from fmbench.loadgen.engine import TIMEOUT_GRACE_S, LoadEngine
 from fmbench.loadgen.open_loop import OpenLoop, arrival_offsets_s, schedule_s
-from fmbench.loadgen.points import COOLDOWN, MEASURED, PHASES, WARMUP, LoadPoint, LoadPointError, Phase
+from fmbench.loadgen.points import (
+    COOLDOWN,
+    MEASURED,
+    PHASES,
+    QUALITY,
+    WARMUP,
+    LoadPoint,
+    LoadPointError,
+    Phase,
+)
 from fmbench.loadgen.recording import (
     Attempt,
     LoadPointSummary,
@@ -32,6 +41,7 @@ __all__ = [
     "FLUSH_MAX_RECORDS",
     "MEASURED",
     "PHASES",
+    "QUALITY",
     "TIMEOUT_GRACE_S",
     "WARMUP",
     "Attempt",

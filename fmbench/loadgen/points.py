@@ -9,11 +9,14 @@ from typing import Literal
 from fmbench.config import Arrival, InferenceParameters, LoadPlan, PlannedPoint
 from fmbench.payloads import Prompt, PromptDeck
 
-Phase = Literal["warmup", "measured", "cooldown"]
+Phase = Literal["warmup", "measured", "cooldown", "quality"]
 WARMUP: Phase = "warmup"
 MEASURED: Phase = "measured"
 COOLDOWN: Phase = "cooldown"
-PHASES: tuple[Phase, ...] = (WARMUP, MEASURED, COOLDOWN)
+# The requests of a branch's quality pass (``evaluation.quality_pass``): answers to judge, in no latency
+# figure (every figure reads phase 'measured' only).
+QUALITY: Phase = "quality"
+PHASES: tuple[Phase, ...] = (WARMUP, MEASURED, COOLDOWN, QUALITY)
 
 
 class LoadPointError(ValueError):
@@ -46,11 +49,14 @@ class LoadPoint:
     ramp_up_s: float = 0.0
     deck: PromptDeck | None = None
     search_step: int | None = None
+    quality: bool = False
 
     # ``deck`` (the branch's deck of this bin, shared by all its load points) gives each request the next
     # prompt of the branch's seeded order; without one, request ``seq`` gets ``prompts[seq % len]``.
     # ``search_step``: the position (0-based) of the point's level in the branch's capacity search, in the
     # order tried; None for a sweep's point.
+    # ``quality``: the branch's quality pass (``fmbench.runner``): its window's requests are of phase
+    # 'quality', not 'measured', and its request ids say 'quality' where a load point's say 'c4'.
 
     def __post_init__(self) -> None:
         # Only what the engines themselves rely on: which loop to run, prompts to cycle through, and when
@@ -104,7 +110,10 @@ class LoadPoint:
 
     @property
     def load_label(self) -> str:
-        """Short and unique within a branch: 'c4' for concurrency 4, 'r2.5' for 2.5 requests per second."""
+        """Short and unique within a branch: 'c4' for concurrency 4, 'r2.5' for 2.5 requests per second,
+        'quality' for the quality pass."""
+        if self.quality:
+            return "quality"
         if self.concurrency is not None:
             return f"c{self.concurrency}"
         return f"r{self.request_rate_per_s:g}"
@@ -134,6 +143,7 @@ class PhaseTracker:
         self._count = 0
         self._phase_start_s = 0.0
         self.measured_start_s: float | None = None
+        self._window: Phase = QUALITY if point.quality else MEASURED  # what a window's request is
 
     def classify(self, offset_s: float) -> Phase | None:
         point = self._point
@@ -148,10 +158,10 @@ class PhaseTracker:
             if point.duration_s is not None:
                 end_s = self._phase_start_s + point.duration_s
                 if offset_s < end_s:
-                    return self._take(MEASURED)
+                    return self._take(self._window)
                 self._enter(COOLDOWN, end_s)
             elif self._count < (point.requests or 0):
-                return self._take(MEASURED)
+                return self._take(self._window)
             else:
                 self._enter(COOLDOWN, offset_s)
         if self._phase == COOLDOWN:

@@ -5,6 +5,8 @@
 -- fmbench/judgments.py (JUDGMENT_SCHEMA) under evaluations/run_id=R/branch_id=B/, run_id and branch_id
 -- read back from the Hive partitions.
 -- Long and wide: one row per figure set (column `figure`), every column that set does not use NULL.
+-- answer_source says where the judged answers came from ('load' or 'quality_pass'; the panel row 'mixed'
+-- when candidates differ), NULL for judgments written before the column existed.
 -- The 95% Wilson interval and both kappas are computed in Python (report/accuracy.py) from these counts.
 -- A prompt is (branch_id, payload_bin, prompt_id): one candidate's answer to one distinct prompt.
 -- A judge's verdict on a prompt is its latest row (judged_epoch_s) there: a judging task that was retried
@@ -22,6 +24,7 @@ WITH judged AS (
         prompt_tokens,
         completion_tokens,
         cost_usd,
+        answer_source,
         row_number() OVER (
             PARTITION BY branch_id, payload_bin, prompt_id, judge ORDER BY judged_epoch_s DESC, verdict
         ) = 1 AS counted
@@ -36,6 +39,7 @@ prompt_votes AS (
         payload_bin,
         prompt_id,
         max(target_name) AS target_name,
+        max(answer_source) AS answer_source,
         count(CASE WHEN counted AND verdict = 'correct' THEN 1 END) AS correct_votes,
         count(CASE WHEN counted AND verdict = 'incorrect' THEN 1 END) AS incorrect_votes
     FROM judged
@@ -94,7 +98,8 @@ panel_totals AS (
         coalesce(sum(CAST(prompt_tokens AS BIGINT)), 0) AS prompt_tokens,
         coalesce(sum(CAST(completion_tokens AS BIGINT)), 0) AS completion_tokens,
         coalesce(sum(cost_usd), 0) AS cost_usd,
-        count(CASE WHEN cost_usd IS NULL THEN 1 END) AS verdicts_without_cost
+        count(CASE WHEN cost_usd IS NULL THEN 1 END) AS verdicts_without_cost,
+        CASE WHEN count(DISTINCT answer_source) > 1 THEN 'mixed' ELSE max(answer_source) END AS answer_source
     FROM judged
 ),
 
@@ -136,7 +141,8 @@ SELECT
     CAST(NULL AS BIGINT) AS second_only_correct,
     CAST(NULL AS BIGINT) AS both_incorrect,
     CAST(NULL AS BIGINT) AS rated_items,
-    CAST(NULL AS DOUBLE) AS agreement_sum
+    CAST(NULL AS DOUBLE) AS agreement_sum,
+    max(answer_source) AS answer_source
 FROM prompt_majority
 GROUP BY branch_id
 
@@ -171,7 +177,8 @@ SELECT
     CAST(NULL AS BIGINT) AS second_only_correct,
     CAST(NULL AS BIGINT) AS both_incorrect,
     CAST(NULL AS BIGINT) AS rated_items,
-    CAST(NULL AS DOUBLE) AS agreement_sum
+    CAST(NULL AS DOUBLE) AS agreement_sum,
+    max(answer_source) AS answer_source
 FROM prompt_majority
 GROUP BY branch_id, payload_bin
 
@@ -207,7 +214,8 @@ SELECT
     CAST(NULL AS BIGINT) AS second_only_correct,
     CAST(NULL AS BIGINT) AS both_incorrect,
     CAST(NULL AS BIGINT) AS rated_items,
-    CAST(NULL AS DOUBLE) AS agreement_sum
+    CAST(NULL AS DOUBLE) AS agreement_sum,
+    CAST(NULL AS VARCHAR) AS answer_source
 FROM (
     SELECT
         judge,
@@ -262,7 +270,8 @@ SELECT
     count(CASE WHEN first_verdict = 'incorrect' AND second_verdict = 'incorrect' THEN 1 END)
         AS both_incorrect,
     CAST(NULL AS BIGINT) AS rated_items,
-    CAST(NULL AS DOUBLE) AS agreement_sum
+    CAST(NULL AS DOUBLE) AS agreement_sum,
+    CAST(NULL AS VARCHAR) AS answer_source
 FROM pair_votes
 GROUP BY judge, other_judge
 
@@ -299,6 +308,7 @@ SELECT
     CAST(NULL AS BIGINT) AS second_only_correct,
     CAST(NULL AS BIGINT) AS both_incorrect,
     a.rated_items,
-    a.agreement_sum
+    a.agreement_sum,
+    t.answer_source
 FROM panel_totals AS t
 CROSS JOIN panel_agreement AS a

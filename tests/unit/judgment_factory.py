@@ -45,6 +45,7 @@ def judgment(
         "token_f1": None,
         "rouge_l": None,
         "embedding_similarity": None,
+        "answer_source": None,
     }
     row.update(overrides)
     return row

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from judgment_factory import judgment, write_judgments
 
@@ -385,3 +386,35 @@ def test_the_athena_query_names_the_judgments_partitions() -> None:
     assert "FROM judgments" in sql
     assert "judgments.branch_id IN ('alpha-1111', 'beta-2222')" in sql
     assert f"run_id = '{RUN_ID}'" in sql
+
+
+def test_the_answer_source_per_candidate_and_for_the_panel_and_old_files_without_it(tmp_path: Path) -> None:
+    def rows(target: str, source: str | None) -> list[dict[str, Any]]:
+        return [
+            judgment(target, str(i), judge, "correct", answer_source=source)
+            for i in range(3)
+            for judge in ("a", "b")
+        ]
+
+    write_judgments(tmp_path / "mixed", RUN_ID, {"b1": rows("t1", "load"), "b2": rows("t2", "quality_pass")})
+    figures = accuracy_figures(str(tmp_path / "mixed"), RUN_ID)
+    assert figures is not None
+    candidates = {r["branch_id"]: r["answer_source"] for r in rows_of(figures, "candidate")}
+    assert candidates == {"b1": "load", "b2": "quality_pass"}
+    assert {r["answer_source"] for r in rows_of(figures, "candidate_bin")} == {"load", "quality_pass"}
+    assert all(pd.isna(r["answer_source"]) for r in rows_of(figures, "judge"))
+    assert rows_of(figures, "panel")[0]["answer_source"] == "mixed"
+    view = accuracy_view(figures)
+    assert view is not None and view.answer_source == "mixed"
+    assert {c.branch_id: c.answer_source for c in view.candidates} == candidates
+
+    # judgments written before the column existed: the same figures, the source unknown
+    old = tmp_path / "old"
+    write_judgments(old, RUN_ID, {"b1": rows("t1", None)})
+    for part in old.rglob("*.parquet"):
+        pq.write_table(pq.read_table(part).drop_columns(["answer_source"]), part)
+    assert "answer_source" not in pq.read_schema(next(old.rglob("*.parquet"))).names
+    figures = accuracy_figures(str(old), RUN_ID)
+    assert figures is not None and figures["answer_source"].isna().all()
+    candidate = rows_of(figures, "candidate")[0]
+    assert (candidate["prompts"], candidate["majority_correct"]) == (3, 3)

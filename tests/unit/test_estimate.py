@@ -14,6 +14,7 @@ from fmbench.estimate import (
     PROBE_BOUND_S,
     BudgetExceededError,
     EstimateSettings,
+    branch_run_bound_s,
     check_budget,
     endpoint_ttl_problems,
     estimate_branches,
@@ -249,3 +250,50 @@ def test_a_bedrock_search_is_bounded_at_its_highest_level() -> None:
     per_point = load_point_requests_bound(spec.load, concurrency=4)
     assert per_point == math.ceil(4 * 10 / 0.1) + 4
     assert part.requests == 3 * per_point * 2
+
+
+def test_a_quality_pass_adds_its_requests_one_at_a_time_to_the_endpoint_time_and_to_judging() -> None:
+    judge = {"name": "j", "target": {"name": "jt", "platform": "emulator", "model": "jm"}}
+    evaluation = {"judges": [judge], "max_answers_per_bin": 7}
+    (off,) = specs(sagemaker_target("s"), evaluation=evaluation)
+    (on,) = specs(sagemaker_target("s"), evaluation={**evaluation, "quality_pass": True})
+    assert off.quality_pass is None and on.quality_pass is not None
+    bins = len(on.workload.bins)
+    request_s = on.load.request_timeout_s + 1.0
+    assert branch_run_bound_s(on) == branch_run_bound_s(off) + 7 * bins * request_s
+    suite = validate_suite_data(
+        {
+            "name": "estimate",
+            "targets": [sagemaker_target("s")],
+            "workload": {"bins": BINS},
+            "load": LOAD,
+            "pricing": {"instance_price_per_hour_usd": {"ml.g4dn.xlarge": 0.736}},
+            "evaluation": {**evaluation, "quality_pass": True},
+        }
+    )
+    assert suite.evaluation is not None
+    with_pass = estimate_branches([on], CLOUD, suite.evaluation)
+    instance = with_pass.parts[0]
+    assert instance.run_s == estimate_branches([off], CLOUD).parts[0].run_s + 7 * bins * request_s
+    # judging: max_answers_per_bin answers per bin, whatever the load sent to it
+    judging = with_pass.parts[1]
+    assert judging.requests == 2 * 7 * bins
+
+
+def test_a_bedrock_quality_pass_adds_its_prompts_to_the_token_bound() -> None:
+    bedrock = {
+        "name": "b",
+        "platform": "bedrock",
+        "model_id": "m",
+        "input_price_per_1k_tokens_usd": 0.001,
+        "output_price_per_1k_tokens_usd": 0.002,
+    }
+    judge = {"name": "j", "target": {"name": "jt", "platform": "emulator", "model": "jm"}}
+    (off,) = specs(bedrock, evaluation={"judges": [judge], "max_answers_per_bin": 5})
+    (on,) = specs(bedrock, evaluation={"judges": [judge], "max_answers_per_bin": 5, "quality_pass": True})
+    before, after = estimate_branches([off]).parts[0], estimate_branches([on]).parts[0]
+    bins = len(on.workload.bins)
+    assert (after.requests or 0) - (before.requests or 0) == 5 * bins
+    assert (after.output_tokens or 0) - (
+        before.output_tokens or 0
+    ) == 5 * bins * on.workload.inference.max_new_tokens

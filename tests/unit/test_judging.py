@@ -15,7 +15,7 @@ from fmbench.config import SuiteValidationError
 from fmbench.emulator.answers import AnswerBook, chunks, judge_verdict, verdict_text
 from fmbench.evaluation.lexical import cosine, rouge_l_one, token_f1, token_f1_one
 from fmbench.evaluation.parsing import parse_verdict
-from fmbench.evaluation.selection import select_answers
+from fmbench.evaluation.selection import judged_prompts, select_answers
 from fmbench.evaluation.templates import REASK_NOTE, judge_prompt
 from fmbench.evaluation.writer import Judgment
 from fmbench.judge_format import FAMILIES, family_of
@@ -212,6 +212,41 @@ def test_the_same_prompts_are_judged_for_every_candidate_capped_per_bin() -> Non
     assert [a.prompt.record_id for a in other_seed] != ids[0]
 
 
+def test_the_quality_pass_sends_what_the_judging_of_a_full_load_selects() -> None:
+    """One definition of the judged prompts: chosen from the bins' prompts before the load (what a quality
+    pass sends), they are those chosen from the answers of a load that answered every prompt."""
+    prompts = {
+        (b, f"{b}{i}"): Prompt(f"{b}{i}", f"q{i}", 5, "a", reference_answers=("a",))
+        for b, count in (("x", 30), ("y", 4))
+        for i in range(count)
+    }
+    by_bin: dict[str, list[Prompt]] = {}
+    for (b, _), prompt in prompts.items():
+        by_bin.setdefault(b, []).append(prompt)
+    sent = judged_prompts(by_bin, max_per_bin=7, seed=5)
+    assert {b: len(found) for b, found in sent.items()} == {"x": 7, "y": 4}
+    everything = {key: (f"r-{key[1]}", "t") for key in prompts}
+    under_load = select_answers(everything, prompts, branch_id="b", target_name="t", max_per_bin=7, seed=5)
+    assert [(a.payload_bin, a.prompt.record_id) for a in under_load] == [
+        (b, p.record_id) for b, found in sent.items() for p in found
+    ]
+    # the quality pass's answers, one per prompt sent: judged as they are, marked as theirs
+    answered = {(b, p.record_id): (f"q-{p.record_id}", "t") for b, found in sent.items() for p in found}
+    quality = select_answers(
+        answered, prompts, branch_id="b", target_name="t", max_per_bin=7, seed=5, source="quality_pass"
+    )
+    assert [a.request_id for a in quality] == [
+        answered[(a.payload_bin, a.prompt.record_id)][0] for a in quality
+    ]
+    assert len(quality) == 11 and {a.source for a in quality} == {"quality_pass"}
+    # a prompt whose quality request failed is missing, not replaced by another prompt
+    del answered[("x", sent["x"][0].record_id)]
+    fewer = select_answers(
+        answered, prompts, branch_id="b", target_name="t", max_per_bin=7, seed=5, source="quality_pass"
+    )
+    assert len(fewer) == 10 and sent["x"][0].record_id not in {a.prompt.record_id for a in fewer}
+
+
 def test_the_judgment_row_is_the_schema() -> None:
     assert [f.name for f in dataclasses.fields(Judgment)] == JUDGMENT_SCHEMA.names
 
@@ -260,6 +295,11 @@ def test_a_judged_dataset_needs_its_ground_truth(tmp_path: Path) -> None:
     synthetic = {"synthetic": {"prompt_tokens": 20}, "bins": [{"min_tokens": 1, "max_tokens": 9000}]}
     reason = _problems(tmp_path, _suite(tmp_path, workload=synthetic))["workload.dataset.ground_truth"]
     assert "synthetic prompts have no ground truth" in reason
+    # a quality pass sends the judged prompts: its own field is named too
+    passed = {"judges": [{"name": "j", "model_id": "us.amazon.nova-pro-v1:0"}], "quality_pass": True}
+    found = _problems(tmp_path, _suite(tmp_path, workload=synthetic, evaluation=passed))
+    assert "reference answer" in found["evaluation.quality_pass"]
+    assert "evaluation.quality_pass" not in _problems(tmp_path, _suite(tmp_path, workload=synthetic))
 
 
 def test_the_default_panel_is_three_bedrock_families_and_judges_are_checked(tmp_path: Path) -> None:
