@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from harness import RESULTS_BUCKET, DeployedWorkflow
 from shims import AthenaShim, s3_object_keys
-from test_workflow_execution import by_target, openai_target, statuses
+from test_workflow_execution import by_target, openai_target, published_result, statuses
 
 from fmbench.config import DEFAULT_JUDGES
 from fmbench.emulator.process import EmulatorProcess
@@ -121,6 +121,7 @@ def test_a_judged_run_is_evaluated_after_its_branches_and_reports_accuracy_per_b
     assert registered == {
         f"evaluations/run_id=run-judged/branch_id={branch['branch_id']}/" for branch in branches.values()
     }
+    assert published_result("run-judged")["evaluation"] == {"status": "judged", "error": None, "rejudge": None}
 
 
 def test_a_failing_evaluate_task_does_not_fail_the_run_which_is_reported_without_accuracy(
@@ -138,6 +139,30 @@ def test_a_failing_evaluate_task_does_not_fail_the_run_which_is_reported_without
     assert all(branch["accuracy"] is None for branch in branches.values())
     assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/evaluations/") == []
     assert not any("judgments" in query for query in workflow.athena.queries)
+    # result.json and the report say that the Evaluate step failed, why, and how to judge the run again.
+    exit_code = workflow.runner.runs[-1].exit_code
+    evaluation = published_result("run-judged-broken")["evaluation"]
+    assert evaluation["status"] == "failed"
+    assert evaluation["error"] == (
+        "the Evaluate step failed: States.TaskFailed: the task stopped (Essential container in task exited); "
+        f"container evaluator exited with code {exit_code}; its output is in the runner's log group (stream "
+        "prefix evaluate)"
+    )
+    rejudge = f"fmbench evaluate s3://{RESULTS_BUCKET} --run-id run-judged-broken"
+    assert evaluation["rejudge"].startswith(f"judge again with `{rejudge}`")
+    s3 = boto3.client("s3")
+    report = s3.get_object(Bucket=RESULTS_BUCKET, Key="reports/run_id=run-judged-broken/report.md")
+    markdown = report["Body"].read().decode()
+    section = markdown.split("## Accuracy\n", 1)[1].split("\n## ", 1)[0]
+    assert section.strip().startswith("**Accuracy: not judged**: the Evaluate step failed: States.TaskFailed: ")
+    assert f"container evaluator exited with code {exit_code}" in section
+    assert f"`{rejudge}`" in section and "report-only execution" in section
+    # Recorded beside the outcomes: a report-only re-render says the same.
+    record = s3.get_object(Bucket=RESULTS_BUCKET, Key="outcomes/run_id=run-judged-broken/evaluation.json")
+    assert json.loads(record["Body"].read())["status"] == "failed"
+    rerender = workflow.run({"report_only": {"run_id": "run-judged-broken"}}, name="run-judged-broken-again")
+    assert rerender.status == "SUCCEEDED", rerender.cause
+    assert published_result("run-judged-broken")["evaluation"] == evaluation
 
 
 @pytest.mark.parametrize(
