@@ -68,6 +68,7 @@ class FmbenchStack(Stack):
             "Evaluator",
             runner=self.runner,
             judge_models=settings.judge_models,
+            judge_endpoints=settings.judge_endpoints,
             cpu=settings.runner_cpu,
             memory_mib=settings.runner_memory_mib,
         )
@@ -86,6 +87,7 @@ class FmbenchStack(Stack):
             log_retention=log_retention,
             existing_endpoint_names=settings.existing_endpoint_names,
             judge_models=settings.judge_models,
+            judge_endpoints=settings.judge_endpoints,
         )
         self.workflow = Workflow(
             self,

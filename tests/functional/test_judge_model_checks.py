@@ -1,6 +1,8 @@
-"""The cloud Plan's check of Bedrock judges (fmbench.cloud.checks.judge_model_problems): allowed by the
-stack's fmbench:judgeModels, and available to the account, asked of real botocore's Bedrock client against
-the emulator's GetFoundationModelAvailability route on 127.0.0.1."""
+"""The cloud Plan's check of the judges, before anything is deployed: a Bedrock judge
+(fmbench.cloud.checks.judge_model_problems) allowed by the stack's fmbench:judgeModels and available to the
+account in the judge's own region, asked of real botocore's Bedrock client against the emulator's
+GetFoundationModelAvailability route on 127.0.0.1; a SageMaker judge (judge_endpoint_problems) allowed by the
+stack's fmbench:judgeEndpoints and InService, asked of moto's SageMaker."""
 
 from __future__ import annotations
 
@@ -62,10 +64,10 @@ def test_default_judges_are_allowed_and_those_the_account_may_use_pass(tmp_path:
     suite = judged(
         tmp_path, [{"name": "a", "model_id": DEFAULT_IDS[0]}, {"name": "c", "model_id": DEFAULT_IDS[2]}]
     )
-    assert judge_model_problems(suite, DEFAULT_IDS, bedrock) == []
+    assert judge_model_problems(suite, DEFAULT_IDS, lambda region: bedrock) == []
     # An inference profile id allows its foundation model, called directly.
     direct = judged(tmp_path, [{"name": "a", "model_id": "anthropic.claude-3-5-haiku-20241022-v1:0"}])
-    assert judge_model_problems(direct, DEFAULT_IDS, bedrock) == []
+    assert judge_model_problems(direct, DEFAULT_IDS, lambda region: bedrock) == []
 
 
 def test_a_judge_outside_the_stacks_models_or_without_access_is_named_by_its_field(
@@ -82,7 +84,7 @@ def test_a_judge_outside_the_stacks_models_or_without_access_is_named_by_its_fie
             },
         ],
     )
-    problems = [str(problem) for problem in judge_model_problems(suite, DEFAULT_IDS, bedrock)]
+    problems = [str(problem) for problem in judge_model_problems(suite, DEFAULT_IDS, lambda region: bedrock)]
     assert len(problems) == 2
     assert problems[0].startswith(
         f"evaluation.judges.1.model_id: {DEFAULT_IDS[1]} is not available to the account ({UNAVAILABLE}: "
@@ -93,7 +95,7 @@ def test_a_judge_outside_the_stacks_models_or_without_access_is_named_by_its_fie
         "models (fmbench:judgeModels: "
     )
     # Without the stack's list (an older stack) only availability is asked.
-    assert len(judge_model_problems(suite, None, bedrock)) == 1
+    assert len(judge_model_problems(suite, None, lambda region: bedrock)) == 1
 
 
 def test_judgment_partitions_point_at_each_branchs_evaluations_folder() -> None:

@@ -121,7 +121,11 @@ def test_a_judged_run_is_evaluated_after_its_branches_and_reports_accuracy_per_b
     assert registered == {
         f"evaluations/run_id=run-judged/branch_id={branch['branch_id']}/" for branch in branches.values()
     }
-    assert published_result("run-judged")["evaluation"] == {"status": "judged", "error": None, "rejudge": None}
+    assert published_result("run-judged")["evaluation"] == {
+        "status": "judged",
+        "error": None,
+        "rejudge": None,
+    }
 
 
 def test_a_failing_evaluate_task_does_not_fail_the_run_which_is_reported_without_accuracy(
@@ -154,7 +158,9 @@ def test_a_failing_evaluate_task_does_not_fail_the_run_which_is_reported_without
     report = s3.get_object(Bucket=RESULTS_BUCKET, Key="reports/run_id=run-judged-broken/report.md")
     markdown = report["Body"].read().decode()
     section = markdown.split("## Accuracy\n", 1)[1].split("\n## ", 1)[0]
-    assert section.strip().startswith("**Accuracy: not judged**: the Evaluate step failed: States.TaskFailed: ")
+    assert section.strip().startswith(
+        "**Accuracy: not judged**: the Evaluate step failed: States.TaskFailed: "
+    )
     assert f"container evaluator exited with code {exit_code}" in section
     assert f"`{rejudge}`" in section and "report-only execution" in section
     # Recorded beside the outcomes: a report-only re-render says the same.
