@@ -225,7 +225,7 @@ def plan_report_only(
     )
 
 
-def _regional(
+def regional_clients(
     client_factory: ClientFactory | None, service: str, default_region: str
 ) -> Callable[[str | None], Any] | None:
     """region (None: ``default_region``) -> the service's client there, one per region."""
@@ -277,10 +277,10 @@ def plan_run(
     )
     if suite.evaluation is not None:  # judges: allowed by the stack, usable by the account, in their regions
         judge_problems = judge_model_problems(
-            suite, settings.judge_models, _regional(client_factory, "bedrock", settings.region)
+            suite, settings.judge_models, regional_clients(client_factory, "bedrock", settings.region)
         )
         judge_problems += judge_endpoint_problems(
-            suite, settings.judge_endpoints, _regional(client_factory, "sagemaker", settings.region)
+            suite, settings.judge_endpoints, regional_clients(client_factory, "sagemaker", settings.region)
         )
         if judge_problems:
             raise SuiteValidationError(judge_problems, EXECUTION_INPUT_SOURCE)
