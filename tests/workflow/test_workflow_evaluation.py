@@ -194,3 +194,101 @@ def test_the_plan_refuses_a_judge_the_stack_may_not_invoke_or_the_account_may_no
     assert f"evaluation.judges.1.model_id: {model_id} {reason}" in str(execution.cause)
     assert workflow.runner.runs == []  # nothing ran, nothing was written
     assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/specs/") == []
+
+
+# ------------------------------------------------------------------------------------ SageMaker judge
+
+JUDGE_ENDPOINT = "judge-endpoint"  # the stack's fmbench:judgeEndpoints (conftest.WORKFLOW_CONTEXT)
+
+
+def create_existing_endpoint(name: str) -> None:
+    """An endpoint that exists before the run (judges are not deployed), InService in moto."""
+    sagemaker = boto3.client("sagemaker")
+    sagemaker.create_model(
+        ModelName=f"{name}-model",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/judge",
+        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/judge:1"},
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{name}-config",
+        ProductionVariants=[
+            {
+                "VariantName": "main",
+                "ModelName": f"{name}-model",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.g4dn.xlarge",
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
+    assert sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
+
+
+def sagemaker_judged_suite(
+    name: str, emulator_url: str, judge_url: str, endpoint_name: str
+) -> dict[str, Any]:
+    """One judge, an existing SageMaker endpoint speaking the OpenAI chat API, answered by the judge
+    emulator's SageMaker runtime route (the target's endpoint_url)."""
+    data = judged_suite(name, emulator_url, judge_url, [])
+    judge_target = {
+        "name": "sm-judge",
+        "platform": "sagemaker",
+        "endpoint_name": endpoint_name,
+        "payload_format": "vllm-openai",
+        "model": "judge",
+        "endpoint_url": judge_url,
+    }
+    data["evaluation"]["judges"] = [{"name": "sm-judge", "target": judge_target}]
+    return data
+
+
+def test_a_sagemaker_judge_of_the_stacks_judge_endpoints_judges_the_run(
+    workflow: DeployedWorkflow, emulator_url: str, judge_url: str
+) -> None:
+    create_existing_endpoint(JUDGE_ENDPOINT)
+    data = sagemaker_judged_suite("judged-sm", emulator_url, judge_url, JUDGE_ENDPOINT)
+
+    execution = workflow.run(data, name="run-judged-sm")
+
+    branches = by_target(execution)
+    assert statuses(branches) == {"cand-a": "succeeded", "cand-b": "succeeded"}
+    assert workflow.runner.commands[-1][0] == "evaluate"
+    assert workflow.runner.runs[-1].exit_code == 0
+    for branch in branches.values():
+        rows = judgments_of("run-judged-sm", branch["branch_id"])
+        # every distinct prompt judged once by the endpoint, incorrect (no answer holds its reference)
+        assert len(rows["verdict"]) == PROMPTS
+        assert set(rows["verdict"]) == {"incorrect"}
+        assert set(rows["judge"]) == {"sm-judge"}
+        assert branch["accuracy"]["judged_prompts"] == PROMPTS
+        assert branch["accuracy"]["majority_incorrect"] == PROMPTS
+    assert published_result("run-judged-sm")["evaluation"]["status"] == "judged"
+
+
+@pytest.mark.parametrize(
+    ("endpoint_name", "reason"),
+    [
+        (
+            "other-endpoint",
+            "other-endpoint is not allowed by the stack's judge endpoints (fmbench:judgeEndpoints: "
+            "judge-endpoint); add it there and deploy the stack again",
+        ),
+        (
+            JUDGE_ENDPOINT,
+            "endpoint judge-endpoint does not exist in the stack's region (judges are not deployed: "
+            "create it first)",
+        ),
+    ],
+)
+def test_the_plan_refuses_a_sagemaker_judge_outside_the_stacks_list_or_not_in_service(
+    workflow: DeployedWorkflow, emulator_url: str, judge_url: str, endpoint_name: str, reason: str
+) -> None:
+    create_existing_endpoint("other-endpoint")  # exists, but the stack may not invoke it
+    data = sagemaker_judged_suite("judged-sm-refused", emulator_url, judge_url, endpoint_name)
+
+    execution = workflow.run(data, name="run-judged-sm-refused")
+
+    assert execution.status == "FAILED"
+    assert f"evaluation.judges.0.target.endpoint_name: {reason}" in str(execution.cause)
+    assert workflow.runner.runs == []  # nothing ran, nothing was written
+    assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/specs/") == []
