@@ -333,10 +333,21 @@ def _run_to_evaluate(root: str, run_id: str | None) -> str:
     raise ValueError(f"{root} holds {len(runs)} run(s): give --run-id")
 
 
+def _record_judging(err: Console, root: str, run_id: str, outcome: Any) -> None:
+    """The judging's outcome beside the run's (the report says why a run has no accuracy); best effort."""
+    from fmbench.judging_outcome import write_evaluation_outcome
+
+    try:
+        write_evaluation_outcome(root, run_id, outcome)
+    except OSError as error:
+        err.print(f"evaluate: the judging's outcome not recorded: {error}", markup=False)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Judge a finished run's answers again (its evaluations are replaced) with its suite's panel, or with
     the evaluation section of --suite."""
     from fmbench.evaluation.run import EvaluationError
+    from fmbench.judging_outcome import failed_outcome, judged_outcome
     from fmbench.local import SavedRunNotFoundError, judge_emulators, read_saved_plan
 
     console = _console()
@@ -367,7 +378,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             summary = evaluate_run(plan, root, judge_urls=urls, answers_from=args.answers)
     except (EvaluationError, OSError, ValueError) as error:
         err.print(f"evaluate: {error}", markup=False)
+        _record_judging(err, root, run_id, failed_outcome(str(error)))
         return EXIT_FAILED
+    _record_judging(err, root, run_id, judged_outcome())
     _print_evaluation(console, summary)
     console.print(f"Judgments: {root}/evaluations/run_id={run_id}/", markup=False)
     if "://" not in root:

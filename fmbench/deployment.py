@@ -25,6 +25,8 @@ NAME_PREFIX: Final = "fmb-"
 # The cdk.json key listing the existing SageMaker endpoints the stack's runner may invoke (besides its own
 # ``fmb-*`` ones): the stack reads it, and Plan names it when a suite's endpoint is not in it.
 EXISTING_ENDPOINTS_KEY: Final = "fmbench:existingEndpointNames"
+# The existing SageMaker endpoints the Evaluate task may invoke as judges (cdk.json; docs/accuracy.md).
+JUDGE_ENDPOINTS_KEY: Final = "fmbench:judgeEndpoints"
 
 
 def stack_may_invoke(endpoint_name: str, existing_endpoint_names: Iterable[str]) -> bool:

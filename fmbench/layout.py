@@ -17,6 +17,7 @@ partition values back as columns::
     outcomes/run_id=R/branch_id=B/teardown.json        when Teardown deleted it
     outcomes/run_id=R/branch_id=B/failure.json         the whole error that ended a failed branch
     outcomes/run_id=R/branch_results.json              the workflow's Map results, for a re-render
+    outcomes/run_id=R/evaluation.json                  how the latest judging of the run ended
     reports/run_id=R/                                  the report's files
     datasets/run_id=R/                                 materialized prompts of the run
     evaluations/run_id=R/branch_id=B/part-NNNNN.parquet judgments of a branch's answers
@@ -132,6 +133,11 @@ def failure_record_uri(root: str, run_id: str, branch_id: str) -> str:
 def branch_results_uri(root: str, run_id: str) -> str:
     """The Map's results as Render received them, so a report-only re-render keeps each branch's reason."""
     return _join(run_folder(root, OUTCOMES, run_id), "branch_results.json")
+
+
+def evaluation_outcome_uri(root: str, run_id: str) -> str:
+    """How the latest judging of the run ended (judged, or failed and why), for the report and a re-render."""
+    return _join(run_folder(root, OUTCOMES, run_id), "evaluation.json")
 
 
 # ------------------------------------------------------------------------- reports and later folders

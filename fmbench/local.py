@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import shlex
 import shutil
 import signal
@@ -22,6 +23,12 @@ from fmbench.branch import BranchStorage, ended_outcome, live_branch
 from fmbench.config import EmulatorTarget, Evaluation, Suite
 from fmbench.estimate import check_budget
 from fmbench.evaluation.run import EvaluationError, EvaluationSummary, evaluate_run
+from fmbench.judging_outcome import (
+    EvaluationOutcome,
+    failed_outcome,
+    judged_outcome,
+    write_evaluation_outcome,
+)
 from fmbench.layout import outcome_uri, run_plan_uri
 from fmbench.plan import BranchOutcome, RunPlan, new_run_id, plan_suite
 from fmbench.pricing import PriceTable
@@ -38,6 +45,7 @@ NOT_FINISHED_REASON = (
     "the local run did not finish (interrupted); the records of every load point it finished are kept"
 )
 
+logger = logging.getLogger(__name__)
 
 # Lists the report files fmbench copied to the top of a run folder, and the run they show: a file of the
 # same name that is not listed there is the user's, and is not overwritten.
@@ -380,13 +388,28 @@ def judge_emulators(evaluation: Evaluation) -> Iterator[tuple[dict[str, str], di
 
 def judge_saved_run(plan: RunPlan, root: str) -> tuple[EvaluationSummary | None, str | None]:
     """Judge a run's answers with its suite's panel (emulator judges started here); (summary, None), or
-    (None, why not): a failed judging never costs the run its records or its report."""
+    (None, why not): a failed judging, whatever its error, never costs the run its records or its report,
+    and its record (``fmbench.judging_outcome``) makes the report say why the run has no accuracy."""
     assert plan.suite.evaluation is not None
     try:
         with judge_emulators(plan.suite.evaluation) as (urls, _failed):
-            return evaluate_run(plan, root, judge_urls=urls), None
-    except (EvaluationError, OSError, ValueError) as exc:
+            summary = evaluate_run(plan, root, judge_urls=urls)
+    except Exception as exc:  # the run is measured: any judging fault must keep it
+        if not isinstance(exc, EvaluationError | OSError | ValueError):
+            logger.exception("run %s: the judging crashed", plan.run_id)
+        message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, EvaluationError) else str(exc)
+        _record_judging(root, plan.run_id, failed_outcome(message))
         return None, f"the answers could not be judged: {exc}"
+    _record_judging(root, plan.run_id, judged_outcome())
+    return summary, None
+
+
+def _record_judging(root: str, run_id: str, outcome: EvaluationOutcome) -> None:
+    """Best effort: without the record only the report's words on the judging are lost, not the run."""
+    try:
+        write_evaluation_outcome(root, run_id, outcome)
+    except OSError as exc:
+        logger.warning("run %s: the judging's outcome not recorded: %s", run_id, exc)
 
 
 def _finish_run(

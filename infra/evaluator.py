@@ -1,5 +1,6 @@
 """The Evaluate task: `fmbench evaluate` of a finished run as a Fargate task of the runner image, with a role
-of its own that may invoke only the stack's judge models (docs/accuracy.md, "In the cloud")."""
+of its own that may invoke only the stack's judge models and judge endpoints (docs/accuracy.md, "In the
+cloud")."""
 
 from typing import Final
 
@@ -29,6 +30,17 @@ def judge_model_arns(judge_models: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(arns))
 
 
+def judge_endpoint_arns(judge_endpoints: tuple[str, ...]) -> list[str]:
+    """The existing SageMaker endpoints the judge endpoint names name, in any region (a judge's target may
+    name its region); SageMaker writes the name in lower case in the ARN."""
+    return list(
+        dict.fromkeys(
+            f"arn:{Aws.PARTITION}:sagemaker:*:{Aws.ACCOUNT_ID}:endpoint/{name.lower()}"
+            for name in judge_endpoints
+        )
+    )
+
+
 class Evaluator(Construct):
     """One task per judged run, on the runner's cluster and network, after the branches."""
 
@@ -40,6 +52,7 @@ class Evaluator(Construct):
         runner: Runner,
         judge_models: tuple[str, ...],
         cpu: int,
+        judge_endpoints: tuple[str, ...] = (),
         memory_mib: int,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -77,6 +90,20 @@ class Evaluator(Construct):
                 self.judge_model_arns,
                 reason="The judge models of fmbench:judgeModels by exact id; the region is open because a "
                 "cross-region inference profile routes a call to the model in another region.",
+            )
+        self.judge_endpoint_arns = judge_endpoint_arns(judge_endpoints)
+        if self.judge_endpoint_arns:
+            self.task_role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"],
+                    resources=self.judge_endpoint_arns,
+                )
+            )
+            acknowledge_wildcard_resources(
+                self.task_role,
+                self.judge_endpoint_arns,
+                reason="The judge endpoints of fmbench:judgeEndpoints by exact name; the region is open "
+                "because a judge's target may name the region its endpoint is in.",
             )
         acknowledge_unscoped_actions(
             self.task_definition.obtain_execution_role(),

@@ -17,6 +17,7 @@ from constructs import Construct
 
 from fmbench.deployment import NAME_PREFIX as SAGEMAKER_NAME_PREFIX
 from fmbench.deployment import TAG_RUN_ID
+from infra.evaluator import judge_endpoint_arns
 from infra.image import LAMBDA_TARGET, build_image
 from infra.nag import acknowledge_unscoped_actions, acknowledge_wildcard_resources
 
@@ -44,6 +45,9 @@ EXISTING_ENDPOINT_NAMES_ENV: Final = "FMBENCH_EXISTING_ENDPOINT_NAMES"
 # The Bedrock models the Evaluate task may invoke as judges (cdk.json's fmbench:judgeModels), as a JSON list:
 # the plan refuses a Bedrock judge outside it.
 JUDGE_MODELS_ENV: Final = "FMBENCH_JUDGE_MODELS"
+# The existing SageMaker endpoints the Evaluate task may invoke as judges (cdk.json's fmbench:judgeEndpoints),
+# as a JSON list: the plan refuses a SageMaker judge outside it, and one that is not InService.
+JUDGE_ENDPOINTS_ENV: Final = "FMBENCH_JUDGE_ENDPOINTS"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +65,7 @@ class FunctionEnvironment:
     execution_timeout_seconds: int
     existing_endpoint_names: tuple[str, ...] = ()
     judge_models: tuple[str, ...] = ()
+    judge_endpoints: tuple[str, ...] = ()
 
     def as_variables(self) -> dict[str, str]:
         return {
@@ -75,6 +80,7 @@ class FunctionEnvironment:
             EXECUTION_TIMEOUT_SECONDS_ENV: str(self.execution_timeout_seconds),
             EXISTING_ENDPOINT_NAMES_ENV: json.dumps(list(self.existing_endpoint_names)),
             JUDGE_MODELS_ENV: json.dumps(list(self.judge_models)),
+            JUDGE_ENDPOINTS_ENV: json.dumps(list(self.judge_endpoints)),
         }
 
 
@@ -107,6 +113,7 @@ FUNCTION_SIZING: Final[dict[str, FunctionSizing]] = {
             EXECUTION_TIMEOUT_SECONDS_ENV,
             EXISTING_ENDPOINT_NAMES_ENV,
             JUDGE_MODELS_ENV,
+            JUDGE_ENDPOINTS_ENV,
             # the Glue database whose records table gets the run's partitions (fmbench.cloud.catalog)
             ATHENA_DATABASE_ENV,
         ),
@@ -232,6 +239,7 @@ class Functions(Construct):
         log_retention: logs.RetentionDays,
         existing_endpoint_names: tuple[str, ...] = (),
         judge_models: tuple[str, ...] = (),
+        judge_endpoints: tuple[str, ...] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self.image = build_image(self, "Image", target=LAMBDA_TARGET)
@@ -248,6 +256,7 @@ class Functions(Construct):
             execution_timeout_seconds=int(execution_timeout.to_seconds()),
             existing_endpoint_names=existing_endpoint_names,
             judge_models=judge_models,
+            judge_endpoints=judge_endpoints,
         )
 
         self.plan = self._function("Plan", FUNCTION_SIZING["plan"], log_retention)
@@ -265,6 +274,7 @@ class Functions(Construct):
         self._allow_reading_prices()
         self._allow_reading_endpoint_metrics()
         self._allow_checking_judge_models()
+        self._allow_checking_judge_endpoints(judge_endpoints)
         self._allow_reading_secrets(self.plan)  # a Hub token for a gated dataset (workload.dataset.hub_token)
         self._allow_deploying()
         allow_describing(self.endpoint_status, ["endpoint"])
@@ -281,6 +291,23 @@ class Functions(Construct):
             ["bedrock:GetFoundationModelAvailability"],
             reason="bedrock:GetFoundationModelAvailability supports no resource-level permissions; it "
             "reads whether the account may use a model, nothing of the model itself.",
+        )
+
+    def _allow_checking_judge_endpoints(self, judge_endpoints: tuple[str, ...]) -> None:
+        """The Plan asks SageMaker whether each SageMaker judge's endpoint is InService before anything runs:
+        DescribeEndpoint on the stack's judge endpoints only."""
+        if not judge_endpoints:
+            return
+        role = role_of(self.plan)
+        arns = judge_endpoint_arns(judge_endpoints)
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["sagemaker:DescribeEndpoint"], resources=arns)
+        )
+        acknowledge_wildcard_resources(
+            role,
+            arns,
+            reason="The judge endpoints of fmbench:judgeEndpoints by exact name; the region is open "
+            "because a judge's target may name the region its endpoint is in.",
         )
 
     @property

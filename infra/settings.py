@@ -20,6 +20,7 @@ from pydantic import (
 
 from fmbench.config import AWS_REGION_PATTERN, DEFAULT_JUDGES, SuiteValidationError
 from fmbench.deployment import EXISTING_ENDPOINTS_KEY as EXISTING_ENDPOINTS_CONTEXT_KEY
+from fmbench.deployment import JUDGE_ENDPOINTS_KEY as JUDGE_ENDPOINTS_CONTEXT_KEY
 from fmbench.deployment import MAX_STATUS_POLLS
 from fmbench.judgments import JUDGE_MODELS_KEY as JUDGE_MODELS_CONTEXT_KEY
 from fmbench.suite import validate_suite_data
@@ -44,6 +45,7 @@ MAX_DEPLOY_MINUTES_KEY: Final = "fmbench:maxDeployMinutes"
 SWEEPER_INTERVAL_MINUTES_KEY: Final = "fmbench:sweeperIntervalMinutes"
 SWEEP_REGIONS_KEY: Final = "fmbench:sweepRegions"
 JUDGE_MODELS_KEY: Final = JUDGE_MODELS_CONTEXT_KEY
+JUDGE_ENDPOINTS_KEY: Final = JUDGE_ENDPOINTS_CONTEXT_KEY
 # The default panel's models (fmbench.config.DEFAULT_JUDGES): what the Evaluate task may invoke by default.
 DEFAULT_JUDGE_MODELS: Final = tuple(judge["model_id"] for judge in DEFAULT_JUDGES)
 # A Bedrock model or inference profile id (anthropic.claude-..., us.amazon.nova-pro-v1:0).
@@ -261,6 +263,8 @@ class FmbenchSettings(_Model):
     sweep_regions: _Regions = Field(default=(), alias=SWEEP_REGIONS_KEY)
     # The Bedrock models (or inference profiles) the Evaluate task may invoke as judges.
     judge_models: _JudgeModels = Field(default=DEFAULT_JUDGE_MODELS, alias=JUDGE_MODELS_KEY)
+    # The existing SageMaker endpoints the Evaluate task may invoke as judges (target endpoint_name).
+    judge_endpoints: _EndpointNames = Field(default=(), alias=JUDGE_ENDPOINTS_KEY)
 
     @classmethod
     def from_context(cls, context: Mapping[str, Any]) -> "FmbenchSettings":

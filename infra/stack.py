@@ -68,6 +68,7 @@ class FmbenchStack(Stack):
             "Evaluator",
             runner=self.runner,
             judge_models=settings.judge_models,
+            judge_endpoints=settings.judge_endpoints,
             cpu=settings.runner_cpu,
             memory_mib=settings.runner_memory_mib,
         )
@@ -86,6 +87,7 @@ class FmbenchStack(Stack):
             log_retention=log_retention,
             existing_endpoint_names=settings.existing_endpoint_names,
             judge_models=settings.judge_models,
+            judge_endpoints=settings.judge_endpoints,
         )
         self.workflow = Workflow(
             self,
@@ -136,11 +138,12 @@ class FmbenchStack(Stack):
             write=[RECORDS_PREFIX, OUTCOMES_PREFIX, SERVER_METRICS_PREFIX],
         )
         # The Evaluate task reads the run's plan, records and prompts, and replaces its judgments (it lists
-        # evaluations/ to empty earlier parts beyond the new ones).
+        # evaluations/ to empty earlier parts beyond the new ones); it records how the judging ended beside
+        # the run's outcomes (outcomes/run_id=R/evaluation.json).
         storage.grant_prefixes(
             self.evaluator.task_role,
             read=[SPECS_PREFIX, RECORDS_PREFIX, DATASETS_PREFIX, EVALUATIONS_PREFIX],
-            write=[EVALUATIONS_PREFIX],
+            write=[EVALUATIONS_PREFIX, OUTCOMES_PREFIX],
         )
         # A report-only execution re-reads the plan.json of the run it reports on. The plan writes the run's
         # prompts under datasets/ and may read a dataset kept there (s3://BUCKET/datasets/...).

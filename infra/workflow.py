@@ -130,7 +130,15 @@ class Workflow(Construct):
             after_branches = (
                 sfn.Choice(self, "EvaluateWanted", comment="The suite has an evaluation section.")
                 .when(sfn.Condition.boolean_equals("$.plan.evaluate", True), self._evaluate(evaluator, query))
-                .otherwise(query)
+                .otherwise(
+                    sfn.Pass(
+                        self,
+                        "NotEvaluated",
+                        comment="Nothing judged in this execution: Render reads the run's recorded judging.",
+                        parameters={},
+                        result_path=EVALUATION,
+                    ).next(query)
+                )
             )
         definition = self._plan().next(self._branches()).next(after_branches)
         (
@@ -518,18 +526,20 @@ class Workflow(Construct):
         return query
 
     def _render(self) -> sfn.TaskStateBase:
+        payload: dict[str, object] = {
+            "run_id": sfn.JsonPath.string_at("$.plan.run_id"),
+            "query_execution_id": sfn.JsonPath.string_at("$.query.query_execution_id"),
+            "branch_results": sfn.JsonPath.list_at("$.branch_results"),
+            "started_at": sfn.JsonPath.string_at("$$.Execution.StartTime"),
+        }
+        if self._evaluator is not None:
+            # Set on every path to Query: the Evaluate command and its caught error, or {} (not judged here).
+            payload["evaluation"] = sfn.JsonPath.object_at(EVALUATION)
         render = tasks.LambdaInvoke(
             self,
             "Render",
             lambda_function=self._functions.render,
-            payload=sfn.TaskInput.from_object(
-                {
-                    "run_id": sfn.JsonPath.string_at("$.plan.run_id"),
-                    "query_execution_id": sfn.JsonPath.string_at("$.query.query_execution_id"),
-                    "branch_results": sfn.JsonPath.list_at("$.branch_results"),
-                    "started_at": sfn.JsonPath.string_at("$$.Execution.StartTime"),
-                }
-            ),
+            payload=sfn.TaskInput.from_object(payload),
             retry_on_service_exceptions=False,
             result_selector={"output": sfn.JsonPath.object_at("$.Payload")},
             result_path="$.report",

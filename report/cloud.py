@@ -34,10 +34,18 @@ from fmbench.cloud.steps import (
     RunPlanNotFoundError,  # noqa: F401 - re-exported: callers of read_plan catch it from here
     read_run_plan,
 )
+from fmbench.judging_outcome import (
+    CLOUD_STEP,
+    EvaluationOutcome,
+    failed_outcome,
+    judged_outcome,
+    step_error_text,
+)
 from fmbench.layout import (
     EVALUATIONS,
     branch_results_uri,
     deployment_record_uri,
+    evaluation_outcome_uri,
     failure_record_uri,
     outcome_uri,
     reports_prefix,
@@ -307,6 +315,34 @@ def with_deployment_times(
     return document.model_copy(update={"branches": branches})
 
 
+def evaluation_outcome_for(s3_client: Any, storage_root: str, event: RenderEvent) -> EvaluationOutcome | None:
+    """How the run's latest judging ended. When this execution's Evaluate task ran, its outcome (the Catch's
+    error, with what the task itself recorded, when it failed) is recorded now, so that a report-only
+    re-render says the same; otherwise the recorded one (``fmbench evaluate`` records a later judging)."""
+    uri = evaluation_outcome_uri(storage_root, event.run_id)
+    try:
+        data = s3_objects.get_bytes(s3_client, uri)
+    except ClientError as exc:
+        logger.warning("run %s: the judging's outcome not read: %s", event.run_id, error_message(exc))
+        data = None
+    recorded = EvaluationOutcome.model_validate_json(data) if data is not None else None
+    step = event.evaluation
+    if step is None or not step.ran:
+        return recorded
+    if step.error is None:
+        outcome = judged_outcome(step=CLOUD_STEP)
+    else:
+        error = step_error_text(step.error)
+        if recorded is not None and recorded.status == "failed" and recorded.error:
+            error += f"; the task said: {recorded.error}"
+        outcome = failed_outcome(error, step=CLOUD_STEP)
+    try:
+        s3_objects.put_json(s3_client, uri, outcome.model_dump(mode="json"))
+    except ClientError as exc:  # the report still says it; only a re-render would not
+        logger.warning("run %s: the judging's outcome not recorded: %s", event.run_id, error_message(exc))
+    return outcome
+
+
 # ------------------------------------------------------------------------------------- runs table
 
 
@@ -397,6 +433,7 @@ def render_run(
             endpoint_lifetimes=lifetimes,
             accuracy=accuracy,
             server=_server_metrics(storage_root, event.run_id),
+            evaluation_outcome=evaluation_outcome_for(s3_client, storage_root, event),
         )
         if deployments:
             document = with_deployment_times(document, deployments)

@@ -250,6 +250,7 @@ def result_document(view: ReportView, artifacts: Artifacts) -> ResultDocument:
         agreement=_panel_agreement(view.accuracy),
         capacity_plan=view.capacity_plan,
         suite_yaml=view.suite_yaml or None,
+        evaluation=view.evaluation,
     )
 
 

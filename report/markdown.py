@@ -11,6 +11,7 @@ import jinja2
 from report.accuracy import AccuracyView, MajorityAccuracy, answer_source_text
 from report.capacity import capacity_markdown
 from report.charts import CHARTS
+from report.evaluation_status import evaluation_note, short_judge_notes
 from report.formatting import (
     NOT_AVAILABLE,
     cores,
@@ -574,7 +575,7 @@ def _accuracy_context(view: ReportView) -> dict[str, object] | None:
         ),
         "pair_rows": _pair_rows(accuracy),
         "judge_candidates": _judge_candidate_table(accuracy),
-        "notes": [md(note) for note in _accuracy_notes(accuracy)],
+        "notes": [md(note) for note in [*_accuracy_notes(accuracy), *short_judge_notes(accuracy)]],
     }
 
 
@@ -659,6 +660,7 @@ def render_markdown(view: ReportView, chart_files: Mapping[str, str]) -> str:
         "no_best_hint": _no_best_hint(view),
         "best_per_bin_rows": _best_per_bin_rows(view.best_per_bin, view.accuracy),
         "accuracy": _accuracy_context(view),
+        "evaluation_note": evaluation_note(view.evaluation, view.accuracy is not None),
         "selection_rule": view.selection_rule,
         "branch_rows": _branch_rows(view.branches),
         "not_measured_lines": _not_measured_lines(view.branches),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from fmbench import layout
+from fmbench.judging_outcome import EvaluationOutcome, read_evaluation_outcome
 from fmbench.plan import BranchOutcome, RunPlan
 from report.charts import draw_charts
 from report.costs import EndpointLifetime
@@ -62,6 +63,7 @@ def build_report(
     endpoint_lifetimes: Mapping[str, EndpointLifetime] | None = None,
     accuracy: pd.DataFrame | None = None,
     server: ServerMetricsView | None = None,
+    evaluation_outcome: EvaluationOutcome | None = None,
 ) -> ResultDocument:
     """Everything after the query: the same for DuckDB locally and Athena in the cloud.
 
@@ -69,7 +71,8 @@ def build_report(
     ``TTFT_SAMPLE_COLUMNS``. ``publish_uri`` is where ``report_dir``'s files will be published (e.g. the
     run's s3:// reports prefix); artifact locations in result.json use it, else the local paths.
     ``endpoint_lifetimes`` (deployed branches: creation and deletion) make the actual cost. ``accuracy``
-    (columns ``ACCURACY_COLUMNS``; None for a run never judged) adds the judges' accuracy.
+    (columns ``ACCURACY_COLUMNS``; None for a run never judged) adds the judges' accuracy;
+    ``evaluation_outcome`` (how the latest judging ended) says why a judged suite has none.
     The view is built once; every file below is drawn or written from it.
     """
     out = Path(report_dir)
@@ -83,6 +86,7 @@ def build_report(
         endpoint_lifetimes=endpoint_lifetimes,
         accuracy=accuracy,
         server=server,
+        evaluation_outcome=evaluation_outcome,
     )
 
     metrics.to_parquet(out / SUMMARY_PARQUET, index=False)
@@ -131,4 +135,5 @@ def generate_report(
         generated_at=generated_at,
         accuracy=accuracy_figures(storage_root, plan.run_id),
         server=server_metrics_view(storage_root, plan.run_id),
+        evaluation_outcome=read_evaluation_outcome(storage_root, plan.run_id),
     )

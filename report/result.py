@@ -523,6 +523,19 @@ class PromptsResult(_ResultModel):
     notes: list[str] = Field(description="What the counts above mean for the figures, in words.")
 
 
+class EvaluationStatus(_ResultModel):
+    """Whether the run's answers were judged, and why not when a judged suite has no accuracy."""
+
+    status: Literal["judged", "failed", "not_judged", "not_requested"] = Field(
+        description="judged: the latest judging finished; failed: it did not (error says why); not_judged: "
+        "the suite asks for judging and none is recorded; not_requested: the suite has no evaluation section."
+    )
+    error: str | None = Field(default=None, description="Why the judging failed, cut short; null otherwise.")
+    rejudge: str | None = Field(
+        default=None, description="How to judge the run again and report it; null when judged or not asked."
+    )
+
+
 class ResultDocument(_ResultModel):
     """result.json, also the Step Functions execution output."""
 
@@ -560,6 +573,9 @@ class ResultDocument(_ResultModel):
     )
     suite_yaml: str | None = Field(
         default=None, description="The suite as run, YAML (as given; defaults left out): runs it again."
+    )
+    evaluation: EvaluationStatus | None = Field(
+        default=None, description="Whether the answers were judged; null in a report older than this field."
     )
 
     @field_validator("generated_at")

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from fmbench.endpoints.base import ERROR_CLASSES
+from fmbench.judging_outcome import EvaluationOutcome
 from fmbench.plan import BranchOutcome, RunPlan
 from fmbench.spec import BranchSpec
 from report.accuracy import AccuracyView, accuracy_view
@@ -31,12 +32,14 @@ from report.analysis import (
 )
 from report.capacity import branch_capacity, capacity_plan
 from report.costs import EndpointLifetime, cost_summary
+from report.evaluation_status import evaluation_status
 from report.result import (
     BestConfiguration,
     BranchCapacity,
     BranchStatus,
     CapacityPlanResult,
     CostSummary,
+    EvaluationStatus,
     SloSummary,
     overall_status,
 )
@@ -249,6 +252,7 @@ class ReportView:
     suite_yaml: str = ""  # the suite as run (as given, defaults left out), for reproducing the run
     prices_note: str = ""  # which price table priced the run (fmbench.plan.RunPlan.prices_note)
     server: ServerMetricsView | None = None  # the endpoints' own figures (report.server_metrics)
+    evaluation: EvaluationStatus | None = None  # judged or why not (report.evaluation_status)
 
     @property
     def best_found(self) -> list[BestConfiguration]:
@@ -388,11 +392,13 @@ def build_view(
     endpoint_lifetimes: Mapping[str, EndpointLifetime] | None = None,
     accuracy: pd.DataFrame | None = None,
     server: ServerMetricsView | None = None,
+    evaluation_outcome: EvaluationOutcome | None = None,
 ) -> ReportView:
     """The one view of a run: the SQL summary (columns ``report.query.METRIC_COLUMNS``, any row order),
     the plan and the branches' outcomes; ``accuracy`` (columns ``report.query.ACCURACY_COLUMNS``, None for
     a run never judged) adds the panel's accuracy and puts the suite's accuracy floor into the selection;
-    ``server``: the endpoints' own figures, when there are any."""
+    ``server``: the endpoints' own figures, when there are any; ``evaluation_outcome``: how the latest
+    judging ended (``fmbench.judging_outcome``), for the evaluation status."""
     suite = plan.suite
     bins = tuple(b.label for b in suite.workload.bins)
     headline = headline_bin_label(suite)
@@ -444,6 +450,7 @@ def build_view(
         suite_yaml=suite_yaml(plan),
         prices_note=plan.prices_note or "",
         server=server,
+        evaluation=evaluation_status(plan, evaluation_outcome, judged),
     )
 
 

@@ -10,6 +10,7 @@ from fmbench.cloud.sagemaker import resolve_image_uri
 from fmbench.config import BUILTIN_DATASET_PREFIX, Suite, SuiteProblem, SuiteValidationError
 from fmbench.deployment import (
     EXISTING_ENDPOINTS_KEY,
+    JUDGE_ENDPOINTS_KEY,
     SECRET_ARN_PATTERN,
     SECRET_REFERENCE_PREFIX,
     ServingContainerError,
@@ -152,32 +153,39 @@ def validate_cloud_suite(
     return suite
 
 
-def _bedrock_judges(suite: Suite) -> list[tuple[str, str]]:
-    """(field path, model id) of each judge of the suite called through Bedrock."""
+def _bedrock_judges(suite: Suite) -> list[tuple[str, str, str | None]]:
+    """(field path, model id, region or None for the stack's) of each judge of the suite called through
+    Bedrock."""
     if suite.evaluation is None:
         return []
     judges = []
     for index, judge in enumerate(suite.evaluation.judges):
         if judge.model_id is not None:
-            judges.append((f"evaluation.judges.{index}.model_id", judge.model_id))
+            judges.append((f"evaluation.judges.{index}.model_id", judge.model_id, judge.region))
         elif judge.target is not None and judge.target.platform == "bedrock":
-            judges.append((f"evaluation.judges.{index}.target.model_id", judge.target.model_id))
+            path = f"evaluation.judges.{index}.target.model_id"
+            judges.append((path, judge.target.model_id, judge.target.region))
     return judges
 
 
+# A region -> that region's client (None: the stack's own region).
+RegionalClient = Callable[[str | None], Any]
+
+
 def judge_model_problems(
-    suite: Suite, allowed: Collection[str] | None, bedrock_client: Any | None
+    suite: Suite, allowed: Collection[str] | None, bedrock_for: RegionalClient | None
 ) -> list[SuiteProblem]:
     """Each Bedrock judge the stack's Evaluate task may not invoke (``allowed``: cdk.json's
-    fmbench:judgeModels; None skips the check) or the account has no access to (GetFoundationModelAvailability
-    on the judge's model, an inference profile mapped to its model; None skips the check)."""
+    fmbench:judgeModels; None skips the check) or the account has no access to in the judge's region
+    (GetFoundationModelAvailability on the judge's model, an inference profile mapped to its model, asked of
+    ``bedrock_for(judge's region)``; None skips the check)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from fmbench.pricing import foundation_model_id
 
     problems: list[SuiteProblem] = []
     granted = None if allowed is None else {*allowed, *(foundation_model_id(m) for m in allowed)}
-    for path, model_id in _bedrock_judges(suite):
+    for path, model_id, region in _bedrock_judges(suite):
         if granted is not None and model_id not in granted:
             problems.append(
                 SuiteProblem(
@@ -187,13 +195,15 @@ def judge_model_problems(
                 )
             )
             continue
-        if bedrock_client is None:
+        if bedrock_for is None:
             continue
         model = foundation_model_id(model_id)
+        where = f" in {region}" if region else ""
         try:
-            answer = bedrock_client.get_foundation_model_availability(modelId=model)
+            answer = bedrock_for(region).get_foundation_model_availability(modelId=model)
         except (ClientError, BotoCoreError) as exc:
-            problems.append(SuiteProblem(path=path, reason=f"{model_id}: availability not known: {exc}"))
+            reason = f"{model_id}: availability{where} not known: {exc}"
+            problems.append(SuiteProblem(path=path, reason=reason))
             continue
         states = {
             "authorization": answer.get("authorizationStatus"),
@@ -207,7 +217,67 @@ def judge_model_problems(
                 SuiteProblem(
                     path=path,
                     reason=f"{model_id} is not available to the account ({model}: {detail}); request model "
-                    "access in the Bedrock console",
+                    f"access in the Bedrock console{where}",
                 )
+            )
+    return problems
+
+
+def _sagemaker_judges(suite: Suite) -> list[tuple[str, str, str | None]]:
+    """(field path, endpoint name, region or None for the stack's) of each judge that is an existing
+    SageMaker endpoint."""
+    if suite.evaluation is None:
+        return []
+    judges = []
+    for index, judge in enumerate(suite.evaluation.judges):
+        target = judge.target
+        name = getattr(target, "endpoint_name", None)
+        if target is not None and target.platform == "sagemaker" and name:
+            judges.append((f"evaluation.judges.{index}.target.endpoint_name", name, target.region))
+    return judges
+
+
+def judge_endpoint_problems(
+    suite: Suite, allowed: Collection[str] | None, sagemaker_for: RegionalClient | None
+) -> list[SuiteProblem]:
+    """Each SageMaker judge whose endpoint the stack's Evaluate task may not invoke (``allowed``: cdk.json's
+    fmbench:judgeEndpoints, names compared without case as in the endpoint's ARN; None skips the check) or
+    that is not InService in its region (DescribeEndpoint asked of ``sagemaker_for(judge's region)``; None
+    skips the check). Judges are not deployed: the endpoint must exist before the run."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fmbench.cloud.aws import error_code, error_message
+
+    problems: list[SuiteProblem] = []
+    granted = None if allowed is None else {name.lower() for name in allowed}
+    for path, name, region in _sagemaker_judges(suite):
+        if granted is not None and name.lower() not in granted:
+            problems.append(
+                SuiteProblem(
+                    path=path,
+                    reason=f"{name} is not allowed by the stack's judge endpoints ({JUDGE_ENDPOINTS_KEY}: "
+                    f"{', '.join(allowed or ()) or 'none'}); add it there and deploy the stack again",
+                )
+            )
+            continue
+        if sagemaker_for is None:
+            continue
+        where = f" in {region}" if region else " in the stack's region"
+        try:
+            status = sagemaker_for(region).describe_endpoint(EndpointName=name).get("EndpointStatus")
+        except ClientError as exc:
+            if error_code(exc) == "ValidationException":  # SageMaker's answer for an unknown endpoint
+                reason = f"endpoint {name} does not exist{where} (judges are not deployed: create it first)"
+            else:
+                reason = f"endpoint {name}{where}: status not known: {error_message(exc)}"
+            problems.append(SuiteProblem(path=path, reason=reason))
+            continue
+        except BotoCoreError as exc:
+            reason = f"endpoint {name}{where}: status not known: {exc}"
+            problems.append(SuiteProblem(path=path, reason=reason))
+            continue
+        if status != "InService":
+            problems.append(
+                SuiteProblem(path=path, reason=f"endpoint {name}{where} is {status}, not InService")
             )
     return problems

@@ -159,12 +159,27 @@ class BranchResultItem(EventModel):
         return f"{name}: {cause}" if cause else name
 
 
+class EvaluationStep(EventModel):
+    """``$.evaluation`` as Render gets it: the Evaluate task's command, and the error its Catch kept when it
+    failed; empty when this execution judged nothing (the suite has no evaluation, or a report-only run)."""
+
+    command: list[str] = Field(default_factory=list)
+    error: dict[str, Any] | None = None
+
+    @property
+    def ran(self) -> bool:
+        return bool(self.command) or self.error is not None
+
+
 class RenderEvent(EventModel):
     run_id: str = Field(pattern=RUN_ID_PATTERN.pattern)
     query_execution_id: str = Field(min_length=1)
     branch_results: list[BranchResultItem] = Field(default_factory=list)
     started_at: datetime | None = Field(
         default=None, description="$$.Execution.StartTime: when the run started, for the runs table."
+    )
+    evaluation: EvaluationStep | None = Field(
+        default=None, description="$.evaluation: the Evaluate task's command and caught error, if it ran."
     )
 
 

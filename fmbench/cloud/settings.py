@@ -65,6 +65,11 @@ class PlanSettings(_EnvironmentSettings):
     judge_models: Annotated[tuple[str, ...] | None, BeforeValidator(_json_text)] = Field(
         default=None, alias="FMBENCH_JUDGE_MODELS"
     )
+    # The existing SageMaker endpoints the stack's Evaluate task may invoke as judges (a JSON list; cdk.json's
+    # fmbench:judgeEndpoints). Missing (an older stack): not checked against it (only that each is InService).
+    judge_endpoints: Annotated[tuple[str, ...] | None, BeforeValidator(_json_text)] = Field(
+        default=None, alias="FMBENCH_JUDGE_ENDPOINTS"
+    )
     # The Glue database whose records table gets the run's partitions (fmbench.cloud.catalog); without it
     # (an older stack) nothing is registered.
     athena_database: str | None = Field(default=None, alias="FMBENCH_ATHENA_DATABASE", min_length=1)

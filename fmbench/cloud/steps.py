@@ -20,6 +20,7 @@ from fmbench.cloud.catalog import JUDGMENTS_TABLE, register_run_partitions
 from fmbench.cloud.checks import (
     EXECUTION_INPUT_SOURCE,
     hub_token_reader,
+    judge_endpoint_problems,
     judge_model_problems,
     validate_cloud_suite,
 )
@@ -224,6 +225,23 @@ def plan_report_only(
     )
 
 
+def regional_clients(
+    client_factory: ClientFactory | None, service: str, default_region: str
+) -> Callable[[str | None], Any] | None:
+    """region (None: ``default_region``) -> the service's client there, one per region."""
+    if client_factory is None:
+        return None
+    clients: dict[str, Any] = {}
+
+    def client_in(region: str | None) -> Any:
+        name = region or default_region
+        if name not in clients:
+            clients[name] = client_factory(service, name)
+        return clients[name]
+
+    return client_in
+
+
 def plan_run(
     event: PlanEvent,
     settings: PlanSettings,
@@ -257,9 +275,13 @@ def plan_run(
         existing_endpoint_names=settings.existing_endpoint_names,
         hub_token=hub_token,
     )
-    if suite.evaluation is not None:  # the Bedrock judges: allowed by the stack, available to the account
-        bedrock = client_factory("bedrock", settings.region) if client_factory is not None else None
-        judge_problems = judge_model_problems(suite, settings.judge_models, bedrock)
+    if suite.evaluation is not None:  # judges: allowed by the stack, usable by the account, in their regions
+        judge_problems = judge_model_problems(
+            suite, settings.judge_models, regional_clients(client_factory, "bedrock", settings.region)
+        )
+        judge_problems += judge_endpoint_problems(
+            suite, settings.judge_endpoints, regional_clients(client_factory, "sagemaker", settings.region)
+        )
         if judge_problems:
             raise SuiteValidationError(judge_problems, EXECUTION_INPUT_SOURCE)
     run_id = run_id_for(event.execution_name)

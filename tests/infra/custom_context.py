@@ -20,6 +20,7 @@ CUSTOM_CONTEXT: dict[str, Any] = {
     "fmbench:schedules": [{"name": "nightly", "expression": "cron(0 3 * * ? *)", "suite": SCHEDULED_SUITE}],
     "fmbench:modelDataBuckets": '["my-model-artifacts"]',
     "fmbench:existingEndpointNames": ["My-Llama31-8B-Endpoint"],
+    "fmbench:judgeEndpoints": '["My-Judge-Endpoint", "other-judge"]',
     "fmbench:statusPollSeconds": "15",
     "fmbench:maxDeployMinutes": "30",
     "fmbench:sweeperIntervalMinutes": "15",

@@ -1,5 +1,6 @@
 """The Evaluate task of a judged run as synthesized: its state, its role's Bedrock grant (the stack's judge
-models only), its S3 prefixes, the Glue table of judgments, and the Plan's judge settings."""
+models only) and SageMaker grant (the stack's judge endpoints only), its S3 prefixes, the Glue table of
+judgments, the Plan's judge settings, and Render's input of how the Evaluate step ended."""
 
 from __future__ import annotations
 
@@ -69,7 +70,41 @@ def test_the_evaluate_task_reads_the_run_and_writes_only_its_evaluations(
     reads = {r for s in statements if "s3:GetObject" in s["Action"] for r in s["Resource"]}
     writes = {r for s in statements if "s3:PutObject" in s["Action"] for r in s["Resource"]}
     assert reads == {f"${{{bucket}.Arn}}/{p}/*" for p in ("specs", "records", "datasets", "evaluations")}
-    assert writes == {f"${{{bucket}.Arn}}/evaluations/*"}
+    # its judgments, and how the judging ended (outcomes/run_id=R/evaluation.json)
+    assert writes == {f"${{{bucket}.Arn}}/evaluations/*", f"${{{bucket}.Arn}}/outcomes/*"}
+
+
+def _sagemaker_resources(template_json: dict[str, Any], role_id: str) -> dict[str, set[str]]:
+    allowed: dict[str, set[str]] = {}
+    for each in statements_of_role(template_json, role_id):
+        for action in each["Action"]:
+            if action.startswith("sagemaker:"):
+                allowed.setdefault(action, set()).update(each["Resource"])
+    return allowed
+
+
+def test_the_evaluate_task_may_invoke_exactly_the_stacks_judge_endpoints(
+    built: BuiltApp, template_json: dict[str, Any], custom: BuiltApp, custom_template_json: dict[str, Any]
+) -> None:
+    # By default (fmbench:judgeEndpoints: []) no SageMaker endpoint at all, and the Plan describes none.
+    assert _sagemaker_resources(template_json, _role_id(built, built.stack.evaluator.task_role)) == {}
+    _, plan = function_by_handler(template_json, "lambdas.plan.handler")
+    assert json.loads(plan["Environment"]["Variables"]["FMBENCH_JUDGE_ENDPOINTS"]) == []
+    assert _sagemaker_resources(template_json, role_id_of(plan["Role"])) == {}
+
+    endpoint = "arn:${AWS::Partition}:sagemaker:*:${AWS::AccountId}:endpoint/"
+    arns = {f"{endpoint}my-judge-endpoint", f"{endpoint}other-judge"}  # lower case, as in the ARN
+    role_id = _role_id(custom, custom.stack.evaluator.task_role)
+    assert _sagemaker_resources(custom_template_json, role_id) == {
+        "sagemaker:InvokeEndpoint": arns,
+        "sagemaker:InvokeEndpointWithResponseStream": arns,
+    }
+    _, plan = function_by_handler(custom_template_json, "lambdas.plan.handler")
+    variables = plan["Environment"]["Variables"]
+    assert json.loads(variables["FMBENCH_JUDGE_ENDPOINTS"]) == ["My-Judge-Endpoint", "other-judge"]
+    # The Plan asks whether each is InService (DescribeEndpoint on exactly those), before anything runs.
+    plan_sagemaker = _sagemaker_resources(custom_template_json, role_id_of(plan["Role"]))
+    assert plan_sagemaker == {"sagemaker:DescribeEndpoint": arns}
 
 
 def test_judge_models_are_a_stack_setting() -> None:
@@ -123,7 +158,15 @@ def test_evaluate_runs_after_the_branches_only_for_a_judged_suite_and_never_fail
     assert wanted["Choices"] == [
         {"Variable": "$.plan.evaluate", "BooleanEquals": True, "Next": "EvaluateCommand"}
     ]
-    assert wanted["Default"] == "Query"
+    # Not judged here: Render gets an empty $.evaluation and reads the run's recorded judging.
+    assert wanted["Default"] == "NotEvaluated"
+    assert states["NotEvaluated"] == {
+        "Type": "Pass",
+        "Comment": states["NotEvaluated"]["Comment"],
+        "Parameters": {},
+        "ResultPath": "$.evaluation",
+        "Next": "Query",
+    }
     assert states["EvaluateCommand"]["Next"] == "Evaluate"
     evaluate = states["Evaluate"]
     assert evaluate["Resource"].endswith(":states:::ecs:runTask.sync")
@@ -144,3 +187,5 @@ def test_evaluate_runs_after_the_branches_only_for_a_judged_suite_and_never_fail
     assert container["Name"] == override["Name"] == "evaluator"
     assert container["EntryPoint"] == EVALUATOR_ENTRY_POINT
     assert role_id_of(definition["TaskRoleArn"]) == _role_id(built, built.stack.evaluator.task_role)
+    # Render is told how the Evaluate step ended (its command, and the caught error when it failed).
+    assert states["Render"]["Parameters"]["Payload"]["evaluation.$"] == "$.evaluation"

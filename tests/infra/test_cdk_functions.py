@@ -142,6 +142,8 @@ def test_each_function_gets_only_the_variables_its_settings_model_reads(
             "FMBENCH_EXISTING_ENDPOINT_NAMES": "[]",
             # The Bedrock judges the Evaluate task may invoke (the default panel's models).
             "FMBENCH_JUDGE_MODELS": json.dumps([judge["model_id"] for judge in DEFAULT_JUDGES]),
+            # The existing SageMaker endpoints it may invoke as judges (none by default).
+            "FMBENCH_JUDGE_ENDPOINTS": "[]",
             # The catalog whose records table gets the run's partitions.
             "FMBENCH_ATHENA_DATABASE": f"${{{database_id}}}",
             # Not a setting: huggingface_hub's cache of Hub datasets and tokenizers (the writable /tmp).

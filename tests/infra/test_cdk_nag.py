@@ -57,7 +57,7 @@ _WILDCARDS: dict[str, set[str]] = {
                 f"arn:<AWS::Partition>:bedrock:*:<AWS::AccountId>:inference-profile/us.{model}",
             )
         ),
-        *(f"{BUCKET}/{prefix}/*" for prefix in ("specs", "records", "datasets", "evaluations")),
+        *(f"{BUCKET}/{prefix}/*" for prefix in ("specs", "records", "datasets", "evaluations", "outcomes")),
     },
     "Evaluator/TaskDefinition/ExecutionRole": {"*"},
     "Functions/SageMakerExecutionRole": {

@@ -18,6 +18,11 @@ PRODUCT_SAGEMAKER_ARN = re.compile(
 SAGEMAKER_LIST_ACTIONS = {"sagemaker:ListEndpoints", "sagemaker:ListEndpointConfigs", "sagemaker:ListModels"}
 # The existing endpoint of the custom context (fmbench:existingEndpointNames), which the runner invokes.
 EXISTING_ENDPOINT = "arn:${AWS::Partition}:sagemaker:*:${AWS::AccountId}:endpoint/my-llama31-8b-endpoint"
+# The custom context's fmbench:judgeEndpoints: the Evaluate task invokes them, the Plan describes them.
+JUDGE_ENDPOINTS = {
+    f"arn:${{AWS::Partition}}:sagemaker:*:${{AWS::AccountId}}:endpoint/{name}"
+    for name in ("my-judge-endpoint", "other-judge")
+}
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -58,7 +63,8 @@ def test_no_allow_grants_every_action_or_every_action_of_a_service(any_template:
 
 def test_sagemaker_is_reached_only_for_product_resources(any_template: dict[str, Any]) -> None:
     """Every SageMaker action of every role is on `fmb-*` names (create and delete further need the run-id
-    tag), on an existing endpoint the operator named, or is a list action, which has no resource."""
+    tag), on an existing endpoint or judge endpoint the operator named, or is a list action, which has no
+    resource."""
     found = 0
     for owner, each in _allow_statements(any_template):
         actions = {a for a in _as_list(each["Action"]) if a.startswith("sagemaker:")}
@@ -70,6 +76,12 @@ def test_sagemaker_is_reached_only_for_product_resources(any_template: dict[str,
                 assert actions <= SAGEMAKER_LIST_ACTIONS, (owner, actions)
             elif resource == EXISTING_ENDPOINT:
                 assert actions <= {"sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"}
+            elif resource in JUDGE_ENDPOINTS:
+                assert actions <= {
+                    "sagemaker:InvokeEndpoint",
+                    "sagemaker:InvokeEndpointWithResponseStream",
+                    "sagemaker:DescribeEndpoint",
+                }
             else:
                 assert PRODUCT_SAGEMAKER_ARN.match(resource), (owner, resource)
         if actions & {"sagemaker:CreateModel", "sagemaker:CreateEndpointConfig", "sagemaker:CreateEndpoint"}:

@@ -315,6 +315,8 @@ def test_query_runs_the_plans_metrics_sql_in_the_workgroup_and_render_outputs_th
             "query_execution_id.$": "$.query.query_execution_id",
             "branch_results.$": "$.branch_results",
             "started_at.$": "$$.Execution.StartTime",
+            # The Evaluate task's command and caught error, or {} when this execution judged nothing.
+            "evaluation.$": "$.evaluation",
         },
     }
     assert (render_state["ResultSelector"], render_state["ResultPath"]) == (

@@ -39,7 +39,12 @@ from fmbench.emulator.settings import EmulatorSettings
 
 # Tiny waits keep the tier fast: a status check every second, for at most two minutes (120 checks, the
 # plan's cap) unless a test lowers the cap.
-WORKFLOW_CONTEXT: Final = {"fmbench:statusPollSeconds": 1, "fmbench:maxDeployMinutes": 2}
+WORKFLOW_CONTEXT: Final = {
+    "fmbench:statusPollSeconds": 1,
+    "fmbench:maxDeployMinutes": 2,
+    # The existing SageMaker endpoint the Evaluate task may invoke as a judge (test_workflow_evaluation.py).
+    "fmbench:judgeEndpoints": ["judge-endpoint"],
+}
 # The account's SageMaker endpoint quotas for the instance types the tests deploy.
 ENDPOINT_QUOTAS: Final = {"ml.g4dn.xlarge": 4.0, "ml.g4dn.2xlarge": 4.0}
 # The account's EC2 vCPU quotas: Running On-Demand G and VT instances (ec2 branches on g5).

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from harness import RESULTS_BUCKET, DeployedWorkflow
 from shims import AthenaShim, s3_object_keys
-from test_workflow_execution import by_target, openai_target, statuses
+from test_workflow_execution import by_target, openai_target, published_result, statuses
 
 from fmbench.config import DEFAULT_JUDGES
 from fmbench.emulator.process import EmulatorProcess
@@ -121,6 +121,11 @@ def test_a_judged_run_is_evaluated_after_its_branches_and_reports_accuracy_per_b
     assert registered == {
         f"evaluations/run_id=run-judged/branch_id={branch['branch_id']}/" for branch in branches.values()
     }
+    assert published_result("run-judged")["evaluation"] == {
+        "status": "judged",
+        "error": None,
+        "rejudge": None,
+    }
 
 
 def test_a_failing_evaluate_task_does_not_fail_the_run_which_is_reported_without_accuracy(
@@ -138,6 +143,32 @@ def test_a_failing_evaluate_task_does_not_fail_the_run_which_is_reported_without
     assert all(branch["accuracy"] is None for branch in branches.values())
     assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/evaluations/") == []
     assert not any("judgments" in query for query in workflow.athena.queries)
+    # result.json and the report say that the Evaluate step failed, why, and how to judge the run again.
+    exit_code = workflow.runner.runs[-1].exit_code
+    evaluation = published_result("run-judged-broken")["evaluation"]
+    assert evaluation["status"] == "failed"
+    assert evaluation["error"] == (
+        "the Evaluate step failed: States.TaskFailed: the task stopped (Essential container in task exited); "
+        f"container evaluator exited with code {exit_code}; its output is in the runner's log group (stream "
+        "prefix evaluate)"
+    )
+    rejudge = f"fmbench evaluate s3://{RESULTS_BUCKET} --run-id run-judged-broken"
+    assert evaluation["rejudge"].startswith(f"judge again with `{rejudge}`")
+    s3 = boto3.client("s3")
+    report = s3.get_object(Bucket=RESULTS_BUCKET, Key="reports/run_id=run-judged-broken/report.md")
+    markdown = report["Body"].read().decode()
+    section = markdown.split("## Accuracy\n", 1)[1].split("\n## ", 1)[0]
+    assert section.strip().startswith(
+        "**Accuracy: not judged**: the Evaluate step failed: States.TaskFailed: "
+    )
+    assert f"container evaluator exited with code {exit_code}" in section
+    assert f"`{rejudge}`" in section and "report-only execution" in section
+    # Recorded beside the outcomes: a report-only re-render says the same.
+    record = s3.get_object(Bucket=RESULTS_BUCKET, Key="outcomes/run_id=run-judged-broken/evaluation.json")
+    assert json.loads(record["Body"].read())["status"] == "failed"
+    rerender = workflow.run({"report_only": {"run_id": "run-judged-broken"}}, name="run-judged-broken-again")
+    assert rerender.status == "SUCCEEDED", rerender.cause
+    assert published_result("run-judged-broken")["evaluation"] == evaluation
 
 
 @pytest.mark.parametrize(
@@ -161,5 +192,103 @@ def test_the_plan_refuses_a_judge_the_stack_may_not_invoke_or_the_account_may_no
 
     assert execution.status == "FAILED"
     assert f"evaluation.judges.1.model_id: {model_id} {reason}" in str(execution.cause)
+    assert workflow.runner.runs == []  # nothing ran, nothing was written
+    assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/specs/") == []
+
+
+# ------------------------------------------------------------------------------------ SageMaker judge
+
+JUDGE_ENDPOINT = "judge-endpoint"  # the stack's fmbench:judgeEndpoints (conftest.WORKFLOW_CONTEXT)
+
+
+def create_existing_endpoint(name: str) -> None:
+    """An endpoint that exists before the run (judges are not deployed), InService in moto."""
+    sagemaker = boto3.client("sagemaker")
+    sagemaker.create_model(
+        ModelName=f"{name}-model",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/judge",
+        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/judge:1"},
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{name}-config",
+        ProductionVariants=[
+            {
+                "VariantName": "main",
+                "ModelName": f"{name}-model",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.g4dn.xlarge",
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
+    assert sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
+
+
+def sagemaker_judged_suite(
+    name: str, emulator_url: str, judge_url: str, endpoint_name: str
+) -> dict[str, Any]:
+    """One judge, an existing SageMaker endpoint speaking the OpenAI chat API, answered by the judge
+    emulator's SageMaker runtime route (the target's endpoint_url)."""
+    data = judged_suite(name, emulator_url, judge_url, [])
+    judge_target = {
+        "name": "sm-judge",
+        "platform": "sagemaker",
+        "endpoint_name": endpoint_name,
+        "payload_format": "vllm-openai",
+        "model": "judge",
+        "endpoint_url": judge_url,
+    }
+    data["evaluation"]["judges"] = [{"name": "sm-judge", "target": judge_target}]
+    return data
+
+
+def test_a_sagemaker_judge_of_the_stacks_judge_endpoints_judges_the_run(
+    workflow: DeployedWorkflow, emulator_url: str, judge_url: str
+) -> None:
+    create_existing_endpoint(JUDGE_ENDPOINT)
+    data = sagemaker_judged_suite("judged-sm", emulator_url, judge_url, JUDGE_ENDPOINT)
+
+    execution = workflow.run(data, name="run-judged-sm")
+
+    branches = by_target(execution)
+    assert statuses(branches) == {"cand-a": "succeeded", "cand-b": "succeeded"}
+    assert workflow.runner.commands[-1][0] == "evaluate"
+    assert workflow.runner.runs[-1].exit_code == 0
+    for branch in branches.values():
+        rows = judgments_of("run-judged-sm", branch["branch_id"])
+        # every distinct prompt judged once by the endpoint, incorrect (no answer holds its reference)
+        assert len(rows["verdict"]) == PROMPTS
+        assert set(rows["verdict"]) == {"incorrect"}
+        assert set(rows["judge"]) == {"sm-judge"}
+        assert branch["accuracy"]["judged_prompts"] == PROMPTS
+        assert branch["accuracy"]["majority_incorrect"] == PROMPTS
+    assert published_result("run-judged-sm")["evaluation"]["status"] == "judged"
+
+
+@pytest.mark.parametrize(
+    ("endpoint_name", "reason"),
+    [
+        (
+            "other-endpoint",
+            "other-endpoint is not allowed by the stack's judge endpoints (fmbench:judgeEndpoints: "
+            "judge-endpoint); add it there and deploy the stack again",
+        ),
+        (
+            JUDGE_ENDPOINT,
+            "endpoint judge-endpoint does not exist in the stack's region (judges are not deployed: "
+            "create it first)",
+        ),
+    ],
+)
+def test_the_plan_refuses_a_sagemaker_judge_outside_the_stacks_list_or_not_in_service(
+    workflow: DeployedWorkflow, emulator_url: str, judge_url: str, endpoint_name: str, reason: str
+) -> None:
+    create_existing_endpoint("other-endpoint")  # exists, but the stack may not invoke it
+    data = sagemaker_judged_suite("judged-sm-refused", emulator_url, judge_url, endpoint_name)
+
+    execution = workflow.run(data, name="run-judged-sm-refused")
+
+    assert execution.status == "FAILED"
+    assert f"evaluation.judges.0.target.endpoint_name: {reason}" in str(execution.cause)
     assert workflow.runner.runs == []  # nothing ran, nothing was written
     assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/specs/") == []
