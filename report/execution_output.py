@@ -3,7 +3,7 @@
 Step Functions refuses a state output over 256 KiB, and result.json grows with every load point (about
 950 bytes each): returned whole, a suite of a few hundred load points would fail its execution after the
 report was published. The summary keeps what a caller acts on (status, best configuration, branch counts,
-cost totals, the SLO) and points to result.json for everything else; its size does not depend on the
+cost totals, the SLO, whether the answers were judged) and points to result.json for everything else; its size does not depend on the
 number of load points, and it holds at most ``MAX_BINS`` best configurations.
 """
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from report.result import (
     BestConfiguration,
     BranchStatus,
+    EvaluationStatus,
     RegressionFinding,
     RegressionResult,
     RegressionVerdict,
@@ -113,6 +114,11 @@ class ExecutionOutput(_ResultModel):
     regression: RegressionSummary | None = Field(
         default=None, description="The comparison with the baseline in brief (result.json has it whole)."
     )
+    evaluation: EvaluationStatus | None = Field(
+        default=None,
+        description="Whether the answers were judged, and why not (the error is cut to 600 characters), as "
+        "in result.json; null when result.json has no such block.",
+    )
 
 
 def execution_output(document: ResultDocument) -> ExecutionOutput:
@@ -150,6 +156,7 @@ def execution_output(document: ResultDocument) -> ExecutionOutput:
         report_prefix=artifacts.result_json.rsplit("/", 1)[0] + "/",
         verdict=document.regression.verdict if document.regression is not None else None,
         regression=regression_summary(document.regression) if document.regression is not None else None,
+        evaluation=document.evaluation,
     )
 
 

@@ -98,3 +98,23 @@ def test_a_judged_run_has_the_same_bounded_output_as_an_unjudged_one() -> None:
     assert len(judged.model_dump_json()) > 256 * 1024  # result.json alone would break the state limit
     assert execution_output(judged).model_dump_json() == execution_output(plain).model_dump_json()
     assert len(execution_output(judged).model_dump_json()) < 4_000
+
+
+def test_the_output_says_whether_the_answers_were_judged_and_stays_bounded_when_judging_failed() -> None:
+    from fmbench.judging_outcome import bounded_error_text
+    from report.result import EvaluationStatus
+
+    error = bounded_error_text("States.TaskFailed: " + "the task's description " * 2_000)  # ~46 KB, cut
+    failed = EvaluationStatus(status="failed", error=error, rejudge="fmbench evaluate s3://b --run-id r")
+    judged_doc = document(branches=[branch(i, judged=True) for i in range(3)]).model_copy(
+        update={"evaluation": EvaluationStatus(status="judged")}
+    )
+    failed_doc = document(branches=[branch(i, judged=False) for i in range(200)]).model_copy(
+        update={"evaluation": failed}
+    )
+    assert execution_output(judged_doc).evaluation == EvaluationStatus(status="judged")
+    output = execution_output(failed_doc)
+    assert output.evaluation is not None and output.evaluation.status == "failed"
+    assert output.evaluation.error == error and output.evaluation.rejudge is not None
+    assert len(output.model_dump_json()) < 5_000  # an error as the record cuts it still fits
+    assert execution_output(document(branches=[branch(0, judged=False)])).evaluation is None
