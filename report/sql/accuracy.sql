@@ -112,44 +112,9 @@ panel_agreement AS (
     FROM rated
 )
 
+-- Per candidate over its bins (payload_bin NULL), and per candidate x bin.
 SELECT
-    'candidate' AS figure,
-    branch_id,
-    max(target_name) AS target_name,
-    CAST(NULL AS VARCHAR) AS payload_bin,
-    CAST(NULL AS VARCHAR) AS judge,
-    CAST(NULL AS VARCHAR) AS other_judge,
-    CAST(NULL AS VARCHAR) AS judge_model,
-    count(*) AS prompts,
-    count(CASE WHEN majority = 'correct' THEN 1 END) AS majority_correct,
-    count(CASE WHEN majority = 'incorrect' THEN 1 END) AS majority_incorrect,
-    count(CASE WHEN majority = 'none' THEN 1 END) AS no_majority,
-    CAST(count(CASE WHEN majority = 'correct' THEN 1 END) AS DOUBLE) / count(*) AS accuracy,
-    CAST(NULL AS BIGINT) AS verdicts,
-    CAST(NULL AS BIGINT) AS correct,
-    CAST(NULL AS BIGINT) AS incorrect,
-    CAST(NULL AS BIGINT) AS unparsed,
-    CAST(NULL AS BIGINT) AS error_verdicts,
-    CAST(NULL AS DOUBLE) AS share_correct,
-    CAST(NULL AS BIGINT) AS attempts,
-    CAST(NULL AS BIGINT) AS prompt_tokens,
-    CAST(NULL AS BIGINT) AS completion_tokens,
-    CAST(NULL AS DOUBLE) AS cost_usd,
-    CAST(NULL AS BIGINT) AS verdicts_without_cost,
-    CAST(NULL AS BIGINT) AS both_correct,
-    CAST(NULL AS BIGINT) AS first_only_correct,
-    CAST(NULL AS BIGINT) AS second_only_correct,
-    CAST(NULL AS BIGINT) AS both_incorrect,
-    CAST(NULL AS BIGINT) AS rated_items,
-    CAST(NULL AS DOUBLE) AS agreement_sum,
-    max(answer_source) AS answer_source
-FROM prompt_majority
-GROUP BY branch_id
-
-UNION ALL
-
-SELECT
-    'candidate_bin' AS figure,
+    CASE WHEN payload_bin IS NULL THEN 'candidate' ELSE 'candidate_bin' END AS figure,
     branch_id,
     max(target_name) AS target_name,
     payload_bin,
@@ -180,7 +145,7 @@ SELECT
     CAST(NULL AS DOUBLE) AS agreement_sum,
     max(answer_source) AS answer_source
 FROM prompt_majority
-GROUP BY branch_id, payload_bin
+GROUP BY GROUPING SETS ((branch_id), (branch_id, payload_bin))
 
 UNION ALL
 

@@ -126,6 +126,7 @@ def test_a_judged_run_is_evaluated_after_its_branches_and_reports_accuracy_per_b
         "error": None,
         "rejudge": None,
     }
+    assert execution.output["evaluation"] == published_result("run-judged")["evaluation"]
 
 
 def test_a_failing_evaluate_task_does_not_fail_the_run_which_is_reported_without_accuracy(
@@ -154,6 +155,7 @@ def test_a_failing_evaluate_task_does_not_fail_the_run_which_is_reported_without
     )
     rejudge = f"fmbench evaluate s3://{RESULTS_BUCKET} --run-id run-judged-broken"
     assert evaluation["rejudge"].startswith(f"judge again with `{rejudge}`")
+    assert execution.output["evaluation"] == evaluation  # a caller of the API sees it without result.json
     s3 = boto3.client("s3")
     report = s3.get_object(Bucket=RESULTS_BUCKET, Key="reports/run_id=run-judged-broken/report.md")
     markdown = report["Body"].read().decode()
