@@ -53,6 +53,9 @@ def _plan_table(plan: RunPlan) -> Table:
     for spec in plan.branches:
         per_point = load.requests_per_point
         requests = str(per_point * spec.load_point_count) if per_point is not None else _timed_text(load)
+        if spec.quality_pass is not None:  # the judged prompts once more, at concurrency 1 and temperature 0
+            bins = len(spec.workload.bins)
+            requests += f" + up to {spec.quality_pass.max_answers_per_bin * bins} quality"
         price = spec.instance_price_per_hour_usd
         table.add_row(
             spec.branch_id,

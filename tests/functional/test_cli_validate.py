@@ -24,6 +24,20 @@ def test_valid_suite_prints_the_planned_branches() -> None:
     assert "7.090" in result.stdout  # the emulated instance's hourly price
 
 
+def test_validate_counts_the_quality_pass_requests_beside_the_load(tmp_path: Path) -> None:
+    demo = (REPO / "examples" / "local-demo.yaml").read_text(encoding="utf-8")
+    suite = tmp_path / "quality.yaml"
+    suite.write_text(
+        demo.replace("  max_answers_per_bin: 40\n", "  max_answers_per_bin: 40\n  quality_pass: true\n")
+    )
+    result = fmbench("validate", str(suite))
+    assert result.returncode == 0, result.stderr
+    # 3 levels x 2 bins x (2 warm-up + 16) requests, then at most 40 judged prompts in each of the 2 bins
+    assert result.stdout.count("108 + up to 80 quality") == 3, result.stdout
+    plain = fmbench("validate", "examples/local-demo.yaml")
+    assert "quality" not in plain.stdout
+
+
 def test_invalid_suite_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
     suite = tmp_path / "bad.yaml"
     suite.write_text(
