@@ -294,3 +294,34 @@ def test_the_plan_refuses_a_sagemaker_judge_outside_the_stacks_list_or_not_in_se
     assert f"evaluation.judges.0.target.endpoint_name: {reason}" in str(execution.cause)
     assert workflow.runner.runs == []  # nothing ran, nothing was written
     assert s3_object_keys(boto3.client("s3"), f"s3://{RESULTS_BUCKET}/specs/") == []
+
+
+def test_a_quality_pass_in_the_cloud_is_judged_instead_of_the_load_and_stays_out_of_the_load_figures(
+    workflow: DeployedWorkflow, emulator_url: str, judge_url: str, bedrock_control_plane: str
+) -> None:
+    data = judged_suite("judged-quality", emulator_url, judge_url, JUDGE_IDS[1:2])
+    data["targets"] = data["targets"][:1]
+    data["evaluation"] |= {"quality_pass": True, "max_answers_per_bin": 5}
+
+    execution = workflow.run(data, name="run-judged-quality")
+
+    (branch,) = by_target(execution).values()
+    assert branch["status"] == "succeeded"
+    s3 = boto3.client("s3")
+    prefix = f"s3://{RESULTS_BUCKET}/records/run_id=run-judged-quality/branch_id={branch['branch_id']}/"
+    records = pa.concat_tables(
+        pq.read_table(io.BytesIO(s3.get_object(Bucket=RESULTS_BUCKET, Key=key)["Body"].read()))
+        for key in sorted(s3_object_keys(s3, prefix))
+    ).to_pydict()
+    quality = [
+        rid for rid, phase in zip(records["request_id"], records["phase"], strict=True) if phase == "quality"
+    ]
+    assert len(quality) == 5  # the 5 judged prompts of the bin, once each, by the runner task
+    assert records["phase"].count("measured") == PROMPTS
+    # Judged: the quality answers, not the load's; the load figures count the measured requests only.
+    rows = judgments_of("run-judged-quality", branch["branch_id"])
+    assert sorted(rows["request_id"]) == sorted(quality)
+    assert set(rows["answer_source"]) == {"quality_pass"}
+    assert branch["accuracy"]["answer_source"] == "quality_pass"
+    assert branch["accuracy"]["judged_prompts"] == 5
+    assert sum(point["requests"] for point in branch["load_points"]) == PROMPTS
