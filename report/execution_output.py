@@ -3,8 +3,8 @@
 Step Functions refuses a state output over 256 KiB, and result.json grows with every load point (about
 950 bytes each): returned whole, a suite of a few hundred load points would fail its execution after the
 report was published. The summary keeps what a caller acts on (status, best configuration, branch counts,
-cost totals, the SLO, whether the answers were judged) and points to result.json for everything else; its size does not depend on the
-number of load points, and it holds at most ``MAX_BINS`` best configurations.
+cost totals, the SLO, whether the answers were judged) and points to result.json for everything else; its
+size does not depend on the number of load points, and it holds at most ``MAX_BINS`` best configurations.
 """
 
 from __future__ import annotations
