@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from held_batch import held_batch_profile
 
 from fmbench.emulator.profiles import EmulatorProfile
 from fmbench.emulator.server import running_emulator
@@ -33,17 +34,8 @@ REQUESTS: list[tuple[str, dict[str, Any]]] = [
     ("/model/m/converse", _CONVERSE),
 ]
 HELD = len(REQUESTS)
-# A batch of 4 whose first decode step takes 60 s: four requests run, two wait, for the whole test.
-SLOW_BATCH = EmulatorProfile(
-    name="slow-batch-4",
-    instance_type="ml.test",
-    price_per_hour_usd=1.0,
-    prefill_base_ms=0,
-    prefill_ms_per_token=0,
-    decode_base_ms=60_000,
-    decode_ms_per_seq=0,
-    max_batch=4,
-)
+# A batch of 4 held for the whole test: four requests run, two wait.
+SLOW_BATCH = held_batch_profile(4)
 
 
 async def _scrape(session: aiohttp.ClientSession, url: str) -> tuple[float, float]:

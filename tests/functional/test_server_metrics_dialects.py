@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import pyarrow.dataset as ds
 import pytest
+from held_batch import held_batch_profile
 
 from fmbench.emulator.metrics import KV_TOKENS_PER_SLOT
-from fmbench.emulator.profiles import EmulatorProfile
 from fmbench.emulator.server import running_emulator
 from fmbench.emulator.settings import EmulatorSettings
 from fmbench.local import run_branches, save_plan
@@ -27,18 +27,9 @@ from fmbench.tokenizer import get_tokenizer
 from report.server_metrics import read_server_metrics, server_metrics_summary
 
 MAX_BATCH = 4
-# No prefill cost and a first decode step of 60 s: a request of max_tokens 1 is answered at its prefill,
-# and longer ones hold their batch slot (prompt + 1 token) for the rest of the test.
-PROFILE = EmulatorProfile(
-    name="held-batch",
-    instance_type="ml.test",
-    price_per_hour_usd=1.0,
-    prefill_base_ms=0,
-    prefill_ms_per_token=0,
-    decode_base_ms=60_000,
-    decode_ms_per_seq=0,
-    max_batch=MAX_BATCH,
-)
+# A request of max_tokens 1 is answered at its prefill; longer ones hold their batch slot (prompt + 1 token)
+# for the rest of the test.
+PROFILE = held_batch_profile(MAX_BATCH)
 PROMPT = "Which river flows through Paris? Answer in one word, please."
 ANSWERED = 5  # requests answered whole (one token each) during the point
 HELD = 6  # requests held open at the point's end: 4 in the batch, 2 queued
