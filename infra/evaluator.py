@@ -77,37 +77,31 @@ class Evaluator(Construct):
             logging=ecs.LogDrivers.aws_logs(stream_prefix="evaluate", log_group=runner.log_group),
         )
         self.judge_model_arns = judge_model_arns(judge_models)
-        if self.judge_model_arns:
-            # Converse and ConverseStream are authorized as these two actions.
-            self.task_role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],
-                    resources=self.judge_model_arns,
-                )
-            )
-            acknowledge_wildcard_resources(
-                self.task_role,
-                self.judge_model_arns,
-                reason="The judge models of fmbench:judgeModels by exact id; the region is open because a "
-                "cross-region inference profile routes a call to the model in another region.",
-            )
+        # Converse and ConverseStream are authorized as these two actions.
+        self._grant_judges(
+            ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],
+            self.judge_model_arns,
+            reason="The judge models of fmbench:judgeModels by exact id; the region is open because a "
+            "cross-region inference profile routes a call to the model in another region.",
+        )
         self.judge_endpoint_arns = judge_endpoint_arns(judge_endpoints)
-        if self.judge_endpoint_arns:
-            self.task_role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"],
-                    resources=self.judge_endpoint_arns,
-                )
-            )
-            acknowledge_wildcard_resources(
-                self.task_role,
-                self.judge_endpoint_arns,
-                reason="The judge endpoints of fmbench:judgeEndpoints by exact name; the region is open "
-                "because a judge's target may name the region its endpoint is in.",
-            )
+        self._grant_judges(
+            ["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"],
+            self.judge_endpoint_arns,
+            reason="The judge endpoints of fmbench:judgeEndpoints by exact name; the region is open "
+            "because a judge's target may name the region its endpoint is in.",
+        )
         acknowledge_unscoped_actions(
             self.task_definition.obtain_execution_role(),
             ["ecr:GetAuthorizationToken"],
             reason="ecr:GetAuthorizationToken (to pull the runner image) supports no resource-level "
             "permissions; the image pull itself is scoped to the CDK asset repository.",
         )
+
+    def _grant_judges(self, actions: list[str], arns: list[str], *, reason: str) -> None:
+        """The task role may call these judges (none: no statement), with the reason their ARNs' open
+        region is acknowledged."""
+        if not arns:
+            return
+        self.task_role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=arns))
+        acknowledge_wildcard_resources(self.task_role, arns, reason=reason)
